@@ -1,0 +1,1 @@
+"""Deciding what a workflow does next: the state machine, classifier and coordinators."""

@@ -1,0 +1,302 @@
+"""The decision classifier: which signals fire in a state, and so who decides.
+
+Every signal WORKFLOW.md names is one small pure function from ``Facts`` to an optional
+``Signal``. A state with no signal is **standard** (the machine decides alone); any complex
+signal makes it **complex** (the LLM decides, the machine checks); otherwise any borderline
+signal makes it **borderline** (both decide, then reconcile).
+
+Complex signals
+    ``step_errors_high``      more than ``complex_error_count`` (2) errors on the current step
+    ``score_missing``         a gating score, issue count or status is absent from a report
+    ``score_out_of_range``    a score outside 0-10 (coverage outside 0-100) or NaN
+    ``report_contradiction``  PASS with critical issues; passing scores with an overall FAIL
+    ``tool_crashed``          a deterministic tool crashed rather than failed
+    ``no_improvement``        neither of the last two rounds beat the round before them
+    ``score_oscillation``     a score went up then down (or down then up) over three rounds
+    ``score_drop``            a score fell by more than ``score_drop`` (1.0) in one round
+    ``human_free_text``       an escalation answer with guidance that must be mapped to an action
+
+Borderline signals
+    ``step_errors``           1-2 errors on the current step
+    ``near_threshold``        a gating score within ``borderline_margin`` (0.25) of its threshold
+    ``last_round``            one round left before a revision, refinement or decision limit
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from orchestrator.rules import (
+    PLAN_SCORE_FIELDS,
+    Facts,
+    code_issue_counts,
+    just_validated,
+    plan_scores,
+    valid_score,
+)
+from state.decision import Route, Signal
+from state.reports import (
+    CodeValidationReport,
+    PlanValidationReport,
+    ToolStatus,
+    Verdict,
+)
+from state.steps import MachineState, Step
+from state.workflow import HumanAnswerKind, StepStatus
+
+C, B = Route.COMPLEX, Route.BORDERLINE
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The classifier's verdict: a route and the signals behind it."""
+
+    route: Route
+    signals: tuple[Signal, ...]
+
+
+STANDARD = Classification(Route.STANDARD, ())
+
+SignalFn = Callable[[Facts], Iterator[Signal]]
+
+
+def _plan_rounds(f: Facts, n: int) -> list[PlanValidationReport]:
+    out: list[PlanValidationReport] = []
+    for rec in reversed(f.state.history):
+        if rec.status is StepStatus.COMPLETED and isinstance(rec.result, PlanValidationReport):
+            out.append(rec.result)
+            if len(out) == n:
+                break
+    out.reverse()
+    return out
+
+
+def _code_rounds(f: Facts, n: int) -> list[CodeValidationReport]:
+    out: list[CodeValidationReport] = []
+    for rec in reversed(f.state.history):
+        if rec.status is StepStatus.COMPLETED and isinstance(rec.result, CodeValidationReport):
+            out.append(rec.result)
+            if len(out) == n:
+                break
+    out.reverse()
+    return out
+
+
+def _score_vectors(f: Facts, n: int) -> tuple[tuple[str, ...], list[tuple[float | None, ...]]]:
+    """The gating scores of the last ``n`` validation rounds of the current phase."""
+    if f.step is Step.PLAN_VALIDATION:
+        return PLAN_SCORE_FIELDS, [plan_scores(r) for r in _plan_rounds(f, n)]
+    return ("overall_score",), [(r.review.overall_score,) for r in _code_rounds(f, n)]
+
+
+def step_errors(f: Facts) -> Iterator[Signal]:
+    """Errors on the current step: 1-2 are borderline, more are complex."""
+    if f.step_failed and f.failures > 0:
+        high = f.failures > f.config.classifier.complex_error_count
+        kind = f.record.error.type if f.record and f.record.error else "interrupted"
+        yield Signal(
+            name="step_errors_high" if high else "step_errors",
+            route=C if high else B,
+            detail=f"{f.failures} failed attempt(s) at step {int(f.step or 0)} (last: {kind})",
+        )
+
+
+def _report_values(f: Facts) -> list[tuple[str, float | None, float]]:
+    """(name, value, top of scale) of every score in the report just produced."""
+    if f.step is Step.PLAN_VALIDATION and f.plan_report is not None:
+        r = f.plan_report
+        return [(name, value, 10.0) for name, value in zip(PLAN_SCORE_FIELDS, plan_scores(r),
+                                                              strict=True)]
+    if f.code_report is not None:
+        c = f.code_report
+        vals: list[tuple[str, float | None, float]] = [
+            ("overall_score", c.review.overall_score, 10.0)
+        ]
+        if c.line_coverage is not None:
+            vals.append(("line_coverage", c.line_coverage, 100.0))
+        return vals
+    return []
+
+
+def _missing_fields(f: Facts) -> list[str]:
+    if f.step is Step.PLAN_VALIDATION:
+        r = f.plan_report
+        if r is None:
+            return ["plan report"]
+        missing = [n for n, v in zip(PLAN_SCORE_FIELDS, plan_scores(r), strict=True) if v is None]
+        if r.critical_issues is None:
+            missing.append("critical_issues")
+        return missing
+    c = f.code_report
+    if c is None:
+        return ["code report"]
+    missing = []
+    if c.review.overall_score is None:
+        missing.append("overall_score")
+    if code_issue_counts(c)[0] is None:
+        missing.append("issue counts")
+    if c.standardization.status is None:
+        missing.append("standardization status")
+    return missing
+
+
+def report_anomalies(f: Facts) -> Iterator[Signal]:
+    """Missing or out-of-range scores, contradictions and crashed tools in a fresh report."""
+    if not just_validated(f):
+        return
+    missing = _missing_fields(f)
+    if missing:
+        yield Signal(name="score_missing", route=C, detail="missing: " + ", ".join(missing))
+    bad = [
+        f"{name}={value}"
+        for name, value, top in _report_values(f)
+        if value is not None and not valid_score(value, top)
+    ]
+    if bad:
+        yield Signal(name="score_out_of_range", route=C, detail=", ".join(bad))
+    contradiction = _contradiction(f)
+    if contradiction:
+        yield Signal(name="report_contradiction", route=C, detail=contradiction)
+    if f.step is not Step.PLAN_VALIDATION and f.code_report is not None:
+        crashed = [t.name for t in f.code_report.tools if t.status is ToolStatus.CRASHED]
+        if crashed:
+            yield Signal(name="tool_crashed", route=C, detail="crashed: " + ", ".join(crashed))
+
+
+def _contradiction(f: Facts) -> str | None:
+    if f.step is Step.PLAN_VALIDATION:
+        r = f.plan_report
+        if r is None:
+            return None
+        t = f.config.plan_thresholds
+        if r.verdict is Verdict.PASS and (r.critical_issues or 0) > 0:
+            return f"verdict PASS with {r.critical_issues} critical issue(s)"
+        scores = plan_scores(r)
+        if r.verdict is Verdict.FAIL and all(valid_score(s) for s in scores) and (
+            scores[0] >= t.alignment  # type: ignore[operator]
+            and scores[1] >= t.standardization  # type: ignore[operator]
+            and scores[2] >= t.compatibility  # type: ignore[operator]
+            and (r.critical_issues or 0) <= t.max_critical_issues
+        ):
+            return "every score passes its threshold but the verdict is FAIL"
+        return None
+    c = f.code_report
+    if c is None:
+        return None
+    if c.standardization.status == "PASSED" and (c.standardization.critical_issues or 0) > 0:
+        return f"standardization PASSED with {c.standardization.critical_issues} critical issue(s)"
+    if c.review.verdict is Verdict.PASS and (c.review.critical_issues or 0) > 0:
+        return f"review PASS with {c.review.critical_issues} critical issue(s)"
+    return None
+
+
+def convergence_problems(f: Facts) -> Iterator[Signal]:
+    """No improvement, oscillation or a sharp drop over the last validation rounds."""
+    if not just_validated(f):
+        return
+    names, rounds = _score_vectors(f, 3)
+    usable = [r for r in rounds if all(valid_score(v) for v in r)]
+    if len(usable) != len(rounds) or len(rounds) < 2:
+        return
+    drop = f.config.classifier.score_drop
+    prev, last = rounds[-2], rounds[-1]
+    drops = [
+        f"{n} {p:g}->{q:g}"
+        for n, p, q in zip(names, prev, last, strict=True)
+        if p - q > drop  # type: ignore[operator]
+    ]
+    if drops:
+        yield Signal(name="score_drop", route=C, detail=", ".join(drops))
+    if len(rounds) < 3:
+        return
+    sums = [math.fsum(v for v in r if v is not None) for r in rounds]
+    if max(sums[1], sums[2]) <= sums[0]:
+        yield Signal(
+            name="no_improvement",
+            route=C,
+            detail="score totals over the last three rounds: "
+            + ", ".join(f"{s:g}" for s in sums),
+        )
+    swings = []
+    for i, n in enumerate(names):
+        a, b, c = (r[i] for r in rounds)
+        d1, d2 = b - a, c - b  # type: ignore[operator]
+        if d1 * d2 < 0 and min(abs(d1), abs(d2)) >= f.config.classifier.borderline_margin:
+            swings.append(f"{n} {a:g}->{b:g}->{c:g}")
+    if swings:
+        yield Signal(name="score_oscillation", route=C, detail=", ".join(swings))
+
+
+def human_free_text(f: Facts) -> Iterator[Signal]:
+    """An escalation answered with guidance: free text to be mapped to an action."""
+    a = f.answer
+    if (
+        a is not None
+        and f.machine_state is MachineState.ESCALATED
+        and a.answer is HumanAnswerKind.REQUEST_CHANGES
+        and a.changes
+    ):
+        yield Signal(name="human_free_text", route=C, detail=" | ".join(a.changes)[:200])
+
+
+def near_threshold(f: Facts) -> Iterator[Signal]:
+    """A gating score within the borderline margin of its threshold."""
+    if not just_validated(f):
+        return
+    margin = f.config.classifier.borderline_margin
+    close: list[str] = []
+    if f.step is Step.PLAN_VALIDATION and f.plan_report is not None:
+        t = f.config.plan_thresholds
+        limits = (t.alignment, t.standardization, t.compatibility)
+        for name, value, limit in zip(PLAN_SCORE_FIELDS, plan_scores(f.plan_report), limits,
+                                      strict=True):
+            if valid_score(value) and abs(value - limit) <= margin:  # type: ignore[operator]
+                close.append(f"{name} {value:g} vs {limit:g}")
+    elif f.code_report is not None:
+        ct = f.config.code_thresholds
+        score, cov = f.code_report.review.overall_score, f.code_report.line_coverage
+        if valid_score(score) and abs(score - ct.review_score_for_tools) <= margin:  # type: ignore[operator]
+            close.append(f"overall_score {score:g} vs {ct.review_score_for_tools:g}")
+        if valid_score(cov, 100.0) and abs(cov - ct.min_line_coverage) <= margin:  # type: ignore[operator]
+            close.append(f"line_coverage {cov:g} vs {ct.min_line_coverage:g}")
+    if close:
+        yield Signal(name="near_threshold", route=B, detail=", ".join(close))
+
+
+def last_round(f: Facts) -> Iterator[Signal]:
+    """One round left before a limit, at the decision that would spend it."""
+    if f.decisions_left == 1:
+        yield Signal(name="last_round", route=B, detail="one decision left before max_decisions")
+        return
+    if not just_validated(f):
+        return
+    if f.step is Step.PLAN_VALIDATION and not f.plan_converged and f.plan_revisions_left == 1:
+        yield Signal(name="last_round", route=B, detail="one plan revision left")
+    elif (
+        f.step in (Step.CODE_VALIDATION, Step.CONVERGENCE_VALIDATION)
+        and not f.code_converged
+        and f.code_refinements_left == 1
+    ):
+        yield Signal(name="last_round", route=B, detail="one code refinement left")
+
+
+SIGNALS: tuple[SignalFn, ...] = (
+    step_errors,
+    report_anomalies,
+    convergence_problems,
+    human_free_text,
+    near_threshold,
+    last_round,
+)
+
+
+def classify(f: Facts) -> Classification:
+    """Route the state in ``f``: standard, complex or borderline, with the signals seen."""
+    signals = tuple(s for fn in SIGNALS for s in fn(f))
+    if not signals:
+        return STANDARD
+    if any(s.route is C for s in signals):
+        return Classification(Route.COMPLEX, signals)
+    return Classification(Route.BORDERLINE, signals)

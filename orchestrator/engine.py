@@ -1,0 +1,154 @@
+"""The decision engine: analyse a state, apply a decision, record it.
+
+This is the hot path of every workflow. ``analyze`` evaluates the rules once (``Facts``),
+classifies the state and lists its legal actions; ``apply`` fires the chosen action through
+the shared machine and returns the new state with the decision recorded (and, when the
+decision starts a step, that step's attempt marked running, so a crash between the decision
+and its action is visible as an interrupted step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.actions import trigger_of
+from orchestrator.classifier import Classification, classify
+from orchestrator.clock import Clock
+from orchestrator.machine import WorkflowMachine
+from orchestrator.programmatic import ProgrammaticOrchestrator
+from orchestrator.rules import Facts, compute_facts
+from state.config import WorkflowConfig
+from state.decision import (
+    ActionKind,
+    Decision,
+    DecisionRecord,
+    DecisionSource,
+    LLMCallInfo,
+    Route,
+)
+from state.steps import GATE_OF_STATE
+from state.workflow import StepRecord, StepStatus, WorkflowState
+
+_STARTS_STEP = frozenset(
+    {ActionKind.INVOKE_AGENT, ActionKind.RETRY_STEP, ActionKind.TRANSITION_PHASE}
+)
+# Shared by every record built here: pydantic only reads it (the models are frozen).
+_RECORD_FIELDS: set[str] = set(DecisionRecord.model_fields)
+_STEP_FIELDS: set[str] = set(StepRecord.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything known about a state before anyone decides."""
+
+    facts: Facts
+    classification: Classification
+    legal_actions: tuple[str, ...]
+    programmatic: Decision
+
+    @property
+    def route(self) -> Route:
+        """The classifier's route."""
+        return self.classification.route
+
+
+class DecisionEngine:
+    """Analyses states and applies decisions through the shared machine."""
+
+    def __init__(
+        self,
+        machine: WorkflowMachine,
+        clock: Clock,
+        programmatic: ProgrammaticOrchestrator | None = None,
+    ) -> None:
+        self.machine = machine
+        self.clock = clock
+        self.programmatic = programmatic or ProgrammaticOrchestrator()
+
+    def analyze(self, state: WorkflowState, config: WorkflowConfig) -> Analysis:
+        """Facts, route, legal actions and the programmatic decision for ``state``.
+
+        Raises:
+            WorkflowFinishedError: the workflow is in a terminal state.
+            AwaitingHumanError: it waits at a gate for an answer.
+        """
+        facts = compute_facts(state, config)
+        decision = self.programmatic.decide(facts)
+        return Analysis(facts, classify(facts), self.machine.legal_actions(facts), decision)
+
+    def programmatic_source(self, analysis: Analysis) -> DecisionSource:
+        """``human`` when the programmatic decision carries out a human's answer."""
+        if analysis.facts.machine_state in GATE_OF_STATE:
+            return DecisionSource.HUMAN
+        return DecisionSource.PROGRAMMATIC
+
+    def apply(
+        self,
+        analysis: Analysis,
+        decision: Decision,
+        source: DecisionSource,
+        *,
+        programmatic_alternative: Decision | None = None,
+        conflict_reason: str | None = None,
+        llm: LLMCallInfo | None = None,
+    ) -> tuple[WorkflowState, DecisionRecord]:
+        """Fire ``decision`` and return the new state and the decision's record.
+
+        Raises:
+            IllegalTransitionError: the decision is not legal in the state; nothing changes.
+        """
+        facts = analysis.facts
+        state = facts.state
+        dest = self.machine.fire(facts, trigger_of(decision))
+        now = self.clock.now()
+        seq = len(state.decisions) + 1
+        record = DecisionRecord.model_construct(
+            _RECORD_FIELDS,
+            seq=seq,
+            decided_at=now,
+            decision=decision,
+            source=source,
+            route=analysis.classification.route,
+            signals=analysis.classification.signals,
+            legal_actions=analysis.legal_actions,
+            programmatic_alternative=programmatic_alternative,
+            conflict_reason=conflict_reason,
+            state_before=facts.machine_state,
+            state_after=dest,
+            llm=llm,
+        )
+        update: dict[str, object] = {
+            "machine_state": dest,
+            "decisions": (*state.decisions, record),
+            "updated_at": now,
+        }
+        if decision.action is ActionKind.TRANSITION_PHASE:
+            update["phase"] = 2
+        step = decision.step
+        if step is not None and decision.action in _STARTS_STEP:
+            retry = decision.action is ActionKind.RETRY_STEP and facts.record is not None
+            attempt = facts.record.attempt + 1 if retry and facts.record else 1
+            update["current_step"] = step
+            update["history"] = (
+                *state.history,
+                StepRecord.model_construct(
+                    _STEP_FIELDS,
+                    step=step,
+                    attempt=attempt,
+                    status=StepStatus.RUNNING,
+                    decision_seq=seq,
+                    started_at=now,
+                    finished_at=None,
+                    result=None,
+                    error=None,
+                    change_requests=decision.change_requests,
+                ),
+            )
+        return state.model_copy(update=update), record
+
+    def decide(
+        self, state: WorkflowState, config: WorkflowConfig
+    ) -> tuple[WorkflowState, DecisionRecord]:
+        """Classify, decide by rule, fire and record: the programmatic path in one call."""
+        analysis = self.analyze(state, config)
+        return self.apply(analysis, analysis.programmatic, self.programmatic_source(analysis))

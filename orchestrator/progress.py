@@ -1,0 +1,187 @@
+"""Recording what happens between decisions: step results, step errors, human answers.
+
+Each function returns a new state; none of them decides anything. They refuse, with an
+error that names the workflow and what to do, anything that does not fit the state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from state.errors import DecisionError, HumanAnswerError
+from state.reports import (
+    CodeChange,
+    CodeValidationReport,
+    PlanDraft,
+    PlanValidationReport,
+)
+from state.steps import GATE_OF_STATE, Gate, MachineState, Step
+from state.workflow import (
+    BudgetBase,
+    HumanAnswer,
+    HumanAnswerKind,
+    StepError,
+    StepRecord,
+    StepStatus,
+    WorkflowState,
+)
+
+StepResultT = PlanDraft | PlanValidationReport | CodeValidationReport | CodeChange
+
+_EXPECTED_RESULT: dict[Step, type[StepResultT]] = {
+    Step.INITIAL_PLANNING: PlanDraft,
+    Step.PLAN_VALIDATION: PlanValidationReport,
+    Step.PLAN_REVISION: PlanDraft,
+    Step.IMPLEMENTATION: CodeChange,
+    Step.CODE_VALIDATION: CodeValidationReport,
+    Step.CODE_REFINEMENT: CodeChange,
+    Step.CONVERGENCE_VALIDATION: CodeValidationReport,
+}
+
+
+def new_workflow(
+    workflow_id: str, requirements: str, workspace: str, now: datetime
+) -> WorkflowState:
+    """A fresh workflow that has not decided anything yet."""
+    return WorkflowState(
+        workflow_id=workflow_id,
+        requirements=requirements,
+        workspace=workspace,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def running_record(state: WorkflowState) -> StepRecord:
+    """The attempt in flight.
+
+    Raises:
+        DecisionError: no step is running.
+    """
+    rec = state.last_record
+    if rec is None or rec.status is not StepStatus.RUNNING:
+        raise DecisionError(
+            f"workflow {state.workflow_id}: no step is running (state "
+            f"'{state.machine_state.value}'); decide first"
+        )
+    return rec
+
+
+def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> WorkflowState:
+    """Record the running step's result.
+
+    Raises:
+        DecisionError: no step is running, or the result is not what the step produces.
+    """
+    rec = running_record(state)
+    expected = _EXPECTED_RESULT[rec.step]
+    if not isinstance(result, expected):
+        raise DecisionError(
+            f"workflow {state.workflow_id}: step {int(rec.step)} produces a "
+            f"{expected.__name__}, not a {type(result).__name__}"
+        )
+    done = rec.model_copy(
+        update={"status": StepStatus.COMPLETED, "finished_at": now, "result": result}
+    )
+    counters = state.counters
+    if rec.step is Step.PLAN_REVISION:
+        counters = counters.model_copy(update={"plan_revisions": counters.plan_revisions + 1})
+    elif rec.step is Step.CODE_REFINEMENT:
+        counters = counters.model_copy(update={"code_refinements": counters.code_refinements + 1})
+    return state.model_copy(
+        update={
+            "history": (*state.history[:-1], done),
+            "last_completed_step": rec.step,
+            "counters": counters,
+            "updated_at": now,
+        }
+    )
+
+
+def fail_step(
+    state: WorkflowState,
+    error_type: str,
+    message: str,
+    now: datetime,
+    *,
+    retryable: bool = True,
+) -> WorkflowState:
+    """Record that the running step failed.
+
+    Raises:
+        DecisionError: no step is running.
+    """
+    rec = running_record(state)
+    error = StepError(type=error_type, message=message, attempts=rec.attempt, retryable=retryable)
+    failed = rec.model_copy(
+        update={"status": StepStatus.FAILED, "finished_at": now, "error": error}
+    )
+    return state.model_copy(update={"history": (*state.history[:-1], failed), "updated_at": now})
+
+
+def mark_interrupted(state: WorkflowState, now: datetime) -> WorkflowState:
+    """Record that the running step was interrupted (its process died), so it is retried."""
+    return fail_step(
+        state, "interrupted", "the process running this step stopped before it finished", now
+    )
+
+
+def record_answer(
+    state: WorkflowState,
+    gate: Gate | None,
+    answer: HumanAnswerKind,
+    *,
+    by: str,
+    now: datetime,
+    changes: tuple[str, ...] = (),
+    comment: str | None = None,
+) -> WorkflowState:
+    """Record a human's answer at the gate the workflow waits at.
+
+    Args:
+        gate: the gate the human means to answer; None answers whichever gate is waiting.
+
+    Raises:
+        HumanAnswerError: the workflow is not waiting, waits at another gate, was already
+            answered, or changes were requested without saying which.
+    """
+    wid = state.workflow_id
+    waiting = GATE_OF_STATE.get(state.machine_state)
+    if waiting is None:
+        raise HumanAnswerError(
+            f"workflow {wid} is not waiting for a human (state "
+            f"'{state.machine_state.value}'); nothing was recorded"
+        )
+    if state.pending_answer is not None:
+        raise HumanAnswerError(
+            f"workflow {wid} was already answered at the '{waiting.value}' gate "
+            f"({state.pending_answer.answer.value} by {state.pending_answer.by}); resume it"
+        )
+    if gate is not None and gate is not waiting:
+        raise HumanAnswerError(
+            f"workflow {wid} waits at the '{waiting.value}' gate, not '{gate.value}'; "
+            "nothing was recorded"
+        )
+    changes = tuple(c.strip() for c in changes if c.strip())
+    if answer is HumanAnswerKind.REQUEST_CHANGES and not changes:
+        raise HumanAnswerError(
+            f"workflow {wid}: request-changes needs at least one change (--change TEXT)"
+        )
+    record = HumanAnswer(
+        gate=waiting,
+        answer=answer,
+        changes=changes,
+        comment=comment,
+        by=by,
+        at=now,
+        after_decision=len(state.decisions),
+    )
+    update: dict[str, object] = {"human_answers": (*state.human_answers, record), "updated_at": now}
+    if state.machine_state is MachineState.ESCALATED and answer is not HumanAnswerKind.REJECT:
+        # A human who lets an escalated workflow go on grants it fresh budgets.
+        update["budget_base"] = BudgetBase(
+            plan_revisions=state.counters.plan_revisions,
+            code_refinements=state.counters.code_refinements,
+            decisions=len(state.decisions),
+        )
+    return state.model_copy(update=update)

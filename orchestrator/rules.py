@@ -1,0 +1,205 @@
+"""The workflow's rules, evaluated once per decision into a ``Facts`` view.
+
+Guards of the state machine, the classifier's signals and the programmatic orchestrator all
+read the same ``Facts``, so a rule is written once: convergence, limits, gate answers and
+step failures mean the same thing wherever they are checked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from state.config import CodeThresholds, PlanThresholds, WorkflowConfig
+from state.reports import CodeValidationReport, PlanValidationReport, ToolStatus
+from state.steps import STEP_OF_STATE, MachineState, Step
+from state.workflow import HumanAnswer, StepRecord, StepStatus, WorkflowState
+
+PLAN_SCORE_FIELDS = ("alignment_score", "standardization_score", "compatibility_score")
+_PLAN_THRESHOLD_OF = {
+    "alignment_score": "alignment",
+    "standardization_score": "standardization",
+    "compatibility_score": "compatibility",
+}
+SCORE_MIN, SCORE_MAX = 0.0, 10.0
+_VALIDATION_STEPS = (Step.PLAN_VALIDATION, Step.CODE_VALIDATION, Step.CONVERGENCE_VALIDATION)
+
+
+def valid_score(value: float | None, top: float = SCORE_MAX) -> bool:
+    """A score is usable when present, a number, and on its scale."""
+    return value is not None and not math.isnan(value) and SCORE_MIN <= value <= top
+
+
+def plan_scores(report: PlanValidationReport) -> tuple[float | None, float | None, float | None]:
+    """The three gating scores of a plan report, in the order of ``PLAN_SCORE_FIELDS``."""
+    return (report.alignment_score, report.standardization_score, report.compatibility_score)
+
+
+def plan_converged(report: PlanValidationReport | None, t: PlanThresholds) -> bool:
+    """Phase 1 convergence: every score valid and at its threshold, critical issues in limit."""
+    if report is None:
+        return False
+    a, s, c = report.alignment_score, report.standardization_score, report.compatibility_score
+    return (
+        valid_score(a) and valid_score(s) and valid_score(c)
+        and a >= t.alignment  # type: ignore[operator]
+        and s >= t.standardization  # type: ignore[operator]
+        and c >= t.compatibility  # type: ignore[operator]
+        and report.critical_issues is not None
+        and 0 <= report.critical_issues <= t.max_critical_issues
+    )
+
+
+def code_issue_counts(report: CodeValidationReport) -> tuple[int | None, int | None]:
+    """Critical and minor issues summed over both level-1 reports (None if any is missing)."""
+    r, s = report.review, report.standardization
+    if None in (r.critical_issues, s.critical_issues, r.minor_issues, s.minor_issues):
+        return None, None
+    return (
+        r.critical_issues + s.critical_issues,  # type: ignore[operator]
+        r.minor_issues + s.minor_issues,  # type: ignore[operator]
+    )
+
+
+def tools_ran(report: CodeValidationReport, t: CodeThresholds) -> bool:
+    """Level 2 ran: the review scored high enough and at least one tool produced a verdict."""
+    score = report.review.overall_score
+    return (
+        valid_score(score)
+        and score >= t.review_score_for_tools  # type: ignore[operator]
+        and report.tools_skipped_reason is None
+        and len(report.tools) > 0
+    )
+
+
+def code_converged(report: CodeValidationReport | None, t: CodeThresholds) -> bool:
+    """Phase 2 convergence (WORKFLOW.md): tools, issues, standardization and coverage."""
+    if report is None or not tools_ran(report, t):
+        return False
+    passed = sum(1 for tool in report.tools if tool.status is ToolStatus.PASSED)
+    if passed / len(report.tools) < t.tool_pass_rate:
+        return False
+    critical, minor = code_issue_counts(report)
+    if critical is None or minor is None or critical < 0 or minor < 0:
+        return False
+    if critical > t.max_critical_issues or minor > t.max_minor_issues:
+        return False
+    if report.standardization.status != "PASSED":
+        return False
+    cov = report.line_coverage
+    return cov is None or (valid_score(cov, 100.0) and cov >= t.min_line_coverage)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the rules need about one state, computed once per decision."""
+
+    state: WorkflowState
+    config: WorkflowConfig
+    machine_state: MachineState
+    origin: MachineState  # the state an escalation interrupted, else machine_state
+    step: Step | None  # the step of ``origin``
+    record: StepRecord | None  # the latest attempt at ``step``
+    step_ok: bool
+    step_failed: bool  # the latest attempt failed, or was interrupted (still "running")
+    failures: int  # consecutive failed attempts at ``step`` since the last budget reset
+    retryable: bool
+    answer: HumanAnswer | None
+    plan_report: PlanValidationReport | None
+    code_report: CodeValidationReport | None
+    plan_converged: bool
+    code_converged: bool
+    plan_revisions_left: int
+    code_refinements_left: int
+    decisions_left: int
+    has_plan: bool
+    has_code: bool
+
+
+def _latest_reports(
+    history: tuple[StepRecord, ...],
+) -> tuple[PlanValidationReport | None, CodeValidationReport | None, bool, bool]:
+    plan: PlanValidationReport | None = None
+    code: CodeValidationReport | None = None
+    has_plan = has_code = False
+    for rec in reversed(history):
+        if rec.status is not StepStatus.COMPLETED:
+            continue
+        res = rec.result
+        if plan is None and isinstance(res, PlanValidationReport):
+            plan = res
+        elif code is None and isinstance(res, CodeValidationReport):
+            code = res
+        if rec.step in (Step.INITIAL_PLANNING, Step.PLAN_REVISION):
+            has_plan = True
+        elif rec.step in (Step.IMPLEMENTATION, Step.CODE_REFINEMENT):
+            has_code = True
+        if plan is not None and code is not None and has_plan and has_code:
+            break
+    return plan, code, has_plan, has_code
+
+
+def escalation_origin(state: WorkflowState) -> MachineState:
+    """The machine state an escalation interrupted (its decision's ``state_before``)."""
+    for rec in reversed(state.decisions):
+        if rec.state_after is MachineState.ESCALATED:
+            return rec.state_before
+    return MachineState.ESCALATED
+
+
+def compute_facts(state: WorkflowState, config: WorkflowConfig) -> Facts:
+    """Evaluate the rules for ``state`` under ``config``."""
+    ms = state.machine_state
+    origin = escalation_origin(state) if ms is MachineState.ESCALATED else ms
+    step = STEP_OF_STATE.get(origin)
+    history = state.history
+    base = state.budget_base
+
+    record: StepRecord | None = None
+    failures = 0
+    if step is not None:
+        for rec in reversed(history):
+            if rec.step is not step:
+                break
+            if record is None:
+                record = rec
+            if rec.status is StepStatus.COMPLETED:
+                break
+            if rec.decision_seq > base.decisions:
+                failures += 1
+    step_ok = record is not None and record.status is StepStatus.COMPLETED
+    step_failed = record is not None and not step_ok
+    retryable = not (record is not None and record.error is not None and not record.error.retryable)
+
+    plan, code, has_plan, has_code = _latest_reports(history)
+    limits = config.limits
+    counters = state.counters
+    return Facts(
+        state=state,
+        config=config,
+        machine_state=ms,
+        origin=origin,
+        step=step,
+        record=record,
+        step_ok=step_ok,
+        step_failed=step_failed,
+        failures=failures,
+        retryable=retryable,
+        answer=state.pending_answer,
+        plan_report=plan,
+        code_report=code,
+        plan_converged=plan_converged(plan, config.plan_thresholds),
+        code_converged=code_converged(code, config.code_thresholds),
+        plan_revisions_left=limits.max_plan_revisions
+        - (counters.plan_revisions - base.plan_revisions),
+        code_refinements_left=limits.max_code_refinements
+        - (counters.code_refinements - base.code_refinements),
+        decisions_left=limits.max_decisions - (len(state.decisions) - base.decisions),
+        has_plan=has_plan,
+        has_code=has_code,
+    )
+
+
+def just_validated(f: Facts) -> bool:
+    """Whether the decision follows a completed validation step (reports are fresh)."""
+    return f.step_ok and f.step in _VALIDATION_STEPS

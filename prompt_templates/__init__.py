@@ -1,0 +1,1 @@
+"""Prompt templates, one per workflow step (WORKFLOW.md), plus the orchestrator's own."""

@@ -1,0 +1,174 @@
+"""The workflow configuration: thresholds, limits, gates, coordinator and LLM settings.
+
+Every number WORKFLOW.md gives is a default here and can be changed per workflow in YAML::
+
+    coordinator: hybrid
+    plan_thresholds: {alignment: 9.0}
+    limits: {max_plan_revisions: 3}
+    gates: {code_review: true}
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from state.errors import ConfigError
+from state.validation import describe_validation_error
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class Coordinator(StrEnum):
+    """Who decides each step of a workflow."""
+
+    HYBRID = "hybrid"
+    PROGRAMMATIC = "programmatic"
+    LLM = "llm"
+    SCRIPT = "script"
+
+
+class PlanThresholds(BaseModel):
+    """Phase 1 converges when every score reaches its threshold and nothing is critical."""
+
+    model_config = _FROZEN
+
+    alignment: float = Field(9.0, ge=0, le=10, description="minimum alignment score (0-10)")
+    standardization: float = Field(8.0, ge=0, le=10, description="minimum standardization score")
+    compatibility: float = Field(8.0, ge=0, le=10, description="minimum compatibility score")
+    max_critical_issues: int = Field(0, ge=0, description="most critical issues allowed")
+
+
+class CodeThresholds(BaseModel):
+    """Phase 2 converges when the code reports meet all of these."""
+
+    model_config = _FROZEN
+
+    review_score_for_tools: float = Field(
+        7.0, ge=0, le=10,
+        description="level-1 review score needed before the deterministic tools run",
+    )
+    tool_pass_rate: float = Field(1.0, ge=0, le=1, description="share of tools that must pass")
+    max_critical_issues: int = Field(0, ge=0)
+    max_minor_issues: int = Field(2, ge=0)
+    min_line_coverage: float = Field(85.0, ge=0, le=100, description="percent, where measured")
+
+
+class Limits(BaseModel):
+    """Budgets after which a human is asked."""
+
+    model_config = _FROZEN
+
+    max_plan_revisions: int = Field(5, ge=0)
+    max_code_refinements: int = Field(3, ge=0)
+    max_decisions: int = Field(50, ge=1)
+    max_step_retries: int = Field(3, ge=0)
+
+
+class Gates(BaseModel):
+    """Which human checkpoints are on (the escalation gate is always on)."""
+
+    model_config = _FROZEN
+
+    plan: bool = True
+    code_review: bool = False
+    final: bool = True
+
+
+class ClassifierSettings(BaseModel):
+    """Thresholds of the decision classifier's signals."""
+
+    model_config = _FROZEN
+
+    borderline_margin: float = Field(
+        0.25, ge=0, description="a gating score this close to its threshold is borderline"
+    )
+    score_drop: float = Field(1.0, ge=0, description="a drop larger than this is an anomaly")
+    complex_error_count: int = Field(
+        2, ge=0, description="more errors than this on the current step route to the LLM"
+    )
+
+
+class LLMSettings(BaseModel):
+    """How the LLM orchestrator reaches its model; env vars and flags override these."""
+
+    model_config = _FROZEN
+
+    model: str | None = Field(None, description="model name; OPENAI_MODEL or the server's first")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; OPENAI_BASE_URL")
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(400, ge=16)
+    call_timeout_s: float = Field(30.0, gt=0, description="timeout of one HTTP call")
+    decision_deadline_s: float = Field(90.0, gt=0, description="all attempts of one decision")
+    max_attempts: int = Field(3, ge=1, description="attempts per decision before falling back")
+    confidence_threshold: float = Field(0.7, ge=0, le=1)
+    max_calls_per_workflow: int | None = Field(
+        None, ge=0, description="LLM call budget; once spent, decisions are programmatic"
+    )
+    max_tokens_per_workflow: int | None = Field(None, ge=0)
+    max_retry_after_s: float = Field(30.0, ge=0, description="longest Retry-After honoured")
+
+
+class WorkflowConfig(BaseModel):
+    """Everything that can be set per workflow."""
+
+    model_config = _FROZEN
+
+    coordinator: Coordinator = Coordinator.HYBRID
+    coordinator_script: str | None = Field(
+        None, description="Python file defining decide(...), for coordinator: script"
+    )
+    plan_thresholds: PlanThresholds = PlanThresholds()
+    code_thresholds: CodeThresholds = CodeThresholds()
+    limits: Limits = Limits()
+    gates: Gates = Gates()
+    classifier: ClassifierSettings = ClassifierSettings()
+    llm: LLMSettings = LLMSettings()
+
+    @model_validator(mode="after")
+    def _script_needs_a_file(self) -> WorkflowConfig:
+        if self.coordinator is Coordinator.SCRIPT and not self.coordinator_script:
+            raise ValueError("coordinator 'script' needs coordinator_script: PATH.py")
+        return self
+
+
+def parse_config(data: Any, source: str = "config") -> WorkflowConfig:
+    """Validate a configuration mapping.
+
+    Args:
+        data: the mapping, as parsed from YAML or JSON (None means all defaults).
+        source: where it came from, for the error message.
+
+    Raises:
+        ConfigError: naming the field and the problem.
+    """
+    if data is None:
+        return WorkflowConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return WorkflowConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc
+
+
+def load_config(path: str | Path) -> WorkflowConfig:
+    """Load and validate a YAML configuration file.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or a field is invalid.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the configuration ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+    return parse_config(data, str(p))

@@ -1,0 +1,139 @@
+"""Orchestration decisions and the envelope every decision is logged in.
+
+A ``Decision`` is what to do next; a ``DecisionRecord`` adds who decided (the source), how
+the classifier routed the state, the signals it saw, the legal actions offered, the
+programmatic alternative an LLM override beat and, for LLM decisions, the call's metadata.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from state.steps import Agent, Gate, MachineState, Step
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class ActionKind(StrEnum):
+    """The kinds of orchestration decision (WORKFLOW.md)."""
+
+    INVOKE_AGENT = "invoke_agent"
+    TRANSITION_PHASE = "transition_phase"
+    REQUEST_APPROVAL = "request_approval"
+    RETRY_STEP = "retry_step"
+    ESCALATE = "escalate"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    REJECT = "reject"  # ends the workflow on a human's recorded rejection
+
+
+class RecoveryStrategy(StrEnum):
+    """How a failed step is retried."""
+
+    EXTENDED_TIMEOUT = "extended_timeout"
+    CORRECTED_INPUT = "corrected_input"
+    BACKOFF = "backoff"
+
+
+class EscalationReason(StrEnum):
+    """Why a human is asked."""
+
+    PLAN_REVISION_LIMIT = "plan_revision_limit"
+    CODE_REFINEMENT_LIMIT = "code_refinement_limit"
+    STEP_RETRIES_EXHAUSTED = "step_retries_exhausted"
+    DECISION_LIMIT = "decision_limit"
+    UNDECIDABLE = "undecidable"  # the orchestrator could not decide safely
+
+
+class Route(StrEnum):
+    """The classifier's verdict on who decides."""
+
+    STANDARD = "standard"
+    COMPLEX = "complex"
+    BORDERLINE = "borderline"
+
+
+class DecisionSource(StrEnum):
+    """Who made a recorded decision."""
+
+    PROGRAMMATIC = "programmatic"
+    LLM = "llm"
+    RECONCILED_AGREE = "reconciled_agree"
+    LLM_OVERRIDE = "llm_override"
+    PROGRAMMATIC_FALLBACK = "programmatic_fallback"
+    HUMAN = "human"
+    SCRIPT = "script"
+
+
+class Decision(BaseModel):
+    """One orchestration decision: what to do next and why."""
+
+    model_config = _FROZEN
+
+    action: ActionKind
+    step: Step | None = Field(None, description="the step to run (invoke, retry, phase change)")
+    agent: Agent | None = None
+    templates: tuple[str, ...] = ()
+    context: tuple[str, ...] = Field((), description="inputs the agent is given")
+    gate: Gate | None = None
+    recovery_strategy: RecoveryStrategy | None = None
+    escalation_reason: EscalationReason | None = None
+    change_requests: tuple[str, ...] = ()
+    rationale: str = ""
+    confidence: float | None = Field(None, ge=0, le=1)
+
+    def same_action(self, other: Decision) -> bool:
+        """Whether two decisions agree (same action, agent and step), as reconciliation asks."""
+        return (
+            self.action is other.action
+            and self.agent == other.agent
+            and self.step == other.step
+            and self.gate == other.gate
+        )
+
+
+class Signal(BaseModel):
+    """One classifier signal that fired."""
+
+    model_config = _FROZEN
+
+    name: str
+    route: Route
+    detail: str = ""
+
+
+class LLMCallInfo(BaseModel):
+    """What an LLM decision cost and how it went."""
+
+    model_config = _FROZEN
+
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    attempts: int = 0
+    response_format: str | None = None
+    validation_errors: tuple[str, ...] = ()
+    outcome: str = Field("ok", description="ok, or why the answer was not used")
+
+
+class DecisionRecord(BaseModel):
+    """A decision as logged and kept in the workflow's decision history."""
+
+    model_config = _FROZEN
+
+    seq: int = Field(ge=1, description="1-based position in the workflow's decision history")
+    decided_at: datetime
+    decision: Decision
+    source: DecisionSource
+    route: Route
+    signals: tuple[Signal, ...] = ()
+    legal_actions: tuple[str, ...] = ()
+    programmatic_alternative: Decision | None = None
+    conflict_reason: str | None = None
+    state_before: MachineState
+    state_after: MachineState
+    llm: LLMCallInfo | None = None
