@@ -1,1 +1,1 @@
-"""LLM access: the chat-model seam, the OpenAI-compatible adapter, the local model and a scripted double."""
+"""LLM access: the chat-model seam, the OpenAI-compatible adapter and a scripted double."""
