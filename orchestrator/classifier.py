@@ -294,6 +294,13 @@ SIGNALS: tuple[SignalFn, ...] = (
 
 def classify(f: Facts) -> Classification:
     """Route the state in ``f``: standard, complex or borderline, with the signals seen."""
+    if (
+        not f.step_failed
+        and f.answer is None
+        and f.decisions_left > 1
+        and not just_validated(f)
+    ):
+        return STANDARD  # no signal can fire: no error, no fresh report, no human text
     signals = tuple(s for fn in SIGNALS for s in fn(f))
     if not signals:
         return STANDARD

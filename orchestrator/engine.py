@@ -10,6 +10,7 @@ and its action is visible as an interrupted step).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.actions import trigger_of
 from orchestrator.classifier import Classification, classify
@@ -17,6 +18,7 @@ from orchestrator.clock import Clock
 from orchestrator.machine import WorkflowMachine
 from orchestrator.programmatic import ProgrammaticOrchestrator
 from orchestrator.rules import Facts, compute_facts
+from state.build import build, replace
 from state.config import WorkflowConfig
 from state.decision import (
     ActionKind,
@@ -32,9 +34,6 @@ from state.workflow import StepRecord, StepStatus, WorkflowState
 _STARTS_STEP = frozenset(
     {ActionKind.INVOKE_AGENT, ActionKind.RETRY_STEP, ActionKind.TRANSITION_PHASE}
 )
-# Shared by every record built here: pydantic only reads it (the models are frozen).
-_RECORD_FIELDS: set[str] = set(DecisionRecord.model_fields)
-_STEP_FIELDS: set[str] = set(StepRecord.model_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +101,8 @@ class DecisionEngine:
         dest = self.machine.fire(facts, trigger_of(decision))
         now = self.clock.now()
         seq = len(state.decisions) + 1
-        record = DecisionRecord.model_construct(
-            _RECORD_FIELDS,
+        record = build(
+            DecisionRecord,
             seq=seq,
             decided_at=now,
             decision=decision,
@@ -117,7 +116,7 @@ class DecisionEngine:
             state_after=dest,
             llm=llm,
         )
-        update: dict[str, object] = {
+        update: dict[str, Any] = {
             "machine_state": dest,
             "decisions": (*state.decisions, record),
             "updated_at": now,
@@ -131,8 +130,8 @@ class DecisionEngine:
             update["current_step"] = step
             update["history"] = (
                 *state.history,
-                StepRecord.model_construct(
-                    _STEP_FIELDS,
+                build(
+                    StepRecord,
                     step=step,
                     attempt=attempt,
                     status=StepStatus.RUNNING,
@@ -144,7 +143,7 @@ class DecisionEngine:
                     change_requests=decision.change_requests,
                 ),
             )
-        return state.model_copy(update=update), record
+        return replace(state, **update), record
 
     def decide(
         self, state: WorkflowState, config: WorkflowConfig

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from transitions import Machine, MachineError
+from transitions import Event, Machine, MachineError, Transition
 
 from orchestrator import guards as g
 from orchestrator.guards import Guard
@@ -137,6 +138,72 @@ def build_transition_table() -> tuple[TransitionSpec, ...]:
     return (*forward, *_escalation_edges(forward))
 
 
+class _GuardedTransition(Transition):
+    """A transition that checks its guards and moves the state, and nothing else.
+
+    The shared machine registers no callbacks (``WorkflowMachine`` refuses any), so the
+    library's general path, which runs prepare/before/after/enter/exit callbacks and logs each
+    phase, does nothing but cost time on every decision. ``transition_cls`` is the library's
+    extension point for this.
+    """
+
+    def execute(self, event_data: Any) -> bool:
+        for condition in self.conditions:
+            # Every condition is an _AllOf called with the decision's Facts (send_event=False).
+            check: Any = condition.func
+            if not check(*event_data.args):
+                return False
+        event_data.machine.set_state(self.dest, event_data.model)
+        event_data.update(event_data.model.state)
+        return True
+
+
+class _LeanEvent(Event):
+    """An event that tries its transitions in order, without the empty callback plumbing.
+
+    The machine has no prepare, finalize or exception callbacks (``WorkflowMachine`` builds
+    it with none), so the event skips them and their debug logging.
+    """
+
+    def _trigger(self, event_data: Any) -> bool:
+        event_data.state = self.machine.get_model_state(event_data.model)
+        if self._is_valid_source(event_data.state):
+            self._process(event_data)
+        return bool(event_data.result)
+
+    def _process(self, event_data: Any) -> bool:
+        for transition in self.transitions[event_data.state.name]:
+            event_data.transition = transition
+            if transition.execute(event_data):
+                event_data.result = True
+                return True
+        return False
+
+
+class _WorkflowTransitions(Machine):
+    transition_cls = _GuardedTransition
+    event_cls = _LeanEvent
+
+
+class _AllOf:
+    """The guards of one edge as a single condition (one call per edge, not per guard)."""
+
+    __slots__ = ("__name__", "guards")
+
+    def __init__(self, guards: tuple[Guard, ...]) -> None:
+        self.guards = guards
+        self.__name__ = " and ".join(g.__name__ for g in guards) or "always"
+
+    def __call__(self, facts: Facts) -> bool:
+        for guard in self.guards:  # noqa: SIM110 -- a loop is faster than all(generator)
+            if not guard(facts):
+                return False
+        return True
+
+
+_STATE_OF_VALUE = {st.value: st for st in MachineState}
+
+
 class _Carrier:
     """What the shared machine fires on: just a machine state."""
 
@@ -151,7 +218,7 @@ class WorkflowMachine:
 
     def __init__(self, table: Iterable[TransitionSpec] | None = None) -> None:
         self.table: tuple[TransitionSpec, ...] = tuple(table or build_transition_table())
-        self._machine = Machine(
+        self._machine = _WorkflowTransitions(
             model=None,
             states=[st.value for st in MachineState],
             initial=MachineState.NEW.value,
@@ -159,14 +226,13 @@ class WorkflowMachine:
             send_event=False,
             ignore_invalid_triggers=False,
         )
-        candidates: dict[MachineState, list[tuple[str, tuple[Guard, ...]]]] = {
-            st: [] for st in MachineState
-        }
+        candidates: dict[MachineState, list[tuple[str, _AllOf]]] = {st: [] for st in MachineState}
         for spec in self.table:
+            condition = _AllOf(spec.guards)
             self._machine.add_transition(
-                spec.trigger, spec.source.value, spec.dest.value, conditions=list(spec.guards)
+                spec.trigger, spec.source.value, spec.dest.value, conditions=[condition]
             )
-            candidates[spec.source].append((spec.trigger, spec.guards))
+            candidates[spec.source].append((spec.trigger, condition))
         self._candidates = {st: tuple(c) for st, c in candidates.items()}
         self._events = self._machine.events
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -179,8 +245,8 @@ class WorkflowMachine:
     def legal_actions(self, facts: Facts) -> tuple[str, ...]:
         """The triggers whose guards pass in ``facts``' state, in table order, no repeats."""
         found: list[str] = []
-        for trigger, guards in self._candidates[facts.machine_state]:
-            if trigger not in found and all(guard(facts) for guard in guards):
+        for trigger, condition in self._candidates[facts.machine_state]:
+            if trigger not in found and condition(facts):
                 found.append(trigger)
         key = tuple(found)
         # Interned: thousands of resident workflows share a handful of distinct tuples.
@@ -218,4 +284,4 @@ class WorkflowMachine:
                 f"'{facts.machine_state.value}' (its guards refuse it); legal now: "
                 f"{', '.join(self.legal_actions(facts)) or 'none'}"
             )
-        return MachineState(carrier.state)
+        return _STATE_OF_VALUE[carrier.state]

@@ -7,7 +7,9 @@ error that names the workflow and what to do, anything that does not fit the sta
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from state.build import replace
 from state.errors import DecisionError, HumanAnswerError
 from state.reports import (
     CodeChange,
@@ -80,21 +82,18 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
             f"workflow {state.workflow_id}: step {int(rec.step)} produces a "
             f"{expected.__name__}, not a {type(result).__name__}"
         )
-    done = rec.model_copy(
-        update={"status": StepStatus.COMPLETED, "finished_at": now, "result": result}
-    )
+    done = replace(rec, status=StepStatus.COMPLETED, finished_at=now, result=result)
     counters = state.counters
     if rec.step is Step.PLAN_REVISION:
-        counters = counters.model_copy(update={"plan_revisions": counters.plan_revisions + 1})
+        counters = replace(counters, plan_revisions=counters.plan_revisions + 1)
     elif rec.step is Step.CODE_REFINEMENT:
-        counters = counters.model_copy(update={"code_refinements": counters.code_refinements + 1})
-    return state.model_copy(
-        update={
-            "history": (*state.history[:-1], done),
-            "last_completed_step": rec.step,
-            "counters": counters,
-            "updated_at": now,
-        }
+        counters = replace(counters, code_refinements=counters.code_refinements + 1)
+    return replace(
+        state,
+        history=(*state.history[:-1], done),
+        last_completed_step=rec.step,
+        counters=counters,
+        updated_at=now,
     )
 
 
@@ -113,10 +112,8 @@ def fail_step(
     """
     rec = running_record(state)
     error = StepError(type=error_type, message=message, attempts=rec.attempt, retryable=retryable)
-    failed = rec.model_copy(
-        update={"status": StepStatus.FAILED, "finished_at": now, "error": error}
-    )
-    return state.model_copy(update={"history": (*state.history[:-1], failed), "updated_at": now})
+    failed = replace(rec, status=StepStatus.FAILED, finished_at=now, error=error)
+    return replace(state, history=(*state.history[:-1], failed), updated_at=now)
 
 
 def mark_interrupted(state: WorkflowState, now: datetime) -> WorkflowState:
@@ -176,7 +173,7 @@ def record_answer(
         at=now,
         after_decision=len(state.decisions),
     )
-    update: dict[str, object] = {"human_answers": (*state.human_answers, record), "updated_at": now}
+    update: dict[str, Any] = {"human_answers": (*state.human_answers, record), "updated_at": now}
     if state.machine_state is MachineState.ESCALATED and answer is not HumanAnswerKind.REJECT:
         # A human who lets an escalated workflow go on grants it fresh budgets.
         update["budget_base"] = BudgetBase(
@@ -184,4 +181,4 @@ def record_answer(
             code_refinements=state.counters.code_refinements,
             decisions=len(state.decisions),
         )
-    return state.model_copy(update=update)
+    return replace(state, **update)

@@ -8,12 +8,11 @@ step failures mean the same thing wherever they are checked.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from state.config import CodeThresholds, PlanThresholds, WorkflowConfig
 from state.reports import CodeValidationReport, PlanValidationReport, ToolStatus
 from state.steps import STEP_OF_STATE, MachineState, Step
-from state.workflow import HumanAnswer, StepRecord, StepStatus, WorkflowState
+from state.workflow import StepRecord, StepStatus, WorkflowState
 
 PLAN_SCORE_FIELDS = ("alignment_score", "standardization_score", "compatibility_score")
 _PLAN_THRESHOLD_OF = {
@@ -90,35 +89,126 @@ def code_converged(report: CodeValidationReport | None, t: CodeThresholds) -> bo
     return cov is None or (valid_score(cov, 100.0) and cov >= t.min_line_coverage)
 
 
-@dataclass(frozen=True, slots=True)
 class Facts:
-    """Everything the rules need about one state, computed once per decision."""
+    """Everything the rules need about one state, computed once per decision.
 
-    state: WorkflowState
-    config: WorkflowConfig
-    machine_state: MachineState
-    origin: MachineState  # the state an escalation interrupted, else machine_state
-    step: Step | None  # the step of ``origin``
-    record: StepRecord | None  # the latest attempt at ``step``
-    step_ok: bool
-    step_failed: bool  # the latest attempt failed, or was interrupted (still "running")
-    failures: int  # consecutive failed attempts at ``step`` since the last budget reset
-    retryable: bool
-    answer: HumanAnswer | None
-    plan_report: PlanValidationReport | None
-    code_report: CodeValidationReport | None
-    plan_converged: bool
-    code_converged: bool
-    plan_revisions_left: int
-    code_refinements_left: int
-    decisions_left: int
-    has_plan: bool
-    has_code: bool
+    The cheap facts are computed up front; the latest reports and their convergence verdicts
+    are looked up on first use, since most states (a plan was written, code was refined)
+    never ask for them. Read-only: nothing changes a ``Facts`` after it is built.
+    """
+
+    __slots__ = (
+        "_code_converged",
+        "_plan_converged",
+        "_reports",
+        "answer",
+        "config",
+        "decisions_left",
+        "failures",
+        "machine_state",
+        "origin",
+        "record",
+        "retryable",
+        "state",
+        "step",
+        "step_failed",
+        "step_ok",
+    )
+
+    def __init__(self, state: WorkflowState, config: WorkflowConfig) -> None:
+        self.state = state
+        self.config = config
+        ms = self.machine_state = state.machine_state
+        origin = self.origin = escalation_origin(state) if ms is MachineState.ESCALATED else ms
+        step = self.step = STEP_OF_STATE.get(origin)
+        base = state.budget_base
+        record: StepRecord | None = None
+        failures = 0
+        if step is not None:
+            for rec in reversed(state.history):
+                if rec.step is not step:
+                    break
+                if record is None:
+                    record = rec
+                if rec.status is StepStatus.COMPLETED:
+                    break
+                if rec.decision_seq > base.decisions:
+                    failures += 1
+        self.record = record
+        self.failures = failures
+        self.step_ok = ok = record is not None and record.status is StepStatus.COMPLETED
+        self.step_failed = record is not None and not ok
+        error = record.error if record is not None else None
+        self.retryable = error is None or error.retryable
+        self.answer = state.pending_answer
+        self.decisions_left = config.limits.max_decisions - (len(state.decisions) - base.decisions)
+        self._reports: _Reports | None = None
+        self._plan_converged: bool | None = None
+        self._code_converged: bool | None = None
+
+    def _lookup(self) -> _Reports:
+        found = self._reports
+        if found is None:
+            found = self._reports = _latest_reports(self.state.history)
+        return found
+
+    @property
+    def plan_report(self) -> PlanValidationReport | None:
+        """The latest completed plan validation report."""
+        return self._lookup()[0]
+
+    @property
+    def code_report(self) -> CodeValidationReport | None:
+        """The latest completed code validation report."""
+        return self._lookup()[1]
+
+    @property
+    def has_plan(self) -> bool:
+        """A plan has been written."""
+        return self._lookup()[2]
+
+    @property
+    def has_code(self) -> bool:
+        """Code has been written."""
+        return self._lookup()[3]
+
+    @property
+    def plan_converged(self) -> bool:
+        """The latest plan report meets every phase-1 criterion."""
+        v = self._plan_converged
+        if v is None:
+            v = self._plan_converged = plan_converged(
+                self.plan_report, self.config.plan_thresholds
+            )
+        return v
+
+    @property
+    def code_converged(self) -> bool:
+        """The latest code reports meet every phase-2 criterion."""
+        v = self._code_converged
+        if v is None:
+            v = self._code_converged = code_converged(
+                self.code_report, self.config.code_thresholds
+            )
+        return v
+
+    @property
+    def plan_revisions_left(self) -> int:
+        """Revisions left before the limit (fresh budgets after an escalation answer)."""
+        done = self.state.counters.plan_revisions - self.state.budget_base.plan_revisions
+        return self.config.limits.max_plan_revisions - done
+
+    @property
+    def code_refinements_left(self) -> int:
+        """Refinements left before the limit (fresh budgets after an escalation answer)."""
+        done = self.state.counters.code_refinements - self.state.budget_base.code_refinements
+        return self.config.limits.max_code_refinements - done
 
 
-def _latest_reports(
-    history: tuple[StepRecord, ...],
-) -> tuple[PlanValidationReport | None, CodeValidationReport | None, bool, bool]:
+_Reports = tuple[PlanValidationReport | None, CodeValidationReport | None, bool, bool]
+
+
+def _latest_reports(history: tuple[StepRecord, ...]) -> _Reports:
     plan: PlanValidationReport | None = None
     code: CodeValidationReport | None = None
     has_plan = has_code = False
@@ -130,9 +220,10 @@ def _latest_reports(
             plan = res
         elif code is None and isinstance(res, CodeValidationReport):
             code = res
-        if rec.step in (Step.INITIAL_PLANNING, Step.PLAN_REVISION):
+        step = rec.step
+        if step is Step.INITIAL_PLANNING or step is Step.PLAN_REVISION:
             has_plan = True
-        elif rec.step in (Step.IMPLEMENTATION, Step.CODE_REFINEMENT):
+        elif step is Step.IMPLEMENTATION or step is Step.CODE_REFINEMENT:
             has_code = True
         if plan is not None and code is not None and has_plan and has_code:
             break
@@ -142,62 +233,14 @@ def _latest_reports(
 def escalation_origin(state: WorkflowState) -> MachineState:
     """The machine state an escalation interrupted (its decision's ``state_before``)."""
     for rec in reversed(state.decisions):
-        if rec.state_after is MachineState.ESCALATED:
+        if rec.state_after is MachineState.ESCALATED and rec.state_before is not rec.state_after:
             return rec.state_before
     return MachineState.ESCALATED
 
 
 def compute_facts(state: WorkflowState, config: WorkflowConfig) -> Facts:
     """Evaluate the rules for ``state`` under ``config``."""
-    ms = state.machine_state
-    origin = escalation_origin(state) if ms is MachineState.ESCALATED else ms
-    step = STEP_OF_STATE.get(origin)
-    history = state.history
-    base = state.budget_base
-
-    record: StepRecord | None = None
-    failures = 0
-    if step is not None:
-        for rec in reversed(history):
-            if rec.step is not step:
-                break
-            if record is None:
-                record = rec
-            if rec.status is StepStatus.COMPLETED:
-                break
-            if rec.decision_seq > base.decisions:
-                failures += 1
-    step_ok = record is not None and record.status is StepStatus.COMPLETED
-    step_failed = record is not None and not step_ok
-    retryable = not (record is not None and record.error is not None and not record.error.retryable)
-
-    plan, code, has_plan, has_code = _latest_reports(history)
-    limits = config.limits
-    counters = state.counters
-    return Facts(
-        state=state,
-        config=config,
-        machine_state=ms,
-        origin=origin,
-        step=step,
-        record=record,
-        step_ok=step_ok,
-        step_failed=step_failed,
-        failures=failures,
-        retryable=retryable,
-        answer=state.pending_answer,
-        plan_report=plan,
-        code_report=code,
-        plan_converged=plan_converged(plan, config.plan_thresholds),
-        code_converged=code_converged(code, config.code_thresholds),
-        plan_revisions_left=limits.max_plan_revisions
-        - (counters.plan_revisions - base.plan_revisions),
-        code_refinements_left=limits.max_code_refinements
-        - (counters.code_refinements - base.code_refinements),
-        decisions_left=limits.max_decisions - (len(state.decisions) - base.decisions),
-        has_plan=has_plan,
-        has_code=has_code,
-    )
+    return Facts(state, config)
 
 
 def just_validated(f: Facts) -> bool:

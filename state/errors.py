@@ -76,7 +76,19 @@ class LLMOutputError(LLMError):
 
 
 class AgentError(OrchestratorError):
-    """An agent could not produce its step's result."""
+    """An agent could not produce its step's result.
+
+    Attributes:
+        error_type: what kind of failure, recorded in the step's error and read by the
+            classifier and the retry strategy ("timeout", "llm_unavailable", "invalid_output",
+            "workspace_violation", "template_error", ...).
+        retryable: False when retrying cannot help (a missing template, a bad config).
+    """
+
+    def __init__(self, message: str, *, error_type: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.retryable = retryable
 
 
 class SandboxError(OrchestratorError):

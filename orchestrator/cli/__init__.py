@@ -1,7 +1,15 @@
-"""The ``orchestrator`` command line."""
+"""The ``orchestrator`` command line (``orchestrator --help``)."""
 
 from __future__ import annotations
+
+from orchestrator.cli.app import cli
+from orchestrator.cli.core import graph, schema
+from orchestrator.cli.decide import decide
+
+for _command in (schema, graph, decide):
+    cli.add_command(_command)
 
 
 def main() -> None:
     """Entry point of the ``orchestrator`` command."""
+    cli()

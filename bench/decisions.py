@@ -1,0 +1,174 @@
+"""Microseconds per decision on the programmatic path, beside LangGraph, Burr and transitions.
+
+Drives the scripted trace of ../shared/bench/peers.py (plan fails once then passes, code fails
+once then passes, both gates approved) through our programmatic path: classify, decide, fire
+the transition through the shared ``transitions`` machine, record the decision in memory, and
+record the instant stub agent's result. The peers run the same trace in the same process, so
+the ratios compare like with like on this (shared, noisy) machine.
+
+    python bench/decisions.py [--workflows 300] [--resident 10000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable
+
+from bench._peers import load_peers
+from orchestrator.clock import FixedClock
+from orchestrator.engine import DecisionEngine
+from orchestrator.machine import WorkflowMachine
+from orchestrator.progress import complete_step, new_workflow, record_answer
+from state.config import Coordinator, WorkflowConfig
+from state.reports import (
+    CodeChange,
+    CodeReview,
+    CodeValidationReport,
+    PlanDraft,
+    PlanValidationReport,
+    StandardizationReview,
+    ToolResult,
+    ToolStatus,
+)
+from state.steps import Step, WorkflowStatus
+from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
+
+
+def build_trace(peers: object) -> tuple[list[PlanValidationReport], list[CodeValidationReport]]:
+    """The peers' validator results as our report models."""
+    plans = [
+        PlanValidationReport(
+            alignment_score=s["alignment"],
+            standardization_score=s["standardization"],
+            compatibility_score=s["compatibility"],
+            critical_issues=0,
+            minor_issues=0,
+        )
+        for s in peers.PLAN_SCORES  # type: ignore[attr-defined]
+    ]
+    codes = []
+    for ok in peers.CODE_PASSES:  # type: ignore[attr-defined]
+        codes.append(
+            CodeValidationReport(
+                review=CodeReview(overall_score=9.0 if ok else 7.5, critical_issues=0,
+                                  minor_issues=0 if ok else 4),
+                standardization=StandardizationReview(status="PASSED", critical_issues=0,
+                                                      minor_issues=0),
+                tools=(ToolResult(name="pytest", status=ToolStatus.PASSED if ok else
+                                  ToolStatus.FAILED),),
+                line_coverage=92.0,
+            )
+        )
+    return plans, codes
+
+
+def make_runner(peers: object) -> tuple[Callable[[int], WorkflowState], DecisionEngine]:
+    """A function that drives workflow ``i`` through the trace and returns its final state."""
+    plans, codes = build_trace(peers)
+    plan_draft = PlanDraft(version=1, markdown="# plan")
+    code = CodeChange(files=("prep.py",), summary="stub")
+    clock = FixedClock()
+    engine = DecisionEngine(WorkflowMachine(), clock)
+    config = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
+    now = clock.now
+
+    def run(i: int) -> WorkflowState:
+        state = new_workflow(f"wf-{i}", "create a data preprocessing step", "/tmp/ws", now())
+        plan_i = code_i = 0
+        while True:
+            state, _ = engine.decide(state, config)
+            rec = state.history[-1] if state.history else None
+            if rec is not None and rec.status is StepStatus.RUNNING:
+                step = rec.step
+                if step is Step.PLAN_VALIDATION:
+                    result: object = plans[plan_i]
+                    plan_i += 1
+                elif step in (Step.CODE_VALIDATION, Step.CONVERGENCE_VALIDATION):
+                    result = codes[code_i]
+                    code_i += 1
+                elif step in (Step.INITIAL_PLANNING, Step.PLAN_REVISION):
+                    result = plan_draft
+                else:
+                    result = code
+                state = complete_step(state, result, now())  # type: ignore[arg-type]
+            status = state.status
+            if status is WorkflowStatus.AWAITING_HUMAN:
+                state = record_answer(state, None, HumanAnswerKind.APPROVE, by="bench", now=now())
+            elif status is not WorkflowStatus.RUNNING:
+                return state
+
+    return run, engine
+
+
+def bench_ours(peers: object, n: int) -> tuple[float, int]:
+    """Seconds for ``n`` workflows, and decisions per workflow."""
+    run, _ = make_runner(peers)
+    final = run(-1)
+    assert final.status is WorkflowStatus.COMPLETED, final.machine_state
+    per = len(final.decisions)
+    t = time.perf_counter()
+    for i in range(n):
+        run(i)
+    return time.perf_counter() - t, per
+
+
+def resident_memory(peers: object, n: int) -> tuple[float, float]:
+    """MB added by ``n`` completed workflows held in memory (tracemalloc, and RSS growth)."""
+    run, _ = make_runner(peers)
+    run(-1)
+    gc.collect()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    kept = [run(i) for i in range(n)]
+    gc.collect()
+    traced = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert len(kept) == n
+    return traced / 1e6, (rss1 - rss0) / 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workflows", type=int, default=300)
+    ap.add_argument("--resident", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=3, help="best of N runs for each engine")
+    args = ap.parse_args()
+    peers = load_peers()
+    n = args.workflows
+    per_peer = peers.DECISIONS_PER_WORKFLOW
+
+    def best(fn: Callable[[], float]) -> float:
+        return min(fn() for _ in range(args.repeat))
+
+    ours_s = per_ours = 0
+    samples = [bench_ours(peers, n) for _ in range(args.repeat)]
+    ours_s, per_ours = min(samples)
+    rows: list[tuple[str, float, int]] = [("hybrid-orchestrator (programmatic path)", ours_s, per_ours)]
+    rows.append(("transitions (shared machine, no persistence)",
+                 best(lambda: peers.bench_transitions(n)), per_peer))
+    rows.append(("langgraph (no checkpointer)", best(lambda: peers.bench_langgraph(n)), per_peer))
+    rows.append(("burr (no persister)", best(lambda: peers.bench_burr(n)), per_peer))
+
+    ours_us = ours_s / (n * per_ours) * 1e6
+    print(f"{n} workflows each, best of {args.repeat}; our trace makes {per_ours} decisions per "
+          f"workflow (the peers count {per_peer}: they have no explicit start decision)")
+    print(f"{'engine':48s} {'workflows/s':>12s} {'us/decision':>12s} {'x ours':>8s}")
+    for name, secs, per in rows:
+        us = secs / (n * per) * 1e6
+        print(f"{name:48s} {n / secs:12.1f} {us:12.1f} {us / ours_us:8.1f}")
+    traced_mb, rss_mb = resident_memory(peers, args.resident)
+    print(f"{args.resident} completed workflows resident: {traced_mb:.1f} MB allocated "
+          f"(tracemalloc), {rss_mb:.1f} MB RSS growth; "
+          f"{traced_mb * 1e6 / args.resident / 1e3:.1f} KB per workflow")
+    print(f"target: <= 30 us/decision, >= 10x langgraph, >= 3x burr, <= 100 MB for 10,000 "
+          f"workflows; ours: {ours_us:.1f} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""``orchestrator schema``, ``decide`` and ``graph``: the decision core from the shell."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from orchestrator.consistency import check_consistency
+from orchestrator.engine import Analysis
+from orchestrator.graph import to_dot, to_mermaid
+from orchestrator.machine import WorkflowMachine
+from state.config import WorkflowConfig
+from state.decision import Decision, DecisionRecord
+from state.workflow import WorkflowState
+
+SCHEMAS: dict[str, type[Any]] = {
+    "config": WorkflowConfig,
+    "state": WorkflowState,
+    "decision": DecisionRecord,
+}
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(sorted(SCHEMAS)))
+def schema(kind: str) -> None:
+    """Print the JSON Schema of a config, a state snapshot or a decision record."""
+    click.echo(json.dumps(SCHEMAS[kind].model_json_schema(), indent=2))
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
+              show_default=True)
+def graph(fmt: str) -> None:
+    """Print the workflow state machine with its gates and both loops."""
+    table = WorkflowMachine().table
+    click.echo(to_mermaid(table) if fmt == "mermaid" else to_dot(table), nl=False)
+
+
+def describe_decision(decision: Decision) -> str:
+    """One line naming what a decision does."""
+    parts = [decision.action.value]
+    if decision.step is not None:
+        parts.append(f"step {int(decision.step)}")
+    if decision.agent is not None:
+        parts.append(f"agent {decision.agent.value}")
+    if decision.templates:
+        parts.append("template " + "+".join(decision.templates))
+    if decision.gate is not None:
+        parts.append(f"gate {decision.gate.value}")
+    if decision.recovery_strategy is not None:
+        parts.append(f"strategy {decision.recovery_strategy.value}")
+    if decision.escalation_reason is not None:
+        parts.append(f"reason {decision.escalation_reason.value}")
+    if decision.confidence is not None:
+        parts.append(f"confidence {decision.confidence:.2f}")
+    return ", ".join(parts)
+
+
+def analysis_json(analysis: Analysis, record: DecisionRecord | None = None) -> dict[str, Any]:
+    """The analysis (and the decision taken, if any) as one JSON-ready object."""
+    f = analysis.facts
+    out: dict[str, Any] = {
+        "workflow_id": f.state.workflow_id,
+        "machine_state": f.machine_state.value,
+        "phase": f.state.phase,
+        "route": analysis.route.value,
+        "signals": [s.model_dump(mode="json") for s in analysis.classification.signals],
+        "legal_actions": list(analysis.legal_actions),
+        "programmatic_decision": analysis.programmatic.model_dump(mode="json"),
+    }
+    if record is not None:
+        out["decision"] = record.model_dump(mode="json")
+    return out
+
+
+def print_analysis(analysis: Analysis, record: DecisionRecord | None = None) -> None:
+    """The analysis for people."""
+    f = analysis.facts
+    s = f.state
+    done = f"step {int(s.last_completed_step)} done" if s.last_completed_step else "no step done"
+    click.echo(f"workflow {s.workflow_id}: {f.machine_state.value} (phase {s.phase}, {done})")
+    click.echo(f"route: {analysis.route.value}")
+    if analysis.classification.signals:
+        click.echo("signals:")
+        for sig in analysis.classification.signals:
+            click.echo(f"  - {sig.name} ({sig.route.value}): {sig.detail}")
+    else:
+        click.echo("signals: none")
+    click.echo("legal actions: " + (", ".join(analysis.legal_actions) or "none"))
+    click.echo(f"programmatic decision: {describe_decision(analysis.programmatic)}")
+    click.echo(f"  why: {analysis.programmatic.rationale}")
+    if record is not None:
+        d = record.decision
+        click.echo(f"decision ({record.source.value}): {describe_decision(d)}")
+        if d.rationale and d is not analysis.programmatic:
+            click.echo(f"  why: {d.rationale}")
+        if record.conflict_reason:
+            click.echo(f"  conflict: {record.conflict_reason}")
+        if record.llm is not None:
+            m = record.llm
+            click.echo(
+                f"  llm: {m.model}, {m.prompt_tokens}+{m.completion_tokens} tokens, "
+                f"{m.latency_ms:.0f} ms, {m.attempts} attempt(s), {m.outcome}"
+            )
+            for err in m.validation_errors:
+                click.echo(f"    rejected: {err}")
+
+
+def check(state: WorkflowState, config: WorkflowConfig) -> None:
+    """Refuse an inconsistent state before anything decides on it."""
+    check_consistency(state, config)

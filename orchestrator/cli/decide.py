@@ -1,0 +1,79 @@
+"""``orchestrator decide STATE.json``: what the orchestrator would do, and why."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+
+from orchestrator.cli.core import analysis_json, print_analysis
+from orchestrator.cli.inputs import read_config, read_state
+from orchestrator.composition import build_coordinator, open_chat_model, resolve_target
+from orchestrator.consistency import check_consistency
+from orchestrator.engine import Analysis
+from state.config import Coordinator, WorkflowConfig
+from state.decision import DecisionRecord
+from state.workflow import WorkflowState
+
+
+async def _decide(
+    state: WorkflowState,
+    config: WorkflowConfig,
+    base_url: str | None,
+    model: str | None,
+) -> tuple[Analysis, DecisionRecord]:
+    needs_llm = config.coordinator in (Coordinator.HYBRID, Coordinator.LLM, Coordinator.SCRIPT)
+    probe = build_coordinator(None)
+    analysis = probe.engine.analyze(state, config)
+    wants_llm = needs_llm and (
+        config.coordinator is not Coordinator.HYBRID or analysis.route.value != "standard"
+    )
+    if not wants_llm:
+        _, record = await probe.decide(state, config)
+        return analysis, record
+    target = resolve_target(config.llm, base_url=base_url, model=model)
+    async with open_chat_model(target, config.llm) as chat:
+        coordinator = build_coordinator(chat)
+        _, record = await coordinator.decide(state, config)
+    return analysis, record
+
+
+@click.command()
+@click.argument("state_file", metavar="STATE.json")
+@click.option("--config", "config_file", metavar="CONFIG.yaml", help="workflow configuration")
+@click.option(
+    "--coordinator",
+    type=click.Choice([c.value for c in Coordinator]),
+    help="who decides (default: programmatic here, so nothing is called unless asked)",
+)
+@click.option("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
+@click.option("--model", help="model name (default: OPENAI_MODEL, or the server's first)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def decide(
+    state_file: str,
+    config_file: str | None,
+    coordinator: str | None,
+    base_url: str | None,
+    model: str | None,
+    as_json: bool,
+) -> None:
+    """Show the route, signals, legal actions and decision for a state snapshot.
+
+    Nothing is stored: this shows what the orchestrator would decide. With
+    --coordinator hybrid|llm|script, the LLM is consulted where that mode consults it
+    (OPENAI_BASE_URL/OPENAI_API_KEY, --base-url, or the embedded local model).
+    """
+    state = read_state(state_file)
+    config = read_config(config_file)
+    config = config.model_copy(
+        update={"coordinator": Coordinator(coordinator or Coordinator.PROGRAMMATIC.value)}
+    )
+    if config.coordinator is Coordinator.SCRIPT and not config.coordinator_script:
+        raise click.UsageError("--coordinator script needs coordinator_script in --config")
+    check_consistency(state, config)
+    analysis, record = asyncio.run(_decide(state, config, base_url, model))
+    if as_json:
+        click.echo(json.dumps(analysis_json(analysis, record)))
+    else:
+        print_analysis(analysis, record)

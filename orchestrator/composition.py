@@ -1,0 +1,114 @@
+"""The composition root: the one place that wires real components together.
+
+Which LLM: flags first, then the workflow config, then ``OPENAI_BASE_URL`` /
+``OPENAI_API_KEY`` / ``OPENAI_MODEL``. With none of them set, the embedded default starts:
+the bundled SmolLM2-135M model served by llama-cpp-python on a free loopback port, stopped
+when the context exits (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from openai import AsyncOpenAI
+
+from agents.llm.local_server import LocalModelServer
+from agents.llm.openai_adapter import OpenAIChatModel, resolve_model
+from agents.llm.protocol import ChatModel
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.coordinator import HybridCoordinator
+from orchestrator.engine import DecisionEngine
+from orchestrator.llm_orchestrator import LLMOrchestrator
+from orchestrator.machine import WorkflowMachine
+from state.config import LLMSettings
+
+log = structlog.get_logger(__name__)
+
+LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct (embedded)"
+
+
+@dataclass(frozen=True, slots=True)
+class LLMTarget:
+    """Where the LLM is: a server (base_url/key/model) or the embedded local model."""
+
+    base_url: str | None
+    api_key: str | None
+    model: str | None
+
+    @property
+    def embedded(self) -> bool:
+        """No server was named: use the bundled local model."""
+        return self.base_url is None and self.api_key is None
+
+
+def resolve_target(
+    settings: LLMSettings,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LLMTarget:
+    """Flags, then config, then environment."""
+    env = os.environ if environ is None else environ
+    return LLMTarget(
+        base_url=base_url or settings.base_url or env.get("OPENAI_BASE_URL") or None,
+        api_key=env.get("OPENAI_API_KEY") or None,
+        model=model or settings.model or env.get("OPENAI_MODEL") or None,
+    )
+
+
+@asynccontextmanager
+async def open_chat_model(target: LLMTarget, settings: LLMSettings) -> AsyncIterator[ChatModel]:
+    """A ready chat model for ``target``; the embedded server is stopped on exit.
+
+    Raises:
+        ConfigError: the embedded model is needed but not installed.
+        LLMUnavailableError: the server cannot be reached or started.
+    """
+    server: LocalModelServer | None = None
+    base_url = target.base_url
+    model = target.model
+    try:
+        if target.embedded:
+            server = LocalModelServer()
+            log.info("llm.local.starting", model=LOCAL_MODEL_NAME)
+            await asyncio.to_thread(server.start)
+            base_url = server.base_url
+            model = model or server.model_name
+        # base_url None: the openai client's own default endpoint (with OPENAI_API_KEY).
+        client = AsyncOpenAI(
+            base_url=base_url,
+            api_key=target.api_key or "unused-by-local-servers",
+            max_retries=0,
+            timeout=settings.call_timeout_s,
+        )
+        try:
+            model = model or await resolve_model(client, None)
+            yield OpenAIChatModel(
+                client,
+                model=model,
+                timeout_s=settings.call_timeout_s,
+                deadline_s=settings.decision_deadline_s,
+                max_attempts=settings.max_attempts + 1,
+                max_retry_after_s=settings.max_retry_after_s,
+            )
+        finally:
+            await client.close()
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+def build_coordinator(
+    llm: ChatModel | None, clock: Clock | None = None, machine: WorkflowMachine | None = None
+) -> HybridCoordinator:
+    """The coordinator with the shared machine and, when given, the LLM."""
+    machine = machine or WorkflowMachine()
+    engine = DecisionEngine(machine, clock or SystemClock())
+    orchestrator = LLMOrchestrator(llm, machine) if llm is not None else None
+    return HybridCoordinator(engine, orchestrator, script_model=llm)

@@ -1,0 +1,165 @@
+"""What the LLM orchestrator is shown: a compact, factual summary of the workflow state.
+
+Reports, plans and human text are quoted as data (truncated), never spliced into the
+instructions, so a report that says "ignore the rules" stays a report.
+"""
+
+from __future__ import annotations
+
+from orchestrator import machine as m
+from orchestrator.actions import action_of, target_step
+from orchestrator.rules import Facts, plan_scores, valid_score
+from state.config import WorkflowConfig
+from state.reports import CodeValidationReport, PlanValidationReport
+from state.steps import STEP_SPECS, MachineState
+from state.workflow import StepStatus
+
+_QUOTE_LIMIT = 600
+
+
+def quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
+    """``text`` as quoted data, truncated."""
+    text = text.strip().replace("\r", "")
+    if len(text) > limit:
+        text = text[:limit] + f" [... {len(text) - limit} more characters]"
+    return "> " + text.replace("\n", "\n> ") if text else "(empty)"
+
+
+def describe_action(trigger: str, f: Facts) -> str:
+    """What choosing ``trigger`` does, for the prompt."""
+    step = target_step(trigger, f)
+    if step is not None:
+        spec = STEP_SPECS[step]
+        verb = "retry" if trigger == m.RETRY else "run"
+        return f"{trigger}: {verb} step {int(step)} ({spec.name}) with the {spec.agent.value}"
+    text = {
+        m.ESCALATE: "stop and ask a human (always safe when unsure)",
+        m.COMPLETE: "finish the workflow as completed",
+        m.FAIL: "end the workflow as failed",
+        m.REJECT: "end the workflow as rejected (a human rejected it)",
+    }.get(trigger)
+    if text is None:
+        text = action_of(trigger).value.replace("_", " ") + " " + trigger.split("_", 1)[-1]
+    return f"{trigger}: {text}"
+
+
+def state_summary(f: Facts) -> str:
+    """Where the workflow stands: step, attempts, counters and its last step's outcome."""
+    s = f.state
+    lines = [
+        f"requirements: {quote(s.requirements, 300)}",
+        f"plan revisions done: {s.counters.plan_revisions} (left: {f.plan_revisions_left}); "
+        f"code refinements done: {s.counters.code_refinements} "
+        f"(left: {f.code_refinements_left}); decisions left: {f.decisions_left}",
+    ]
+    if f.origin is not f.machine_state:
+        lines.append(f"escalated from: {f.origin.value}")
+    rec = f.record
+    if rec is not None:
+        lines.append(f"last step: {int(rec.step)} attempt {rec.attempt}, {rec.status.value}")
+        if rec.error is not None:
+            lines.append(
+                f"error: {rec.error.type}: {quote(rec.error.message, 300)} "
+                f"({f.failures} failed attempt(s) since the last human answer)"
+            )
+        if rec.status is StepStatus.RUNNING:
+            lines.append("the step was interrupted before it recorded a result")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, limit: float, top: float = 10.0) -> str:
+    if value is None:
+        return f"missing (threshold {limit:g})"
+    if not valid_score(value, top):
+        return f"{value} INVALID (scale 0-{top:g}, threshold {limit:g})"
+    verdict = "meets" if value >= limit else "below"
+    return f"{value:g} {verdict} threshold {limit:g}"
+
+
+def scores_block(f: Facts, config: WorkflowConfig) -> str:
+    """The latest reports' scores beside their thresholds, and the convergence verdicts."""
+    lines: list[str] = []
+    plan = f.plan_report
+    if isinstance(plan, PlanValidationReport):
+        t = config.plan_thresholds
+        names = ("alignment", "standardization", "compatibility")
+        limits = (t.alignment, t.standardization, t.compatibility)
+        for name, value, limit in zip(names, plan_scores(plan), limits, strict=True):
+            lines.append(f"plan {name}: {_fmt(value, limit)}")
+        lines.append(
+            f"plan critical issues: {plan.critical_issues} (max {t.max_critical_issues}); "
+            f"verdict {plan.verdict.value if plan.verdict else 'missing'}; "
+            f"converged: {f.plan_converged}"
+        )
+        if plan.markdown:
+            lines.append("plan report (data):\n" + quote(plan.markdown, 400))
+    code = f.code_report
+    if isinstance(code, CodeValidationReport):
+        ct = config.code_thresholds
+        lines.append(
+            f"code review score: {_fmt(code.review.overall_score, ct.review_score_for_tools)}"
+        )
+        tools = ", ".join(f"{t.name}={t.status.value}" for t in code.tools) or "not run"
+        lines.append(
+            f"tools: {tools}"
+            + (f" ({code.tools_skipped_reason})" if code.tools_skipped_reason else "")
+        )
+        lines.append(
+            f"standardization: {code.standardization.status or 'missing'}; coverage: "
+            + (
+                _fmt(code.line_coverage, ct.min_line_coverage, 100.0)
+                if code.line_coverage is not None
+                else "not measured"
+            )
+            + f"; converged: {f.code_converged}"
+        )
+        if code.review.markdown:
+            lines.append("code review (data):\n" + quote(code.review.markdown, 400))
+    return "\n".join(lines) or "no validation report yet"
+
+
+def recent_decisions(f: Facts, n: int = 5) -> str:
+    """The last ``n`` decisions, one line each."""
+    recs = f.state.decisions[-n:]
+    if not recs:
+        return "none yet"
+    return "\n".join(
+        f"#{r.seq} {r.state_before.value} -> {r.state_after.value} by {r.source.value}"
+        f" ({r.decision.action.value})"
+        for r in recs
+    )
+
+
+def human_text(f: Facts) -> str:
+    """A pending human answer's guidance or comment, quoted."""
+    a = f.answer
+    if a is None:
+        return "none"
+    parts = [f"{a.answer.value} at the {a.gate.value} gate by {a.by}"]
+    parts += [quote(c, 400) for c in a.changes]
+    if a.comment:
+        parts.append("comment: " + quote(a.comment, 300))
+    return "\n".join(parts)
+
+
+def prompt_variables(
+    f: Facts, config: WorkflowConfig, legal: tuple[str, ...], signals: str
+) -> dict[str, str]:
+    """Every variable of the ``orchestrator_decision`` template."""
+    return {
+        "workflow_id": f.state.workflow_id,
+        "phase": str(f.state.phase),
+        "machine_state": f.machine_state.value
+        + (
+            f" (escalated from {f.origin.value})"
+            if f.machine_state is MachineState.ESCALATED
+            else ""
+        ),
+        "state_summary": state_summary(f),
+        "scores": scores_block(f, config),
+        "recent_decisions": recent_decisions(f),
+        "signals": signals or "none",
+        "human_text": human_text(f),
+        "legal_actions": "\n".join(f"- {describe_action(t, f)}" for t in legal),
+        "confidence_threshold": f"{config.llm.confidence_threshold:g}",
+    }

@@ -1,0 +1,134 @@
+"""The ``script`` coordinator: a user's Python file decides, checked like the LLM.
+
+The file defines a documented function::
+
+    def decide(ctx: ScriptContext) -> str | dict | None: ...
+    # or: async def decide(ctx: ScriptContext) -> ...
+
+``ctx`` carries the state, the legal actions, the programmatic decision (to defer to), the
+same tools and files the LLM sees, and ``await ctx.subagent(prompt)`` to ask the LLM when the
+script wants judgement. Return a legal action name (``"invoke_step3"``), a mapping
+``{"action": ..., "rationale": ..., "confidence": ...}``, or None to take the programmatic
+decision. The result is checked against the machine like an LLM's; an exception, an unknown
+or illegal action falls back like an LLM error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.llm.protocol import ChatModel, LLMRequest, Message
+from orchestrator.engine import Analysis
+from orchestrator.prompting import scores_block, state_summary
+from state.config import WorkflowConfig
+from state.decision import Decision
+from state.errors import ConfigError, LLMError
+from state.workflow import WorkflowState
+
+
+@dataclass(frozen=True)
+class ScriptTools:
+    """Read-only access to the workflow's files, as the LLM has."""
+
+    workspace: Path
+
+    def list_files(self) -> list[str]:
+        """Files in the workspace, relative paths."""
+        if not self.workspace.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.workspace))
+            for p in self.workspace.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.parts)
+        )
+
+    def read_file(self, path: str, limit: int = 100_000) -> str:
+        """A workspace file's text (refuses paths outside the workspace)."""
+        target = (self.workspace / path).resolve()
+        if not target.is_relative_to(self.workspace.resolve()):
+            raise ValueError(f"{path} is outside the workspace")
+        return target.read_text(encoding="utf-8", errors="replace")[:limit]
+
+
+@dataclass(frozen=True)
+class ScriptContext:
+    """What a coordinator script receives."""
+
+    state: WorkflowState
+    config: WorkflowConfig
+    legal_actions: tuple[str, ...]
+    programmatic: Decision
+    route: str
+    signals: tuple[str, ...]
+    summary: str
+    scores: str
+    tools: ScriptTools
+    subagent: Callable[[str], Awaitable[str]]
+
+
+ScriptFn = Callable[[ScriptContext], Any]
+
+
+def load_script(path: str | Path) -> ScriptFn:
+    """Import the script's ``decide`` function.
+
+    Raises:
+        ConfigError: the file is missing, does not import, or has no ``decide`` function.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"coordinator_script {p}: no such file")
+    spec = importlib.util.spec_from_file_location(f"coordinator_script_{p.stem}", p)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"coordinator_script {p}: cannot be imported as Python")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any error is a config problem
+        raise ConfigError(f"coordinator_script {p}: importing it failed: {exc!r}") from exc
+    fn = getattr(module, "decide", None)
+    if not callable(fn):
+        raise ConfigError(f"coordinator_script {p}: define a function decide(ctx)")
+    return fn  # type: ignore[no-any-return]
+
+
+def make_subagent(model: ChatModel | None) -> Callable[[str], Awaitable[str]]:
+    """An LLM helper for scripts: ``await ctx.subagent("question")`` returns the answer text."""
+
+    async def subagent(prompt: str) -> str:
+        if model is None:
+            raise LLMError("no LLM is configured for this workflow's coordinator script")
+        response = await model.complete(
+            LLMRequest(messages=(Message(role="user", content=prompt),), purpose="script")
+        )
+        return response.text
+
+    return subagent
+
+
+async def run_script(
+    fn: ScriptFn, analysis: Analysis, config: WorkflowConfig, model: ChatModel | None
+) -> Any:
+    """Call the script; its exceptions propagate for the coordinator to fall back on."""
+    f = analysis.facts
+    ctx = ScriptContext(
+        state=f.state,
+        config=config,
+        legal_actions=analysis.legal_actions,
+        programmatic=analysis.programmatic,
+        route=analysis.route.value,
+        signals=tuple(s.name for s in analysis.classification.signals),
+        summary=state_summary(f),
+        scores=scores_block(f, config),
+        tools=ScriptTools(Path(f.state.workspace or ".")),
+        subagent=make_subagent(model),
+    )
+    result = fn(ctx)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
