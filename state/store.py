@@ -1,0 +1,426 @@
+"""The durable store: the ``Store`` protocol and the values it takes and returns.
+
+A store keeps, per workflow:
+
+- the configuration and the latest state snapshot, with a ``version`` that grows by one at
+  each commit (optimistic concurrency: a commit names the version it read);
+- an append-only ledger of what happened: decisions, step results, human answers and
+  free-form events, numbered ``seq`` 1, 2, 3... by the store;
+- the paths of the artifacts the workflow produced (plans, code files);
+- at most one lease: which worker runs the workflow, from which host and pid, until when.
+
+Nothing here assumes one process: ids, owners and versions are plain values and leases
+expire, so a server database and workers on several machines can implement the same
+protocol. ``SQLiteStore`` (``state.sqlite_store``) is the embedded default.
+
+The caller commits each decision, in one ``commit`` with its ledger entry, before the action
+it starts; a crash after that commit leaves the started step visible as running.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self
+
+from pydantic import BaseModel
+
+from state.config import WorkflowConfig
+from state.decision import DecisionRecord
+from state.steps import Gate, MachineState, Step, WorkflowStatus
+from state.workflow import HumanAnswer, StepRecord, WorkflowState
+
+
+class LedgerKind(StrEnum):
+    """What a ledger entry records."""
+
+    DECISION = "decision"
+    STEP_RESULT = "step_result"
+    HUMAN_ANSWER = "human_answer"
+    EVENT = "event"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionEntry:
+    """A ledger entry for an orchestration decision."""
+
+    kind: ClassVar[LedgerKind] = LedgerKind.DECISION
+    record: DecisionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StepResultEntry:
+    """A ledger entry for a finished attempt at a step (completed or failed, never running)."""
+
+    kind: ClassVar[LedgerKind] = LedgerKind.STEP_RESULT
+    record: StepRecord
+
+
+@dataclass(frozen=True, slots=True)
+class HumanAnswerEntry:
+    """A ledger entry for a human's answer at a gate."""
+
+    kind: ClassVar[LedgerKind] = LedgerKind.HUMAN_ANSWER
+    answer: HumanAnswer
+
+
+@dataclass(frozen=True, slots=True)
+class EventEntry:
+    """A free-form ledger entry, e.g. ``EventEntry("resumed", {"by": "alice"})``.
+
+    It is stored as the JSON object ``{"event": event, **data}``, so ``data`` must be
+    JSON-serializable and must not have an ``"event"`` key.
+    """
+
+    kind: ClassVar[LedgerKind] = LedgerKind.EVENT
+    event: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+LedgerEntryIn = DecisionEntry | StepResultEntry | HumanAnswerEntry | EventEntry
+"""What a caller appends to the ledger; the store assigns ``seq`` and ``recorded_at``."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A ledger entry as stored, its content validated.
+
+    Attributes:
+        workflow_id: the workflow it belongs to.
+        seq: its 1-based position in the workflow's ledger (contiguous, whatever the kind).
+        recorded_at: when the store wrote it.
+        content: the entry itself, as it was appended.
+    """
+
+    workflow_id: str
+    seq: int
+    recorded_at: datetime
+    content: LedgerEntryIn
+
+    @property
+    def kind(self) -> LedgerKind:
+        """What the entry records."""
+        return self.content.kind
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWorkflow:
+    """A workflow as loaded: its latest snapshot, its configuration and the snapshot's version."""
+
+    state: WorkflowState
+    config: WorkflowConfig
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    """One row of ``list_workflows``: what a user needs to pick a workflow."""
+
+    workflow_id: str
+    status: WorkflowStatus
+    phase: int
+    machine_state: MachineState
+    current_step: Step | None
+    waiting_gate: Gate | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A file a workflow produced (a plan, a code file, a report)."""
+
+    workflow_id: str
+    kind: str
+    path: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's claim to run a workflow until ``expires_at``.
+
+    Attributes:
+        workflow_id: the workflow.
+        owner: who holds it (an id the worker chose, unique per run).
+        host: the holder's host name, so a stale lease of a dead local process can be taken.
+        pid: the holder's process id on ``host``.
+        expires_at: when the claim lapses unless renewed (timezone-aware).
+    """
+
+    workflow_id: str
+    owner: str
+    host: str
+    pid: int
+    expires_at: datetime
+
+    def is_live(self, now: datetime) -> bool:
+        """Whether the lease has not expired at ``now``."""
+        return now < self.expires_at
+
+    def describe(self) -> str:
+        """Who holds the lease and until when, for messages."""
+        until = self.expires_at.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+        return f"{self.owner} on {self.host} (pid {self.pid}) until {until}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host.
+
+    Conservative: when it cannot tell (no permission, or Windows, where signalling a process
+    would end it) it answers True, so only the lease's expiry frees the workflow.
+    """
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    # A killed process its parent has not reaped yet is a zombie: it holds nothing.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def lease_is_stale(lease: Lease, *, now: datetime, host: str) -> bool:
+    """Whether another worker may take ``lease`` over.
+
+    A lease is stale when it expired, or when its holder ran on ``host`` (this host) and that
+    process is gone, so a workflow can be resumed right after its process was killed
+    without waiting for the lease to expire. Holders on other hosts are trusted until expiry.
+    """
+    if not lease.is_live(now):
+        return True
+    return lease.host == host and not pid_alive(lease.pid)
+
+
+class SnapshotEncoder:
+    """Serializes workflow states for storage, reusing the JSON of records it already wrote.
+
+    States are immutable, and each new state shares its step history, human answers and
+    decisions with the state it was made from. Serializing a 50-decision state takes most of
+    a millisecond in pydantic, nearly all of it spent on those records, so the encoder keeps
+    the JSON of the records of the last state it wrote per workflow and serializes only the
+    new ones. A cached text is used only for the very object it was made from (``is``), so
+    it cannot go stale. The result parses to the same JSON value as
+    ``state.model_dump_json()``; only the order of the keys differs.
+
+    Safe to share between threads; a race only costs a cache miss.
+
+    Args:
+        max_workflows: how many workflows' records to keep (the least recently written go).
+    """
+
+    SPLICED: ClassVar[tuple[str, ...]] = ("history", "human_answers", "decisions")
+
+    def __init__(self, max_workflows: int = 32) -> None:
+        self._max = max_workflows
+        self._cache: OrderedDict[str, dict[int, tuple[BaseModel, str]]] = OrderedDict()
+        self._exclude = set(self.SPLICED)
+        self._lock = threading.Lock()
+
+    def encode(self, state: WorkflowState) -> str:
+        """The state's JSON text."""
+        wid = state.workflow_id
+        with self._lock:
+            previous = self._cache.pop(wid, {})
+        current: dict[int, tuple[BaseModel, str]] = {}
+        # The head always has keys (schema_version at least): drop its "}" and append.
+        parts = [state.model_dump_json(exclude=self._exclude)[:-1]]
+        for name in self.SPLICED:
+            records: tuple[BaseModel, ...] = getattr(state, name)
+            texts: list[str] = []
+            for record in records:
+                hit = previous.get(id(record))
+                text = hit[1] if hit is not None and hit[0] is record else record.model_dump_json()
+                current[id(record)] = (record, text)
+                texts.append(text)
+            parts.append(f',"{name}":[{",".join(texts)}]')
+        parts.append("}")
+        with self._lock:
+            self._cache[wid] = current
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        return "".join(parts)
+
+    def record_json(self, workflow_id: str, record: BaseModel) -> str:
+        """A record's JSON text, from the cache when ``encode`` just wrote it."""
+        with self._lock:
+            hit = self._cache.get(workflow_id, {}).get(id(record))
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        return record.model_dump_json()
+
+
+class Store(Protocol):
+    """Durable storage of workflows, their ledgers, artifacts and leases.
+
+    Every method raises ``StoreError`` (or a subclass) and nothing else on failure:
+    ``UnknownWorkflowError`` for an id it does not hold, ``ConcurrencyError`` when another
+    writer got there first, ``StoreCorruptError`` for damaged data and ``StoreVersionError``
+    for data from a newer schema. Implementations are safe to share between threads.
+    """
+
+    def create(self, state: WorkflowState, config: WorkflowConfig) -> int:
+        """Store a new workflow and return its first version (1).
+
+        Raises:
+            StoreError: a workflow with this id already exists; nothing is changed.
+        """
+        ...
+
+    def load(self, workflow_id: str) -> StoredWorkflow:
+        """The latest snapshot, configuration and version of a workflow.
+
+        Raises:
+            UnknownWorkflowError: no workflow has this id.
+            StoreCorruptError: the stored snapshot or configuration fails validation.
+            StoreVersionError: the snapshot comes from a newer schema.
+        """
+        ...
+
+    def commit(
+        self,
+        workflow_id: str,
+        state: WorkflowState,
+        *,
+        expected_version: int,
+        entries: Sequence[LedgerEntryIn] = (),
+        owner: str | None,
+    ) -> int:
+        """Replace the snapshot and append ledger entries, all or nothing.
+
+        Args:
+            workflow_id: the workflow; ``state.workflow_id`` must be the same.
+            state: the new snapshot.
+            expected_version: the version the caller loaded or last committed.
+            entries: appended in order, numbered after the ledger's last entry.
+            owner: when given, the commit happens only while this owner holds a live lease;
+                None commits without checking leases (single-writer tools, tests).
+
+        Returns:
+            The new version (``expected_version + 1``).
+
+        Raises:
+            UnknownWorkflowError: no workflow has this id.
+            ConcurrencyError: the version moved on, or ``owner`` holds no live lease.
+            StoreError: an entry cannot be stored (a running step, unserializable data).
+        """
+        ...
+
+    def list_workflows(self, status: WorkflowStatus | None = None) -> list[WorkflowSummary]:
+        """Every workflow (or those with ``status``), the most recently updated first."""
+        ...
+
+    def ledger(
+        self,
+        workflow_id: str,
+        *,
+        after_seq: int = 0,
+        kinds: Collection[LedgerKind] | None = None,
+    ) -> list[LedgerEntry]:
+        """The workflow's ledger entries with ``seq > after_seq``, in order, validated.
+
+        Args:
+            workflow_id: the workflow.
+            after_seq: only entries after this one (0 for all).
+            kinds: only entries of these kinds (None for all).
+
+        Raises:
+            UnknownWorkflowError: no workflow has this id.
+            StoreCorruptError: an entry fails validation (naming its seq and the problem).
+        """
+        ...
+
+    def acquire_lease(
+        self,
+        workflow_id: str,
+        owner: str,
+        ttl_s: float,
+        *,
+        host: str | None = None,
+        pid: int | None = None,
+    ) -> Lease:
+        """Claim the workflow for ``owner`` for ``ttl_s`` seconds.
+
+        A lease ``owner`` already holds is extended; a stale one (``lease_is_stale``) is
+        taken over.
+
+        Args:
+            workflow_id: the workflow.
+            owner: the claimant.
+            ttl_s: how long the claim lasts unless renewed.
+            host: the claimant's host (default: this host).
+            pid: the claimant's process id (default: this process).
+
+        Raises:
+            UnknownWorkflowError: no workflow has this id.
+            ConcurrencyError: another owner holds a live lease, naming it.
+        """
+        ...
+
+    def renew_lease(self, workflow_id: str, owner: str, ttl_s: float) -> Lease:
+        """Extend ``owner``'s lease to ``ttl_s`` seconds from now.
+
+        A lease that expired but that nobody took over is still ``owner``'s and is renewed.
+
+        Raises:
+            ConcurrencyError: ``owner`` does not hold the lease (any more).
+        """
+        ...
+
+    def release_lease(self, workflow_id: str, owner: str) -> bool:
+        """Give up ``owner``'s lease; whether there was one to give up."""
+        ...
+
+    def lease(self, workflow_id: str) -> Lease | None:
+        """The workflow's lease, live or expired, or None."""
+        ...
+
+    def add_artifact(self, workflow_id: str, kind: str, path: str) -> Artifact:
+        """Record a file the workflow produced; recording a path again updates its time.
+
+        Raises:
+            UnknownWorkflowError: no workflow has this id.
+        """
+        ...
+
+    def artifacts(self, workflow_id: str) -> list[Artifact]:
+        """The workflow's artifacts, in the order they were first recorded.
+
+        Raises:
+            UnknownWorkflowError: no workflow has this id.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources; later calls raise ``StoreError``."""
+        ...
+
+    def __enter__(self) -> Self:
+        """The store itself."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        ...
