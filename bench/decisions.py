@@ -54,12 +54,17 @@ def build_trace(peers: object) -> tuple[list[PlanValidationReport], list[CodeVal
     for ok in peers.CODE_PASSES:  # type: ignore[attr-defined]
         codes.append(
             CodeValidationReport(
-                review=CodeReview(overall_score=9.0 if ok else 7.5, critical_issues=0,
-                                  minor_issues=0 if ok else 4),
-                standardization=StandardizationReview(status="PASSED", critical_issues=0,
-                                                      minor_issues=0),
-                tools=(ToolResult(name="pytest", status=ToolStatus.PASSED if ok else
-                                  ToolStatus.FAILED),),
+                review=CodeReview(
+                    overall_score=9.0 if ok else 7.5, critical_issues=0, minor_issues=0 if ok else 4
+                ),
+                standardization=StandardizationReview(
+                    status="PASSED", critical_issues=0, minor_issues=0
+                ),
+                tools=(
+                    ToolResult(
+                        name="pytest", status=ToolStatus.PASSED if ok else ToolStatus.FAILED
+                    ),
+                ),
                 line_coverage=92.0,
             )
         )
@@ -149,25 +154,38 @@ def main() -> None:
     ours_s = per_ours = 0
     samples = [bench_ours(peers, n) for _ in range(args.repeat)]
     ours_s, per_ours = min(samples)
-    rows: list[tuple[str, float, int]] = [("hybrid-orchestrator (programmatic path)", ours_s, per_ours)]
-    rows.append(("transitions (shared machine, no persistence)",
-                 best(lambda: peers.bench_transitions(n)), per_peer))
+    rows: list[tuple[str, float, int]] = [
+        ("hybrid-orchestrator (programmatic path)", ours_s, per_ours)
+    ]
+    rows.append(
+        (
+            "transitions (shared machine, no persistence)",
+            best(lambda: peers.bench_transitions(n)),
+            per_peer,
+        )
+    )
     rows.append(("langgraph (no checkpointer)", best(lambda: peers.bench_langgraph(n)), per_peer))
     rows.append(("burr (no persister)", best(lambda: peers.bench_burr(n)), per_peer))
 
     ours_us = ours_s / (n * per_ours) * 1e6
-    print(f"{n} workflows each, best of {args.repeat}; our trace makes {per_ours} decisions per "
-          f"workflow (the peers count {per_peer}: they have no explicit start decision)")
+    print(
+        f"{n} workflows each, best of {args.repeat}; our trace makes {per_ours} decisions per "
+        f"workflow (the peers count {per_peer}: they have no explicit start decision)"
+    )
     print(f"{'engine':48s} {'workflows/s':>12s} {'us/decision':>12s} {'x ours':>8s}")
     for name, secs, per in rows:
         us = secs / (n * per) * 1e6
         print(f"{name:48s} {n / secs:12.1f} {us:12.1f} {us / ours_us:8.1f}")
     traced_mb, rss_mb = resident_memory(peers, args.resident)
-    print(f"{args.resident} completed workflows resident: {traced_mb:.1f} MB allocated "
-          f"(tracemalloc), {rss_mb:.1f} MB RSS growth; "
-          f"{traced_mb * 1e6 / args.resident / 1e3:.1f} KB per workflow")
-    print(f"target: <= 30 us/decision, >= 10x langgraph, >= 3x burr, <= 100 MB for 10,000 "
-          f"workflows; ours: {ours_us:.1f} us")
+    print(
+        f"{args.resident} completed workflows resident: {traced_mb:.1f} MB allocated "
+        f"(tracemalloc), {rss_mb:.1f} MB RSS growth; "
+        f"{traced_mb * 1e6 / args.resident / 1e3:.1f} KB per workflow"
+    )
+    print(
+        f"target: <= 30 us/decision, >= 10x langgraph, >= 3x burr, <= 100 MB for 10,000 "
+        f"workflows; ours: {ours_us:.1f} us"
+    )
 
 
 if __name__ == "__main__":

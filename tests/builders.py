@@ -60,13 +60,17 @@ def code_report(
     """A code report (defaults converge); a score below 7 skips the tools."""
     ran = score is not None and 0 <= score <= 10 and score >= 7
     return CodeValidationReport(
-        review=CodeReview(overall_score=score, critical_issues=critical, minor_issues=minor,
-                          markdown=markdown),
+        review=CodeReview(
+            overall_score=score, critical_issues=critical, minor_issues=minor, markdown=markdown
+        ),
         standardization=StandardizationReview(
-            status=status, critical_issues=0, minor_issues=0  # type: ignore[arg-type]
+            status=status,
+            critical_issues=0,
+            minor_issues=0,  # type: ignore[arg-type]
         ),
         tools=tuple(ToolResult(name=f"tool{i}", status=t) for i, t in enumerate(tools))
-        if ran else (),
+        if ran
+        else (),
         tools_skipped_reason=None if ran else "review score below 7",
         line_coverage=coverage if ran else None,
     )
@@ -82,8 +86,9 @@ class Driver:
         self.config = config or WorkflowConfig()
         self.clock = FixedClock()
         self.engine = DecisionEngine(WorkflowMachine(), self.clock)
-        self.state: WorkflowState = new_workflow(workflow_id, "build a tabular preprocessing step",
-                                                 "/tmp/ws", self.clock.now())
+        self.state: WorkflowState = new_workflow(
+            workflow_id, "build a tabular preprocessing step", "/tmp/ws", self.clock.now()
+        )
 
     def decide(self) -> WorkflowState:
         """Apply the programmatic decision."""
@@ -102,14 +107,16 @@ class Driver:
 
     def fail(self, error_type: str = "llm_unavailable", retryable: bool = True) -> WorkflowState:
         """Fail the running step."""
-        self.state = fail_step(self.state, error_type, "boom", self.clock.now(),
-                               retryable=retryable)
+        self.state = fail_step(
+            self.state, error_type, "boom", self.clock.now(), retryable=retryable
+        )
         return self.state
 
     def answer(self, kind: HumanAnswerKind, *changes: str, gate: Gate | None = None) -> None:
         """Answer the waiting gate."""
-        self.state = record_answer(self.state, gate, kind, by="tester", now=self.clock.now(),
-                                   changes=changes)
+        self.state = record_answer(
+            self.state, gate, kind, by="tester", now=self.clock.now(), changes=changes
+        )
 
     def run_step(self, result: object) -> WorkflowState:
         """Decide (which must start a step), then finish it with ``result``."""
@@ -117,8 +124,12 @@ class Driver:
         assert self.running() is not None, self.state.machine_state
         return self.finish(result)
 
-    def default_result(self, step: Step, plan: PlanValidationReport = BAD_PLAN,
-                       code: CodeValidationReport = BAD_CODE) -> object:
+    def default_result(
+        self,
+        step: Step,
+        plan: PlanValidationReport = BAD_PLAN,
+        code: CodeValidationReport = BAD_CODE,
+    ) -> object:
         """A plausible result for ``step``."""
         if step in (Step.INITIAL_PLANNING, Step.PLAN_REVISION):
             return PlanDraft(version=1, markdown="# plan")

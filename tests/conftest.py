@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from agents.llm.local_server import LocalModelServer
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
@@ -52,3 +54,10 @@ def _no_llm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never inherit a real key or endpoint from the developer's shell."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def local_llm() -> Iterator[Any]:
+    """One real SmolLM2 server (llama-cpp-python on loopback) shared by the real-model tier."""
+    with LocalModelServer(n_ctx=4096) as server:
+        yield server

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from builders import BAD_CODE, BAD_PLAN, Driver, code_report, plan_report
+
 from orchestrator.actions import trigger_of
 from orchestrator.rules import compute_facts
 from state.config import Gates, Limits, WorkflowConfig
@@ -94,7 +94,9 @@ def code_limit(d: Driver) -> None:
         d.run_step(BAD_CODE)
 
 
-def at_code_review(kind: HumanAnswerKind, report: object, *changes: str) -> Callable[[Driver], None]:
+def at_code_review(
+    kind: HumanAnswerKind, report: object, *changes: str
+) -> Callable[[Driver], None]:
     def setup(d: Driver) -> None:
         code_validated(report)(d)
         d.decide()  # request_code_review
@@ -143,81 +145,184 @@ ROWS: list[tuple[str, WorkflowConfig, Callable[[Driver], None], str]] = [
     ("new workflow -> step 1", WorkflowConfig(), lambda d: None, "invoke_step1"),
     ("step 1 done -> step 2", WorkflowConfig(), after_step1, "invoke_step2"),
     ("plan not converged -> step 3", WorkflowConfig(), plan_not_converged, "invoke_step3"),
-    ("plan converged, gate on -> plan gate", WorkflowConfig(), plan_converged,
-     "request_plan_approval"),
-    ("plan converged, gate off -> phase 2", _gates(plan=False), plan_converged,
-     "transition_phase"),
+    (
+        "plan converged, gate on -> plan gate",
+        WorkflowConfig(),
+        plan_converged,
+        "request_plan_approval",
+    ),
+    ("plan converged, gate off -> phase 2", _gates(plan=False), plan_converged, "transition_phase"),
     ("step 3 done -> step 2", WorkflowConfig(), after_revision, "invoke_step2"),
     ("plan revision limit -> escalate", WorkflowConfig(), plan_limit, "escalate"),
     ("plan limit 1 -> escalate", _limits(max_plan_revisions=1), plan_limit, "escalate"),
-    ("plan gate approve -> phase 2", WorkflowConfig(), at_plan_gate(HumanAnswerKind.APPROVE),
-     "transition_phase"),
-    ("plan gate reject -> rejected", WorkflowConfig(), at_plan_gate(HumanAnswerKind.REJECT),
-     "reject"),
-    ("plan gate changes -> step 3", WorkflowConfig(),
-     at_plan_gate(HumanAnswerKind.REQUEST_CHANGES, "add a data-quality section"), "invoke_step3"),
+    (
+        "plan gate approve -> phase 2",
+        WorkflowConfig(),
+        at_plan_gate(HumanAnswerKind.APPROVE),
+        "transition_phase",
+    ),
+    (
+        "plan gate reject -> rejected",
+        WorkflowConfig(),
+        at_plan_gate(HumanAnswerKind.REJECT),
+        "reject",
+    ),
+    (
+        "plan gate changes -> step 3",
+        WorkflowConfig(),
+        at_plan_gate(HumanAnswerKind.REQUEST_CHANGES, "add a data-quality section"),
+        "invoke_step3",
+    ),
     ("step 4 done -> step 5", WorkflowConfig(), after_implementation, "invoke_step5"),
-    ("code converged, final on -> final gate", WorkflowConfig(), code_validated(code_report()),
-     "request_final_approval"),
-    ("code converged, final off -> complete", _gates(final=False),
-     code_validated(code_report()), "complete"),
+    (
+        "code converged, final on -> final gate",
+        WorkflowConfig(),
+        code_validated(code_report()),
+        "request_final_approval",
+    ),
+    (
+        "code converged, final off -> complete",
+        _gates(final=False),
+        code_validated(code_report()),
+        "complete",
+    ),
     ("code not converged -> step 6", WorkflowConfig(), code_validated(BAD_CODE), "invoke_step6"),
-    ("review below 7 skips tools -> step 6", WorkflowConfig(), code_validated(code_report(6.0)),
-     "invoke_step6"),
-    ("coverage below 85 -> step 6", WorkflowConfig(), code_validated(code_report(coverage=80.0)),
-     "invoke_step6"),
-    ("standardization failed -> step 6", WorkflowConfig(),
-     code_validated(code_report(status="FAILED")), "invoke_step6"),
-    ("3 minor issues -> step 6", WorkflowConfig(), code_validated(code_report(minor=3)),
-     "invoke_step6"),
-    ("code review gate on -> review gate even if converged", _gates(code_review=True),
-     code_validated(code_report()), "request_code_review"),
-    ("code review gate on -> review gate if not converged", _gates(code_review=True),
-     code_validated(BAD_CODE), "request_code_review"),
-    ("code review approve, converged -> final gate", _gates(code_review=True),
-     at_code_review(HumanAnswerKind.APPROVE, code_report()), "request_final_approval"),
-    ("code review approve, converged, final off -> complete",
-     _gates(code_review=True, final=False),
-     at_code_review(HumanAnswerKind.APPROVE, code_report()), "complete"),
-    ("code review approve, not converged -> step 6", _gates(code_review=True),
-     at_code_review(HumanAnswerKind.APPROVE, BAD_CODE), "invoke_step6"),
-    ("code review changes -> step 6", _gates(code_review=True),
-     at_code_review(HumanAnswerKind.REQUEST_CHANGES, code_report(), "log every dropped row"),
-     "invoke_step6"),
-    ("code review reject -> rejected", _gates(code_review=True),
-     at_code_review(HumanAnswerKind.REJECT, code_report()), "reject"),
+    (
+        "review below 7 skips tools -> step 6",
+        WorkflowConfig(),
+        code_validated(code_report(6.0)),
+        "invoke_step6",
+    ),
+    (
+        "coverage below 85 -> step 6",
+        WorkflowConfig(),
+        code_validated(code_report(coverage=80.0)),
+        "invoke_step6",
+    ),
+    (
+        "standardization failed -> step 6",
+        WorkflowConfig(),
+        code_validated(code_report(status="FAILED")),
+        "invoke_step6",
+    ),
+    (
+        "3 minor issues -> step 6",
+        WorkflowConfig(),
+        code_validated(code_report(minor=3)),
+        "invoke_step6",
+    ),
+    (
+        "code review gate on -> review gate even if converged",
+        _gates(code_review=True),
+        code_validated(code_report()),
+        "request_code_review",
+    ),
+    (
+        "code review gate on -> review gate if not converged",
+        _gates(code_review=True),
+        code_validated(BAD_CODE),
+        "request_code_review",
+    ),
+    (
+        "code review approve, converged -> final gate",
+        _gates(code_review=True),
+        at_code_review(HumanAnswerKind.APPROVE, code_report()),
+        "request_final_approval",
+    ),
+    (
+        "code review approve, converged, final off -> complete",
+        _gates(code_review=True, final=False),
+        at_code_review(HumanAnswerKind.APPROVE, code_report()),
+        "complete",
+    ),
+    (
+        "code review approve, not converged -> step 6",
+        _gates(code_review=True),
+        at_code_review(HumanAnswerKind.APPROVE, BAD_CODE),
+        "invoke_step6",
+    ),
+    (
+        "code review changes -> step 6",
+        _gates(code_review=True),
+        at_code_review(HumanAnswerKind.REQUEST_CHANGES, code_report(), "log every dropped row"),
+        "invoke_step6",
+    ),
+    (
+        "code review reject -> rejected",
+        _gates(code_review=True),
+        at_code_review(HumanAnswerKind.REJECT, code_report()),
+        "reject",
+    ),
     ("step 6 done -> step 7", WorkflowConfig(), after_refinement, "invoke_step7"),
-    ("step 7 not converged -> step 6", WorkflowConfig(), refined_validated(BAD_CODE),
-     "invoke_step6"),
-    ("step 7 converged -> final gate", WorkflowConfig(), refined_validated(code_report()),
-     "request_final_approval"),
-    ("step 7 converged, final off -> complete", _gates(final=False),
-     refined_validated(code_report()), "complete"),
+    (
+        "step 7 not converged -> step 6",
+        WorkflowConfig(),
+        refined_validated(BAD_CODE),
+        "invoke_step6",
+    ),
+    (
+        "step 7 converged -> final gate",
+        WorkflowConfig(),
+        refined_validated(code_report()),
+        "request_final_approval",
+    ),
+    (
+        "step 7 converged, final off -> complete",
+        _gates(final=False),
+        refined_validated(code_report()),
+        "complete",
+    ),
     ("code refinement limit -> escalate", WorkflowConfig(), code_limit, "escalate"),
-    ("final approve -> complete", WorkflowConfig(), at_final_gate(HumanAnswerKind.APPROVE),
-     "complete"),
-    ("final reject -> rejected", WorkflowConfig(), at_final_gate(HumanAnswerKind.REJECT),
-     "reject"),
-    ("final changes -> step 6", WorkflowConfig(),
-     at_final_gate(HumanAnswerKind.REQUEST_CHANGES, "rename the module"), "invoke_step6"),
+    (
+        "final approve -> complete",
+        WorkflowConfig(),
+        at_final_gate(HumanAnswerKind.APPROVE),
+        "complete",
+    ),
+    ("final reject -> rejected", WorkflowConfig(), at_final_gate(HumanAnswerKind.REJECT), "reject"),
+    (
+        "final changes -> step 6",
+        WorkflowConfig(),
+        at_final_gate(HumanAnswerKind.REQUEST_CHANGES, "rename the module"),
+        "invoke_step6",
+    ),
     ("step failed once -> retry", WorkflowConfig(), failed_times(1), "retry_step"),
     ("step failed 3 times -> retry", WorkflowConfig(), failed_times(3), "retry_step"),
     ("step failed 4 times -> escalate", WorkflowConfig(), failed_times(4), "escalate"),
-    ("fatal step error -> fail", WorkflowConfig(),
-     lambda d: (d.decide(), d.fail("template_error", retryable=False)), "fail"),
+    (
+        "fatal step error -> fail",
+        WorkflowConfig(),
+        lambda d: (d.decide(), d.fail("template_error", retryable=False)),
+        "fail",
+    ),
     ("decision limit -> escalate", WorkflowConfig(), decision_limit, "escalate"),
-    ("escalation approve -> revise with fresh budget", WorkflowConfig(),
-     escalated_then(HumanAnswerKind.APPROVE), "invoke_step3"),
-    ("escalation guidance -> revise", WorkflowConfig(),
-     escalated_then(HumanAnswerKind.REQUEST_CHANGES, "drop the PCA step"), "invoke_step3"),
-    ("escalation reject -> rejected", WorkflowConfig(), escalated_then(HumanAnswerKind.REJECT),
-     "reject"),
+    (
+        "escalation approve -> revise with fresh budget",
+        WorkflowConfig(),
+        escalated_then(HumanAnswerKind.APPROVE),
+        "invoke_step3",
+    ),
+    (
+        "escalation guidance -> revise",
+        WorkflowConfig(),
+        escalated_then(HumanAnswerKind.REQUEST_CHANGES, "drop the PCA step"),
+        "invoke_step3",
+    ),
+    (
+        "escalation reject -> rejected",
+        WorkflowConfig(),
+        escalated_then(HumanAnswerKind.REJECT),
+        "reject",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("config", "setup", "expected"),
-                         [pytest.param(c, s, e, id=i) for i, c, s, e in ROWS])
-def test_decision_row(config: WorkflowConfig, setup: Callable[[Driver], None], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("config", "setup", "expected"), [pytest.param(c, s, e, id=i) for i, c, s, e in ROWS]
+)
+def test_decision_row(
+    config: WorkflowConfig, setup: Callable[[Driver], None], expected: str
+) -> None:
     """Each workflow rule yields exactly its decision, and that decision is legal."""
     d = Driver(config)
     setup(d)
@@ -230,9 +335,11 @@ def test_decision_row(config: WorkflowConfig, setup: Callable[[Driver], None], e
 
 def test_retry_strategy_follows_error_type() -> None:
     """Timeouts retry with a longer timeout, bad output with corrected input, others back off."""
-    for error, strategy in (("timeout", RecoveryStrategy.EXTENDED_TIMEOUT),
-                            ("invalid_output", RecoveryStrategy.CORRECTED_INPUT),
-                            ("llm_unavailable", RecoveryStrategy.BACKOFF)):
+    for error, strategy in (
+        ("timeout", RecoveryStrategy.EXTENDED_TIMEOUT),
+        ("invalid_output", RecoveryStrategy.CORRECTED_INPUT),
+        ("llm_unavailable", RecoveryStrategy.BACKOFF),
+    ):
         d = Driver()
         failed_times(1, error)(d)
         state = d.decide()

@@ -1,13 +1,13 @@
-"""Properties over random workflows: decisions are legal, gates and convergence are never skipped."""
+"""Random workflows: decisions stay legal; gates and convergence checks are never skipped."""
 
 from __future__ import annotations
 
 import math
 
+from builders import Driver
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builders import Driver
 from orchestrator import machine as m
 from orchestrator.actions import build_decision, trigger_of
 from orchestrator.consistency import find_inconsistency
@@ -61,11 +61,20 @@ code_reports = st.builds(
 configs = st.builds(
     lambda plan, review, final, revs, refs, retries, decisions: WorkflowConfig(
         gates=Gates(plan=plan, code_review=review, final=final),
-        limits=Limits(max_plan_revisions=revs, max_code_refinements=refs,
-                      max_step_retries=retries, max_decisions=decisions),
+        limits=Limits(
+            max_plan_revisions=revs,
+            max_code_refinements=refs,
+            max_step_retries=retries,
+            max_decisions=decisions,
+        ),
     ),
-    st.booleans(), st.booleans(), st.booleans(),
-    st.integers(0, 3), st.integers(0, 3), st.integers(0, 2), st.integers(3, 40),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.integers(0, 2),
+    st.integers(3, 40),
 )
 
 
@@ -125,8 +134,10 @@ def test_random_workflows_stay_legal_and_safe(config: WorkflowConfig, data: st.D
         rec = s.last_record
         if rec is not None and rec.status is StepStatus.RUNNING:
             if data.draw(st.booleans()):
-                d.fail(data.draw(st.sampled_from(["timeout", "invalid_output", "llm_error"])),
-                       retryable=data.draw(st.booleans()))
+                d.fail(
+                    data.draw(st.sampled_from(["timeout", "invalid_output", "llm_error"])),
+                    retryable=data.draw(st.booleans()),
+                )
             else:
                 d.finish(_result_for(rec.step, data))
             continue
@@ -144,8 +155,9 @@ def test_random_workflows_stay_legal_and_safe(config: WorkflowConfig, data: st.D
 
 @settings(max_examples=100, deadline=None)
 @given(config=configs, data=st.data())
-def test_programmatic_path_always_terminates_or_waits(config: WorkflowConfig,
-                                                      data: st.DataObject) -> None:
+def test_programmatic_path_always_terminates_or_waits(
+    config: WorkflowConfig, data: st.DataObject
+) -> None:
     """Following the rules, every workflow ends or reaches a gate within its decision budget."""
     d = Driver(config)
     for _ in range(200):
