@@ -1,0 +1,396 @@
+"""The sandbox, run for real: every test starts real processes under real limits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agents.sandbox import Sandbox, SandboxLimits, SandboxResult
+from state.errors import ConfigError, SandboxError
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="the uid drop needs root")
+FAST = SandboxLimits(wall_timeout_s=10, cpu_s=5, memory_mb=512, max_processes=32,
+                     max_file_mb=8, max_output_bytes=16 * 1024)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A small workspace in pytest's private temporary directory."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "data.txt").write_text("original\n")
+    (ws / "pkg").mkdir()
+    (ws / "pkg" / "mod.py").write_text("VALUE = 1\n")
+    return ws
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A root-owned directory every user can enter and read, but not write (like /srv/x)."""
+    path = Path(tempfile.mkdtemp(prefix="sandbox-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def marker() -> str:
+    """A unique string to find the processes a test started."""
+    return f"sandbox-marker-{uuid.uuid4().hex}"
+
+
+def running_with(marker: str) -> list[int]:
+    """The pids whose command line contains ``marker`` (in any PID namespace)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with its mode and a digest of its content."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        result[str(path.relative_to(root))] = f"{oct(info.st_mode)} {info.st_uid} {digest}"
+    return result
+
+
+async def run_python(sandbox: Sandbox, workspace: Path, code: str, *args: str,
+                     **kwargs: object) -> SandboxResult:
+    """Run a Python snippet in the sandbox."""
+    return await sandbox.run(workspace, [sys.executable, "-c", textwrap.dedent(code), *args],
+                             **kwargs)  # type: ignore[arg-type]
+
+
+async def test_command_sees_a_copy_and_exit_code_is_recorded(workspace: Path) -> None:
+    """The command runs in a copy of the workspace; output and exit status are recorded."""
+    result = await run_python(Sandbox(FAST), workspace, """
+        import os, sys
+        print(os.getcwd())
+        print(open("data.txt").read().strip())
+        sys.exit(3)
+    """)
+    cwd, content = result.stdout.split()
+    assert content == "original"
+    assert Path(cwd) != workspace
+    assert Path(cwd).name == "work"
+    assert not await asyncio.to_thread(Path(cwd).exists), "the copy is removed after the run"
+    assert result.exit_code == 3
+    assert result.signal is None
+    assert result.limit_hit is None
+    assert not result.ok
+    assert result.workdir is None
+    assert result.duration_s > 0
+
+
+@needs_root
+async def test_code_cannot_change_anything_outside_its_copy(open_dir: Path) -> None:
+    """Writes through absolute paths, .. and into parent-owned dirs fail; the copy is writable."""
+    workspace = open_dir / "ws"
+    workspace.mkdir(mode=0o755)
+    (workspace / "data.txt").write_text("original\n")
+    (workspace / "data.txt").chmod(0o644)
+    parent_owned = open_dir / "results"
+    parent_owned.mkdir(mode=0o755)
+    before = snapshot(open_dir)
+    result = await run_python(Sandbox(FAST), workspace, """
+        import json, os, sys
+        workspace, parent_owned = sys.argv[1], sys.argv[2]
+        outcome = {}
+        attempts = {
+            "append_original": lambda: open(os.path.join(workspace, "data.txt"), "a").write("x"),
+            "create_in_original": lambda: open(os.path.join(workspace, "new.py"), "w"),
+            "delete_original": lambda: os.remove(os.path.join(workspace, "data.txt")),
+            "chmod_original": lambda: os.chmod(workspace, 0o777),
+            "parent_owned": lambda: open(os.path.join(parent_owned, "x.json"), "w"),
+            "dotdot": lambda: open("../escaped.txt", "w"),
+            "own_copy": lambda: open("data.txt", "a").write("changed in the copy"),
+            "delete_in_copy": lambda: os.remove("data.txt"),
+        }
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+                outcome[name] = "ok"
+            except OSError as exc:
+                outcome[name] = type(exc).__name__
+        print(json.dumps(outcome))
+    """, str(workspace), str(parent_owned))
+    outcome = json.loads(result.stdout)
+    assert outcome.pop("own_copy") == "ok"
+    assert outcome.pop("delete_in_copy") == "ok"
+    assert set(outcome.values()) == {"PermissionError"}, outcome
+    assert snapshot(open_dir) == before
+    assert "uid_drop" in result.isolation
+
+
+async def test_parent_secrets_are_not_visible(workspace: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment is an allow-list: the parent's API keys are neither inherited nor read."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-must-not-leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-test-must-not-leak")
+    result = await run_python(Sandbox(FAST), workspace, """
+        import json, os, sys
+        try:
+            with open(f"/proc/{sys.argv[1]}/environ", "rb") as f:
+                parent = f.read().decode(errors="replace")
+        except OSError as exc:
+            parent = type(exc).__name__
+        print(json.dumps({"env": dict(os.environ), "parent": parent}))
+    """, str(os.getpid()))
+    seen = json.loads(result.stdout)
+    assert "must-not-leak" not in result.stdout
+    assert "OPENAI_API_KEY" not in seen["env"]
+    assert "AWS_SECRET_ACCESS_KEY" not in seen["env"]
+    assert set(seen["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "USER", "LOGNAME",
+                                "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
+                                "NO_COLOR", "TERM", "MPLBACKEND", "LC_CTYPE"}
+    assert seen["env"]["HOME"].startswith(str(Path(tempfile.gettempdir())))
+    assert seen["parent"] in {"PermissionError", "FileNotFoundError", "ProcessLookupError"}
+
+
+async def test_wall_timeout_kills_the_whole_process_tree(workspace: Path, marker: str) -> None:
+    """An endless loop is killed at the wall timeout, with a descendant that left the session."""
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=2, cpu_s=30, memory_mb=512))
+    result = await run_python(sandbox, workspace, """
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(1)",
+                          sys.argv[1]], start_new_session=True)
+        while True:
+            pass
+    """, marker)
+    assert result.limit_hit == "wall_timeout"
+    assert result.exit_code is None
+    assert result.signal == signal.SIGKILL
+    assert 2 <= result.duration_s < 6
+    assert running_with(marker) == []
+
+
+@needs_root
+async def test_fallback_without_namespaces_still_contains_the_run(open_dir: Path,
+                                                                  marker: str) -> None:
+    """Without namespaces the uid drop guards the files and the uid sweep kills escapees."""
+    workspace = open_dir / "ws"
+    workspace.mkdir(mode=0o755)
+    (workspace / "data.txt").write_text("original\n")
+    (workspace / "data.txt").chmod(0o644)
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=2, cpu_s=30, memory_mb=512),
+                      use_namespaces=False)
+    script = (f"setsid sh -c 'sleep 100; :' {marker} & "
+              f"echo changed >> {workspace}/data.txt; echo changed >> data.txt; "
+              "while :; do :; done")
+    result = await sandbox.run(workspace, ["sh", "-c", script])
+    assert result.limit_hit == "wall_timeout"
+    assert "Permission denied" in result.stderr
+    assert not result.network_isolated
+    assert "uid_drop" in result.isolation
+    assert "pid_namespace" not in result.isolation
+    assert (workspace / "data.txt").read_text() == "original\n"
+    assert running_with(marker) == []
+
+
+async def test_cpu_limit_ends_a_busy_loop(workspace: Path) -> None:
+    """A busy loop is stopped by RLIMIT_CPU long before the wall timeout, recorded as cpu."""
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=20, cpu_s=1, memory_mb=512))
+    result = await run_python(sandbox, workspace, "while True: pass")
+    assert result.limit_hit == "cpu"
+    assert result.signal in {signal.SIGXCPU, signal.SIGKILL}
+    assert result.cpu_s is not None
+    assert result.cpu_s >= 0.9
+    assert result.duration_s < 8
+
+
+async def test_memory_limit_stops_unbounded_allocation(workspace: Path) -> None:
+    """Allocating without bound hits RLIMIT_AS and is recorded as memory."""
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=20, cpu_s=20, memory_mb=256))
+    result = await run_python(sandbox, workspace, """
+        chunks = []
+        while True:
+            chunks.append(bytearray(10_000_000))
+    """)
+    assert result.limit_hit == "memory"
+    assert result.exit_code == 1
+    assert "MemoryError" in result.stderr
+
+
+async def test_process_limit_caps_the_number_of_processes(workspace: Path, marker: str) -> None:
+    """Forking without bound stops at max_processes and is recorded as processes."""
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=20, cpu_s=20, memory_mb=512,
+                                    max_processes=12))
+    result = await run_python(sandbox, workspace, """
+        import os, sys, time
+        forked = 0
+        try:
+            while forked < 500:
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                forked += 1
+        finally:
+            print(forked, flush=True)
+    """, marker)
+    assert result.limit_hit == "processes"
+    assert 0 < int(result.stdout) < 12
+    assert running_with(marker) == []
+
+
+async def test_fork_bomb_is_contained_and_leaves_nothing(workspace: Path, marker: str) -> None:
+    """An exponential fork bomb is held at the process limit, then killed with all its children."""
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=2, cpu_s=10, memory_mb=256, max_processes=24))
+    result = await run_python(sandbox, workspace, """
+        import os
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+    """, marker)
+    assert result.limit_hit == "wall_timeout"
+    assert result.duration_s < 6
+    assert running_with(marker) == []
+    after = await run_python(Sandbox(FAST), workspace, "print('still fine')")
+    assert after.ok
+    assert after.stdout == "still fine\n"
+
+
+async def test_file_size_limit_stops_a_large_write(workspace: Path) -> None:
+    """Writing a file over max_file_mb fails with EFBIG and is recorded as file_size."""
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=20, cpu_s=20, memory_mb=512, max_file_mb=1))
+    result = await run_python(sandbox, workspace, """
+        with open("big.bin", "wb") as f:
+            f.write(b"x" * 4_000_000)
+    """)
+    assert result.limit_hit == "file_size"
+    assert result.exit_code == 1
+    assert "File too large" in result.stderr
+
+
+CONNECT = """
+    import socket, sys
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3).close()
+        print("connected")
+    except OSError as exc:
+        print(type(exc).__name__, exc.errno)
+"""
+
+
+async def _serve_loopback() -> tuple[asyncio.Server, int]:
+    """A TCP server on an ephemeral loopback port that closes every connection."""
+
+    async def close(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_network_is_denied_when_isolation_is_available(workspace: Path) -> None:
+    """Inside the sandbox even the parent's loopback port cannot be reached."""
+    server, port = await _serve_loopback()
+    async with server:
+        result = await run_python(Sandbox(FAST), workspace, CONNECT, str(port))
+    if not result.network_isolated:
+        pytest.skip("this platform cannot create network namespaces")
+    assert "net_namespace" in result.isolation
+    assert result.stdout.startswith("OSError"), result.stdout
+
+
+async def test_network_can_be_allowed(workspace: Path) -> None:
+    """With network=True the same connection succeeds (so the denial above is real)."""
+    server, port = await _serve_loopback()
+    limits = SandboxLimits(wall_timeout_s=10, cpu_s=5, memory_mb=512, network=True)
+    async with server:
+        result = await run_python(Sandbox(limits), workspace, CONNECT, str(port))
+    assert result.stdout == "connected\n"
+    assert not result.network_isolated
+
+
+async def test_output_is_truncated_with_a_note(workspace: Path) -> None:
+    """Output beyond max_output_bytes keeps its head and tail and says what it dropped."""
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=10, cpu_s=5, memory_mb=512,
+                                    max_output_bytes=4096))
+    result = await run_python(sandbox, workspace, """
+        print("FIRST")
+        for i in range(100_000):
+            print("line", i)
+        print("LAST")
+    """)
+    assert result.ok
+    assert result.stdout.startswith("FIRST")
+    assert result.stdout.endswith("LAST\n")
+    assert "bytes truncated" in result.stdout
+    assert len(result.stdout) < 4500
+
+
+async def test_kept_workdir_and_collected_files(workspace: Path) -> None:
+    """keep_workdir keeps the copy until discard; collect reads files back, not symlinks."""
+    sandbox = Sandbox(FAST)
+    result = await run_python(sandbox, workspace, """
+        import os
+        open("report.json", "w").write('{"ok": true}')
+        os.symlink("/etc/hostname", "link.txt")
+    """, keep_workdir=True, collect=("report.json", "link.txt", "absent.txt", "../x"))
+    assert result.ok
+    assert dict(result.collected) == {"report.json": b'{"ok": true}'}
+    assert result.workdir is not None
+    assert (result.workdir / "report.json").is_file()
+    await sandbox.discard(result)
+    assert not result.workdir.exists()
+    assert (workspace / "data.txt").read_text() == "original\n"
+    assert not (workspace / "report.json").exists()
+
+
+async def test_cancelling_a_run_kills_it(workspace: Path, marker: str) -> None:
+    """A run whose task is cancelled leaves no process behind."""
+    task = asyncio.create_task(run_python(
+        Sandbox(FAST), workspace, "import time\nwhile True: time.sleep(1)", marker))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if running_with(marker):
+            break
+    assert running_with(marker), "the sandboxed command should have started"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert running_with(marker) == []
+
+
+async def test_a_command_that_cannot_start_raises(workspace: Path) -> None:
+    """A command that does not exist is a SandboxError, not a result."""
+    with pytest.raises(SandboxError, match="does-not-exist"):
+        await Sandbox(FAST).run(workspace, ["/nonexistent/does-not-exist"])
+
+
+async def test_a_missing_workspace_raises(tmp_path: Path) -> None:
+    """Sandboxing a directory that does not exist is a SandboxError."""
+    with pytest.raises(SandboxError, match="not a directory"):
+        await Sandbox(FAST).run(tmp_path / "missing", ["true"])
+
+
+def test_limits_must_be_positive() -> None:
+    """A zero or negative limit is a configuration error."""
+    with pytest.raises(ConfigError, match="wall_timeout_s"):
+        SandboxLimits(wall_timeout_s=0)
+    with pytest.raises(ConfigError, match="max_processes"):
+        SandboxLimits(max_processes=-1)
