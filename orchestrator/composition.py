@@ -13,13 +13,20 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from openai import AsyncOpenAI
 
+from agents.base import LLMOptions, StepAgents
 from agents.llm.local_server import LocalModelServer
 from agents.llm.openai_adapter import OpenAIChatModel, resolve_model
 from agents.llm.protocol import ChatModel
+from agents.planner import PlannerAgent
+from agents.programmer import ProgrammerAgent
+from agents.sandbox import Sandbox, SandboxLimits
+from agents.templates import TemplateLoader
+from agents.validator import ValidatorAgent
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.coordinator import HybridCoordinator
 from orchestrator.engine import DecisionEngine
@@ -30,6 +37,9 @@ from state.config import LLMSettings
 log = structlog.get_logger(__name__)
 
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct (embedded)"
+EMBEDDED_CONTEXT_TOKENS = 8192
+# The embedded model has a small context window: ask for short answers, show less code.
+_COMPACT = {"tokens": 1024, "context_chars": 8_000}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +85,7 @@ async def open_chat_model(target: LLMTarget, settings: LLMSettings) -> AsyncIter
     model = target.model
     try:
         if target.embedded:
-            server = LocalModelServer()
+            server = LocalModelServer(n_ctx=EMBEDDED_CONTEXT_TOKENS)
             log.info("llm.local.starting", model=LOCAL_MODEL_NAME)
             await asyncio.to_thread(server.start)
             base_url = server.base_url
@@ -112,3 +122,24 @@ def build_coordinator(
     engine = DecisionEngine(machine, clock or SystemClock())
     orchestrator = LLMOrchestrator(llm, machine) if llm is not None else None
     return HybridCoordinator(engine, orchestrator, script_model=llm)
+
+
+def build_agents(
+    model: ChatModel, *, compact: bool, sandbox_limits: SandboxLimits | None = None
+) -> StepAgents:
+    """The planner, validator and programmer on ``model``.
+
+    Args:
+        compact: size prompts and answers for a small local model's context window.
+        sandbox_limits: limits for running generated code (defaults: ``SandboxLimits()``).
+    """
+    templates = TemplateLoader()
+    extra: dict[str, Any] = {}
+    if compact:
+        extra = {"options": LLMOptions(max_tokens=_COMPACT["tokens"]),
+                 "max_context_chars": _COMPACT["context_chars"]}
+    return StepAgents(
+        planner=PlannerAgent(model, templates, **extra),
+        validator=ValidatorAgent(model, templates, sandbox=Sandbox(sandbox_limits), **extra),
+        programmer=ProgrammerAgent(model, templates, **extra),
+    )

@@ -32,6 +32,7 @@ from state.errors import LLMError, LLMOutputError, LLMUnavailableError, Orchestr
 log = structlog.get_logger(__name__)
 
 TEMPLATE = "orchestrator_decision"
+MAX_RATIONALE = 2000
 
 
 class LLMDecisionAnswer(BaseModel):
@@ -40,7 +41,7 @@ class LLMDecisionAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     action: str
-    rationale: str = Field(max_length=2000)
+    rationale: str
     confidence: float = Field(ge=0, le=1)
 
 
@@ -50,7 +51,9 @@ def answer_schema(legal_actions: tuple[str, ...]) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "action": {"type": "string", "enum": list(legal_actions)},
-            "rationale": {"type": "string", "maxLength": 2000},
+            # No maxLength: llama.cpp compiles it into a grammar nested that deep, which
+            # crashes its server; long rationales are truncated after parsing instead.
+            "rationale": {"type": "string"},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
         },
         "required": ["action", "rationale", "confidence"],
@@ -145,7 +148,7 @@ class LLMOrchestrator:
                 decision = build_decision(
                     answer.action,
                     analysis.facts,
-                    rationale=answer.rationale.strip() or "(no rationale given)",
+                    rationale=answer.rationale.strip()[:MAX_RATIONALE] or "(no rationale given)",
                     confidence=answer.confidence,
                 )
                 threshold = settings.confidence_threshold

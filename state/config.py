@@ -67,6 +67,9 @@ class Limits(BaseModel):
     max_code_refinements: int = Field(3, ge=0)
     max_decisions: int = Field(50, ge=1)
     max_step_retries: int = Field(3, ge=0)
+    step_timeout_s: float = Field(
+        600.0, gt=0, description="one agent step's time limit (doubled by extended_timeout)"
+    )
 
 
 class Gates(BaseModel):

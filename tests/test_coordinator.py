@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from builders import BAD_PLAN, Driver, code_report, plan_report
 from structlog.testing import capture_logs
 
 from agents.llm.scripted import ScriptedChatModel
@@ -18,6 +17,8 @@ from state.decision import DecisionRecord, DecisionSource, Route
 from state.errors import LLMOutputError, LLMUnavailableError
 from state.reports import PlanDraft, ToolStatus
 from state.workflow import HumanAnswerKind, WorkflowState
+
+from builders import BAD_PLAN, Driver, code_report, plan_report
 
 PLAN = PlanDraft(version=1, markdown="# plan")
 

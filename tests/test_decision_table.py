@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from builders import BAD_CODE, BAD_PLAN, Driver, code_report, plan_report
 
 from orchestrator.actions import trigger_of
 from orchestrator.rules import compute_facts
@@ -15,6 +14,8 @@ from state.errors import AwaitingHumanError, WorkflowFinishedError
 from state.reports import CodeChange, PlanDraft
 from state.steps import Gate, MachineState, Step
 from state.workflow import HumanAnswerKind
+
+from builders import BAD_CODE, BAD_PLAN, Driver, code_report, plan_report
 
 PLAN = PlanDraft(version=1, markdown="# plan")
 CODE = CodeChange(files=("prep.py",))

@@ -6,9 +6,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from builders import Driver, plan_report
 from structlog.testing import capture_logs
-from support.fake_openai import Content, Delay, FakeOpenAIServer, Reply, Status, truncated
 
 from agents.llm.openai_adapter import openai_chat_model
 from agents.llm.protocol import ChatModel
@@ -17,6 +15,9 @@ from orchestrator.composition import build_coordinator
 from state.config import LLMSettings, WorkflowConfig
 from state.decision import DecisionSource
 from state.reports import PlanDraft
+
+from builders import Driver, plan_report
+from support.fake_openai import Content, Delay, FakeOpenAIServer, Reply, Status, truncated
 
 GOOD = Content(json.dumps({"action": "escalate", "rationale": "unsure", "confidence": 0.9}))
 

@@ -12,14 +12,6 @@ from typing import Any
 import pytest
 import structlog
 from openai import AsyncOpenAI
-from support.fake_openai import (
-    Content,
-    Delay,
-    FakeOpenAIServer,
-    RawBody,
-    Status,
-    truncated,
-)
 
 from agents.llm.openai_adapter import (
     OpenAIChatModel,
@@ -31,6 +23,15 @@ from agents.llm.openai_adapter import (
 )
 from agents.llm.protocol import LLMRequest, Message
 from state.errors import LLMOutputError, LLMUnavailableError
+
+from support.fake_openai import (
+    Content,
+    Delay,
+    FakeOpenAIServer,
+    RawBody,
+    Status,
+    truncated,
+)
 
 API_KEY = "sk-test-secret-4f9a1c"
 SCHEMA: dict[str, Any] = {

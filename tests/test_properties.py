@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from builders import Driver
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,8 @@ from state.reports import (
 )
 from state.steps import GATE_OF_STATE, TERMINAL_STATES, Gate, MachineState, Step
 from state.workflow import HumanAnswerKind, StepStatus
+
+from builders import Driver
 
 scores = st.one_of(
     st.none(),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from orchestrator.cli.app import cli
 from orchestrator.cli.core import graph, schema
 from orchestrator.cli.decide import decide
+from orchestrator.cli.workflows import COMMANDS
 
-for _command in (schema, graph, decide):
+for _command in (schema, graph, decide, *COMMANDS):
     cli.add_command(_command)
 
 

@@ -1,0 +1,110 @@
+"""Terminal rendering: the live progress display and the interactive gate prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from agents.human import HumanInput
+from orchestrator.cli.core import describe_decision
+from orchestrator.reporting import scores_line
+from orchestrator.service import ProgressEvent
+from state.steps import STEP_SPECS, Gate
+from state.workflow import HumanAnswerKind, WorkflowState
+
+
+class ProgressDisplay:
+    """One line per event: phase, step, agent, scores beside thresholds, decision source."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def on_event(self, event: ProgressEvent) -> None:
+        """Print the event."""
+        s = event.state
+        head = f"[dim]{s.workflow_id} phase {s.phase}[/dim]"
+        if event.kind == "decision" and event.decision is not None:
+            r = event.decision
+            signals = ", ".join(sig.name for sig in r.signals)
+            llm = f" {r.llm.model} {r.llm.latency_ms:.0f} ms" if r.llm else ""
+            self.console.print(
+                f"{head} decision #{r.seq} [bold]{escape(describe_decision(r.decision))}[/bold] "
+                f"source={r.source.value} route={r.route.value}"
+                + escape(f" signals=[{signals}]" if signals else "")
+                + escape(llm)
+            )
+        elif event.kind == "step_started" and event.step is not None:
+            spec = STEP_SPECS[event.step.step]
+            self.console.print(
+                f"{head} step {int(spec.step)} {spec.name} ({spec.agent.value}) "
+                f"attempt {event.step.attempt} ..."
+            )
+        elif event.kind == "step_finished" and event.step is not None:
+            rec = event.step
+            if rec.error is not None:
+                self.console.print(
+                    f"{head} step {int(rec.step)} [red]failed[/red]: {rec.error.type}: "
+                    f"{escape(rec.error.message[:160])}"
+                )
+            else:
+                line = scores_line(rec, event.config)
+                self.console.print(
+                    f"{head} step {int(rec.step)} [green]done[/green]"
+                    + (f": {escape(line)}" if line else "")
+                )
+        elif event.kind == "interrupted" and event.step is not None:
+            self.console.print(
+                f"{head} step {int(event.step.step)} was interrupted by a crash; it will be retried"
+            )
+        elif event.kind == "waiting" and event.gate is not None:
+            self.console.print(
+                f"{head} [yellow]waiting for a human at the {event.gate.value} gate[/yellow]"
+            )
+        elif event.kind == "finished":
+            self.console.print(f"{head} [bold]{s.machine_state.value}[/bold]")
+
+
+class TerminalHuman:
+    """Asks at gates in an interactive terminal."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or getpass.getuser()
+
+    async def ask(self, state: WorkflowState, gate: Gate) -> HumanInput | None:
+        """Prompt for approve / reject / request changes / later."""
+        return await asyncio.to_thread(self._ask, state, gate)
+
+    def _ask(self, state: WorkflowState, gate: Gate) -> HumanInput | None:
+        click.echo(f"\n{state.workflow_id} waits at the {gate.value} gate.", err=True)
+        if gate is Gate.ESCALATION and state.decisions:
+            click.echo(f"  reason: {state.decisions[-1].decision.rationale}", err=True)
+        choice = click.prompt(
+            "  [a]pprove, [r]eject, request [c]hanges, or [l]ater",
+            type=click.Choice(["a", "r", "c", "l"]),
+            default="l",
+            err=True,
+        )
+        if choice == "l":
+            return None
+        comment = click.prompt("  comment (optional)", default="", show_default=False, err=True)
+        if choice == "a":
+            return HumanInput(HumanAnswerKind.APPROVE, self.name, comment=comment or None)
+        if choice == "r":
+            return HumanInput(HumanAnswerKind.REJECT, self.name, comment=comment or None)
+        changes: list[str] = []
+        while True:
+            text = click.prompt(
+                "  change (empty to finish)", default="", show_default=False, err=True
+            )
+            if not text:
+                break
+            changes.append(text)
+        if not changes:
+            return None
+        return HumanInput(
+            HumanAnswerKind.REQUEST_CHANGES, self.name, tuple(changes), comment or None
+        )

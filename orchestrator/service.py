@@ -1,0 +1,330 @@
+"""The workflow runner: drives workflows durably from requirements to completion.
+
+For each workflow it holds a lease in the store, then loops: decide (through the
+coordinator), **commit the decision before acting on it**, run the step's agent, commit the
+step's result or error, and at a gate ask the human (or stop, ``awaiting_human``, so the
+process may exit). A step left running by a killed process is recorded as interrupted when
+the workflow is resumed, and the decision that follows retries it, logged as such.
+
+Agent failures become step errors for the classifier and the orchestrator to handle;
+nothing an agent does crashes the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from agents.base import StepAgents
+from agents.human import Human
+from orchestrator.clock import Clock
+from orchestrator.consistency import check_consistency
+from orchestrator.context import build_step_context
+from orchestrator.coordinator import HybridCoordinator
+from orchestrator.progress import (
+    complete_step,
+    fail_step,
+    mark_interrupted,
+    new_workflow,
+    record_answer,
+)
+from state.config import WorkflowConfig
+from state.decision import DecisionRecord
+from state.errors import AgentError
+from state.reports import CodeChange, PlanDraft
+from state.steps import TERMINAL_STATES, Gate
+from state.store import (
+    DecisionEntry,
+    EventEntry,
+    HumanAnswerEntry,
+    LedgerEntryIn,
+    StepResultEntry,
+    Store,
+)
+from state.workflow import HumanAnswerKind, StepRecord, StepStatus, WorkflowState
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """Something a progress display may show."""
+
+    kind: str  # decision | step_started | step_finished | waiting | finished | interrupted
+    state: WorkflowState
+    config: WorkflowConfig
+    decision: DecisionRecord | None = None
+    step: StepRecord | None = None
+    gate: Gate | None = None
+
+
+class Observer(Protocol):
+    """Receives progress events (a terminal display, a web socket, a test)."""
+
+    def on_event(self, event: ProgressEvent) -> None:
+        """Handle one event; must not raise."""
+        ...
+
+
+def default_owner() -> str:
+    """An owner id unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def default_workflow_id(clock: Clock) -> str:
+    """A readable, unique workflow id: ``wf-YYYYMMDD-xxxxxx``."""
+    return f"wf-{clock.now():%Y%m%d}-{uuid.uuid4().hex[:6]}"
+
+
+class _Committer:
+    """Commits one workflow's snapshots with its ledger entries, tracking the version."""
+
+    def __init__(self, store: Store, workflow_id: str, version: int, owner: str) -> None:
+        self.store = store
+        self.workflow_id = workflow_id
+        self.version = version
+        self.owner = owner
+
+    def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
+        self.version = self.store.commit(
+            self.workflow_id,
+            state,
+            expected_version=self.version,
+            entries=list(entries),
+            owner=self.owner,
+        )
+        return state
+
+
+def answer_workflow(
+    store: Store,
+    clock: Clock,
+    workflow_id: str,
+    gate: Gate | None,
+    kind: HumanAnswerKind,
+    *,
+    by: str,
+    changes: Sequence[str] = (),
+    comment: str | None = None,
+) -> WorkflowState:
+    """Record a human answer at the gate the workflow waits at; nothing else changes.
+
+    The workflow continues at its next ``run`` (``orchestrator resume``).
+
+    Raises:
+        UnknownWorkflowError, HumanAnswerError: nothing is recorded.
+    """
+    stored = store.load(workflow_id)
+    state = record_answer(
+        stored.state, gate, kind, by=by, now=clock.now(), changes=tuple(changes), comment=comment
+    )
+    answer = state.human_answers[-1]
+    store.commit(
+        workflow_id,
+        state,
+        expected_version=stored.version,
+        entries=[HumanAnswerEntry(answer)],
+        owner=None,
+    )
+    log.info(
+        "human.answered", workflow_id=workflow_id, gate=answer.gate.value, answer=kind.value, by=by
+    )
+    return state
+
+
+class WorkflowService:
+    """Creates, runs, resumes and answers workflows against a store."""
+
+    def __init__(
+        self,
+        store: Store,
+        coordinator: HybridCoordinator,
+        agents: StepAgents,
+        *,
+        clock: Clock,
+        owner: str | None = None,
+        human: Human | None = None,
+        observers: Iterable[Observer] = (),
+        lease_ttl_s: float = 60.0,
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
+        self.store = store
+        self.coordinator = coordinator
+        self.agents = agents
+        self.clock = clock
+        self.owner = owner or default_owner()
+        self.human = human
+        self.observers = list(observers)
+        self.lease_ttl_s = lease_ttl_s
+        self._new_id = new_id or (lambda: default_workflow_id(clock))
+
+    def create(
+        self,
+        requirements: str,
+        config: WorkflowConfig,
+        *,
+        workspace_root: Path,
+        workspace: Path | None = None,
+        workflow_id: str | None = None,
+    ) -> WorkflowState:
+        """Record a new workflow (and make its workspace directory)."""
+        wid = workflow_id or self._new_id()
+        ws = (workspace or workspace_root / wid).resolve()
+        ws.mkdir(parents=True, exist_ok=True)
+        state = new_workflow(wid, requirements, str(ws), self.clock.now())
+        self.store.create(state, config)
+        log.info("workflow.created", workflow_id=wid, workspace=str(ws))
+        return state
+
+    def answer(
+        self,
+        workflow_id: str,
+        gate: Gate | None,
+        kind: HumanAnswerKind,
+        *,
+        by: str,
+        changes: Sequence[str] = (),
+        comment: str | None = None,
+    ) -> WorkflowState:
+        """Record a human answer at the gate the workflow waits at (see ``answer_workflow``)."""
+        return answer_workflow(
+            self.store, self.clock, workflow_id, gate, kind, by=by, changes=changes, comment=comment
+        )
+
+    async def run_many(
+        self, workflow_ids: Sequence[str], concurrency: int = 8
+    ) -> list[WorkflowState | BaseException]:
+        """Run several workflows at once; one failing does not stop the others."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(wid: str) -> WorkflowState:
+            async with limit:
+                return await self.run(wid)
+
+        return list(await asyncio.gather(*(one(w) for w in workflow_ids), return_exceptions=True))
+
+    async def run(self, workflow_id: str) -> WorkflowState:
+        """Drive a workflow until it finishes or waits for a human; resumes where it stopped.
+
+        Raises:
+            UnknownWorkflowError: no such workflow.
+            ConcurrencyError: another live process runs it.
+            InconsistentStateError: its stored state breaks the workflow's rules.
+        """
+        self.store.acquire_lease(workflow_id, self.owner, self.lease_ttl_s)
+        renewer = asyncio.create_task(self._renew(workflow_id))
+        try:
+            with structlog.contextvars.bound_contextvars(workflow_id=workflow_id):
+                return await self._drive(workflow_id)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(Exception):  # releasing is best effort: leases expire
+                self.store.release_lease(workflow_id, self.owner)
+
+    async def _renew(self, workflow_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            try:
+                self.store.renew_lease(workflow_id, self.owner, self.lease_ttl_s)
+            except Exception as exc:  # a lost lease shows up at the next commit
+                log.warning("lease.renew.failed", workflow_id=workflow_id, error=str(exc))
+
+    async def _drive(self, wid: str) -> WorkflowState:
+        stored = self.store.load(wid)
+        state, config = stored.state, stored.config
+        check_consistency(state, config)
+        commit = _Committer(self.store, wid, stored.version, self.owner)
+
+        rec = state.last_record
+        if rec is not None and rec.status is StepStatus.RUNNING:
+            # The process that ran this step died: record that, so the retry is logged.
+            state = mark_interrupted(state, self.clock.now())
+            failed = state.history[-1]
+            event = EventEntry(
+                "step_interrupted", {"step": int(failed.step), "attempt": failed.attempt}
+            )
+            state = commit(state, StepResultEntry(failed), event)
+            log.warning("step.interrupted", step=int(failed.step), attempt=failed.attempt)
+            self._emit(ProgressEvent("interrupted", state, config, step=failed))
+
+        while state.machine_state not in TERMINAL_STATES:
+            gate = state.waiting_gate
+            if gate is not None:
+                answer = await self.human.ask(state, gate) if self.human else None
+                if answer is None:
+                    self._emit(ProgressEvent("waiting", state, config, gate=gate))
+                    return state
+                state = record_answer(
+                    state,
+                    gate,
+                    answer.answer,
+                    by=answer.by,
+                    now=self.clock.now(),
+                    changes=answer.changes,
+                    comment=answer.comment,
+                )
+                state = commit(state, HumanAnswerEntry(state.human_answers[-1]))
+                continue
+            state, record = await self.coordinator.decide(state, config)
+            state = commit(state, DecisionEntry(record))  # before its action starts
+            self._emit(ProgressEvent("decision", state, config, decision=record))
+            running = state.last_record
+            if running is None or running.status is not StepStatus.RUNNING:
+                continue
+            self._emit(ProgressEvent("step_started", state, config, decision=record, step=running))
+            state = await self._run_step(state, config, record)
+            done = state.history[-1]
+            state = commit(state, StepResultEntry(done))
+            self._record_artifacts(wid, done)
+            self._emit(ProgressEvent("step_finished", state, config, step=done))
+        self._emit(ProgressEvent("finished", state, config))
+        return state
+
+    async def _run_step(
+        self, state: WorkflowState, config: WorkflowConfig, record: DecisionRecord
+    ) -> WorkflowState:
+        rec = state.history[-1]
+        try:
+            ctx = build_step_context(state, config, record.decision)
+            result = await self.agents.run(ctx)
+            return complete_step(state, result, self.clock.now())
+        except AgentError as exc:
+            log.warning(
+                "step.failed",
+                step=int(rec.step),
+                attempt=rec.attempt,
+                error_type=exc.error_type,
+                error=str(exc),
+            )
+            return fail_step(
+                state, exc.error_type, str(exc), self.clock.now(), retryable=exc.retryable
+            )
+        except Exception as exc:  # an agent bug must not crash the runner
+            log.error("step.crashed", step=int(rec.step), error=repr(exc))
+            return fail_step(state, "internal_error", repr(exc), self.clock.now(), retryable=False)
+
+    def _record_artifacts(self, wid: str, rec: StepRecord) -> None:
+        res = rec.result
+        if isinstance(res, PlanDraft) and res.path:
+            self.store.add_artifact(wid, f"plan_v{res.version}", res.path)
+        elif isinstance(res, CodeChange):
+            for path in res.files:
+                self.store.add_artifact(wid, "code", path)
+
+    def _emit(self, event: ProgressEvent) -> None:
+        for observer in self.observers:
+            try:
+                observer.on_event(event)
+            except Exception as exc:  # a broken display must not stop the workflow
+                log.warning("observer.failed", error=repr(exc))
