@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from state.steps import Agent, Gate, MachineState, Step
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+# NaN scores are kept through JSON (as the NaN constant): the classifier must see them.
+_FROZEN = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 
 class ActionKind(StrEnum):

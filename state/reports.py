@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+# NaN scores are kept through JSON (as the NaN constant): the classifier must see them.
+_FROZEN = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 
 class Verdict(StrEnum):

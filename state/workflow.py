@@ -18,7 +18,8 @@ from state.reports import StepResult
 from state.steps import GATE_OF_STATE, Gate, MachineState, Step, WorkflowStatus, status_of
 from state.validation import describe_validation_error
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+# NaN scores are kept through JSON (as the NaN constant): the classifier must see them.
+_FROZEN = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 SCHEMA_VERSION: Literal[1] = 1
 
