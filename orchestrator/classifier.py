@@ -103,66 +103,46 @@ def step_errors(f: Facts) -> Iterator[Signal]:
         )
 
 
-def _report_values(f: Facts) -> list[tuple[str, float | None, float]]:
-    """(name, value, top of scale) of every score in the report just produced."""
-    if f.step is Step.PLAN_VALIDATION and f.plan_report is not None:
+def _gauges(f: Facts) -> list[tuple[str, float | None, float, float]]:
+    """(name, value, top of scale, threshold) of each gating score in the fresh report."""
+    if f.step is Step.PLAN_VALIDATION:
         r = f.plan_report
-        return [(name, value, 10.0) for name, value in zip(PLAN_SCORE_FIELDS, plan_scores(r),
-                                                              strict=True)]
-    if f.code_report is not None:
-        c = f.code_report
-        vals: list[tuple[str, float | None, float]] = [
-            ("overall_score", c.review.overall_score, 10.0)
+        if r is None:
+            return []
+        t = f.config.plan_thresholds
+        return [
+            ("alignment_score", r.alignment_score, 10.0, t.alignment),
+            ("standardization_score", r.standardization_score, 10.0, t.standardization),
+            ("compatibility_score", r.compatibility_score, 10.0, t.compatibility),
         ]
-        if c.line_coverage is not None:
-            vals.append(("line_coverage", c.line_coverage, 100.0))
-        return vals
-    return []
+    c = f.code_report
+    if c is None:
+        return []
+    ct = f.config.code_thresholds
+    gauges: list[tuple[str, float | None, float, float]] = [
+        ("overall_score", c.review.overall_score, 10.0, ct.review_score_for_tools)
+    ]
+    if c.line_coverage is not None:
+        gauges.append(("line_coverage", c.line_coverage, 100.0, ct.min_line_coverage))
+    return gauges
 
 
-def _missing_fields(f: Facts) -> list[str]:
+def _missing_counts(f: Facts) -> list[str]:
+    """Issue counts and statuses the fresh report lacks (scores are checked as gauges)."""
     if f.step is Step.PLAN_VALIDATION:
         r = f.plan_report
         if r is None:
             return ["plan report"]
-        missing = [n for n, v in zip(PLAN_SCORE_FIELDS, plan_scores(r), strict=True) if v is None]
-        if r.critical_issues is None:
-            missing.append("critical_issues")
-        return missing
+        return ["critical_issues"] if r.critical_issues is None else []
     c = f.code_report
     if c is None:
         return ["code report"]
     missing = []
-    if c.review.overall_score is None:
-        missing.append("overall_score")
     if code_issue_counts(c)[0] is None:
         missing.append("issue counts")
     if c.standardization.status is None:
         missing.append("standardization status")
     return missing
-
-
-def report_anomalies(f: Facts) -> Iterator[Signal]:
-    """Missing or out-of-range scores, contradictions and crashed tools in a fresh report."""
-    if not just_validated(f):
-        return
-    missing = _missing_fields(f)
-    if missing:
-        yield Signal(name="score_missing", route=C, detail="missing: " + ", ".join(missing))
-    bad = [
-        f"{name}={value}"
-        for name, value, top in _report_values(f)
-        if value is not None and not valid_score(value, top)
-    ]
-    if bad:
-        yield Signal(name="score_out_of_range", route=C, detail=", ".join(bad))
-    contradiction = _contradiction(f)
-    if contradiction:
-        yield Signal(name="report_contradiction", route=C, detail=contradiction)
-    if f.step is not Step.PLAN_VALIDATION and f.code_report is not None:
-        crashed = [t.name for t in f.code_report.tools if t.status is ToolStatus.CRASHED]
-        if crashed:
-            yield Signal(name="tool_crashed", route=C, detail="crashed: " + ", ".join(crashed))
 
 
 def _contradiction(f: Facts) -> str | None:
@@ -174,11 +154,15 @@ def _contradiction(f: Facts) -> str | None:
         if r.verdict is Verdict.PASS and (r.critical_issues or 0) > 0:
             return f"verdict PASS with {r.critical_issues} critical issue(s)"
         scores = plan_scores(r)
-        if r.verdict is Verdict.FAIL and all(valid_score(s) for s in scores) and (
-            scores[0] >= t.alignment  # type: ignore[operator]
-            and scores[1] >= t.standardization  # type: ignore[operator]
-            and scores[2] >= t.compatibility  # type: ignore[operator]
-            and (r.critical_issues or 0) <= t.max_critical_issues
+        if (
+            r.verdict is Verdict.FAIL
+            and all(valid_score(s) for s in scores)
+            and (
+                scores[0] >= t.alignment  # type: ignore[operator]
+                and scores[1] >= t.standardization  # type: ignore[operator]
+                and scores[2] >= t.compatibility  # type: ignore[operator]
+                and (r.critical_issues or 0) <= t.max_critical_issues
+            )
         ):
             return "every score passes its threshold but the verdict is FAIL"
         return None
@@ -192,9 +176,48 @@ def _contradiction(f: Facts) -> str | None:
     return None
 
 
+def report_signals(f: Facts) -> tuple[list[Signal], Signal | None]:
+    """One pass over a fresh report: its anomalies (complex) and near-threshold scores."""
+    margin = f.config.classifier.borderline_margin
+    missing: list[str] = []
+    bad: list[str] = []
+    close: list[str] = []
+    for name, value, top, limit in _gauges(f):
+        if value is None:
+            missing.append(name)
+        elif not valid_score(value, top):
+            bad.append(f"{name}={value}")
+        elif abs(value - limit) <= margin:
+            close.append(f"{name} {value:g} vs {limit:g}")
+    anomalies: list[Signal] = []
+    missing += _missing_counts(f)
+    if missing:
+        anomalies.append(
+            Signal(name="score_missing", route=C, detail="missing: " + ", ".join(missing))
+        )
+    if bad:
+        anomalies.append(Signal(name="score_out_of_range", route=C, detail=", ".join(bad)))
+    contradiction = _contradiction(f)
+    if contradiction:
+        anomalies.append(Signal(name="report_contradiction", route=C, detail=contradiction))
+    if f.step is not Step.PLAN_VALIDATION and f.code_report is not None:
+        crashed = [t.name for t in f.code_report.tools if t.status is ToolStatus.CRASHED]
+        if crashed:
+            anomalies.append(
+                Signal(name="tool_crashed", route=C, detail="crashed: " + ", ".join(crashed))
+            )
+    near = Signal(name="near_threshold", route=B, detail=", ".join(close)) if close else None
+    return anomalies, near
+
+
 def convergence_problems(f: Facts) -> Iterator[Signal]:
     """No improvement, oscillation or a sharp drop over the last validation rounds."""
     if not just_validated(f):
+        return
+    # A phase has at most one validation round more than its revisions or refinements.
+    counters = f.state.counters
+    done = counters.plan_revisions if f.step is Step.PLAN_VALIDATION else counters.code_refinements
+    if done == 0:
         return
     names, rounds = _score_vectors(f, 3)
     usable = [r for r in rounds if all(valid_score(v) for v in r)]
@@ -216,8 +239,7 @@ def convergence_problems(f: Facts) -> Iterator[Signal]:
         yield Signal(
             name="no_improvement",
             route=C,
-            detail="score totals over the last three rounds: "
-            + ", ".join(f"{s:g}" for s in sums),
+            detail="score totals over the last three rounds: " + ", ".join(f"{s:g}" for s in sums),
         )
     swings = []
     for i, n in enumerate(names):
@@ -241,30 +263,6 @@ def human_free_text(f: Facts) -> Iterator[Signal]:
         yield Signal(name="human_free_text", route=C, detail=" | ".join(a.changes)[:200])
 
 
-def near_threshold(f: Facts) -> Iterator[Signal]:
-    """A gating score within the borderline margin of its threshold."""
-    if not just_validated(f):
-        return
-    margin = f.config.classifier.borderline_margin
-    close: list[str] = []
-    if f.step is Step.PLAN_VALIDATION and f.plan_report is not None:
-        t = f.config.plan_thresholds
-        limits = (t.alignment, t.standardization, t.compatibility)
-        for name, value, limit in zip(PLAN_SCORE_FIELDS, plan_scores(f.plan_report), limits,
-                                      strict=True):
-            if valid_score(value) and abs(value - limit) <= margin:  # type: ignore[operator]
-                close.append(f"{name} {value:g} vs {limit:g}")
-    elif f.code_report is not None:
-        ct = f.config.code_thresholds
-        score, cov = f.code_report.review.overall_score, f.code_report.line_coverage
-        if valid_score(score) and abs(score - ct.review_score_for_tools) <= margin:  # type: ignore[operator]
-            close.append(f"overall_score {score:g} vs {ct.review_score_for_tools:g}")
-        if valid_score(cov, 100.0) and abs(cov - ct.min_line_coverage) <= margin:  # type: ignore[operator]
-            close.append(f"line_coverage {cov:g} vs {ct.min_line_coverage:g}")
-    if close:
-        yield Signal(name="near_threshold", route=B, detail=", ".join(close))
-
-
 def last_round(f: Facts) -> Iterator[Signal]:
     """One round left before a limit, at the decision that would spend it."""
     if f.decisions_left == 1:
@@ -282,28 +280,22 @@ def last_round(f: Facts) -> Iterator[Signal]:
         yield Signal(name="last_round", route=B, detail="one code refinement left")
 
 
-SIGNALS: tuple[SignalFn, ...] = (
-    step_errors,
-    report_anomalies,
-    convergence_problems,
-    human_free_text,
-    near_threshold,
-    last_round,
-)
-
-
 def classify(f: Facts) -> Classification:
     """Route the state in ``f``: standard, complex or borderline, with the signals seen."""
-    if (
-        not f.step_failed
-        and f.answer is None
-        and f.decisions_left > 1
-        and not just_validated(f)
-    ):
+    if not f.step_failed and f.answer is None and f.decisions_left > 1 and not just_validated(f):
         return STANDARD  # no signal can fire: no error, no fresh report, no human text
-    signals = tuple(s for fn in SIGNALS for s in fn(f))
+    signals = list(step_errors(f))
+    near: Signal | None = None
+    if just_validated(f):
+        anomalies, near = report_signals(f)
+        signals += anomalies
+        signals += convergence_problems(f)
+    signals += human_free_text(f)
+    if near is not None:
+        signals.append(near)
+    signals += last_round(f)
     if not signals:
         return STANDARD
     if any(s.route is C for s in signals):
-        return Classification(Route.COMPLEX, signals)
-    return Classification(Route.BORDERLINE, signals)
+        return Classification(Route.COMPLEX, tuple(signals))
+    return Classification(Route.BORDERLINE, tuple(signals))

@@ -36,9 +36,10 @@ _STARTS_STEP = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Analysis:
-    """Everything known about a state before anyone decides."""
+    """Everything known about a state before anyone decides (read-only by convention: not
+    frozen, because a frozen dataclass costs a setattr call per field on every decision)."""
 
     facts: Facts
     classification: Classification

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from transitions import Event, Machine, MachineError, Transition
+from transitions import Event, EventData, Machine, MachineError, Transition
 
 from orchestrator import guards as g
 from orchestrator.guards import Guard
@@ -153,8 +153,9 @@ class _GuardedTransition(Transition):
             check: Any = condition.func
             if not check(*event_data.args):
                 return False
-        event_data.machine.set_state(self.dest, event_data.model)
-        event_data.update(event_data.model.state)
+        # What Machine.set_state does for a plain model, without its lookups: the carrier
+        # holds the state's name (the machine's model_attribute is "state").
+        event_data.model.state = self.dest
         return True
 
 
@@ -164,6 +165,10 @@ class _LeanEvent(Event):
     The machine has no prepare, finalize or exception callbacks (``WorkflowMachine`` builds
     it with none), so the event skips them and their debug logging.
     """
+
+    def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
+        # The machine is never queued, so Machine._process would call _trigger at once.
+        return self._trigger(EventData(None, self, self.machine, model, args, kwargs))
 
     def _trigger(self, event_data: Any) -> bool:
         event_data.state = self.machine.get_model_state(event_data.model)
@@ -226,6 +231,11 @@ class WorkflowMachine:
             send_event=False,
             ignore_invalid_triggers=False,
         )
+        machine = self._machine
+        if machine.has_queue or machine.prepare_event or machine.finalize_event or (
+            machine.before_state_change or machine.after_state_change or machine.on_exception
+        ):
+            raise AssertionError("the lean transition classes assume no queue and no callbacks")
         candidates: dict[MachineState, list[tuple[str, _AllOf]]] = {st: [] for st in MachineState}
         for spec in self.table:
             condition = _AllOf(spec.guards)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from state.build import replace
+from state.build import build, replace
 from state.errors import DecisionError, HumanAnswerError
 from state.reports import (
     CodeChange,
@@ -164,7 +164,12 @@ def record_answer(
         raise HumanAnswerError(
             f"workflow {wid}: request-changes needs at least one change (--change TEXT)"
         )
-    record = HumanAnswer(
+    if not by.strip():
+        raise HumanAnswerError(f"workflow {wid}: say who answers (--as NAME)")
+    # Every value is checked above or typed by the caller; build() shares the fields-set
+    # across answers (memory of thousands of resident workflows).
+    record = build(
+        HumanAnswer,
         gate=waiting,
         answer=answer,
         changes=changes,

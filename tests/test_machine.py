@@ -1,0 +1,61 @@
+"""The shared transitions machine: legal actions, firing, and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.machine import WorkflowMachine
+from orchestrator.rules import compute_facts
+from state.errors import IllegalTransitionError
+from state.reports import PlanDraft
+from state.steps import MachineState
+
+from builders import Driver, plan_report
+
+
+def validated_plan(converged: bool) -> Driver:
+    d = Driver()
+    d.run_step(PlanDraft(version=1, markdown="# plan"))
+    d.run_step(plan_report() if converged else plan_report(a=5.0))
+    return d
+
+
+def test_unknown_action_is_refused() -> None:
+    """An action the machine does not know is an error naming the known ones."""
+    d = validated_plan(True)
+    with pytest.raises(IllegalTransitionError, match=r"unknown action 'teleport'.*escalate"):
+        d.engine.machine.fire(compute_facts(d.state, d.config), "teleport")
+
+
+def test_action_without_an_edge_is_refused() -> None:
+    """'complete' has no edge out of plan validation."""
+    d = validated_plan(True)
+    with pytest.raises(IllegalTransitionError, match="no edge from state 'plan_validation'"):
+        d.engine.machine.fire(compute_facts(d.state, d.config), "complete")
+
+
+def test_guards_refuse_a_revision_of_a_converged_plan() -> None:
+    """invoke_step3 exists from plan validation, but its guards refuse a converged plan."""
+    d = validated_plan(True)
+    facts = compute_facts(d.state, d.config)
+    with pytest.raises(IllegalTransitionError, match=r"guards refuse it.*request_plan_approval"):
+        d.engine.machine.fire(facts, "invoke_step3")
+
+
+def test_legal_actions_follow_convergence() -> None:
+    """Converged: ask for approval; not converged: revise; escalating is always possible."""
+    m = WorkflowMachine()
+    good, bad = validated_plan(True), validated_plan(False)
+    assert m.legal_actions(compute_facts(good.state, good.config)) == (
+        "request_plan_approval", "escalate")
+    assert m.legal_actions(compute_facts(bad.state, bad.config)) == ("invoke_step3", "escalate")
+
+
+def test_one_machine_serves_interleaved_workflows() -> None:
+    """The same machine fires for several workflows in turn and holds no model of its own."""
+    m = WorkflowMachine()
+    a, b = validated_plan(True), validated_plan(False)
+    fa, fb = compute_facts(a.state, a.config), compute_facts(b.state, b.config)
+    assert m.fire(fb, "invoke_step3") is MachineState.PLAN_REVISION
+    assert m.fire(fa, "request_plan_approval") is MachineState.AWAITING_PLAN_APPROVAL
+    assert m._machine.models == []  # no add_model: nothing grows with the workflows
