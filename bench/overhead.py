@@ -1,6 +1,7 @@
 """The orchestrator's own share of a workflow's wall time, and the 5a/5b concurrency gain.
 
-Workflows run end to end through the real runner, store (SQLite in a temp dir), agents and
+Workflows run end to end (coordinator: programmatic, so every LLM call is an agent's)
+through the real runner, store (SQLite in a temp dir), agents and
 sandboxed tools (compile, ruff, pytest with coverage), with the scripted world of the test
 suite answering every LLM call after a fixed latency (``--latency``, default 1.0 s, about
 what the embedded SmolLM2 takes per call here). The plan converges after one revision, the
@@ -36,6 +37,7 @@ from agents.llm.protocol import ChatModel, LLMRequest, LLMResponse  # noqa: E402
 from agents.llm.scripted import ScriptedChatModel  # noqa: E402
 from orchestrator.clock import SystemClock  # noqa: E402
 from orchestrator.composition import build_agents, build_coordinator  # noqa: E402
+from orchestrator.logsetup import configure_logging  # noqa: E402
 from orchestrator.service import WorkflowService  # noqa: E402
 from state.config import Coordinator, WorkflowConfig  # noqa: E402
 from state.reports import CodeChange  # noqa: E402
@@ -102,7 +104,7 @@ async def overhead(workflows: int, latency: float) -> None:
         agents = TimedAgents(build_agents(model, compact=False))
         service = WorkflowService(store, build_coordinator(model), agents, clock=SystemClock(),
                                   human=Approver())
-        config = WorkflowConfig(coordinator=Coordinator.HYBRID)
+        config = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
         ids = [service.create("fill missing values in tabular rows", config,
                               workspace_root=Path(tmp) / "ws").workflow_id
                for _ in range(workflows)]
@@ -138,7 +140,7 @@ async def review_gain(model_for: Any, label: str, rounds: int) -> None:
                                   plan_markdown="# plan\n- `prep.py`\n- `test_prep.py`",
                                   plan_version=1, timeout_s=600)
                 t = time.perf_counter()
-                review = await agents.validator.run(ctx)
+                review = await agents.agent_for(Step.CODE_VALIDATION).run(ctx)
                 times[serial].append(time.perf_counter() - t)
                 assert not isinstance(review, CodeChange)
     conc, seq = min(times[False]), min(times[True])
@@ -152,6 +154,7 @@ async def main() -> None:
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--local-model", action="store_true")
     args = ap.parse_args()
+    configure_logging("console", "ERROR")
     await overhead(args.workflows, args.latency)
     print("5a/5b concurrency on the code-validation step (tools included):")
     await review_gain(lambda serial: Latency(ScriptedChatModel(responder=World(

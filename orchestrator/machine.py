@@ -110,10 +110,15 @@ def _forward_edges() -> list[TransitionSpec]:
 def _escalation_edges(forward: list[TransitionSpec]) -> list[TransitionSpec]:
     """Into the escalation gate from anywhere, and out of it once a human answers."""
     t = TransitionSpec
+    # A human's answer at the plan or final gate, or at an escalation, is carried out, never
+    # bounced back to a human (an LLM that always escalates would loop with a human who
+    # always approves). The code-review gate keeps it: the rules escalate there when an
+    # approved but unconverged review has no refinement left.
+    answered_gates = (S.AWAITING_PLAN_APPROVAL, S.AWAITING_FINAL_APPROVAL, S.ESCALATED)
     edges = [
         t(ESCALATE, st, S.ESCALATED)
         for st in MachineState
-        if st not in TERMINAL_STATES
+        if st not in TERMINAL_STATES and st not in answered_gates
     ]
     # A human who approves or gives guidance continues the workflow where it stopped, with
     # fresh budgets: every forward edge out of a working state is offered again from there.

@@ -195,14 +195,21 @@ class Facts:
     @property
     def plan_revisions_left(self) -> int:
         """Revisions left before the limit (fresh budgets after an escalation answer)."""
-        done = self.state.counters.plan_revisions - self.state.budget_base.plan_revisions
-        return self.config.limits.max_plan_revisions - done
+        base = self.state.budget_base
+        done = self.state.counters.plan_revisions - base.plan_revisions
+        return _granted(self.config.limits.max_plan_revisions, base.decisions) - done
 
     @property
     def code_refinements_left(self) -> int:
         """Refinements left before the limit (fresh budgets after an escalation answer)."""
-        done = self.state.counters.code_refinements - self.state.budget_base.code_refinements
-        return self.config.limits.max_code_refinements - done
+        base = self.state.budget_base
+        done = self.state.counters.code_refinements - base.code_refinements
+        return _granted(self.config.limits.max_code_refinements, base.decisions) - done
+
+
+def _granted(limit: int, granted_at: int) -> int:
+    """A budget; one a human granted at an escalation allows at least one more round."""
+    return max(limit, 1) if granted_at else limit
 
 
 _Reports = tuple[PlanValidationReport | None, CodeValidationReport | None, bool, bool]

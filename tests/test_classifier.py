@@ -343,8 +343,9 @@ def test_score_drop_of_exactly_one_is_not_a_drop() -> None:
 
 
 def escalated(kind: HumanAnswerKind, *changes: str) -> Driver:
-    """Plan revision limit reached, escalated, and answered with ``kind``."""
-    d = plan_rounds(BAD_PLAN, config=WorkflowConfig(limits=Limits(max_plan_revisions=0)))
+    """Plan revision limit (2) reached, escalated, and answered with ``kind``."""
+    d = plan_rounds(*(plan_report(a=a, critical=1) for a in (7.0, 7.3, 7.6)),
+                    config=WorkflowConfig(limits=Limits(max_plan_revisions=2)))
     d.decide()  # escalate
     assert d.state.machine_state is MachineState.ESCALATED
     d.answer(kind, *changes)

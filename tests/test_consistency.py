@@ -266,14 +266,20 @@ def guided_revision_of_the_first_plan(d: RecordingDriver) -> None:
 
 
 def escalated_from_a_gate(d: RecordingDriver) -> None:
+    d.config = WorkflowConfig(gates=Gates(code_review=True))
     d.to_plan_gate()
+    d.answer(HumanAnswerKind.APPROVE)
+    d.decide()
+    d.finish(CODE)
+    d.run_step(code_report())
+    d.decide()  # the code review gate
     d.answer(HumanAnswerKind.APPROVE)
     d.choose("escalate")
     d.answer(HumanAnswerKind.APPROVE)
-    d.decide()  # ask again at the plan gate
-    assert d.state.waiting_gate is Gate.PLAN
+    d.decide()  # ask again at the code review gate
+    assert d.state.waiting_gate is Gate.CODE_REVIEW
     d.answer(HumanAnswerKind.APPROVE)
-    d.until_human(code=code_report())
+    d.decide()  # converged: the final gate
 
 
 S = MachineState

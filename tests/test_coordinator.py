@@ -204,7 +204,8 @@ async def test_human_free_text_goes_to_the_llm() -> None:
     d.answer(HumanAnswerKind.REQUEST_CHANGES, "split the plan into two modules")
     model = ScriptedChatModel([answer("invoke_step3")])
     state, rec = await decide(d, model)
-    assert [s.name for s in rec.signals] == ["human_free_text"]
+    # The grant leaves one revision (the limit is 0), so last_round fires as well.
+    assert [s.name for s in rec.signals] == ["human_free_text", "last_round"]
     assert rec.source is DecisionSource.LLM and rec.decision.step is not None
     assert "split the plan" in model.calls[0].messages[-1].content
 

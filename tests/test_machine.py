@@ -9,6 +9,7 @@ from orchestrator.rules import compute_facts
 from state.errors import IllegalTransitionError
 from state.reports import PlanDraft
 from state.steps import MachineState
+from state.workflow import HumanAnswerKind
 
 from builders import Driver, plan_report
 
@@ -59,3 +60,12 @@ def test_one_machine_serves_interleaved_workflows() -> None:
     assert m.fire(fb, "invoke_step3") is MachineState.PLAN_REVISION
     assert m.fire(fa, "request_plan_approval") is MachineState.AWAITING_PLAN_APPROVAL
     assert m._machine.models == []  # no add_model: nothing grows with the workflows
+
+
+def test_answered_plan_gate_is_not_bounced_back() -> None:
+    """After a human answers at the plan gate, escalating again is not a legal move."""
+    d = Driver()
+    d.to_plan_gate()
+    d.answer(HumanAnswerKind.APPROVE)
+    assert d.engine.machine.legal_actions(compute_facts(d.state, d.config)) == (
+        "transition_phase",)
