@@ -5,7 +5,8 @@ Part 1 drives the scripted trace of ../shared/bench/peers.py (the same trace as
 approved) through our programmatic path the way a real runner does, against a ``SQLiteStore``:
 per workflow ``create`` and ``acquire_lease``; per decision ``engine.decide`` and a ``commit``
 of the new state with its ``DecisionEntry`` *before* the (instant stub) step runs; when the
-step ends, ``complete_step`` and a commit with its ``StepResultEntry``; at a gate,
+step ends, ``complete_step``, its ``StepResultEntry`` committed with the next decision (as
+``WorkflowService`` does when that decision needs no LLM call); at a gate,
 ``record_answer`` and a commit with its ``HumanAnswerEntry``; at the end ``release_lease``.
 Everything from ``create`` to ``release_lease`` is inside the timed loop; only decisions are
 counted. It runs with durability "normal" (WAL, synchronous=NORMAL: survives a process crash)
@@ -226,10 +227,15 @@ def langgraph_durability(mode: str | None) -> Iterator[None]:
         StateGraph.compile = original  # type: ignore[method-assign]
 
 
-def bench_langgraph_sqlite(peers: ModuleType, n: int, base: Path, mode: str | None) -> Sample:
-    """peers.bench_langgraph with SqliteSaver on a connection opened as peers.py opens it."""
+def bench_langgraph_sqlite(
+    peers: ModuleType, n: int, base: Path, mode: str | None, synchronous: str | None = None
+) -> Sample:
+    """peers.bench_langgraph with SqliteSaver on a connection opened as peers.py opens it
+    (optionally with ``PRAGMA synchronous`` set first, for a like-for-like durability)."""
     with tempfile.TemporaryDirectory(dir=base) as d:
         conn = sqlite3.connect(f"{d}/lg.sqlite", check_same_thread=False)
+        if synchronous is not None:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
         try:
             gc.collect()
             with langgraph_durability(mode):
@@ -603,25 +609,23 @@ def main() -> None:
     names = {
         "normal": "hybrid-orchestrator SQLiteStore (normal)",
         "full": "hybrid-orchestrator SQLiteStore (full)",
-        "lg": "langgraph SqliteSaver (peers.py: async)",
+        "lg": "langgraph SqliteSaver (as peers.py: async)",
         "lg-sync": "langgraph SqliteSaver (durability=sync)",
-        "normal+c": "ours, normal, result+decision in 1 commit",
-        "full+c": "ours, full, result+decision in 1 commit",
+        "lg-sync-normal": "langgraph SqliteSaver (sync, synchronous=NORMAL)",
     }
     samples: dict[str, list[Sample]] = {k: [] for k in names}
     tx: dict[str, float] = {}
     for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits all alike
-        for key, durability, coalesce in (
-            ("normal", "normal", False),
-            ("full", "full", False),
-            ("normal+c", "normal", True),
-            ("full+c", "full", True),
-        ):
-            sample, tx[key] = bench_ours(peers, n, durability, base, coalesce=coalesce)
+        for key, durability in (("normal", "normal"), ("full", "full")):
+            # As the runner commits: a step's result goes with the decision that follows it.
+            sample, tx[key] = bench_ours(peers, n, durability, base, coalesce=True)
             samples[key].append(sample)
         samples["lg"].append(bench_langgraph_sqlite(peers, n, base, None))
         samples["lg-sync"].append(bench_langgraph_sqlite(peers, n, base, "sync"))
-    tx["lg"] = tx["lg-sync"] = langgraph_writes_per_workflow(peers, base)
+        samples["lg-sync-normal"].append(
+            bench_langgraph_sqlite(peers, n, base, "sync", synchronous="NORMAL")
+        )
+    tx["lg"] = tx["lg-sync"] = tx["lg-sync-normal"] = langgraph_writes_per_workflow(peers, base)
 
     run, _ = make_runner(peers)
     run(-1)
@@ -657,13 +661,14 @@ def main() -> None:
         f"{'(in memory, bench.decisions: no store)':42s} {mem_rate:11.0f} {'':6s} "
         f"{1e6 / mem_rate:7.1f}"
     )
-    per_ours = samples["normal"][0].decisions // n
     print(
-        f"ours/langgraph: normal {rate('normal') / lg:.2f}x, full {rate('full') / lg:.2f}x "
-        f"(vs durability=sync: normal {rate('normal') / rate('lg-sync'):.2f}x, full "
-        f"{rate('full') / rate('lg-sync'):.2f}x); target >= 5x. Ours counts {per_ours} "
-        f"decisions per workflow, langgraph {peers.DECISIONS_PER_WORKFLOW} (no start decision); "
-        "tx/wf = write transactions per workflow (langgraph: put + put_writes calls)"
+        "like for like (both commit before acting): "
+        f"normal vs langgraph sync+NORMAL {rate('normal') / rate('lg-sync-normal'):.2f}x, "
+        f"full vs langgraph sync (FULL) {rate('full') / rate('lg-sync'):.2f}x; against "
+        f"peers.py's langgraph: normal {rate('normal') / lg:.2f}x, full {rate('full') / lg:.2f}x; "
+        f"target >= 5x. Ours counts {samples['normal'][0].decisions // n} decisions per "
+        f"workflow, langgraph {peers.DECISIONS_PER_WORKFLOW} (no start decision); tx/wf = write "
+        "transactions per workflow (langgraph: put + put_writes calls)"
     )
     resume_report(peers, args.ledger, args.resume_runs, base)
     print("target: resume of a 1,000-entry ledger under 100 ms")

@@ -20,6 +20,7 @@ the workflow escalates to a human.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,15 +79,24 @@ class HybridCoordinator:
         self._scripts: dict[str, ScriptFn] = {}
 
     async def decide(
-        self, state: WorkflowState, config: WorkflowConfig
+        self,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        before_slow_call: Callable[[], None] | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Decide the next action for ``state``, apply it and log it.
+
+        Args:
+            before_slow_call: called once before an LLM or script is consulted (not for
+                decisions the machine takes alone), e.g. to commit pending results first.
 
         Raises:
             WorkflowFinishedError, AwaitingHumanError: nothing to decide.
             ConfigError: ``coordinator: script`` with a script that cannot be loaded.
         """
         analysis = self.engine.analyze(state, config)
+        if before_slow_call is not None and not self._machine_alone(analysis, config):
+            before_slow_call()
         choice = await self._choose(analysis, config)
         new_state, record = self.engine.apply(
             analysis,
@@ -110,12 +120,18 @@ class HybridCoordinator:
         log_decision(record, new_state)
         return new_state, record
 
+    @staticmethod
+    def _machine_alone(analysis: Analysis, config: WorkflowConfig) -> bool:
+        """Whether the machine decides this state without an LLM or a script."""
+        mode = config.coordinator
+        return mode is Coordinator.PROGRAMMATIC or (
+            mode is Coordinator.HYBRID and analysis.route is Route.STANDARD
+        )
+
     async def _choose(self, analysis: Analysis, config: WorkflowConfig) -> Choice:
         mode = config.coordinator
         route = analysis.route
-        if mode is Coordinator.PROGRAMMATIC or (
-            mode is Coordinator.HYBRID and route is Route.STANDARD
-        ):
+        if self._machine_alone(analysis, config):
             return self._programmatic(analysis)
         if mode is Coordinator.SCRIPT:
             return await self._script(analysis, config)

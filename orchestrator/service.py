@@ -86,23 +86,42 @@ def default_workflow_id(clock: Clock) -> str:
 
 
 class _Committer:
-    """Commits one workflow's snapshots with its ledger entries, tracking the version."""
+    """Commits one workflow's snapshots with their ledger entries, tracking the version.
+
+    A commit can be held (a step's result) and written with the next one (the decision that
+    follows it), so a step result and its next decision cost one transaction.
+    """
 
     def __init__(self, store: Store, workflow_id: str, version: int, owner: str) -> None:
         self.store = store
         self.workflow_id = workflow_id
         self.version = version
         self.owner = owner
+        self._held: tuple[WorkflowState, list[LedgerEntryIn]] | None = None
 
     def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
+        held = self._held[1] if self._held is not None else []
+        self._held = None
         self.version = self.store.commit(
             self.workflow_id,
             state,
             expected_version=self.version,
-            entries=list(entries),
+            entries=[*held, *entries],
             owner=self.owner,
         )
         return state
+
+    def hold(self, state: WorkflowState, *entries: LedgerEntryIn) -> None:
+        """Keep ``state`` and ``entries`` for the next commit (or ``flush``)."""
+        assert self._held is None, "one held commit at a time"
+        self._held = (state, list(entries))
+
+    def flush(self) -> None:
+        """Commit what is held, now."""
+        if self._held is not None:
+            state, entries = self._held
+            self._held = None
+            self(state, *entries)
 
 
 def answer_workflow(
@@ -276,8 +295,7 @@ class WorkflowService:
                 )
                 state = commit(state, HumanAnswerEntry(state.human_answers[-1]))
                 continue
-            state, record = await self.coordinator.decide(state, config)
-            state = commit(state, DecisionEntry(record))  # before its action starts
+            state, record = await self._decide(state, config, commit)
             self._emit(ProgressEvent("decision", state, config, decision=record))
             running = state.last_record
             if running is None or running.status is not StepStatus.RUNNING:
@@ -285,11 +303,24 @@ class WorkflowService:
             self._emit(ProgressEvent("step_started", state, config, decision=record, step=running))
             state = await self._run_step(state, config, record)
             done = state.history[-1]
-            state = commit(state, StepResultEntry(done))
+            # Committed together with the next decision, microseconds from now, unless that
+            # decision must wait for an LLM: then it is committed first (see _decide).
+            commit.hold(state, StepResultEntry(done))
             self._record_artifacts(wid, done)
             self._emit(ProgressEvent("step_finished", state, config, step=done))
         self._emit(ProgressEvent("finished", state, config))
         return state
+
+    async def _decide(
+        self, state: WorkflowState, config: WorkflowConfig, commit: _Committer
+    ) -> tuple[WorkflowState, DecisionRecord]:
+        """Decide and commit the decision before its action starts (with any held result)."""
+        try:
+            state, record = await self.coordinator.decide(state, config, commit.flush)
+        except BaseException:
+            commit.flush()  # a finished step's result is never lost
+            raise
+        return commit(state, DecisionEntry(record)), record
 
     async def _run_step(
         self, state: WorkflowState, config: WorkflowConfig, record: DecisionRecord

@@ -104,7 +104,7 @@ class LLMSettings(BaseModel):
     model: str | None = Field(None, description="model name; OPENAI_MODEL or the server's first")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; OPENAI_BASE_URL")
     temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(400, ge=16)
+    max_tokens: int = Field(200, ge=16, description="a decision is a short JSON object")
     call_timeout_s: float = Field(30.0, gt=0, description="timeout of one HTTP call")
     decision_deadline_s: float = Field(90.0, gt=0, description="all attempts of one decision")
     max_attempts: int = Field(3, ge=1, description="attempts per decision before falling back")

@@ -222,3 +222,39 @@ async def test_llm_failure_becomes_a_step_error(store: SQLiteStore, tmp_path: Pa
     errors = [r.error.type for r in state.history if r.error]
     assert errors and set(errors) == {"llm_unavailable"}
     assert state.decisions[-1].decision.escalation_reason is not None
+
+
+class LedgerProbe:
+    """A chat model that, when asked for a decision, looks at what the store already holds."""
+
+    def __init__(self, inner: ScriptedChatModel, store: SQLiteStore) -> None:
+        self.inner = inner
+        self.store = store
+        self.seen: list[list[str]] = []
+
+    @property
+    def model_name(self) -> str:
+        return "probe"
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        if request.purpose == "decision":
+            wid = self.store.list_workflows()[0].workflow_id
+            self.seen.append([e.kind.value for e in self.store.ledger(wid)])
+        return await self.inner.complete(request)
+
+
+async def test_step_result_is_committed_before_an_llm_decision(store: SQLiteStore,
+                                                                tmp_path: Path) -> None:
+    """A finished step is in the store before the LLM is consulted on what follows it."""
+    borderline = {**GOOD_PLAN, "alignment_score": 9.1}  # near its threshold: LLM consulted
+    world = World(plan_reports=[borderline],
+                  decisions=[{"action": "request_plan_approval", "rationale": "ok",
+                              "confidence": 0.9}])
+    probe = LedgerProbe(ScriptedChatModel(responder=world), store)
+    service = make_service(store, probe)
+    wid = start(service, tmp_path, WorkflowConfig(coordinator=Coordinator.HYBRID))
+    state = await service.run(wid)
+    assert state.waiting_gate is Gate.PLAN
+    assert probe.seen == [["decision", "step_result", "decision", "step_result"]]
+    kinds = [e.kind.value for e in store.ledger(wid)]
+    assert kinds == ["decision", "step_result", "decision", "step_result", "decision"]
