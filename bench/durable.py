@@ -398,7 +398,10 @@ class FirstDecisionProbe(HybridCoordinator):
     """
 
     async def decide(
-        self, state: WorkflowState, config: WorkflowConfig
+        self,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        before_slow_call: Callable[[], None] | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         self.engine.analyze(state, config)
         raise _Prepared(time.perf_counter())

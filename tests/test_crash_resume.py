@@ -45,7 +45,7 @@ class SlowWorld:
         self.calls: Counter[str] = Counter()
 
     def __call__(self, body: dict[str, Any]) -> Reply:
-        text = self.world.http_responder(body)
+        text = self.world.http_responder(body).text
         purpose = self.world.requests[-1].purpose
         self.calls[purpose] += 1
         delay = self.slow.get(purpose)

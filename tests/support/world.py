@@ -14,6 +14,8 @@ from typing import Any
 
 from agents.llm.protocol import LLMRequest
 
+from support.fake_openai import Content
+
 PLAN_MD = """# Implementation Plan: tabular preprocessing
 
 ## Files to create
@@ -91,7 +93,7 @@ class World:
     def _next(queue: deque[dict[str, Any]], default: dict[str, Any]) -> dict[str, Any]:
         return queue.popleft() if len(queue) > 1 else (queue[0] if queue else default)
 
-    def http_responder(self, body: dict[str, Any]) -> str:
+    def http_responder(self, body: dict[str, Any]) -> Content:
         """The same answers for the loopback fake server, told apart by the asked schema."""
         fmt = body.get("response_format") or {}
         schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
@@ -105,4 +107,4 @@ class World:
                 purpose = name
                 break
         reply = self(LLMRequest(messages=(), purpose=purpose))
-        return reply if isinstance(reply, str) else json.dumps(reply)
+        return Content(reply if isinstance(reply, str) else json.dumps(reply))
