@@ -164,6 +164,12 @@ async def run_pytest(workspace: Path, sandbox: Sandbox, *,
         return ToolResult(name="pytest", status=ToolStatus.FAILED, exit_code=5,
                           duration_s=run.duration_s,
                           detail=f"no tests: pytest collected none\n{_output(run)}"), coverage
+    if run.exit_code == 2 and "error" in run.stdout.lower() and "collect" in run.stdout.lower():
+        # Collection errors (a syntax error, an import that fails) are a verdict on the code,
+        # not a broken tool: reported as failed, they do not look like an anomaly.
+        return ToolResult(name="pytest", status=ToolStatus.FAILED, exit_code=2,
+                          duration_s=run.duration_s,
+                          detail=f"the tests could not be collected\n{_output(run)}"), coverage
     result = _by_exit_code("pytest", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
     if coverage is not None:
         result = result.model_copy(

@@ -103,8 +103,10 @@ async def test_syntax_error_fails_compile(good: Path) -> None:
     assert tools["compile"].exit_code == 1
     assert "broken.py" in tools["compile"].detail
     assert tools["ruff"].status is ToolStatus.FAILED
-    assert tools["pytest"].status is ToolStatus.CRASHED
+    # A collection error is a verdict on the code, not a crashed tool (not an anomaly).
+    assert tools["pytest"].status is ToolStatus.FAILED
     assert tools["pytest"].exit_code == 2
+    assert "could not be collected" in tools["pytest"].detail
 
 
 async def test_lint_violation_fails_ruff_but_not_compile(good: Path) -> None:
