@@ -43,7 +43,7 @@ from state.reports import (
     ToolStatus,
     Verdict,
 )
-from state.steps import MachineState, Step
+from state.steps import GATE_OF_STATE, MachineState, Step
 from state.workflow import HumanAnswerKind, StepStatus
 
 C, B = Route.COMPLEX, Route.BORDERLINE
@@ -284,6 +284,11 @@ def classify(f: Facts) -> Classification:
     """Route the state in ``f``: standard, complex or borderline, with the signals seen."""
     if not f.step_failed and f.answer is None and f.decisions_left > 1 and not just_validated(f):
         return STANDARD  # no signal can fire: no error, no fresh report, no human text
+    if f.machine_state in GATE_OF_STATE:
+        # A human answered: the reports were judged before the gate, and the answer decides.
+        # Only free text to interpret needs judgement here.
+        text = list(human_free_text(f))
+        return Classification(Route.COMPLEX, tuple(text)) if text else STANDARD
     signals = list(step_errors(f))
     near: Signal | None = None
     if just_validated(f):

@@ -31,8 +31,12 @@ def can_retry(f: Facts) -> bool:
 
 
 def cannot_retry(f: Facts) -> bool:
-    """The latest attempt failed and may not be retried (fatal error or budget spent)."""
-    return f.step_failed and not (f.retryable and f.failures <= f.config.limits.max_step_retries)
+    """The latest attempt failed with an error retrying cannot fix.
+
+    A spent retry budget is not enough: WORKFLOW.md escalates it to a human, so no one (an
+    LLM included) may fail the workflow on those grounds.
+    """
+    return f.step_failed and not f.retryable
 
 
 def decisions_left(f: Facts) -> bool:

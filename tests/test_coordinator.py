@@ -204,8 +204,7 @@ async def test_human_free_text_goes_to_the_llm() -> None:
     d.answer(HumanAnswerKind.REQUEST_CHANGES, "split the plan into two modules")
     model = ScriptedChatModel([answer("invoke_step3")])
     state, rec = await decide(d, model)
-    # The grant leaves one revision (the limit is 0), so last_round fires as well.
-    assert [s.name for s in rec.signals] == ["human_free_text", "last_round"]
+    assert [s.name for s in rec.signals] == ["human_free_text"]
     assert rec.source is DecisionSource.LLM and rec.decision.step is not None
     assert "split the plan" in model.calls[0].messages[-1].content
 

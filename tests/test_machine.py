@@ -69,3 +69,24 @@ def test_answered_plan_gate_is_not_bounced_back() -> None:
     d.answer(HumanAnswerKind.APPROVE)
     assert d.engine.machine.legal_actions(compute_facts(d.state, d.config)) == (
         "transition_phase",)
+
+
+def test_spent_retries_can_only_escalate() -> None:
+    """With the retry budget spent, failing the workflow is not offered: a human decides."""
+    d = Driver()
+    d.decide()
+    d.fail("llm_unavailable")
+    for _ in range(3):  # three retries, all failing
+        d.decide()
+        d.fail("llm_unavailable")
+    facts = compute_facts(d.state, d.config)
+    assert d.engine.machine.legal_actions(facts) == ("escalate",)
+
+
+def test_fatal_error_may_fail_the_workflow() -> None:
+    """An error retrying cannot fix offers failing the workflow, or asking a human."""
+    d = Driver()
+    d.decide()
+    d.fail("template_error", retryable=False)
+    facts = compute_facts(d.state, d.config)
+    assert d.engine.machine.legal_actions(facts) == ("fail", "escalate")
