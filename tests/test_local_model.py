@@ -61,7 +61,7 @@ def server() -> Iterator[LocalModelServer]:
 
 async def test_schema_answer_comes_back_parsed(server: LocalModelServer) -> None:
     """llama.cpp refuses json_schema; the adapter falls back to json_object and parses the JSON."""
-    async with server.chat_model(timeout_s=60.0, deadline_s=120.0) as model:
+    async with server.chat_model(timeout_s=180.0, deadline_s=400.0) as model:
         first = await model.complete(decision_request())
         second = await model.complete(decision_request())
 
@@ -74,15 +74,18 @@ async def test_schema_answer_comes_back_parsed(server: LocalModelServer) -> None
         assert response.prompt_tokens > 0
         assert response.completion_tokens > 0
         assert response.model == server.model_name
-    assert first.attempts == 2
-    assert second.attempts == 1
+    # The refused json_schema mode costs the first call one attempt; a slow, shared machine
+    # may add a timed-out retry, so only the lower bound and the negotiation are pinned.
+    assert first.attempts >= 2
+    assert any("json_schema" in note for note in first.notes)
+    assert not any("json_schema" in note for note in second.notes)
     assert model.structured_mode == "json_object"
 
 
 async def test_plain_text_answer(server: LocalModelServer) -> None:
     """A request without a schema returns non-empty text and no data."""
     request = LLMRequest(messages=(Message("user", "Say hello in five words."),), max_tokens=200)
-    async with server.chat_model(timeout_s=60.0) as model:
+    async with server.chat_model(timeout_s=180.0) as model:
         response = await model.complete(request)
 
     assert response.data is None
