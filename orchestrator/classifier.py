@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from orchestrator.rules import (
     PLAN_SCORE_FIELDS,
@@ -62,21 +63,14 @@ STANDARD = Classification(Route.STANDARD, ())
 SignalFn = Callable[[Facts], Iterator[Signal]]
 
 
-def _plan_rounds(f: Facts, n: int) -> list[PlanValidationReport]:
-    out: list[PlanValidationReport] = []
-    for rec in reversed(f.state.history):
-        if rec.status is StepStatus.COMPLETED and isinstance(rec.result, PlanValidationReport):
-            out.append(rec.result)
-            if len(out) == n:
-                break
-    out.reverse()
-    return out
+R = TypeVar("R", PlanValidationReport, CodeValidationReport)
 
 
-def _code_rounds(f: Facts, n: int) -> list[CodeValidationReport]:
-    out: list[CodeValidationReport] = []
+def _rounds(f: Facts, kind: type[R], n: int) -> list[R]:
+    """The last ``n`` completed reports of ``kind``, oldest first."""
+    out: list[R] = []
     for rec in reversed(f.state.history):
-        if rec.status is StepStatus.COMPLETED and isinstance(rec.result, CodeValidationReport):
+        if rec.status is StepStatus.COMPLETED and isinstance(rec.result, kind):
             out.append(rec.result)
             if len(out) == n:
                 break
@@ -87,8 +81,9 @@ def _code_rounds(f: Facts, n: int) -> list[CodeValidationReport]:
 def _score_vectors(f: Facts, n: int) -> tuple[tuple[str, ...], list[tuple[float | None, ...]]]:
     """The gating scores of the last ``n`` validation rounds of the current phase."""
     if f.step is Step.PLAN_VALIDATION:
-        return PLAN_SCORE_FIELDS, [plan_scores(r) for r in _plan_rounds(f, n)]
-    return ("overall_score",), [(r.review.overall_score,) for r in _code_rounds(f, n)]
+        return PLAN_SCORE_FIELDS, [plan_scores(r) for r in _rounds(f, PlanValidationReport, n)]
+    codes = _rounds(f, CodeValidationReport, n)
+    return ("overall_score",), [(r.review.overall_score,) for r in codes]
 
 
 def step_errors(f: Facts) -> Iterator[Signal]:
