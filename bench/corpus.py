@@ -90,8 +90,9 @@ How the expected decisions are defined (written here, not computed by the orches
         free text at the escalation gate, mapped by its meaning: "revise the plan ..." ->
         invoke_step3; "fix the tests ..." -> invoke_step6; "just run that step again" ->
         retry_step; "I checked the report, its numbers are right, carry on" -> carry on as in
-        ``escalation_approved``; "do not continue yet, I need to check ..." -> escalate
-        (keep waiting for a human).
+        ``escalation_approved``. (There is no "wait" guidance: a human who wants the workflow
+        to wait does not answer, and the machine refuses ``escalate`` at an answered gate: a
+        human's answer is carried out, never bounced back.)
     ``escalation_rejected``
         a human rejected at the escalation gate -> reject.
 
@@ -241,10 +242,6 @@ GUIDANCE: dict[str, tuple[str, ...]] = {
         "process from where you stopped.",
         "Looked into it: nothing is wrong with the report. Continue as the rules say.",
     ),
-    "wait": (
-        "Do not continue yet: I need to confirm the target column with the data owner first.",
-        "Hold everything until Monday, the feature store schema is changing.",
-    ),
 }
 
 
@@ -387,7 +384,6 @@ class _Escalation:
     has_plan: bool
     has_code: bool
     fatal: bool
-    waited: bool = False
 
 
 @dataclass
@@ -508,14 +504,13 @@ class _Workflow:
         self.decisions += 1
         if choice == ESCALATE:
             ms = self.state.machine_state
-            if self.escalation is None or not self.escalation.waited:
-                self.escalation = _Escalation(
-                    resume=p.resume,
-                    phase=self.state.phase,
-                    has_plan=self.has_plan,
-                    has_code=self.has_code,
-                    fatal=p.kind == "fatal_error",
-                )
+            self.escalation = _Escalation(
+                resume=p.resume,
+                phase=self.state.phase,
+                has_plan=self.has_plan,
+                has_code=self.has_code,
+                fatal=p.kind == "fatal_error",
+            )
             assert ms is S.ESCALATED
         elif choice in (INVOKE3, INVOKE6) and self.failures_to_go:
             self.failures_to_go = 0  # the failing step is abandoned for a revision
@@ -996,10 +991,8 @@ class _Workflow:
             return
         assert esc.resume is not None
         options.append("retry" if esc.resume == {RETRY} else "carry_on")
-        if not esc.waited:
-            options.append("wait")
         r = rng.random()
-        if r < 0.05 and not esc.waited:
+        if r < 0.05:
             self.answer(HumanAnswerKind.REJECT)
             self.expect("escalation_rejected", "follow-up", {REJECT}, "human rejected")
         elif r < 0.40:
@@ -1023,15 +1016,11 @@ class _Workflow:
             "code": {INVOKE6},
             "retry": {RETRY},
             "carry_on": set(esc.resume or ()),
-            "wait": {ESCALATE},
         }[meaning]
         self.expect(
             "human_guidance", "follow-up", expected, f"guidance ({meaning}): {text}", esc.resume
         )
-        if meaning == "wait":
-            esc.waited = True
-        else:
-            self.escalation = None
+        self.escalation = None
 
     def _fresh_budgets(self) -> None:
         """A human answer at an escalation grants fresh budgets (as the machine does)."""
