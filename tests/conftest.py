@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agents.llm.local_server import LocalModelServer
+from orchestrator.composition import EMBEDDED_CONTEXT_TOKENS
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -58,6 +59,10 @@ def _no_llm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def local_llm() -> Iterator[Any]:
-    """One real SmolLM2 server (llama-cpp-python on loopback) shared by the real-model tier."""
-    with LocalModelServer(n_ctx=4096) as server:
+    """One real SmolLM2 server (llama-cpp-python on loopback) shared by the real-model tier.
+
+    Its context window is the embedded default's, so whole-workflow prompts fit as they do
+    for a user.
+    """
+    with LocalModelServer(n_ctx=EMBEDDED_CONTEXT_TOKENS) as server:
         yield server
