@@ -71,6 +71,7 @@ class ModeStats:
     states: int = 0
     llm_calls: int = 0
     counter_calls: int = 0  # the state's llm_calls counter delta, as a cross-check
+    forced_calls: int = 0  # calls spent on states with a single legal action
     illegal_attempted: int = 0
     illegal_taken: int = 0
     agree: int = 0
@@ -145,6 +146,8 @@ async def decide_one(
     if rec.llm is not None:
         info = rec.llm
         stats.llm_calls += info.attempts
+        if len(legal) == 1:
+            stats.forced_calls += info.attempts
         stats.prompt_tokens += info.prompt_tokens
         stats.completion_tokens += info.completion_tokens
         stats.outcomes[info.outcome] += 1
@@ -266,6 +269,14 @@ def print_targets(results: list[ModeStats]) -> None:
             f"hybrid/llm calls = {100 * share:.1f}% ({hybrid.llm_calls}/{llm.llm_calls}) "
             f"(target <= {100 * CALL_SHARE_TARGET:.0f}%): {verdict}"
         )
+        if llm.forced_calls:
+            # Disclosed, not used for the verdict: llm mode asks even where one action is legal.
+            rest = llm.llm_calls - llm.forced_calls
+            print(
+                f"  llm mode spent {llm.forced_calls} calls on forced moves (one legal action); "
+                f"against its other {rest} calls hybrid makes "
+                f"{100 * (hybrid.llm_calls - hybrid.forced_calls) / max(rest, 1):.1f}%"
+            )
     else:
         print("hybrid/llm calls = n/a (run both hybrid and llm modes)")
     if hybrid is not None and prog is not None:

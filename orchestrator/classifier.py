@@ -9,16 +9,19 @@ Complex signals
     ``step_errors_high``      more than ``complex_error_count`` (2) errors on the current step
     ``score_missing``         a gating score, issue count or status is absent from a report
     ``score_out_of_range``    a score outside 0-10 (coverage outside 0-100) or NaN
-    ``report_contradiction``  PASS with critical issues; passing scores with an overall FAIL
+    ``report_contradiction``  PASS with critical issues; every criterion met but a FAIL verdict
     ``tool_crashed``          a deterministic tool crashed rather than failed
     ``no_improvement``        neither of the last two rounds beat the round before them
     ``score_oscillation``     a score went up then down (or down then up) over three rounds
-    ``score_drop``            a score fell by more than ``score_drop`` (1.0) in one round
+    ``score_drop``            a score fell by more than ``score_drop`` (1.0) since it was last
+                              measured validly
     ``human_free_text``       an escalation answer with guidance that must be mapped to an action
 
 Borderline signals
     ``step_errors``           1-2 errors on the current step
-    ``near_threshold``        a gating score within ``borderline_margin`` (0.25) of its threshold
+    ``near_threshold``        a gating score within ``borderline_margin`` (0.25) of its threshold,
+                              when that score alone decides convergence (the report converged,
+                              or that score is the only criterion missed)
     ``last_round``            one round left before a revision, refinement or decision limit
 """
 
@@ -145,20 +148,9 @@ def _contradiction(f: Facts) -> str | None:
         r = f.plan_report
         if r is None:
             return None
-        t = f.config.plan_thresholds
         if r.verdict is Verdict.PASS and (r.critical_issues or 0) > 0:
             return f"verdict PASS with {r.critical_issues} critical issue(s)"
-        scores = plan_scores(r)
-        if (
-            r.verdict is Verdict.FAIL
-            and all(valid_score(s) for s in scores)
-            and (
-                scores[0] >= t.alignment  # type: ignore[operator]
-                and scores[1] >= t.standardization  # type: ignore[operator]
-                and scores[2] >= t.compatibility  # type: ignore[operator]
-                and (r.critical_issues or 0) <= t.max_critical_issues
-            )
-        ):
+        if r.verdict is Verdict.FAIL and f.plan_converged:
             return "every score passes its threshold but the verdict is FAIL"
         return None
     c = f.code_report
@@ -168,7 +160,22 @@ def _contradiction(f: Facts) -> str | None:
         return f"standardization PASSED with {c.standardization.critical_issues} critical issue(s)"
     if c.review.verdict is Verdict.PASS and (c.review.critical_issues or 0) > 0:
         return f"review PASS with {c.review.critical_issues} critical issue(s)"
+    if c.review.verdict is Verdict.FAIL and f.code_converged:
+        return "every metric passes (tools, issues, standardization, coverage) but the review " \
+            "verdict is FAIL"
     return None
+
+
+def _pivotal(f: Facts, name: str) -> bool:
+    """Whether the gating score ``name`` decides convergence on its own.
+
+    It does when the report converged (the score falling under its threshold would undo
+    that) or when it is the only criterion missed (the score rising to its threshold would
+    converge). A near-threshold score beside another criterion that fails cannot change the
+    decision, so it does not make the state borderline.
+    """
+    short = f.plan_shortfalls if f.step is Step.PLAN_VALIDATION else f.code_shortfalls
+    return not short or short == (name,)
 
 
 def report_signals(f: Facts) -> tuple[list[Signal], Signal | None]:
@@ -182,7 +189,7 @@ def report_signals(f: Facts) -> tuple[list[Signal], Signal | None]:
             missing.append(name)
         elif not valid_score(value, top):
             bad.append(f"{name}={value}")
-        elif abs(value - limit) <= margin:
+        elif abs(value - limit) <= margin and _pivotal(f, name):
             close.append(f"{name} {value:g} vs {limit:g}")
     anomalies: list[Signal] = []
     missing += _missing_counts(f)
@@ -215,30 +222,35 @@ def convergence_problems(f: Facts) -> Iterator[Signal]:
     if done == 0:
         return
     names, rounds = _score_vectors(f, 3)
-    usable = [r for r in rounds if all(valid_score(v) for v in r)]
-    if len(usable) != len(rounds) or len(rounds) < 2:
+    if len(rounds) < 2:
         return
     drop = f.config.classifier.score_drop
-    prev, last = rounds[-2], rounds[-1]
-    drops = [
-        f"{n} {p:g}->{q:g}"
-        for n, p, q in zip(names, prev, last, strict=True)
-        if p - q > drop  # type: ignore[operator]
-    ]
+    drops = []
+    for i, n in enumerate(names):
+        # Each score against its latest earlier valid value: an invalid round in between
+        # (missing, NaN, out of range) must not hide a drop.
+        q = rounds[-1][i]
+        p = next((r[i] for r in reversed(rounds[:-1]) if valid_score(r[i])), None)
+        if valid_score(q) and p is not None and p - q > drop:  # type: ignore[operator]
+            drops.append(f"{n} {p:g}->{q:g}")
     if drops:
         yield Signal(name="score_drop", route=C, detail=", ".join(drops))
     if len(rounds) < 3:
         return
-    sums = [math.fsum(v for v in r if v is not None) for r in rounds]
-    if max(sums[1], sums[2]) <= sums[0]:
-        yield Signal(
-            name="no_improvement",
-            route=C,
-            detail="score totals over the last three rounds: " + ", ".join(f"{s:g}" for s in sums),
-        )
+    if all(valid_score(v) for r in rounds for v in r):
+        sums = [math.fsum(v for v in r if v is not None) for r in rounds]
+        if max(sums[1], sums[2]) <= sums[0]:
+            yield Signal(
+                name="no_improvement",
+                route=C,
+                detail="score totals over the last three rounds: "
+                + ", ".join(f"{s:g}" for s in sums),
+            )
     swings = []
     for i, n in enumerate(names):
         a, b, c = (r[i] for r in rounds)
+        if not (valid_score(a) and valid_score(b) and valid_score(c)):
+            continue
         d1, d2 = b - a, c - b  # type: ignore[operator]
         if d1 * d2 < 0 and min(abs(d1), abs(d2)) >= f.config.classifier.borderline_margin:
             swings.append(f"{n} {a:g}->{b:g}->{c:g}")

@@ -4,7 +4,11 @@ Per workflow (``config.coordinator``):
 
 ``hybrid`` (default)
     standard -> the machine decides alone; complex -> the LLM decides, the machine checks;
-    borderline -> both decide and are reconciled (WORKFLOW.md).
+    borderline -> both decide and are reconciled (WORKFLOW.md). A *forced move*, a state
+    whose only legal action is the machine's, is not put to the LLM: whatever it answered,
+    the outcome would be that action (the LLM chooses an action, never its parameters), so
+    the call would cost seconds and tokens for nothing. It is recorded with its route and
+    signals, and the reason no LLM was asked.
 ``programmatic``
     the machine alone, never an LLM call.
 ``llm``
@@ -125,13 +129,16 @@ class HybridCoordinator:
         """Whether the machine decides this state without an LLM or a script."""
         mode = config.coordinator
         return mode is Coordinator.PROGRAMMATIC or (
-            mode is Coordinator.HYBRID and analysis.route is Route.STANDARD
+            mode is Coordinator.HYBRID
+            and (analysis.route is Route.STANDARD or len(analysis.legal_actions) == 1)
         )
 
     async def _choose(self, analysis: Analysis, config: WorkflowConfig) -> Choice:
         mode = config.coordinator
         route = analysis.route
         if self._machine_alone(analysis, config):
+            if mode is Coordinator.HYBRID and route is not Route.STANDARD:
+                return self._forced(analysis)
             return self._programmatic(analysis)
         if mode is Coordinator.SCRIPT:
             return await self._script(analysis, config)
@@ -151,6 +158,16 @@ class HybridCoordinator:
 
     def _programmatic(self, analysis: Analysis) -> Choice:
         return Choice(analysis.programmatic, self.engine.programmatic_source(analysis))
+
+    def _forced(self, analysis: Analysis) -> Choice:
+        """A routed state with one legal action: the machine's move, the LLM not asked."""
+        only = analysis.legal_actions[0]
+        info = LLMCallInfo(
+            model=self.llm.model.model_name if self.llm else "none",
+            outcome="not_needed",
+            validation_errors=(f"only one legal action ({only}): nothing for the LLM to choose",),
+        )
+        return Choice(analysis.programmatic, self.engine.programmatic_source(analysis), llm=info)
 
     def _from_llm(self, analysis: Analysis, outcome: LLMOutcome) -> Choice:
         """Complex states and ``llm`` mode: the LLM's checked decision, or the fallback."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.rules import code_converged, code_issue_counts, plan_converged
+from orchestrator.rules import code_issue_counts, code_shortfalls, plan_shortfalls
 from state.config import WorkflowConfig
 from state.reports import CodeValidationReport, PlanValidationReport
 from state.workflow import StepRecord, StepStatus, WorkflowState
@@ -14,12 +14,16 @@ def _v(value: float | None) -> str:
     return "missing" if value is None else f"{value:g}"
 
 
+def _verdict(shortfalls: tuple[str, ...]) -> str:
+    return "not converged (missed: " + ", ".join(shortfalls) + ")" if shortfalls else "converged"
+
+
 def scores_line(rec: StepRecord, config: WorkflowConfig) -> str:
     """A validation step's scores beside their thresholds and its convergence verdict."""
     res = rec.result
     if isinstance(res, PlanValidationReport):
         t = config.plan_thresholds
-        verdict = "converged" if plan_converged(res, t) else "not converged"
+        verdict = _verdict(plan_shortfalls(res, t))
         return (
             f"alignment {_v(res.alignment_score)}/{t.alignment:g}, "
             f"standardization {_v(res.standardization_score)}/{t.standardization:g}, "
@@ -34,7 +38,7 @@ def scores_line(rec: StepRecord, config: WorkflowConfig) -> str:
             f"tools skipped ({res.tools_skipped_reason})"
         )
         cov = "n/a" if res.line_coverage is None else f"{res.line_coverage:.0f}%"
-        verdict = "converged" if code_converged(res, ct) else "not converged"
+        verdict = _verdict(code_shortfalls(res, ct))
         return (
             f"review {_v(res.review.overall_score)}/{ct.review_score_for_tools:g}, {tools}, "
             f"coverage {cov}/{ct.min_line_coverage:g}%, critical {critical}, minor {minor}"
@@ -69,7 +73,8 @@ def validation_rounds(state: WorkflowState, config: WorkflowConfig) -> list[dict
                         "compatibility": t.compatibility,
                         "critical_issues": t.max_critical_issues,
                     },
-                    "converged": plan_converged(res, t),
+                    "converged": not plan_shortfalls(res, t),
+                    "missed": list(plan_shortfalls(res, t)),
                     "summary": scores_line(rec, config),
                 }
             )
@@ -95,7 +100,8 @@ def validation_rounds(state: WorkflowState, config: WorkflowConfig) -> list[dict
                         "critical_issues": ct.max_critical_issues,
                         "minor_issues": ct.max_minor_issues,
                     },
-                    "converged": code_converged(res, ct),
+                    "converged": not code_shortfalls(res, ct),
+                    "missed": list(code_shortfalls(res, ct)),
                     "summary": scores_line(rec, config),
                 }
             )

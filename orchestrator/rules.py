@@ -34,19 +34,34 @@ def plan_scores(report: PlanValidationReport) -> tuple[float | None, float | Non
     return (report.alignment_score, report.standardization_score, report.compatibility_score)
 
 
+def plan_shortfalls(report: PlanValidationReport | None, t: PlanThresholds) -> tuple[str, ...]:
+    """The phase-1 criteria ``report`` misses (empty: the plan converged).
+
+    Each is named after the report field that misses it: a score that is absent, invalid or
+    under its threshold, or ``critical_issues`` absent or over the limit.
+    """
+    if report is None:
+        return ("plan report",)
+    out: list[str] = []
+    if not _at_least(report.alignment_score, t.alignment):
+        out.append("alignment_score")
+    if not _at_least(report.standardization_score, t.standardization):
+        out.append("standardization_score")
+    if not _at_least(report.compatibility_score, t.compatibility):
+        out.append("compatibility_score")
+    critical = report.critical_issues
+    if critical is None or not 0 <= critical <= t.max_critical_issues:
+        out.append("critical_issues")
+    return tuple(out)
+
+
 def plan_converged(report: PlanValidationReport | None, t: PlanThresholds) -> bool:
     """Phase 1 convergence: every score valid and at its threshold, critical issues in limit."""
-    if report is None:
-        return False
-    a, s, c = report.alignment_score, report.standardization_score, report.compatibility_score
-    return (
-        valid_score(a) and valid_score(s) and valid_score(c)
-        and a >= t.alignment  # type: ignore[operator]
-        and s >= t.standardization  # type: ignore[operator]
-        and c >= t.compatibility  # type: ignore[operator]
-        and report.critical_issues is not None
-        and 0 <= report.critical_issues <= t.max_critical_issues
-    )
+    return not plan_shortfalls(report, t)
+
+
+def _at_least(value: float | None, threshold: float, top: float = SCORE_MAX) -> bool:
+    return valid_score(value, top) and value >= threshold  # type: ignore[operator]
 
 
 def code_issue_counts(report: CodeValidationReport) -> tuple[int | None, int | None]:
@@ -62,31 +77,51 @@ def code_issue_counts(report: CodeValidationReport) -> tuple[int | None, int | N
 
 def tools_ran(report: CodeValidationReport, t: CodeThresholds) -> bool:
     """Level 2 ran: the review scored high enough and at least one tool produced a verdict."""
-    score = report.review.overall_score
     return (
-        valid_score(score)
-        and score >= t.review_score_for_tools  # type: ignore[operator]
+        _at_least(report.review.overall_score, t.review_score_for_tools)
         and report.tools_skipped_reason is None
         and len(report.tools) > 0
     )
 
 
-def code_converged(report: CodeValidationReport | None, t: CodeThresholds) -> bool:
-    """Phase 2 convergence (WORKFLOW.md): tools, issues, standardization and coverage."""
-    if report is None or not tools_ran(report, t):
-        return False
-    passed = sum(1 for tool in report.tools if tool.status is ToolStatus.PASSED)
-    if passed / len(report.tools) < t.tool_pass_rate:
-        return False
+def code_shortfalls(report: CodeValidationReport | None, t: CodeThresholds) -> tuple[str, ...]:
+    """The phase-2 criteria (WORKFLOW.md) ``report`` misses (empty: the code converged).
+
+    ``overall_score``: the review scored under the bar for the tools (so they did not run);
+    ``tools``: they were skipped or produced nothing; ``tool_pass_rate``; ``issue_counts``
+    (absent or negative); ``critical_issues``; ``minor_issues``; ``standardization`` (not
+    PASSED); ``line_coverage`` (measured and under the minimum).
+    """
+    if report is None:
+        return ("code report",)
+    out: list[str] = []
+    if not _at_least(report.review.overall_score, t.review_score_for_tools):
+        out.append("overall_score")
+    elif report.tools_skipped_reason is not None or not report.tools:
+        out.append("tools")
+    else:
+        passed = sum(1 for tool in report.tools if tool.status is ToolStatus.PASSED)
+        if passed / len(report.tools) < t.tool_pass_rate:
+            out.append("tool_pass_rate")
     critical, minor = code_issue_counts(report)
     if critical is None or minor is None or critical < 0 or minor < 0:
-        return False
-    if critical > t.max_critical_issues or minor > t.max_minor_issues:
-        return False
+        out.append("issue_counts")
+    else:
+        if critical > t.max_critical_issues:
+            out.append("critical_issues")
+        if minor > t.max_minor_issues:
+            out.append("minor_issues")
     if report.standardization.status != "PASSED":
-        return False
+        out.append("standardization")
     cov = report.line_coverage
-    return cov is None or (valid_score(cov, 100.0) and cov >= t.min_line_coverage)
+    if cov is not None and not _at_least(cov, t.min_line_coverage, 100.0):
+        out.append("line_coverage")
+    return tuple(out)
+
+
+def code_converged(report: CodeValidationReport | None, t: CodeThresholds) -> bool:
+    """Phase 2 convergence (WORKFLOW.md): tools, issues, standardization and coverage."""
+    return not code_shortfalls(report, t)
 
 
 class Facts:
@@ -98,8 +133,8 @@ class Facts:
     """
 
     __slots__ = (
-        "_code_converged",
-        "_plan_converged",
+        "_code_shortfalls",
+        "_plan_shortfalls",
         "_reports",
         "answer",
         "config",
@@ -143,8 +178,8 @@ class Facts:
         self.answer = state.pending_answer
         self.decisions_left = config.limits.max_decisions - (len(state.decisions) - base.decisions)
         self._reports: _Reports | None = None
-        self._plan_converged: bool | None = None
-        self._code_converged: bool | None = None
+        self._plan_shortfalls: tuple[str, ...] | None = None
+        self._code_shortfalls: tuple[str, ...] | None = None
 
     def _lookup(self) -> _Reports:
         found = self._reports
@@ -173,24 +208,34 @@ class Facts:
         return self._lookup()[3]
 
     @property
-    def plan_converged(self) -> bool:
-        """The latest plan report meets every phase-1 criterion."""
-        v = self._plan_converged
+    def plan_shortfalls(self) -> tuple[str, ...]:
+        """The phase-1 criteria the latest plan report misses (see ``plan_shortfalls``)."""
+        v = self._plan_shortfalls
         if v is None:
-            v = self._plan_converged = plan_converged(
+            v = self._plan_shortfalls = plan_shortfalls(
                 self.plan_report, self.config.plan_thresholds
             )
         return v
 
     @property
-    def code_converged(self) -> bool:
-        """The latest code reports meet every phase-2 criterion."""
-        v = self._code_converged
+    def code_shortfalls(self) -> tuple[str, ...]:
+        """The phase-2 criteria the latest code report misses (see ``code_shortfalls``)."""
+        v = self._code_shortfalls
         if v is None:
-            v = self._code_converged = code_converged(
+            v = self._code_shortfalls = code_shortfalls(
                 self.code_report, self.config.code_thresholds
             )
         return v
+
+    @property
+    def plan_converged(self) -> bool:
+        """The latest plan report meets every phase-1 criterion."""
+        return not self.plan_shortfalls
+
+    @property
+    def code_converged(self) -> bool:
+        """The latest code reports meet every phase-2 criterion."""
+        return not self.code_shortfalls
 
     @property
     def plan_revisions_left(self) -> int:

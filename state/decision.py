@@ -118,7 +118,11 @@ class LLMCallInfo(BaseModel):
     attempts: int = 0
     response_format: str | None = None
     validation_errors: tuple[str, ...] = ()
-    outcome: str = Field("ok", description="ok, or why the answer was not used")
+    outcome: str = Field(
+        "ok",
+        description="ok, or why the answer was not used; not_needed, budget_exhausted and "
+        "no_llm with 0 attempts: the LLM was not asked",
+    )
 
 
 class DecisionRecord(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -244,6 +245,12 @@ def _standardization(status: str, critical: int) -> StandardizationReview:
             "review PASS with 1 critical",
             id="review-pass-with-critical",
         ),
+        pytest.param(
+            code_rounds(code_report().model_copy(update={"review": CodeReview(
+                overall_score=9.0, critical_issues=0, minor_issues=0, verdict=Verdict.FAIL)})),
+            "every metric passes",
+            id="code-fail-with-passing-metrics",
+        ),
     ],
 )
 def test_report_contradiction(d: Driver, detail: str) -> None:
@@ -266,6 +273,12 @@ def test_report_contradiction(d: Driver, detail: str) -> None:
             code_rounds(code_report().model_copy(update={"standardization": _standardization(
                 "FAILED", 1)})),
             id="standardization-failed-with-critical",
+        ),
+        pytest.param(
+            code_rounds(code_report(tools=(ToolStatus.PASSED, ToolStatus.FAILED)).model_copy(
+                update={"review": CodeReview(overall_score=9.0, critical_issues=0,
+                                             minor_issues=0, verdict=Verdict.FAIL)})),
+            id="code-fail-with-a-failing-tool",
         ),
     ],
 )
@@ -333,6 +346,23 @@ def test_score_drop_of_more_than_one(d: Driver, shown: str) -> None:
     assert shown in c.signals[0].detail
 
 
+@pytest.mark.parametrize(
+    "between",
+    [
+        pytest.param(plan_report(a=None, s=8.0, c=8.0), id="missing"),
+        pytest.param(plan_report(a=math.nan, s=8.0, c=8.0), id="nan"),
+        pytest.param(plan_report(a=12.0, s=8.0, c=8.0), id="out-of-range"),
+    ],
+)
+def test_score_drop_across_an_invalid_round(between: PlanValidationReport) -> None:
+    """An invalid round in between does not hide a drop: the last valid value counts."""
+    c = classified(plan_rounds(scores(8.0), between, scores(6.5)))
+    assert "score_drop" in names(c)
+    assert "alignment_score 8->6.5" in next(s for s in c.signals if s.name == "score_drop").detail
+    steady = classified(plan_rounds(scores(8.0), between, scores(7.5)))
+    assert "score_drop" not in names(steady)
+
+
 def test_score_drop_of_exactly_one_is_not_a_drop() -> None:
     """A fall of exactly 1.0 is within the allowed drop."""
     c = classified(plan_rounds(scores(7.0), scores(6.0)))
@@ -393,6 +423,27 @@ def test_near_threshold_plan(report: PlanValidationReport, shown: str) -> None:
     assert c.route is Route.BORDERLINE
     assert names(c) == ["near_threshold"]
     assert shown in c.signals[0].detail
+
+
+@pytest.mark.parametrize(
+    "d",
+    [
+        pytest.param(plan_rounds(plan_report(a=9.1, s=6.0)), id="plan-passing-beside-a-miss"),
+        pytest.param(plan_rounds(plan_report(a=8.9, s=6.0)), id="plan-failing-beside-a-miss"),
+        pytest.param(plan_rounds(plan_report(a=8.9, critical=1)), id="plan-critical-issue"),
+        pytest.param(
+            code_rounds(code_report(7.2, tools=(ToolStatus.PASSED, ToolStatus.FAILED))),
+            id="code-review-score-with-a-failing-tool",
+        ),
+        pytest.param(code_rounds(code_report(6.8, status="FAILED")), id="code-standardization"),
+        pytest.param(code_rounds(code_report(coverage=85.1, minor=3)), id="coverage-minor-issues"),
+    ],
+)
+def test_near_threshold_beside_another_miss_is_not_borderline(d: Driver) -> None:
+    """A near-threshold score that cannot change convergence (another criterion already
+    fails) leaves the decision standard: only a score that decides on its own is borderline."""
+    c = classified(d)
+    assert (c.route, names(c)) == (Route.STANDARD, [])
 
 
 @pytest.mark.parametrize("a", [8.7, 9.3])
@@ -499,8 +550,9 @@ def test_complex_error_count_comes_from_the_config() -> None:
 
 def test_complex_wins_over_borderline() -> None:
     """When a complex and a borderline signal both fire, the route is complex."""
-    c = classified(plan_rounds(plan_report(a=8.9, s=12.0)))
+    # Alignment 8.9 is the only criterion missed (pivotal); compatibility dropped 1.5.
+    c = classified(plan_rounds(plan_report(a=8.0, c=10.0), plan_report(a=8.9, c=8.5)))
     assert c.route is Route.COMPLEX
-    assert sorted(names(c)) == ["near_threshold", "score_out_of_range"]
+    assert sorted(names(c)) == ["near_threshold", "score_drop"]
     routes = {s.name: s.route for s in c.signals}
-    assert routes == {"near_threshold": Route.BORDERLINE, "score_out_of_range": Route.COMPLEX}
+    assert routes == {"near_threshold": Route.BORDERLINE, "score_drop": Route.COMPLEX}

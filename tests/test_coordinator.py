@@ -195,18 +195,42 @@ async def test_llm_mode_calls_even_on_standard_states() -> None:
 
 
 async def test_human_free_text_goes_to_the_llm() -> None:
-    """Escalation guidance is free text: the LLM maps it to a legal action."""
+    """Escalation guidance is free text: the LLM maps it to one of the legal actions."""
+    d = Driver()
+    d.config = WorkflowConfig(limits=d.config.limits.model_copy(update={"max_step_retries": 0}))
+    d.run_step(PLAN)
+    d.run_step(BAD_PLAN)
+    d.decide()  # revise
+    d.fail("timeout")
+    d.decide()  # retries spent: escalate
+    d.answer(HumanAnswerKind.REQUEST_CHANGES, "split the plan into two modules")
+    model = ScriptedChatModel([answer("invoke_step3")])
+    state, rec = await decide(d, model)
+    assert [s.name for s in rec.signals] == ["human_free_text"]
+    assert set(rec.legal_actions) == {"retry_step", "invoke_step3"}
+    assert rec.source is DecisionSource.LLM and rec.decision.step is not None
+    assert "split the plan" in model.calls[0].messages[-1].content
+
+
+async def test_a_forced_move_is_not_put_to_the_llm() -> None:
+    """A routed state with one legal action: the machine moves, recorded with the reason."""
     d = Driver()
     d.config = WorkflowConfig(limits=d.config.limits.model_copy(update={"max_plan_revisions": 0}))
     d.run_step(PLAN)
     d.run_step(BAD_PLAN)
     d.decide()  # escalate
     d.answer(HumanAnswerKind.REQUEST_CHANGES, "split the plan into two modules")
-    model = ScriptedChatModel([answer("invoke_step3")])
+    model = ScriptedChatModel([])  # any call fails the test
     state, rec = await decide(d, model)
-    assert [s.name for s in rec.signals] == ["human_free_text"]
-    assert rec.source is DecisionSource.LLM and rec.decision.step is not None
-    assert "split the plan" in model.calls[0].messages[-1].content
+    assert rec.route is Route.COMPLEX and rec.legal_actions == ("invoke_step3",)
+    assert rec.source is DecisionSource.HUMAN
+    assert rec.decision.change_requests == ("split the plan into two modules",)
+    assert rec.llm is not None and rec.llm.attempts == 0 and rec.llm.outcome == "not_needed"
+    assert state.counters.llm_calls == 0
+    # llm mode still asks: there the LLM decides every state.
+    model = ScriptedChatModel([answer("invoke_step3")])
+    state, rec = await decide(d, model, coordinator=Coordinator.LLM)
+    assert rec.source is DecisionSource.LLM and len(model.calls) == 1
 
 
 async def test_prompt_injection_in_a_report_is_data() -> None:

@@ -12,7 +12,7 @@ from orchestrator.engine import Analysis
 from orchestrator.graph import to_dot, to_mermaid
 from orchestrator.machine import WorkflowMachine
 from state.config import WorkflowConfig
-from state.decision import Decision, DecisionRecord
+from state.decision import Decision, DecisionRecord, LLMCallInfo
 from state.workflow import WorkflowState
 
 SCHEMAS: dict[str, type[Any]] = {
@@ -36,6 +36,17 @@ def graph(fmt: str) -> None:
     """Print the workflow state machine with its gates and both loops."""
     table = WorkflowMachine().table
     click.echo(to_mermaid(table) if fmt == "mermaid" else to_dot(table), nl=False)
+
+
+def describe_llm(info: LLMCallInfo) -> str:
+    """One line on a decision's LLM consultation (or why none was made)."""
+    if info.attempts == 0:
+        why = "; ".join(info.validation_errors)
+        return f"not asked ({info.outcome})" + (f": {why}" if why else "")
+    return (
+        f"{info.model}, {info.prompt_tokens}+{info.completion_tokens} tokens, "
+        f"{info.latency_ms:.0f} ms, {info.attempts} attempt(s), {info.outcome}"
+    )
 
 
 def describe_decision(decision: Decision) -> str:
@@ -99,13 +110,10 @@ def print_analysis(analysis: Analysis, record: DecisionRecord | None = None) -> 
         if record.conflict_reason:
             click.echo(f"  conflict: {record.conflict_reason}")
         if record.llm is not None:
-            m = record.llm
-            click.echo(
-                f"  llm: {m.model}, {m.prompt_tokens}+{m.completion_tokens} tokens, "
-                f"{m.latency_ms:.0f} ms, {m.attempts} attempt(s), {m.outcome}"
-            )
-            for err in m.validation_errors:
-                click.echo(f"    rejected: {err}")
+            click.echo(f"  llm: {describe_llm(record.llm)}")
+            if record.llm.attempts:
+                for err in record.llm.validation_errors:
+                    click.echo(f"    rejected: {err}")
 
 
 def check(state: WorkflowState, config: WorkflowConfig) -> None:

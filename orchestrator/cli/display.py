@@ -30,7 +30,13 @@ class ProgressDisplay:
         if event.kind == "decision" and event.decision is not None:
             r = event.decision
             signals = ", ".join(sig.name for sig in r.signals)
-            llm = f" {r.llm.model} {r.llm.latency_ms:.0f} ms" if r.llm else ""
+            llm = ""
+            if r.llm is not None:
+                llm = (
+                    f" llm={r.llm.model} {r.llm.latency_ms:.0f} ms"
+                    if r.llm.attempts
+                    else f" llm={r.llm.outcome}"
+                )
             self.console.print(
                 f"{head} decision #{r.seq} [bold]{escape(describe_decision(r.decision))}[/bold] "
                 f"source={r.source.value} route={r.route.value}"

@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli.core import describe_decision
+from orchestrator.cli.core import describe_decision, describe_llm
 from orchestrator.cli.display import ProgressDisplay, TerminalHuman
 from orchestrator.cli.inputs import read_config
 from orchestrator.clock import SystemClock
@@ -424,20 +424,15 @@ def inspect(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
         f"{s['decisions']} decisions, {s['llm_calls']} LLM calls"
     )
     click.echo("\ndecisions:")
-    for e in timeline:
+    for rec, e in zip(state.decisions, timeline, strict=True):
         click.echo(f"  #{e['seq']:<3} {e['from']} -> {e['to']}  [{e['source']}, {e['route']}]")
         click.echo(f"       chose: {e['chosen']}")
         if "alternative" in e:
             click.echo(f"       beat:  {e['alternative']}  ({e.get('conflict_reason', '')})")
         for sig in e["signals"]:
             click.echo(f"       signal {sig}")
-        if "llm" in e:
-            llm = e["llm"]
-            click.echo(
-                f"       llm {llm['model']}: {llm['prompt_tokens']}+"
-                f"{llm['completion_tokens']} tokens, {llm['latency_ms']:.0f} ms, "
-                f"{llm['attempts']} attempt(s), {llm['outcome']}"
-            )
+        if rec.llm is not None:
+            click.echo(f"       llm {describe_llm(rec.llm)}")
         click.echo(f"       why: {e['rationale']}")
     click.echo("\nvalidation rounds:")
     for r in rounds or []:
