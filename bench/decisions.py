@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import gc
 import resource
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 from bench._peers import load_peers
 from orchestrator.clock import FixedClock
@@ -121,21 +124,49 @@ def bench_ours(peers: object, n: int) -> tuple[float, int]:
     return time.perf_counter() - t, per
 
 
+def _rss_mb() -> float:
+    """This process's current resident set size (Linux), in MB."""
+    with open("/proc/self/statm", encoding="ascii") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 1e6
+
+
 def resident_memory(peers: object, n: int) -> tuple[float, float]:
-    """MB added by ``n`` completed workflows held in memory (tracemalloc, and RSS growth)."""
+    """MB added by ``n`` completed workflows held in memory: (tracemalloc, RSS growth).
+
+    Two passes: tracemalloc counts the bytes allocated and kept; a second pass without it
+    (tracemalloc's own bookkeeping would swamp the figure) measures RSS growth. Run this in
+    a fresh process (``--resident-only``) so earlier work does not pad the heap.
+    """
     run, _ = make_runner(peers)
     run(-1)
     gc.collect()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     kept = [run(i) for i in range(n)]
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    del kept
+    gc.collect()
+    rss0 = _rss_mb()
+    kept = [run(i) for i in range(n)]
+    gc.collect()
+    rss = _rss_mb() - rss0
     assert len(kept) == n
-    return traced / 1e6, (rss1 - rss0) / 1e3
+    return traced / 1e6, rss
+
+
+def resident_in_child(n: int) -> tuple[float, float]:
+    """``resident_memory`` measured in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.decisions", "--resident-only", "--resident", str(n)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return float(out[0]), float(out[1])
 
 
 def main() -> None:
@@ -143,8 +174,12 @@ def main() -> None:
     ap.add_argument("--workflows", type=int, default=300)
     ap.add_argument("--resident", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs for each engine")
+    ap.add_argument("--resident-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     peers = load_peers()
+    if args.resident_only:
+        print(*resident_memory(peers, args.resident))
+        return
     n = args.workflows
     per_peer = peers.DECISIONS_PER_WORKFLOW
 
@@ -176,10 +211,10 @@ def main() -> None:
     for name, secs, per in rows:
         us = secs / (n * per) * 1e6
         print(f"{name:48s} {n / secs:12.1f} {us:12.1f} {us / ours_us:8.1f}")
-    traced_mb, rss_mb = resident_memory(peers, args.resident)
+    traced_mb, rss_mb = resident_in_child(args.resident)
     print(
-        f"{args.resident} completed workflows resident: {traced_mb:.1f} MB allocated "
-        f"(tracemalloc), {rss_mb:.1f} MB RSS growth; "
+        f"{args.resident} completed workflows resident (fresh process): {traced_mb:.1f} MB "
+        f"allocated (tracemalloc), {rss_mb:.1f} MB RSS growth; "
         f"{traced_mb * 1e6 / args.resident / 1e3:.1f} KB per workflow"
     )
     print(

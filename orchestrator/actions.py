@@ -25,6 +25,14 @@ STEP_CONTEXT: dict[Step, tuple[str, ...]] = {
 
 _INVOKE_STEP = {trigger: step for step, trigger in m.INVOKE.items()}
 _GATE_OF_TRIGGER = {trigger: GATE_OF_STATE[st] for st, trigger in m.REQUEST_APPROVAL.items()}
+_TRIGGER_OF_ACTION = {
+    ActionKind.TRANSITION_PHASE: m.TRANSITION_PHASE,
+    ActionKind.RETRY_STEP: m.RETRY,
+    ActionKind.ESCALATE: m.ESCALATE,
+    ActionKind.COMPLETE: m.COMPLETE,
+    ActionKind.FAIL: m.FAIL,
+    ActionKind.REJECT: m.REJECT,
+}
 
 
 def trigger_of(decision: Decision) -> str:
@@ -47,14 +55,7 @@ def trigger_of(decision: Decision) -> str:
         raise IllegalTransitionError(
             f"no approval can be requested at gate '{decision.gate}'; escalate instead"
         )
-    return {
-        ActionKind.TRANSITION_PHASE: m.TRANSITION_PHASE,
-        ActionKind.RETRY_STEP: m.RETRY,
-        ActionKind.ESCALATE: m.ESCALATE,
-        ActionKind.COMPLETE: m.COMPLETE,
-        ActionKind.FAIL: m.FAIL,
-        ActionKind.REJECT: m.REJECT,
-    }[action]
+    return _TRIGGER_OF_ACTION[action]
 
 
 def target_step(trigger: str, facts: Facts) -> Step | None:

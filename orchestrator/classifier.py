@@ -28,12 +28,13 @@ Borderline signals
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 from orchestrator.rules import (
     PLAN_SCORE_FIELDS,
+    SCORE_MAX,
+    SCORE_MIN,
     Facts,
     code_issue_counts,
     just_validated,
@@ -63,16 +64,17 @@ class Classification:
 
 STANDARD = Classification(Route.STANDARD, ())
 
-SignalFn = Callable[[Facts], Iterator[Signal]]
-
-
 R = TypeVar("R", PlanValidationReport, CodeValidationReport)
 
 
 def _rounds(f: Facts, kind: type[R], n: int) -> list[R]:
     """The last ``n`` completed reports of ``kind``, oldest first."""
     out: list[R] = []
+    # Code is validated only in phase 2: its scan stops at the first phase-1 step.
+    floor = Step.IMPLEMENTATION if kind is CodeValidationReport else Step.INITIAL_PLANNING
     for rec in reversed(f.state.history):
+        if rec.step < floor:
+            break
         if rec.status is StepStatus.COMPLETED and isinstance(rec.result, kind):
             out.append(rec.result)
             if len(out) == n:
@@ -89,16 +91,17 @@ def _score_vectors(f: Facts, n: int) -> tuple[tuple[str, ...], list[tuple[float 
     return ("overall_score",), [(r.review.overall_score,) for r in codes]
 
 
-def step_errors(f: Facts) -> Iterator[Signal]:
+def step_errors(f: Facts) -> Signal | None:
     """Errors on the current step: 1-2 are borderline, more are complex."""
     if f.step_failed and f.failures > 0:
         high = f.failures > f.config.classifier.complex_error_count
         kind = f.record.error.type if f.record and f.record.error else "interrupted"
-        yield Signal(
+        return Signal(
             name="step_errors_high" if high else "step_errors",
             route=C if high else B,
             detail=f"{f.failures} failed attempt(s) at step {int(f.step or 0)} (last: {kind})",
         )
+    return None
 
 
 def _gauges(f: Facts) -> list[tuple[str, float | None, float, float]]:
@@ -178,8 +181,11 @@ def _pivotal(f: Facts, name: str) -> bool:
     return not short or short == (name,)
 
 
-def report_signals(f: Facts) -> tuple[list[Signal], Signal | None]:
-    """One pass over a fresh report: its anomalies (complex) and near-threshold scores."""
+def report_signals(
+    f: Facts, anomalies: list[Signal] | None = None
+) -> tuple[list[Signal], Signal | None]:
+    """One pass over a fresh report: its anomalies (complex, appended to ``anomalies``) and
+    its near-threshold scores."""
     margin = f.config.classifier.borderline_margin
     missing: list[str] = []
     bad: list[str] = []
@@ -191,7 +197,8 @@ def report_signals(f: Facts) -> tuple[list[Signal], Signal | None]:
             bad.append(f"{name}={value}")
         elif abs(value - limit) <= margin and _pivotal(f, name):
             close.append(f"{name} {value:g} vs {limit:g}")
-    anomalies: list[Signal] = []
+    if anomalies is None:
+        anomalies = []
     missing += _missing_counts(f)
     if missing:
         anomalies.append(
@@ -212,53 +219,64 @@ def report_signals(f: Facts) -> tuple[list[Signal], Signal | None]:
     return anomalies, near
 
 
-def convergence_problems(f: Facts) -> Iterator[Signal]:
-    """No improvement, oscillation or a sharp drop over the last validation rounds."""
-    if not just_validated(f):
-        return
+def convergence_problems(f: Facts) -> list[Signal]:
+    """No improvement, oscillation or a sharp drop over the last validation rounds.
+
+    Called after a validation step (``classify`` checks ``just_validated``).
+    """
     # A phase has at most one validation round more than its revisions or refinements.
     counters = f.state.counters
     done = counters.plan_revisions if f.step is Step.PLAN_VALIDATION else counters.code_refinements
     if done == 0:
-        return
+        return []
     names, rounds = _score_vectors(f, 3)
     if len(rounds) < 2:
-        return
+        return []
+    found: list[Signal] = []
     drop = f.config.classifier.score_drop
+    earlier = rounds[:-1]
     drops = []
-    for i, n in enumerate(names):
-        # Each score against its latest earlier valid value: an invalid round in between
-        # (missing, NaN, out of range) must not hide a drop.
-        q = rounds[-1][i]
-        p = next((r[i] for r in reversed(rounds[:-1]) if valid_score(r[i])), None)
-        if valid_score(q) and p is not None and p - q > drop:  # type: ignore[operator]
-            drops.append(f"{n} {p:g}->{q:g}")
+    for i, q in enumerate(rounds[-1]):
+        if q is None or not SCORE_MIN <= q <= SCORE_MAX:  # valid_score, inlined: hot
+            continue
+        # Against the latest earlier valid value: an invalid round in between (missing,
+        # NaN, out of range) must not hide a drop.
+        for r in reversed(earlier):
+            p = r[i]
+            if p is not None and SCORE_MIN <= p <= SCORE_MAX:
+                if p - q > drop:
+                    drops.append(f"{names[i]} {p:g}->{q:g}")
+                break
     if drops:
-        yield Signal(name="score_drop", route=C, detail=", ".join(drops))
+        found.append(Signal(name="score_drop", route=C, detail=", ".join(drops)))
     if len(rounds) < 3:
-        return
+        return found
     if all(valid_score(v) for r in rounds for v in r):
         sums = [math.fsum(v for v in r if v is not None) for r in rounds]
         if max(sums[1], sums[2]) <= sums[0]:
-            yield Signal(
-                name="no_improvement",
-                route=C,
-                detail="score totals over the last three rounds: "
-                + ", ".join(f"{s:g}" for s in sums),
+            found.append(
+                Signal(
+                    name="no_improvement",
+                    route=C,
+                    detail="score totals over the last three rounds: "
+                    + ", ".join(f"{s:g}" for s in sums),
+                )
             )
     swings = []
+    margin = f.config.classifier.borderline_margin
     for i, n in enumerate(names):
         a, b, c = (r[i] for r in rounds)
         if not (valid_score(a) and valid_score(b) and valid_score(c)):
             continue
         d1, d2 = b - a, c - b  # type: ignore[operator]
-        if d1 * d2 < 0 and min(abs(d1), abs(d2)) >= f.config.classifier.borderline_margin:
+        if d1 * d2 < 0 and min(abs(d1), abs(d2)) >= margin:
             swings.append(f"{n} {a:g}->{b:g}->{c:g}")
     if swings:
-        yield Signal(name="score_oscillation", route=C, detail=", ".join(swings))
+        found.append(Signal(name="score_oscillation", route=C, detail=", ".join(swings)))
+    return found
 
 
-def human_free_text(f: Facts) -> Iterator[Signal]:
+def human_free_text(f: Facts) -> Signal | None:
     """An escalation answered with guidance: free text to be mapped to an action."""
     a = f.answer
     if (
@@ -267,47 +285,53 @@ def human_free_text(f: Facts) -> Iterator[Signal]:
         and a.answer is HumanAnswerKind.REQUEST_CHANGES
         and a.changes
     ):
-        yield Signal(name="human_free_text", route=C, detail=" | ".join(a.changes)[:200])
+        return Signal(name="human_free_text", route=C, detail=" | ".join(a.changes)[:200])
+    return None
 
 
-def last_round(f: Facts) -> Iterator[Signal]:
+def last_round(f: Facts, validated: bool) -> Signal | None:
     """One round left before a limit, at the decision that would spend it."""
     if f.decisions_left == 1:
-        yield Signal(name="last_round", route=B, detail="one decision left before max_decisions")
-        return
-    if not just_validated(f):
-        return
-    if f.step is Step.PLAN_VALIDATION and not f.plan_converged and f.plan_revisions_left == 1:
-        yield Signal(name="last_round", route=B, detail="one plan revision left")
-    elif (
-        f.step in (Step.CODE_VALIDATION, Step.CONVERGENCE_VALIDATION)
-        and not f.code_converged
-        and f.code_refinements_left == 1
-    ):
-        yield Signal(name="last_round", route=B, detail="one code refinement left")
+        return Signal(name="last_round", route=B, detail="one decision left before max_decisions")
+    if not validated:
+        return None
+    if f.step is Step.PLAN_VALIDATION:
+        if not f.plan_converged and f.plan_revisions_left == 1:
+            return Signal(name="last_round", route=B, detail="one plan revision left")
+    elif not f.code_converged and f.code_refinements_left == 1:
+        return Signal(name="last_round", route=B, detail="one code refinement left")
+    return None
 
 
 def classify(f: Facts) -> Classification:
     """Route the state in ``f``: standard, complex or borderline, with the signals seen."""
-    if not f.step_failed and f.answer is None and f.decisions_left > 1 and not just_validated(f):
+    validated = just_validated(f)
+    if not f.step_failed and f.answer is None and f.decisions_left > 1 and not validated:
         return STANDARD  # no signal can fire: no error, no fresh report, no human text
     if f.machine_state in GATE_OF_STATE:
         # A human answered: the reports were judged before the gate, and the answer decides.
         # Only free text to interpret needs judgement here.
-        text = list(human_free_text(f))
-        return Classification(Route.COMPLEX, tuple(text)) if text else STANDARD
-    signals = list(step_errors(f))
+        text = human_free_text(f)
+        return Classification(Route.COMPLEX, (text,)) if text is not None else STANDARD
+    signals: list[Signal] = []
+    errors = step_errors(f)
+    if errors is not None:
+        signals.append(errors)
     near: Signal | None = None
-    if just_validated(f):
-        anomalies, near = report_signals(f)
-        signals += anomalies
+    if validated:
+        signals, near = report_signals(f, signals)
         signals += convergence_problems(f)
-    signals += human_free_text(f)
+    text = human_free_text(f)
+    if text is not None:
+        signals.append(text)
     if near is not None:
         signals.append(near)
-    signals += last_round(f)
+    last = last_round(f, validated)
+    if last is not None:
+        signals.append(last)
     if not signals:
         return STANDARD
-    if any(s.route is C for s in signals):
-        return Classification(Route.COMPLEX, tuple(signals))
+    for sig in signals:
+        if sig.route is C:
+            return Classification(Route.COMPLEX, tuple(signals))
     return Classification(Route.BORDERLINE, tuple(signals))

@@ -18,7 +18,7 @@ from orchestrator.clock import Clock
 from orchestrator.machine import WorkflowMachine
 from orchestrator.programmatic import ProgrammaticOrchestrator
 from orchestrator.rules import Facts, compute_facts
-from state.build import build, replace
+from state.build import build, builder, replace
 from state.config import WorkflowConfig
 from state.decision import (
     ActionKind,
@@ -31,6 +31,7 @@ from state.decision import (
 from state.steps import GATE_OF_STATE
 from state.workflow import StepRecord, StepStatus, WorkflowState
 
+_new_record = builder(DecisionRecord)
 _STARTS_STEP = frozenset(
     {ActionKind.INVOKE_AGENT, ActionKind.RETRY_STEP, ActionKind.TRANSITION_PHASE}
 )
@@ -102,8 +103,7 @@ class DecisionEngine:
         dest = self.machine.fire(facts, trigger_of(decision))
         now = self.clock.now()
         seq = len(state.decisions) + 1
-        record = build(
-            DecisionRecord,
+        record = _new_record(
             seq=seq,
             decided_at=now,
             decision=decision,
@@ -132,7 +132,7 @@ class DecisionEngine:
             update["history"] = (
                 *state.history,
                 build(
-                    StepRecord,
+                    StepRecord,  # replaced when the step ends: built for speed
                     step=step,
                     attempt=attempt,
                     status=StepStatus.RUNNING,

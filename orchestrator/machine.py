@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from transitions import Event, EventData, Machine, MachineError, Transition
+from transitions import Event, Machine, MachineError, Transition
 
 from orchestrator import guards as g
 from orchestrator.guards import Guard
@@ -164,28 +164,38 @@ class _GuardedTransition(Transition):
         return True
 
 
+class _Firing:
+    """What a transition's ``execute`` reads while an event fires: the carrier and Facts.
+
+    The library's ``EventData`` also carries the event, the machine, the state object,
+    kwargs, result and error for callbacks; with none registered they are only set up and
+    dropped on every decision.
+    """
+
+    __slots__ = ("args", "model")
+
+    def __init__(self, model: _Carrier, args: tuple[Any, ...]) -> None:
+        self.model = model
+        self.args = args
+
+
 class _LeanEvent(Event):
     """An event that tries its transitions in order, without the empty callback plumbing.
 
     The machine has no prepare, finalize or exception callbacks (``WorkflowMachine`` builds
-    it with none), so the event skips them and their debug logging.
+    it with none), so the event skips them and their debug logging. As the library does
+    with ``ignore_invalid_triggers=False``, an event with no edge from the model's state
+    raises ``MachineError``.
     """
 
     def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
         # The machine is never queued, so Machine._process would call _trigger at once.
-        return self._trigger(EventData(None, self, self.machine, model, args, kwargs))
-
-    def _trigger(self, event_data: Any) -> bool:
-        event_data.state = self.machine.get_model_state(event_data.model)
-        if self._is_valid_source(event_data.state):
-            self._process(event_data)
-        return bool(event_data.result)
-
-    def _process(self, event_data: Any) -> bool:
-        for transition in self.transitions[event_data.state.name]:
-            event_data.transition = transition
-            if transition.execute(event_data):
-                event_data.result = True
+        transitions = self.transitions.get(model.state)
+        if transitions is None:
+            raise MachineError(f"{self.name} has no edge from state {model.state}")
+        firing: Any = _Firing(model, args)  # all that _GuardedTransition.execute reads
+        for transition in transitions:  # noqa: SIM110 -- faster than any(generator)
+            if transition.execute(firing):
                 return True
         return False
 
@@ -204,11 +214,18 @@ class _AllOf:
         self.guards = guards
         self.__name__ = " and ".join(g.__name__ for g in guards) or "always"
 
-    def __call__(self, facts: Facts) -> bool:
+    def check(self, facts: Facts) -> bool:
+        """Whether every guard passes in ``facts``."""
         for guard in self.guards:  # noqa: SIM110 -- a loop is faster than all(generator)
             if not guard(facts):
                 return False
         return True
+
+    def __call__(self, facts: Facts) -> bool:
+        passed = facts.passed
+        if passed is not None:  # legal_actions already judged this state's edges
+            return self in passed
+        return self.check(facts)
 
 
 _STATE_OF_VALUE = {st.value: st for st in MachineState}
@@ -258,14 +275,27 @@ class WorkflowMachine:
         return frozenset(self._events)
 
     def legal_actions(self, facts: Facts) -> tuple[str, ...]:
-        """The triggers whose guards pass in ``facts``' state, in table order, no repeats."""
+        """The triggers whose guards pass in ``facts``' state, in table order, no repeats.
+
+        The first passing edge of each trigger is remembered in ``facts.passed``: firing
+        one of them then checks that memo instead of the guards again. The edges of a
+        trigger are tried in table order by both, so the memo holds every edge ``fire`` can
+        reach, and ``Facts`` never change after they are built.
+        """
+        known = facts.legal
+        if known is not None:
+            return known
         found: list[str] = []
+        passed: set[object] = set()
         for trigger, condition in self._candidates[facts.machine_state]:
-            if trigger not in found and condition(facts):
+            if trigger not in found and condition.check(facts):
                 found.append(trigger)
+                passed.add(condition)
         key = tuple(found)
         # Interned: thousands of resident workflows share a handful of distinct tuples.
-        return self._interned.setdefault(key, key)
+        legal = facts.legal = self._interned.setdefault(key, key)
+        facts.passed = passed
+        return legal
 
     def is_legal(self, facts: Facts, trigger: str) -> bool:
         """Whether ``trigger`` is legal in ``facts``' state."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from state.build import build, replace
+from state.build import builder, replace
 from state.errors import DecisionError, HumanAnswerError
 from state.reports import (
     CodeChange,
@@ -40,6 +40,8 @@ _EXPECTED_RESULT: dict[Step, type[StepResultT]] = {
     Step.CONVERGENCE_VALIDATION: CodeValidationReport,
 }
 
+
+_new_answer = builder(HumanAnswer)
 
 def new_workflow(
     workflow_id: str, requirements: str, workspace: str, now: datetime
@@ -76,25 +78,26 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
         DecisionError: no step is running, or the result is not what the step produces.
     """
     rec = running_record(state)
-    expected = _EXPECTED_RESULT[rec.step]
+    step = rec.step
+    expected = _EXPECTED_RESULT[step]
     if not isinstance(result, expected):
         raise DecisionError(
-            f"workflow {state.workflow_id}: step {int(rec.step)} produces a "
+            f"workflow {state.workflow_id}: step {int(step)} produces a "
             f"{expected.__name__}, not a {type(result).__name__}"
         )
     done = replace(rec, status=StepStatus.COMPLETED, finished_at=now, result=result)
-    counters = state.counters
-    if rec.step is Step.PLAN_REVISION:
-        counters = replace(counters, plan_revisions=counters.plan_revisions + 1)
-    elif rec.step is Step.CODE_REFINEMENT:
-        counters = replace(counters, code_refinements=counters.code_refinements + 1)
-    return replace(
-        state,
-        history=(*state.history[:-1], done),
-        last_completed_step=rec.step,
-        counters=counters,
-        updated_at=now,
-    )
+    history = (*state.history[:-1], done)
+    if step is Step.PLAN_REVISION or step is Step.CODE_REFINEMENT:
+        c = state.counters
+        counters = (
+            replace(c, plan_revisions=c.plan_revisions + 1)
+            if step is Step.PLAN_REVISION
+            else replace(c, code_refinements=c.code_refinements + 1)
+        )
+        return replace(
+            state, history=history, last_completed_step=step, counters=counters, updated_at=now
+        )
+    return replace(state, history=history, last_completed_step=step, updated_at=now)
 
 
 def fail_step(
@@ -166,10 +169,9 @@ def record_answer(
         )
     if not by.strip():
         raise HumanAnswerError(f"workflow {wid}: say who answers (--as NAME)")
-    # Every value is checked above or typed by the caller; build() shares the fields-set
+    # Every value is checked above or typed by the caller; the builder shares the fields-set
     # across answers (memory of thousands of resident workflows).
-    record = build(
-        HumanAnswer,
+    record = _new_answer(
         gate=waiting,
         answer=answer,
         changes=changes,

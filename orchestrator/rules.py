@@ -7,8 +7,6 @@ step failures mean the same thing wherever they are checked.
 
 from __future__ import annotations
 
-import math
-
 from state.config import CodeThresholds, PlanThresholds, WorkflowConfig
 from state.reports import CodeValidationReport, PlanValidationReport, ToolStatus
 from state.steps import STEP_OF_STATE, MachineState, Step
@@ -25,8 +23,8 @@ _VALIDATION_STEPS = (Step.PLAN_VALIDATION, Step.CODE_VALIDATION, Step.CONVERGENC
 
 
 def valid_score(value: float | None, top: float = SCORE_MAX) -> bool:
-    """A score is usable when present, a number, and on its scale."""
-    return value is not None and not math.isnan(value) and SCORE_MIN <= value <= top
+    """A score is usable when present, a number, and on its scale (NaN fails both bounds)."""
+    return value is not None and SCORE_MIN <= value <= top
 
 
 def plan_scores(report: PlanValidationReport) -> tuple[float | None, float | None, float | None]:
@@ -129,19 +127,24 @@ class Facts:
 
     The cheap facts are computed up front; the latest reports and their convergence verdicts
     are looked up on first use, since most states (a plan was written, code was refined)
-    never ask for them. Read-only: nothing changes a ``Facts`` after it is built.
+    never ask for them. Read-only: nothing changes a ``Facts`` after it is built, except the
+    machine's memo of its verdict (``legal`` and the edges that ``passed``), which the same
+    facts always reproduce.
     """
 
     __slots__ = (
+        "_code_report",
         "_code_shortfalls",
+        "_plan_report",
         "_plan_shortfalls",
-        "_reports",
         "answer",
         "config",
         "decisions_left",
         "failures",
+        "legal",
         "machine_state",
         "origin",
+        "passed",
         "record",
         "retryable",
         "state",
@@ -177,35 +180,38 @@ class Facts:
         self.retryable = error is None or error.retryable
         self.answer = state.pending_answer
         self.decisions_left = config.limits.max_decisions - (len(state.decisions) - base.decisions)
-        self._reports: _Reports | None = None
+        self._plan_report: PlanValidationReport | _Unset | None = _UNSET
+        self._code_report: CodeValidationReport | _Unset | None = _UNSET
+        self.legal: tuple[str, ...] | None = None
+        self.passed: set[object] | None = None
         self._plan_shortfalls: tuple[str, ...] | None = None
         self._code_shortfalls: tuple[str, ...] | None = None
-
-    def _lookup(self) -> _Reports:
-        found = self._reports
-        if found is None:
-            found = self._reports = _latest_reports(self.state.history)
-        return found
 
     @property
     def plan_report(self) -> PlanValidationReport | None:
         """The latest completed plan validation report."""
-        return self._lookup()[0]
+        found = self._plan_report
+        if found is _UNSET:
+            found = self._plan_report = latest_plan_report(self.state.history)
+        return found  # type: ignore[return-value]
 
     @property
     def code_report(self) -> CodeValidationReport | None:
         """The latest completed code validation report."""
-        return self._lookup()[1]
+        found = self._code_report
+        if found is _UNSET:
+            found = self._code_report = latest_code_report(self.state.history)
+        return found  # type: ignore[return-value]
 
     @property
     def has_plan(self) -> bool:
         """A plan has been written."""
-        return self._lookup()[2]
+        return _wrote(self.state.history, _PLAN_WRITING)
 
     @property
     def has_code(self) -> bool:
         """Code has been written."""
-        return self._lookup()[3]
+        return _wrote(self.state.history, _CODE_WRITING)
 
     @property
     def plan_shortfalls(self) -> tuple[str, ...]:
@@ -230,12 +236,14 @@ class Facts:
     @property
     def plan_converged(self) -> bool:
         """The latest plan report meets every phase-1 criterion."""
-        return not self.plan_shortfalls
+        short = self._plan_shortfalls  # read directly: guards ask this on every edge
+        return not (self.plan_shortfalls if short is None else short)
 
     @property
     def code_converged(self) -> bool:
         """The latest code reports meet every phase-2 criterion."""
-        return not self.code_shortfalls
+        short = self._code_shortfalls
+        return not (self.code_shortfalls if short is None else short)
 
     @property
     def plan_revisions_left(self) -> int:
@@ -257,29 +265,42 @@ def _granted(limit: int, granted_at: int) -> int:
     return max(limit, 1) if granted_at else limit
 
 
-_Reports = tuple[PlanValidationReport | None, CodeValidationReport | None, bool, bool]
+class _Unset:
+    """The type of ``_UNSET``: a lazily computed fact not computed yet (None is a value)."""
 
 
-def _latest_reports(history: tuple[StepRecord, ...]) -> _Reports:
-    plan: PlanValidationReport | None = None
-    code: CodeValidationReport | None = None
-    has_plan = has_code = False
+_UNSET = _Unset()
+_PLAN_WRITING = (Step.INITIAL_PLANNING, Step.PLAN_REVISION)
+_CODE_WRITING = (Step.IMPLEMENTATION, Step.CODE_REFINEMENT)
+
+
+def latest_plan_report(history: tuple[StepRecord, ...]) -> PlanValidationReport | None:
+    """The latest completed plan validation report in ``history``."""
     for rec in reversed(history):
-        if rec.status is not StepStatus.COMPLETED:
-            continue
-        res = rec.result
-        if plan is None and isinstance(res, PlanValidationReport):
-            plan = res
-        elif code is None and isinstance(res, CodeValidationReport):
-            code = res
-        step = rec.step
-        if step is Step.INITIAL_PLANNING or step is Step.PLAN_REVISION:
-            has_plan = True
-        elif step is Step.IMPLEMENTATION or step is Step.CODE_REFINEMENT:
-            has_code = True
-        if plan is not None and code is not None and has_plan and has_code:
-            break
-    return plan, code, has_plan, has_code
+        if rec.status is StepStatus.COMPLETED:
+            result = rec.result
+            if isinstance(result, PlanValidationReport):
+                return result
+    return None
+
+
+def latest_code_report(history: tuple[StepRecord, ...]) -> CodeValidationReport | None:
+    """The latest completed code validation report in ``history``.
+
+    Code is validated only in phase 2, so the scan stops at the first phase-1 step.
+    """
+    for rec in reversed(history):
+        if rec.step < Step.IMPLEMENTATION:
+            return None
+        if rec.status is StepStatus.COMPLETED:
+            result = rec.result
+            if isinstance(result, CodeValidationReport):
+                return result
+    return None
+
+
+def _wrote(history: tuple[StepRecord, ...], steps: tuple[Step, Step]) -> bool:
+    return any(rec.status is StepStatus.COMPLETED and rec.step in steps for rec in history)
 
 
 def escalation_origin(state: WorkflowState) -> MachineState:

@@ -5,10 +5,18 @@ copy of the fields-set per instance); on the hot path we build records whose eve
 supply and copy frozen models with a few fields replaced. Both helpers produce objects equal
 to what ``model_validate`` would build from the same values (a test pins this), and share the
 fields-set between instances: frozen models never mutate it.
+
+``builder(cls)`` makes records kept for a workflow's life (decisions, human answers): it
+stores the fields as attributes, one by one in declaration order, through a function
+generated once per class, and CPython then keeps them as the class's shared-key inline
+values: a decision record takes about 210 bytes instead of about 550 with a dict of its own,
+and thousands of resident workflows are mostly their decision histories.
 """
 
 from __future__ import annotations
 
+import keyword
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -16,7 +24,9 @@ from pydantic import BaseModel
 M = TypeVar("M", bound=BaseModel)
 
 _set = object.__setattr__
+_new = object.__new__  # what a pydantic model's __new__ is (BaseModel defines none)
 _FIELD_SETS: dict[type[BaseModel], set[str]] = {}
+_BUILDERS: dict[type[BaseModel], Callable[..., Any]] = {}
 _FIELD_ORDER: dict[type[BaseModel], tuple[str, ...]] = {}
 
 
@@ -34,8 +44,42 @@ def _field_order(cls: type[BaseModel]) -> tuple[str, ...]:
     return order
 
 
+def builder(cls: type[M]) -> Callable[..., M]:
+    """A function taking every field of ``cls`` by keyword and returning an instance.
+
+    No validation: the values must be what the fields declare (callers on the hot path
+    pass values they built or checked). A missing or unknown field raises ``TypeError``.
+    """
+    made = _BUILDERS.get(cls)
+    if made is None:
+        names = tuple(cls.model_fields)
+        bad = [n for n in names if not n.isidentifier() or keyword.iskeyword(n)]
+        if bad:
+            raise TypeError(f"builder({cls.__name__}): fields {bad} are not identifiers")
+        stores = "".join(f"    _set(_o, {n!r}, {n})\n" for n in names)
+        source = (
+            f"def build_{cls.__name__}(*, {', '.join(names)}):\n"
+            "    _o = _new(_cls)\n"
+            f"{stores}"
+            "    _set(_o, '__pydantic_fields_set__', _fields)\n"
+            "    _set(_o, '__pydantic_extra__', None)\n"
+            "    _set(_o, '__pydantic_private__', None)\n"
+            "    return _o\n"
+        )
+        namespace: dict[str, Any] = {
+            "_new": object.__new__, "_cls": cls, "_set": _set, "_fields": _all_fields(cls)
+        }
+        exec(source, namespace)  # noqa: S102 -- generated from the model's own field names
+        made = _BUILDERS[cls] = namespace[f"build_{cls.__name__}"]
+    return made
+
+
 def build(cls: type[M], **values: Any) -> M:
     """An instance of ``cls`` from trusted values for every one of its fields (no validation).
+
+    The values become the instance's own dict: the fastest way to make an object that is
+    soon replaced (a running step's record). Records kept for the workflow's life are made
+    by ``builder(cls)``, which is slower to call but half the size.
 
     Raises:
         TypeError: a field is missing, unknown or out of order (a programming error).
@@ -50,10 +94,9 @@ def build(cls: type[M], **values: Any) -> M:
             f"build({cls.__name__}): pass every field in declaration order "
             f"{_field_order(cls)}; missing {missing}, unknown {extra}"
         )
-    fields = _all_fields(cls)
-    obj = cls.__new__(cls)
+    obj = _new(cls)
     _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", fields)
+    _set(obj, "__pydantic_fields_set__", _FIELD_SETS.get(cls) or _all_fields(cls))
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
@@ -62,17 +105,16 @@ def build(cls: type[M], **values: Any) -> M:
 def replace(obj: M, **update: Any) -> M:
     """A copy of the frozen model ``obj`` with ``update`` applied (no validation)."""
     cls = type(obj)
-    if not update.keys() <= _all_fields(cls):
-        unknown = sorted(update.keys() - _all_fields(cls))
+    fields = _FIELD_SETS.get(cls) or _all_fields(cls)
+    if not update.keys() <= fields:
+        unknown = sorted(update.keys() - fields)
         raise TypeError(f"replace({cls.__name__}): unknown field(s) {unknown}")
-    values = obj.__dict__.copy()
-    values.update(update)
-    new = cls.__new__(cls)
-    _set(new, "__dict__", values)
+    new = _new(cls)
+    _set(new, "__dict__", {**obj.__dict__, **update})
     # Every field of a state model has a value; "which were set explicitly" only matters to
     # exclude_unset dumps, which this project never makes. Sharing one set saves ~0.7 KB per
     # object across thousands of resident workflows.
-    _set(new, "__pydantic_fields_set__", _all_fields(cls))
+    _set(new, "__pydantic_fields_set__", fields)
     _set(new, "__pydantic_extra__", None)
     _set(new, "__pydantic_private__", None)
     return new

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from state.build import build, replace
+from state.build import build, builder, replace
 from state.decision import (
     ActionKind,
     Decision,
@@ -117,6 +119,48 @@ def test_build_refuses_fields_out_of_declaration_order() -> None:
         build(StepError, **shuffled)
 
 
+@pytest.mark.parametrize(("cls", "values"), BUILD_CASES, ids=BUILD_IDS)
+def test_builder_equals_model_validate(cls: type[BaseModel], values: dict[str, Any]) -> None:
+    """A generated builder, called with keywords in any order, gives what validation gives."""
+    built = builder(cls)(**dict(reversed(values.items())))
+    validated = cls.model_validate(values)
+    assert type(built) is cls and built == validated
+    assert built.model_dump_json() == validated.model_dump_json()
+    assert built.model_fields_set == validated.model_fields_set
+    assert hash(built) == hash(validated)
+    assert cls.model_validate_json(built.model_dump_json()) == built
+
+
+def test_builder_refuses_a_missing_or_unknown_field() -> None:
+    """Calling a builder without a field, or with one the model lacks, is a TypeError."""
+    values = dict(LLM_RECORD_VALUES)
+    del values["conflict_reason"]
+    with pytest.raises(TypeError, match="conflict_reason"):
+        builder(DecisionRecord)(**values)
+    with pytest.raises(TypeError, match="sequence"):
+        builder(DecisionRecord)(**LLM_RECORD_VALUES, sequence=3)
+
+
+def test_builder_records_are_compact() -> None:
+    """A builder's record keeps its fields as shared-key attributes, not a dict of its own."""
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    make = builder(DecisionRecord)
+    built = [make(**LLM_RECORD_VALUES) for _ in range(1000)]
+    compact = (tracemalloc.get_traced_memory()[0] - base) / len(built)
+    tracemalloc.stop()
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    dicts = [DecisionRecord.model_validate(LLM_RECORD_VALUES) for _ in range(1000)]
+    validated = (tracemalloc.get_traced_memory()[0] - base) / len(dicts)
+    tracemalloc.stop()
+    assert compact < 0.6 * validated, (compact, validated)
+    # Reading the whole record (equality, JSON) still works on the compact form.
+    assert built[0] == dicts[0] and built[0].model_dump_json() == dicts[0].model_dump_json()
+
+
 def test_replace_refuses_an_unknown_field() -> None:
     """A misspelt field in an update is an error, not silently dropped."""
     err = StepError(type="timeout", message="slow")
@@ -175,6 +219,7 @@ def test_replace_of_a_report_inside_a_state_round_trips() -> None:
     "make",
     [
         pytest.param(lambda: build(DecisionRecord, **LLM_RECORD_VALUES), id="built"),
+        pytest.param(lambda: builder(DecisionRecord)(**LLM_RECORD_VALUES), id="builder"),
         pytest.param(lambda: replace(driven_state().decisions[0], seq=1), id="replaced"),
     ],
 )

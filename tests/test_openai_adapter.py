@@ -223,14 +223,15 @@ async def test_slow_replies_time_out_until_the_deadline(
     """Replies slower than the per-call timeout are retried, then the deadline ends the call."""
     server.responder = lambda body: Delay(5.0)
     started = time.monotonic()
-    async with make_model(server, sleeps, timeout_s=0.2, deadline_s=0.7, max_attempts=10) as model:
+    async with make_model(server, sleeps, timeout_s=0.2, deadline_s=1.0, max_attempts=10) as model:
         with pytest.raises(LLMUnavailableError, match=r"timeout after 0\.2 s") as caught:
             await model.complete(ask())
 
-    assert time.monotonic() - started < 1.5
+    # Well before the 5 s reply: the deadline ended the call (a loaded machine adds slack).
+    assert time.monotonic() - started < 4.0
     assert len(server.chat_requests) >= 2
     assert f"{len(server.chat_requests)} attempts" in str(caught.value)
-    assert "0.7 s deadline" in str(caught.value)
+    assert "1.0 s deadline" in str(caught.value)
 
 
 async def test_one_slow_reply_is_retried(server: FakeOpenAIServer, sleeps: SleepRecorder) -> None:
