@@ -6,7 +6,7 @@ the transition through the shared ``transitions`` machine, record the decision i
 record the instant stub agent's result. The peers run the same trace in the same process, so
 the ratios compare like with like on this (shared, noisy) machine.
 
-    python bench/decisions.py [--workflows 300] [--resident 10000] [--repeat 3]
+    python bench/decisions.py [--workflows 300] [--resident 10000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -83,6 +83,12 @@ def make_runner(peers: object) -> tuple[Callable[[int], WorkflowState], Decision
     engine = DecisionEngine(WorkflowMachine(), clock)
     config = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
     now = clock.now
+    # Enum members as locals: the harness's own lookups should not count as ours.
+    running, plan_validation = StepStatus.RUNNING, Step.PLAN_VALIDATION
+    code_validations = (Step.CODE_VALIDATION, Step.CONVERGENCE_VALIDATION)
+    plan_writing = (Step.INITIAL_PLANNING, Step.PLAN_REVISION)
+    waiting, going = WorkflowStatus.AWAITING_HUMAN, WorkflowStatus.RUNNING
+    approve = HumanAnswerKind.APPROVE
 
     def run(i: int) -> WorkflowState:
         state = new_workflow(f"wf-{i}", "create a data preprocessing step", "/tmp/ws", now())
@@ -90,23 +96,23 @@ def make_runner(peers: object) -> tuple[Callable[[int], WorkflowState], Decision
         while True:
             state, _ = engine.decide(state, config)
             rec = state.history[-1] if state.history else None
-            if rec is not None and rec.status is StepStatus.RUNNING:
+            if rec is not None and rec.status is running:
                 step = rec.step
-                if step is Step.PLAN_VALIDATION:
+                if step is plan_validation:
                     result: object = plans[plan_i]
                     plan_i += 1
-                elif step in (Step.CODE_VALIDATION, Step.CONVERGENCE_VALIDATION):
+                elif step in code_validations:
                     result = codes[code_i]
                     code_i += 1
-                elif step in (Step.INITIAL_PLANNING, Step.PLAN_REVISION):
+                elif step in plan_writing:
                     result = plan_draft
                 else:
                     result = code
                 state = complete_step(state, result, now())  # type: ignore[arg-type]
             status = state.status
-            if status is WorkflowStatus.AWAITING_HUMAN:
-                state = record_answer(state, None, HumanAnswerKind.APPROVE, by="bench", now=now())
-            elif status is not WorkflowStatus.RUNNING:
+            if status is waiting:
+                state = record_answer(state, None, approve, by="bench", now=now())
+            elif status is not going:
                 return state
 
     return run, engine
@@ -173,7 +179,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workflows", type=int, default=300)
     ap.add_argument("--resident", type=int, default=10_000)
-    ap.add_argument("--repeat", type=int, default=3, help="best of N runs for each engine")
+    ap.add_argument("--repeat", type=int, default=5, help="best of N runs for each engine")
     ap.add_argument("--resident-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     peers = load_peers()

@@ -13,6 +13,11 @@ from state.decision import ActionKind, Decision, EscalationReason, RecoveryStrat
 from state.errors import IllegalTransitionError
 from state.steps import GATE_OF_STATE, STEP_OF_STATE, STEP_SPECS, MachineState, Step
 
+# Enum members bound once for the hot path (see orchestrator/rules.py).
+_INVOKE_AGENT = ActionKind.INVOKE_AGENT
+_REQUEST_APPROVAL = ActionKind.REQUEST_APPROVAL
+_IMPLEMENTATION = Step.IMPLEMENTATION
+
 STEP_CONTEXT: dict[Step, tuple[str, ...]] = {
     Step.INITIAL_PLANNING: ("requirements", "workspace_context"),
     Step.PLAN_VALIDATION: ("requirements", "plan"),
@@ -42,13 +47,13 @@ def trigger_of(decision: Decision) -> str:
         IllegalTransitionError: the decision names no action the machine has.
     """
     action = decision.action
-    if action is ActionKind.INVOKE_AGENT:
+    if action is _INVOKE_AGENT:
         if decision.step is None or decision.step not in m.INVOKE:
             raise IllegalTransitionError("an invoke_agent decision must name a step 1-7")
-        if decision.step is Step.IMPLEMENTATION:
+        if decision.step is _IMPLEMENTATION:
             return m.TRANSITION_PHASE
         return m.INVOKE[decision.step]
-    if action is ActionKind.REQUEST_APPROVAL:
+    if action is _REQUEST_APPROVAL:
         for trig, gate in _GATE_OF_TRIGGER.items():
             if gate is decision.gate:
                 return trig
@@ -63,7 +68,7 @@ def target_step(trigger: str, facts: Facts) -> Step | None:
     if trigger in _INVOKE_STEP:
         return _INVOKE_STEP[trigger]
     if trigger == m.TRANSITION_PHASE:
-        return Step.IMPLEMENTATION
+        return _IMPLEMENTATION
     if trigger == m.RETRY:
         return facts.step
     return None

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TypeVar
 
 from orchestrator.rules import (
     PLAN_SCORE_FIELDS,
@@ -51,6 +50,16 @@ from state.reports import (
 from state.steps import GATE_OF_STATE, MachineState, Step
 from state.workflow import HumanAnswerKind, StepStatus
 
+# Enum members bound once for the hot path (see orchestrator/rules.py).
+_PLAN_VALIDATION = Step.PLAN_VALIDATION
+_PASS = Verdict.PASS
+_FAIL = Verdict.FAIL
+_CRASHED = ToolStatus.CRASHED
+_COMPLETED = StepStatus.COMPLETED
+_IMPLEMENTATION = Step.IMPLEMENTATION
+_ESCALATED = MachineState.ESCALATED
+_REQUEST_CHANGES = HumanAnswerKind.REQUEST_CHANGES
+
 C, B = Route.COMPLEX, Route.BORDERLINE
 
 
@@ -64,31 +73,33 @@ class Classification:
 
 STANDARD = Classification(Route.STANDARD, ())
 
-R = TypeVar("R", PlanValidationReport, CodeValidationReport)
-
-
-def _rounds(f: Facts, kind: type[R], n: int) -> list[R]:
-    """The last ``n`` completed reports of ``kind``, oldest first."""
-    out: list[R] = []
-    # Code is validated only in phase 2: its scan stops at the first phase-1 step.
-    floor = Step.IMPLEMENTATION if kind is CodeValidationReport else Step.INITIAL_PLANNING
-    for rec in reversed(f.state.history):
-        if rec.step < floor:
-            break
-        if rec.status is StepStatus.COMPLETED and isinstance(rec.result, kind):
-            out.append(rec.result)
-            if len(out) == n:
-                break
-    out.reverse()
-    return out
+_CODE_NAMES = ("overall_score",)
 
 
 def _score_vectors(f: Facts, n: int) -> tuple[tuple[str, ...], list[tuple[float | None, ...]]]:
-    """The gating scores of the last ``n`` validation rounds of the current phase."""
-    if f.step is Step.PLAN_VALIDATION:
-        return PLAN_SCORE_FIELDS, [plan_scores(r) for r in _rounds(f, PlanValidationReport, n)]
-    codes = _rounds(f, CodeValidationReport, n)
-    return ("overall_score",), [(r.review.overall_score,) for r in codes]
+    """The gating scores of the last ``n`` validation rounds of the current phase, oldest
+    first (one pass over the history, newest first: this runs after every validation)."""
+    out: list[tuple[float | None, ...]] = []
+    if f.step is _PLAN_VALIDATION:
+        for rec in reversed(f.state.history):
+            result = rec.result
+            if rec.status is _COMPLETED and isinstance(result, PlanValidationReport):
+                out.append(plan_scores(result))
+                if len(out) == n:
+                    break
+        out.reverse()
+        return PLAN_SCORE_FIELDS, out
+    floor = _IMPLEMENTATION  # code is validated only in phase 2
+    for rec in reversed(f.state.history):
+        if rec.step < floor:
+            break
+        result = rec.result
+        if rec.status is _COMPLETED and isinstance(result, CodeValidationReport):
+            out.append((result.review.overall_score,))
+            if len(out) == n:
+                break
+    out.reverse()
+    return _CODE_NAMES, out
 
 
 def step_errors(f: Facts) -> Signal | None:
@@ -104,56 +115,58 @@ def step_errors(f: Facts) -> Signal | None:
     return None
 
 
-def _gauges(f: Facts) -> list[tuple[str, float | None, float, float]]:
+_Gauge = tuple[str, float | None, float, float]
+
+
+def _gauges(f: Facts) -> tuple[_Gauge, ...]:
     """(name, value, top of scale, threshold) of each gating score in the fresh report."""
-    if f.step is Step.PLAN_VALIDATION:
+    if f.step is _PLAN_VALIDATION:
         r = f.plan_report
         if r is None:
-            return []
+            return ()
         t = f.config.plan_thresholds
-        return [
-            ("alignment_score", r.alignment_score, 10.0, t.alignment),
-            ("standardization_score", r.standardization_score, 10.0, t.standardization),
-            ("compatibility_score", r.compatibility_score, 10.0, t.compatibility),
-        ]
+        return (
+            ("alignment_score", r.alignment_score, SCORE_MAX, t.alignment),
+            ("standardization_score", r.standardization_score, SCORE_MAX, t.standardization),
+            ("compatibility_score", r.compatibility_score, SCORE_MAX, t.compatibility),
+        )
     c = f.code_report
     if c is None:
-        return []
+        return ()
     ct = f.config.code_thresholds
-    gauges: list[tuple[str, float | None, float, float]] = [
-        ("overall_score", c.review.overall_score, 10.0, ct.review_score_for_tools)
-    ]
-    if c.line_coverage is not None:
-        gauges.append(("line_coverage", c.line_coverage, 100.0, ct.min_line_coverage))
-    return gauges
+    review: _Gauge = ("overall_score", c.review.overall_score, SCORE_MAX, ct.review_score_for_tools)
+    if c.line_coverage is None:
+        return (review,)
+    return review, ("line_coverage", c.line_coverage, 100.0, ct.min_line_coverage)
 
 
-def _missing_counts(f: Facts) -> list[str]:
+def _missing_counts(f: Facts) -> tuple[str, ...]:
     """Issue counts and statuses the fresh report lacks (scores are checked as gauges)."""
-    if f.step is Step.PLAN_VALIDATION:
+    if f.step is _PLAN_VALIDATION:
         r = f.plan_report
         if r is None:
-            return ["plan report"]
-        return ["critical_issues"] if r.critical_issues is None else []
+            return ("plan report",)
+        return ("critical_issues",) if r.critical_issues is None else ()
     c = f.code_report
     if c is None:
-        return ["code report"]
-    missing = []
-    if code_issue_counts(c)[0] is None:
-        missing.append("issue counts")
-    if c.standardization.status is None:
-        missing.append("standardization status")
-    return missing
+        return ("code report",)
+    no_counts = code_issue_counts(c)[0] is None
+    no_status = c.standardization.status is None
+    if no_counts or no_status:
+        return (("issue counts",) if no_counts else ()) + (
+            ("standardization status",) if no_status else ()
+        )
+    return ()
 
 
 def _contradiction(f: Facts) -> str | None:
-    if f.step is Step.PLAN_VALIDATION:
+    if f.step is _PLAN_VALIDATION:
         r = f.plan_report
         if r is None:
             return None
-        if r.verdict is Verdict.PASS and (r.critical_issues or 0) > 0:
+        if r.verdict is _PASS and (r.critical_issues or 0) > 0:
             return f"verdict PASS with {r.critical_issues} critical issue(s)"
-        if r.verdict is Verdict.FAIL and f.plan_converged:
+        if r.verdict is _FAIL and f.plan_converged:
             return "every score passes its threshold but the verdict is FAIL"
         return None
     c = f.code_report
@@ -161,9 +174,9 @@ def _contradiction(f: Facts) -> str | None:
         return None
     if c.standardization.status == "PASSED" and (c.standardization.critical_issues or 0) > 0:
         return f"standardization PASSED with {c.standardization.critical_issues} critical issue(s)"
-    if c.review.verdict is Verdict.PASS and (c.review.critical_issues or 0) > 0:
+    if c.review.verdict is _PASS and (c.review.critical_issues or 0) > 0:
         return f"review PASS with {c.review.critical_issues} critical issue(s)"
-    if c.review.verdict is Verdict.FAIL and f.code_converged:
+    if c.review.verdict is _FAIL and f.code_converged:
         return "every metric passes (tools, issues, standardization, coverage) but the review " \
             "verdict is FAIL"
     return None
@@ -177,7 +190,7 @@ def _pivotal(f: Facts, name: str) -> bool:
     converge). A near-threshold score beside another criterion that fails cannot change the
     decision, so it does not make the state borderline.
     """
-    short = f.plan_shortfalls if f.step is Step.PLAN_VALIDATION else f.code_shortfalls
+    short = f.plan_shortfalls if f.step is _PLAN_VALIDATION else f.code_shortfalls
     return not short or short == (name,)
 
 
@@ -185,21 +198,24 @@ def report_signals(
     f: Facts, anomalies: list[Signal] | None = None
 ) -> tuple[list[Signal], Signal | None]:
     """One pass over a fresh report: its anomalies (complex, appended to ``anomalies``) and
-    its near-threshold scores."""
-    margin = f.config.classifier.borderline_margin
-    missing: list[str] = []
-    bad: list[str] = []
-    close: list[str] = []
-    for name, value, top, limit in _gauges(f):
-        if value is None:
-            missing.append(name)
-        elif not valid_score(value, top):
-            bad.append(f"{name}={value}")
-        elif abs(value - limit) <= margin and _pivotal(f, name):
-            close.append(f"{name} {value:g} vs {limit:g}")
+    its near-threshold scores. Runs after every validation: lists are made only when a
+    signal needs one."""
     if anomalies is None:
         anomalies = []
-    missing += _missing_counts(f)
+    margin = f.config.classifier.borderline_margin
+    missing: list[str] | None = None
+    bad: list[str] | None = None
+    close: list[str] | None = None
+    for name, value, top, limit in _gauges(f):
+        if value is None:
+            missing = [*(missing or ()), name]
+        elif not SCORE_MIN <= value <= top:  # out of range, or NaN (valid_score, inlined)
+            bad = [*(bad or ()), f"{name}={value}"]
+        elif limit - margin <= value <= limit + margin and _pivotal(f, name):
+            close = [*(close or ()), f"{name} {value:g} vs {limit:g}"]
+    counts = _missing_counts(f)
+    if counts:
+        missing = [*(missing or ()), *counts]
     if missing:
         anomalies.append(
             Signal(name="score_missing", route=C, detail="missing: " + ", ".join(missing))
@@ -209,12 +225,17 @@ def report_signals(
     contradiction = _contradiction(f)
     if contradiction:
         anomalies.append(Signal(name="report_contradiction", route=C, detail=contradiction))
-    if f.step is not Step.PLAN_VALIDATION and f.code_report is not None:
-        crashed = [t.name for t in f.code_report.tools if t.status is ToolStatus.CRASHED]
-        if crashed:
-            anomalies.append(
-                Signal(name="tool_crashed", route=C, detail="crashed: " + ", ".join(crashed))
-            )
+    if f.step is not _PLAN_VALIDATION:
+        code = f.code_report
+        if code is not None:
+            crashed = None
+            for tool in code.tools:
+                if tool.status is _CRASHED:
+                    crashed = [*(crashed or ()), tool.name]
+            if crashed:
+                anomalies.append(
+                    Signal(name="tool_crashed", route=C, detail="crashed: " + ", ".join(crashed))
+                )
     near = Signal(name="near_threshold", route=B, detail=", ".join(close)) if close else None
     return anomalies, near
 
@@ -226,7 +247,7 @@ def convergence_problems(f: Facts) -> list[Signal]:
     """
     # A phase has at most one validation round more than its revisions or refinements.
     counters = f.state.counters
-    done = counters.plan_revisions if f.step is Step.PLAN_VALIDATION else counters.code_refinements
+    done = counters.plan_revisions if f.step is _PLAN_VALIDATION else counters.code_refinements
     if done == 0:
         return []
     names, rounds = _score_vectors(f, 3)
@@ -234,19 +255,21 @@ def convergence_problems(f: Facts) -> list[Signal]:
         return []
     found: list[Signal] = []
     drop = f.config.classifier.score_drop
-    earlier = rounds[:-1]
+    last, prev, first = rounds[-1], rounds[-2], rounds[0]
     drops = []
-    for i, q in enumerate(rounds[-1]):
-        if q is None or not SCORE_MIN <= q <= SCORE_MAX:  # valid_score, inlined: hot
+    for i, q in enumerate(last):
+        # valid_score, inlined (this runs after every validation): NaN fails both bounds.
+        if q is None or not SCORE_MIN <= q <= SCORE_MAX:
             continue
         # Against the latest earlier valid value: an invalid round in between (missing,
         # NaN, out of range) must not hide a drop.
-        for r in reversed(earlier):
-            p = r[i]
-            if p is not None and SCORE_MIN <= p <= SCORE_MAX:
-                if p - q > drop:
-                    drops.append(f"{names[i]} {p:g}->{q:g}")
-                break
+        p = prev[i]
+        if p is None or not SCORE_MIN <= p <= SCORE_MAX:
+            p = first[i]  # the round before it (prev itself when there are two)
+            if p is None or not SCORE_MIN <= p <= SCORE_MAX:
+                continue
+        if p - q > drop:
+            drops.append(f"{names[i]} {p:g}->{q:g}")
     if drops:
         found.append(Signal(name="score_drop", route=C, detail=", ".join(drops)))
     if len(rounds) < 3:
@@ -281,8 +304,8 @@ def human_free_text(f: Facts) -> Signal | None:
     a = f.answer
     if (
         a is not None
-        and f.machine_state is MachineState.ESCALATED
-        and a.answer is HumanAnswerKind.REQUEST_CHANGES
+        and f.machine_state is _ESCALATED
+        and a.answer is _REQUEST_CHANGES
         and a.changes
     ):
         return Signal(name="human_free_text", route=C, detail=" | ".join(a.changes)[:200])
@@ -295,7 +318,7 @@ def last_round(f: Facts, validated: bool) -> Signal | None:
         return Signal(name="last_round", route=B, detail="one decision left before max_decisions")
     if not validated:
         return None
-    if f.step is Step.PLAN_VALIDATION:
+    if f.step is _PLAN_VALIDATION:
         if not f.plan_converged and f.plan_revisions_left == 1:
             return Signal(name="last_round", route=B, detail="one plan revision left")
     elif not f.code_converged and f.code_refinements_left == 1:

@@ -17,7 +17,7 @@ from orchestrator.classifier import Classification, classify
 from orchestrator.clock import Clock
 from orchestrator.machine import WorkflowMachine
 from orchestrator.programmatic import ProgrammaticOrchestrator
-from orchestrator.rules import Facts, compute_facts
+from orchestrator.rules import Facts
 from state.build import build, builder, replace
 from state.config import WorkflowConfig
 from state.decision import (
@@ -30,6 +30,13 @@ from state.decision import (
 )
 from state.steps import GATE_OF_STATE
 from state.workflow import StepRecord, StepStatus, WorkflowState
+
+# Enum members bound once for the hot path (see orchestrator/rules.py).
+_PROGRAMMATIC = DecisionSource.PROGRAMMATIC
+_HUMAN = DecisionSource.HUMAN
+_TRANSITION_PHASE = ActionKind.TRANSITION_PHASE
+_RETRY_STEP = ActionKind.RETRY_STEP
+_RUNNING = StepStatus.RUNNING
 
 _new_record = builder(DecisionRecord)
 _STARTS_STEP = frozenset(
@@ -73,15 +80,15 @@ class DecisionEngine:
             WorkflowFinishedError: the workflow is in a terminal state.
             AwaitingHumanError: it waits at a gate for an answer.
         """
-        facts = compute_facts(state, config)
+        facts = Facts(state, config)
         decision = self.programmatic.decide(facts)
         return Analysis(facts, classify(facts), self.machine.legal_actions(facts), decision)
 
     def programmatic_source(self, analysis: Analysis) -> DecisionSource:
         """``human`` when the programmatic decision carries out a human's answer."""
         if analysis.facts.machine_state in GATE_OF_STATE:
-            return DecisionSource.HUMAN
-        return DecisionSource.PROGRAMMATIC
+            return _HUMAN
+        return _PROGRAMMATIC
 
     def apply(
         self,
@@ -122,11 +129,11 @@ class DecisionEngine:
             "decisions": (*state.decisions, record),
             "updated_at": now,
         }
-        if decision.action is ActionKind.TRANSITION_PHASE:
+        if decision.action is _TRANSITION_PHASE:
             update["phase"] = 2
         step = decision.step
         if step is not None and decision.action in _STARTS_STEP:
-            retry = decision.action is ActionKind.RETRY_STEP and facts.record is not None
+            retry = decision.action is _RETRY_STEP and facts.record is not None
             attempt = facts.record.attempt + 1 if retry and facts.record else 1
             update["current_step"] = step
             update["history"] = (
@@ -135,7 +142,7 @@ class DecisionEngine:
                     StepRecord,  # replaced when the step ends: built for speed
                     step=step,
                     attempt=attempt,
-                    status=StepStatus.RUNNING,
+                    status=_RUNNING,
                     decision_seq=seq,
                     started_at=now,
                     finished_at=None,
@@ -151,4 +158,6 @@ class DecisionEngine:
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Classify, decide by rule, fire and record: the programmatic path in one call."""
         analysis = self.analyze(state, config)
-        return self.apply(analysis, analysis.programmatic, self.programmatic_source(analysis))
+        gate = analysis.facts.machine_state in GATE_OF_STATE  # programmatic_source, inlined
+        source = _HUMAN if gate else _PROGRAMMATIC
+        return self.apply(analysis, analysis.programmatic, source)

@@ -12,6 +12,9 @@ from orchestrator.rules import Facts
 from state.steps import MachineState, phase_of_state
 from state.workflow import HumanAnswerKind
 
+# Enum members bound once for the hot path (see orchestrator/rules.py).
+_REJECT = HumanAnswerKind.REJECT
+
 Guard = Callable[[Facts], bool]
 
 
@@ -120,7 +123,7 @@ human_requested_changes = _answered(HumanAnswerKind.REQUEST_CHANGES)
 
 def human_continues(f: Facts) -> bool:
     """A human answered an escalation with approve or with guidance: carry on."""
-    return f.answer is not None and f.answer.answer is not HumanAnswerKind.REJECT
+    return f.answer is not None and f.answer.answer is not _REJECT
 
 
 def has_plan(f: Facts) -> bool:

@@ -153,49 +153,45 @@ class _GuardedTransition(Transition):
     """
 
     def execute(self, event_data: Any) -> bool:
+        """The library's entry point (conditions are called with the Facts argument)."""
+        return self.move(event_data.model, *event_data.args)
+
+    def move(self, model: _Carrier, facts: Facts) -> bool:
+        """Move ``model`` to this edge's destination if its conditions pass in ``facts``."""
         for condition in self.conditions:
-            # Every condition is an _AllOf called with the decision's Facts (send_event=False).
+            # Every condition is an _AllOf (send_event=False: called with the Facts).
             check: Any = condition.func
-            if not check(*event_data.args):
+            if not check(facts):
                 return False
         # What Machine.set_state does for a plain model, without its lookups: the carrier
         # holds the state's name (the machine's model_attribute is "state").
-        event_data.model.state = self.dest
+        # Every edge has a destination (the table has no internal transitions).
+        model.state = self.dest  # type: ignore[assignment]
         return True
-
-
-class _Firing:
-    """What a transition's ``execute`` reads while an event fires: the carrier and Facts.
-
-    The library's ``EventData`` also carries the event, the machine, the state object,
-    kwargs, result and error for callbacks; with none registered they are only set up and
-    dropped on every decision.
-    """
-
-    __slots__ = ("args", "model")
-
-    def __init__(self, model: _Carrier, args: tuple[Any, ...]) -> None:
-        self.model = model
-        self.args = args
 
 
 class _LeanEvent(Event):
     """An event that tries its transitions in order, without the empty callback plumbing.
 
     The machine has no prepare, finalize or exception callbacks (``WorkflowMachine`` builds
-    it with none), so the event skips them and their debug logging. As the library does
-    with ``ignore_invalid_triggers=False``, an event with no edge from the model's state
-    raises ``MachineError``.
+    it with none), so ``fire`` skips them, their debug logging and the ``EventData`` they
+    read. As the library does with ``ignore_invalid_triggers=False``, an event with no edge
+    from the model's state raises ``MachineError``.
     """
 
     def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
-        # The machine is never queued, so Machine._process would call _trigger at once.
+        """The library's entry point: ``fire`` with the Facts argument."""
+        return self.fire(model, args[0])
+
+    def fire(self, model: _Carrier, facts: Facts) -> bool:
+        """Try this event's edges from ``model``'s state in order; the first that passes moves
+        it. The machine is never queued, so this is what ``Machine._process`` would run."""
         transitions = self.transitions.get(model.state)
         if transitions is None:
             raise MachineError(f"{self.name} has no edge from state {model.state}")
-        firing: Any = _Firing(model, args)  # all that _GuardedTransition.execute reads
         for transition in transitions:  # noqa: SIM110 -- faster than any(generator)
-            if transition.execute(firing):
+            # transition_cls makes every transition a _GuardedTransition.
+            if transition.move(model, facts):  # type: ignore[attr-defined]
                 return True
         return False
 
@@ -266,7 +262,8 @@ class WorkflowMachine:
             )
             candidates[spec.source].append((spec.trigger, condition))
         self._candidates = {st: tuple(c) for st, c in candidates.items()}
-        self._events = self._machine.events
+        # event_cls makes every event a _LeanEvent.
+        self._events: dict[str, _LeanEvent] = self._machine.events  # type: ignore[assignment]
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     @property
@@ -317,7 +314,7 @@ class WorkflowMachine:
             )
         carrier = _Carrier(facts.machine_state.value)
         try:
-            moved = event.trigger(carrier, facts)
+            moved = event.fire(carrier, facts)
         except MachineError as exc:
             raise IllegalTransitionError(
                 f"workflow {wid}: action '{trigger}' has no edge from state "

@@ -45,6 +45,30 @@ WHY = {
 }
 
 
+# Triggers and enum members bound once for the hot path (see orchestrator/rules.py).
+_WRITE_PLAN = m.INVOKE[Step.INITIAL_PLANNING]
+_VALIDATE_PLAN = m.INVOKE[Step.PLAN_VALIDATION]
+_REVISE_PLAN = m.INVOKE[Step.PLAN_REVISION]
+_VALIDATE_CODE = m.INVOKE[Step.CODE_VALIDATION]
+_REFINE_CODE = m.INVOKE[Step.CODE_REFINEMENT]
+_VALIDATE_REFINED = m.INVOKE[Step.CONVERGENCE_VALIDATION]
+_ASK_PLAN_GATE = m.REQUEST_APPROVAL[S.AWAITING_PLAN_APPROVAL]
+_ASK_CODE_REVIEW_GATE = m.REQUEST_APPROVAL[S.AWAITING_CODE_REVIEW]
+_ASK_FINAL_GATE = m.REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL]
+_NEW = S.NEW
+_AT_PLAN_GATE = S.AWAITING_PLAN_APPROVAL
+_AT_CODE_REVIEW_GATE = S.AWAITING_CODE_REVIEW
+_AT_FINAL_GATE = S.AWAITING_FINAL_APPROVAL
+_PLAN_WRITING = (Step.INITIAL_PLANNING, Step.PLAN_REVISION)
+_STEP_PLAN_VALIDATION = Step.PLAN_VALIDATION
+_STEP_IMPLEMENTATION = Step.IMPLEMENTATION
+_STEP_CODE_VALIDATION = Step.CODE_VALIDATION
+_STEP_CODE_REFINEMENT = Step.CODE_REFINEMENT
+_REJECT = HumanAnswerKind.REJECT
+_REQUEST_CHANGES = HumanAnswerKind.REQUEST_CHANGES
+_APPROVE = HumanAnswerKind.APPROVE
+
+
 class ProgrammaticOrchestrator:
     """Decides by rule. Holds the interning cache of its decisions."""
 
@@ -97,25 +121,25 @@ class ProgrammaticOrchestrator:
                 f"'{GATE_OF_STATE[ms].value}' gate: answer with orchestrator approve, reject "
                 "or request-changes"
             )
-        if answer.answer is HumanAnswerKind.REJECT:
+        if answer.answer is _REJECT:
             return self._decision(m.REJECT, f, "rejected")
-        changes = answer.changes if answer.answer is HumanAnswerKind.REQUEST_CHANGES else ()
-        approved = answer.answer is HumanAnswerKind.APPROVE
-        if ms is S.AWAITING_PLAN_APPROVAL:
+        changes = answer.changes if answer.answer is _REQUEST_CHANGES else ()
+        approved = answer.answer is _APPROVE
+        if ms is _AT_PLAN_GATE:
             if approved:
                 return self._decision(m.TRANSITION_PHASE, f, "plan_approved")
-            return self._decision(m.INVOKE[Step.PLAN_REVISION], f, "plan_changes", changes=changes)
-        if ms is S.AWAITING_CODE_REVIEW:
+            return self._decision(_REVISE_PLAN, f, "plan_changes", changes=changes)
+        if ms is _AT_CODE_REVIEW_GATE:
             if approved:
                 return self._after_code_validation(f)
             return self._decision(
-                m.INVOKE[Step.CODE_REFINEMENT], f, "code_changes", changes=changes
+                _REFINE_CODE, f, "code_changes", changes=changes
             )
-        if ms is S.AWAITING_FINAL_APPROVAL:
+        if ms is _AT_FINAL_GATE:
             if approved:
                 return self._decision(m.COMPLETE, f, "code_approved")
             return self._decision(
-                m.INVOKE[Step.CODE_REFINEMENT], f, "code_changes", changes=changes
+                _REFINE_CODE, f, "code_changes", changes=changes
             )
         # The escalation gate: carry on where the escalation stopped, with fresh budgets.
         origin = f.origin
@@ -130,8 +154,8 @@ class ProgrammaticOrchestrator:
         """The decision after the step of ``at`` (a working state, or NEW)."""
         if f.decisions_left <= 0:
             return self._decision(m.ESCALATE, f, "decision_limit", EscalationReason.DECISION_LIMIT)
-        if at is S.NEW:
-            return self._decision(m.INVOKE[Step.INITIAL_PLANNING], f, "start")
+        if at is _NEW:
+            return self._decision(_WRITE_PLAN, f, "start")
         if f.step_failed:
             if not f.retryable:
                 return self._decision(m.FAIL, f, "fatal")
@@ -141,33 +165,33 @@ class ProgrammaticOrchestrator:
                 m.ESCALATE, f, "retries_spent", EscalationReason.STEP_RETRIES_EXHAUSTED
             )
         step = f.step
-        if step in (Step.INITIAL_PLANNING, Step.PLAN_REVISION):
-            return self._decision(m.INVOKE[Step.PLAN_VALIDATION], f, "validate_plan")
-        if step is Step.PLAN_VALIDATION:
+        if step in _PLAN_WRITING:
+            return self._decision(_VALIDATE_PLAN, f, "validate_plan")
+        if step is _STEP_PLAN_VALIDATION:
             if f.plan_converged:
                 if f.config.gates.plan:
                     return self._decision(
-                        m.REQUEST_APPROVAL[S.AWAITING_PLAN_APPROVAL], f, "plan_gate"
+                        _ASK_PLAN_GATE, f, "plan_gate"
                     )
                 return self._decision(m.TRANSITION_PHASE, f, "plan_converged")
             if f.plan_revisions_left > 0:
-                return self._decision(m.INVOKE[Step.PLAN_REVISION], f, "revise_plan")
+                return self._decision(_REVISE_PLAN, f, "revise_plan")
             return self._decision(m.ESCALATE, f, "plan_limit", EscalationReason.PLAN_REVISION_LIMIT)
-        if step is Step.IMPLEMENTATION:
-            return self._decision(m.INVOKE[Step.CODE_VALIDATION], f, "validate_code")
-        if step is Step.CODE_REFINEMENT:
-            return self._decision(m.INVOKE[Step.CONVERGENCE_VALIDATION], f, "validate_refined")
-        if step is Step.CODE_VALIDATION and f.config.gates.code_review:
-            return self._decision(m.REQUEST_APPROVAL[S.AWAITING_CODE_REVIEW], f, "code_review_gate")
+        if step is _STEP_IMPLEMENTATION:
+            return self._decision(_VALIDATE_CODE, f, "validate_code")
+        if step is _STEP_CODE_REFINEMENT:
+            return self._decision(_VALIDATE_REFINED, f, "validate_refined")
+        if step is _STEP_CODE_VALIDATION and f.config.gates.code_review:
+            return self._decision(_ASK_CODE_REVIEW_GATE, f, "code_review_gate")
         return self._after_code_validation(f)
 
     def _after_code_validation(self, f: Facts) -> Decision:
         if f.code_converged:
             if f.config.gates.final:
                 return self._decision(
-                    m.REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL], f, "final_gate"
+                    _ASK_FINAL_GATE, f, "final_gate"
                 )
             return self._decision(m.COMPLETE, f, "complete")
         if f.code_refinements_left > 0:
-            return self._decision(m.INVOKE[Step.CODE_REFINEMENT], f, "refine_code")
+            return self._decision(_REFINE_CODE, f, "refine_code")
         return self._decision(m.ESCALATE, f, "code_limit", EscalationReason.CODE_REFINEMENT_LIMIT)

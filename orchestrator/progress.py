@@ -28,15 +28,25 @@ from state.workflow import (
     WorkflowState,
 )
 
+# Enum members bound once for the hot path (see orchestrator/rules.py).
+_RUNNING = StepStatus.RUNNING
+_COMPLETED = StepStatus.COMPLETED
+_FAILED = StepStatus.FAILED
+_PLAN_REVISION = Step.PLAN_REVISION
+_CODE_REFINEMENT = Step.CODE_REFINEMENT
+_ESCALATED = MachineState.ESCALATED
+_REQUEST_CHANGES = HumanAnswerKind.REQUEST_CHANGES
+_REJECT = HumanAnswerKind.REJECT
+
 StepResultT = PlanDraft | PlanValidationReport | CodeValidationReport | CodeChange
 
 _EXPECTED_RESULT: dict[Step, type[StepResultT]] = {
     Step.INITIAL_PLANNING: PlanDraft,
     Step.PLAN_VALIDATION: PlanValidationReport,
-    Step.PLAN_REVISION: PlanDraft,
+    _PLAN_REVISION: PlanDraft,
     Step.IMPLEMENTATION: CodeChange,
     Step.CODE_VALIDATION: CodeValidationReport,
-    Step.CODE_REFINEMENT: CodeChange,
+    _CODE_REFINEMENT: CodeChange,
     Step.CONVERGENCE_VALIDATION: CodeValidationReport,
 }
 
@@ -63,7 +73,7 @@ def running_record(state: WorkflowState) -> StepRecord:
         DecisionError: no step is running.
     """
     rec = state.last_record
-    if rec is None or rec.status is not StepStatus.RUNNING:
+    if rec is None or rec.status is not _RUNNING:
         raise DecisionError(
             f"workflow {state.workflow_id}: no step is running (state "
             f"'{state.machine_state.value}'); decide first"
@@ -77,7 +87,10 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
     Raises:
         DecisionError: no step is running, or the result is not what the step produces.
     """
-    rec = running_record(state)
+    history = state.history  # running_record, inlined: this runs after every step
+    rec = history[-1] if history else None
+    if rec is None or rec.status is not _RUNNING:
+        rec = running_record(state)  # raises the error naming the state
     step = rec.step
     expected = _EXPECTED_RESULT[step]
     if not isinstance(result, expected):
@@ -85,13 +98,13 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
             f"workflow {state.workflow_id}: step {int(step)} produces a "
             f"{expected.__name__}, not a {type(result).__name__}"
         )
-    done = replace(rec, status=StepStatus.COMPLETED, finished_at=now, result=result)
-    history = (*state.history[:-1], done)
-    if step is Step.PLAN_REVISION or step is Step.CODE_REFINEMENT:
+    done = replace(rec, status=_COMPLETED, finished_at=now, result=result)
+    history = (*history[:-1], done)
+    if step is _PLAN_REVISION or step is _CODE_REFINEMENT:
         c = state.counters
         counters = (
             replace(c, plan_revisions=c.plan_revisions + 1)
-            if step is Step.PLAN_REVISION
+            if step is _PLAN_REVISION
             else replace(c, code_refinements=c.code_refinements + 1)
         )
         return replace(
@@ -115,7 +128,7 @@ def fail_step(
     """
     rec = running_record(state)
     error = StepError(type=error_type, message=message, attempts=rec.attempt, retryable=retryable)
-    failed = replace(rec, status=StepStatus.FAILED, finished_at=now, error=error)
+    failed = replace(rec, status=_FAILED, finished_at=now, error=error)
     return replace(state, history=(*state.history[:-1], failed), updated_at=now)
 
 
@@ -163,7 +176,7 @@ def record_answer(
             "nothing was recorded"
         )
     changes = tuple(c.strip() for c in changes if c.strip())
-    if answer is HumanAnswerKind.REQUEST_CHANGES and not changes:
+    if answer is _REQUEST_CHANGES and not changes:
         raise HumanAnswerError(
             f"workflow {wid}: request-changes needs at least one change (--change TEXT)"
         )
@@ -181,7 +194,7 @@ def record_answer(
         after_decision=len(state.decisions),
     )
     update: dict[str, Any] = {"human_answers": (*state.human_answers, record), "updated_at": now}
-    if state.machine_state is MachineState.ESCALATED and answer is not HumanAnswerKind.REJECT:
+    if state.machine_state is _ESCALATED and answer is not _REJECT:
         # A human who lets an escalated workflow go on grants it fresh budgets.
         update["budget_base"] = BudgetBase(
             plan_revisions=state.counters.plan_revisions,

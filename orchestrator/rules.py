@@ -12,6 +12,13 @@ from state.reports import CodeValidationReport, PlanValidationReport, ToolStatus
 from state.steps import STEP_OF_STATE, MachineState, Step
 from state.workflow import StepRecord, StepStatus, WorkflowState
 
+# Enum members read on every decision, bound once: on Python 3.11 each lookup on an
+# Enum class goes through EnumType.__getattr__ (~90 ns, ten times a global read).
+_COMPLETED = StepStatus.COMPLETED
+_ESCALATED = MachineState.ESCALATED
+_IMPLEMENTATION = Step.IMPLEMENTATION
+_PASSED = ToolStatus.PASSED
+
 PLAN_SCORE_FIELDS = ("alignment_score", "standardization_score", "compatibility_score")
 _PLAN_THRESHOLD_OF = {
     "alignment_score": "alignment",
@@ -98,7 +105,7 @@ def code_shortfalls(report: CodeValidationReport | None, t: CodeThresholds) -> t
     elif report.tools_skipped_reason is not None or not report.tools:
         out.append("tools")
     else:
-        passed = sum(1 for tool in report.tools if tool.status is ToolStatus.PASSED)
+        passed = sum(1 for tool in report.tools if tool.status is _PASSED)
         if passed / len(report.tools) < t.tool_pass_rate:
             out.append("tool_pass_rate")
     critical, minor = code_issue_counts(report)
@@ -157,7 +164,7 @@ class Facts:
         self.state = state
         self.config = config
         ms = self.machine_state = state.machine_state
-        origin = self.origin = escalation_origin(state) if ms is MachineState.ESCALATED else ms
+        origin = self.origin = escalation_origin(state) if ms is _ESCALATED else ms
         step = self.step = STEP_OF_STATE.get(origin)
         base = state.budget_base
         record: StepRecord | None = None
@@ -168,18 +175,21 @@ class Facts:
                     break
                 if record is None:
                     record = rec
-                if rec.status is StepStatus.COMPLETED:
+                if rec.status is _COMPLETED:
                     break
                 if rec.decision_seq > base.decisions:
                     failures += 1
         self.record = record
         self.failures = failures
-        self.step_ok = ok = record is not None and record.status is StepStatus.COMPLETED
+        self.step_ok = ok = record is not None and record.status is _COMPLETED
         self.step_failed = record is not None and not ok
         error = record.error if record is not None else None
         self.retryable = error is None or error.retryable
-        self.answer = state.pending_answer
-        self.decisions_left = config.limits.max_decisions - (len(state.decisions) - base.decisions)
+        decided = len(state.decisions)
+        answers = state.human_answers  # WorkflowState.pending_answer, inlined: hot
+        last = answers[-1] if answers else None
+        self.answer = last if last is not None and last.after_decision == decided else None
+        self.decisions_left = config.limits.max_decisions - (decided - base.decisions)
         self._plan_report: PlanValidationReport | _Unset | None = _UNSET
         self._code_report: CodeValidationReport | _Unset | None = _UNSET
         self.legal: tuple[str, ...] | None = None
@@ -277,7 +287,7 @@ _CODE_WRITING = (Step.IMPLEMENTATION, Step.CODE_REFINEMENT)
 def latest_plan_report(history: tuple[StepRecord, ...]) -> PlanValidationReport | None:
     """The latest completed plan validation report in ``history``."""
     for rec in reversed(history):
-        if rec.status is StepStatus.COMPLETED:
+        if rec.status is _COMPLETED:
             result = rec.result
             if isinstance(result, PlanValidationReport):
                 return result
@@ -290,9 +300,9 @@ def latest_code_report(history: tuple[StepRecord, ...]) -> CodeValidationReport 
     Code is validated only in phase 2, so the scan stops at the first phase-1 step.
     """
     for rec in reversed(history):
-        if rec.step < Step.IMPLEMENTATION:
+        if rec.step < _IMPLEMENTATION:
             return None
-        if rec.status is StepStatus.COMPLETED:
+        if rec.status is _COMPLETED:
             result = rec.result
             if isinstance(result, CodeValidationReport):
                 return result
@@ -300,15 +310,15 @@ def latest_code_report(history: tuple[StepRecord, ...]) -> CodeValidationReport 
 
 
 def _wrote(history: tuple[StepRecord, ...], steps: tuple[Step, Step]) -> bool:
-    return any(rec.status is StepStatus.COMPLETED and rec.step in steps for rec in history)
+    return any(rec.status is _COMPLETED and rec.step in steps for rec in history)
 
 
 def escalation_origin(state: WorkflowState) -> MachineState:
     """The machine state an escalation interrupted (its decision's ``state_before``)."""
     for rec in reversed(state.decisions):
-        if rec.state_after is MachineState.ESCALATED and rec.state_before is not rec.state_after:
+        if rec.state_after is _ESCALATED and rec.state_before is not rec.state_after:
             return rec.state_before
-    return MachineState.ESCALATED
+    return _ESCALATED
 
 
 def compute_facts(state: WorkflowState, config: WorkflowConfig) -> Facts:

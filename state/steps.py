@@ -122,8 +122,7 @@ ALL_TEMPLATES: frozenset[str] = frozenset(
 )
 
 
-def status_of(machine_state: MachineState) -> WorkflowStatus:
-    """The user-facing status of a machine state."""
+def _status(machine_state: MachineState) -> WorkflowStatus:
     if machine_state in GATE_OF_STATE:
         return WorkflowStatus.AWAITING_HUMAN
     if machine_state is MachineState.COMPLETED:
@@ -133,6 +132,15 @@ def status_of(machine_state: MachineState) -> WorkflowStatus:
     if machine_state is MachineState.FAILED:
         return WorkflowStatus.FAILED
     return WorkflowStatus.RUNNING
+
+
+# A table: read after every decision, and Enum attribute lookups are slow on Python 3.11.
+_STATUS_OF = {st: _status(st) for st in MachineState}
+
+
+def status_of(machine_state: MachineState) -> WorkflowStatus:
+    """The user-facing status of a machine state."""
+    return _STATUS_OF[machine_state]
 
 
 def phase_of_state(machine_state: MachineState) -> int | None:
