@@ -89,8 +89,11 @@ async def test_whole_workflow_on_the_local_model_is_legal_and_logged(
     for rec in records:
         # Legal where it was taken: the machine offered it, and the coordinator recorded it.
         assert trigger_of(rec.decision) in rec.legal_actions, (rec.seq, rec.decision)
-        if rec.llm is not None:
-            assert rec.llm.model and rec.llm.attempts >= 1
+        if rec.llm is not None and rec.llm.attempts == 0:
+            # Not asked: a forced move (one legal action), recorded as such.
+            assert rec.llm.outcome == "not_needed" and len(rec.legal_actions) == 1
+        elif rec.llm is not None:
+            assert rec.llm.model and rec.llm.outcome != "not_needed"
 
     made = [e for e in logs if e["event"] == "decision.made"]
     assert [e["seq"] for e in made] == [r.seq for r in records]
