@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from orchestrator.rules import (
     PLAN_SCORE_FIELDS,
     SCORE_MAX,
-    SCORE_MIN,
     Facts,
     code_issue_counts,
     just_validated,
@@ -150,13 +149,12 @@ def _missing_counts(f: Facts) -> tuple[str, ...]:
     c = f.code_report
     if c is None:
         return ("code report",)
-    no_counts = code_issue_counts(c)[0] is None
-    no_status = c.standardization.status is None
-    if no_counts or no_status:
-        return (("issue counts",) if no_counts else ()) + (
-            ("standardization status",) if no_status else ()
-        )
-    return ()
+    missing: tuple[str, ...] = ()
+    if code_issue_counts(c)[0] is None:
+        missing += ("issue counts",)
+    if c.standardization.status is None:
+        missing += ("standardization status",)
+    return missing
 
 
 def _contradiction(f: Facts) -> str | None:
@@ -198,24 +196,21 @@ def report_signals(
     f: Facts, anomalies: list[Signal] | None = None
 ) -> tuple[list[Signal], Signal | None]:
     """One pass over a fresh report: its anomalies (complex, appended to ``anomalies``) and
-    its near-threshold scores. Runs after every validation: lists are made only when a
-    signal needs one."""
+    its near-threshold scores."""
     if anomalies is None:
         anomalies = []
     margin = f.config.classifier.borderline_margin
-    missing: list[str] | None = None
-    bad: list[str] | None = None
-    close: list[str] | None = None
+    missing: list[str] = []
+    bad: list[str] = []
+    close: list[str] = []
     for name, value, top, limit in _gauges(f):
         if value is None:
-            missing = [*(missing or ()), name]
-        elif not SCORE_MIN <= value <= top:  # out of range, or NaN (valid_score, inlined)
-            bad = [*(bad or ()), f"{name}={value}"]
-        elif limit - margin <= value <= limit + margin and _pivotal(f, name):
-            close = [*(close or ()), f"{name} {value:g} vs {limit:g}"]
-    counts = _missing_counts(f)
-    if counts:
-        missing = [*(missing or ()), *counts]
+            missing.append(name)
+        elif not valid_score(value, top):
+            bad.append(f"{name}={value}")
+        elif abs(value - limit) <= margin and _pivotal(f, name):
+            close.append(f"{name} {value:g} vs {limit:g}")
+    missing += _missing_counts(f)
     if missing:
         anomalies.append(
             Signal(name="score_missing", route=C, detail="missing: " + ", ".join(missing))
@@ -225,17 +220,12 @@ def report_signals(
     contradiction = _contradiction(f)
     if contradiction:
         anomalies.append(Signal(name="report_contradiction", route=C, detail=contradiction))
-    if f.step is not _PLAN_VALIDATION:
-        code = f.code_report
-        if code is not None:
-            crashed = None
-            for tool in code.tools:
-                if tool.status is _CRASHED:
-                    crashed = [*(crashed or ()), tool.name]
-            if crashed:
-                anomalies.append(
-                    Signal(name="tool_crashed", route=C, detail="crashed: " + ", ".join(crashed))
-                )
+    if f.step is not _PLAN_VALIDATION and f.code_report is not None:
+        crashed = [t.name for t in f.code_report.tools if t.status is _CRASHED]
+        if crashed:
+            anomalies.append(
+                Signal(name="tool_crashed", route=C, detail="crashed: " + ", ".join(crashed))
+            )
     near = Signal(name="near_threshold", route=B, detail=", ".join(close)) if close else None
     return anomalies, near
 
@@ -258,17 +248,16 @@ def convergence_problems(f: Facts) -> list[Signal]:
     last, prev, first = rounds[-1], rounds[-2], rounds[0]
     drops = []
     for i, q in enumerate(last):
-        # valid_score, inlined (this runs after every validation): NaN fails both bounds.
-        if q is None or not SCORE_MIN <= q <= SCORE_MAX:
+        if not valid_score(q):
             continue
         # Against the latest earlier valid value: an invalid round in between (missing,
         # NaN, out of range) must not hide a drop.
         p = prev[i]
-        if p is None or not SCORE_MIN <= p <= SCORE_MAX:
+        if not valid_score(p):
             p = first[i]  # the round before it (prev itself when there are two)
-            if p is None or not SCORE_MIN <= p <= SCORE_MAX:
+            if not valid_score(p):
                 continue
-        if p - q > drop:
+        if p - q > drop:  # type: ignore[operator]
             drops.append(f"{names[i]} {p:g}->{q:g}")
     if drops:
         found.append(Signal(name="score_drop", route=C, detail=", ".join(drops)))

@@ -124,6 +124,11 @@ class HybridCoordinator:
         log_decision(record, new_state)
         return new_state, record
 
+    @property
+    def _model_name(self) -> str:
+        """The LLM's model name for records of decisions it was not asked about."""
+        return self.llm.model.model_name if self.llm else "none"
+
     @staticmethod
     def _machine_alone(analysis: Analysis, config: WorkflowConfig) -> bool:
         """Whether the machine decides this state without an LLM or a script."""
@@ -146,7 +151,7 @@ class HybridCoordinator:
         if spent is not None or self.llm is None:
             why = spent or "no LLM is configured"
             info = LLMCallInfo(
-                model=self.llm.model.model_name if self.llm else "none",
+                model=self._model_name,
                 outcome="budget_exhausted" if spent else "no_llm",
                 validation_errors=(why,),
             )
@@ -163,7 +168,7 @@ class HybridCoordinator:
         """A routed state with one legal action: the machine's move, the LLM not asked."""
         only = analysis.legal_actions[0]
         info = LLMCallInfo(
-            model=self.llm.model.model_name if self.llm else "none",
+            model=self._model_name,
             outcome="not_needed",
             validation_errors=(f"only one legal action ({only}): nothing for the LLM to choose",),
         )

@@ -158,6 +158,4 @@ class DecisionEngine:
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Classify, decide by rule, fire and record: the programmatic path in one call."""
         analysis = self.analyze(state, config)
-        gate = analysis.facts.machine_state in GATE_OF_STATE  # programmatic_source, inlined
-        source = _HUMAN if gate else _PROGRAMMATIC
-        return self.apply(analysis, analysis.programmatic, source)
+        return self.apply(analysis, analysis.programmatic, self.programmatic_source(analysis))

@@ -87,10 +87,7 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
     Raises:
         DecisionError: no step is running, or the result is not what the step produces.
     """
-    history = state.history  # running_record, inlined: this runs after every step
-    rec = history[-1] if history else None
-    if rec is None or rec.status is not _RUNNING:
-        rec = running_record(state)  # raises the error naming the state
+    rec = running_record(state)
     step = rec.step
     expected = _EXPECTED_RESULT[step]
     if not isinstance(result, expected):
@@ -99,7 +96,7 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
             f"{expected.__name__}, not a {type(result).__name__}"
         )
     done = replace(rec, status=_COMPLETED, finished_at=now, result=result)
-    history = (*history[:-1], done)
+    history = (*state.history[:-1], done)
     if step is _PLAN_REVISION or step is _CODE_REFINEMENT:
         c = state.counters
         counters = (

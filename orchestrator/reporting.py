@@ -56,6 +56,7 @@ def validation_rounds(state: WorkflowState, config: WorkflowConfig) -> list[dict
         res = rec.result
         if isinstance(res, PlanValidationReport):
             t = config.plan_thresholds
+            missed = plan_shortfalls(res, t)
             rounds.append(
                 {
                     "step": int(rec.step),
@@ -73,14 +74,15 @@ def validation_rounds(state: WorkflowState, config: WorkflowConfig) -> list[dict
                         "compatibility": t.compatibility,
                         "critical_issues": t.max_critical_issues,
                     },
-                    "converged": not plan_shortfalls(res, t),
-                    "missed": list(plan_shortfalls(res, t)),
+                    "converged": not missed,
+                    "missed": list(missed),
                     "summary": scores_line(rec, config),
                 }
             )
         elif isinstance(res, CodeValidationReport):
             ct = config.code_thresholds
             critical, minor = code_issue_counts(res)
+            missed = code_shortfalls(res, ct)
             rounds.append(
                 {
                     "step": int(rec.step),
@@ -100,8 +102,8 @@ def validation_rounds(state: WorkflowState, config: WorkflowConfig) -> list[dict
                         "critical_issues": ct.max_critical_issues,
                         "minor_issues": ct.max_minor_issues,
                     },
-                    "converged": not code_shortfalls(res, ct),
-                    "missed": list(code_shortfalls(res, ct)),
+                    "converged": not missed,
+                    "missed": list(missed),
                     "summary": scores_line(rec, config),
                 }
             )

@@ -185,11 +185,8 @@ class Facts:
         self.step_failed = record is not None and not ok
         error = record.error if record is not None else None
         self.retryable = error is None or error.retryable
-        decided = len(state.decisions)
-        answers = state.human_answers  # WorkflowState.pending_answer, inlined: hot
-        last = answers[-1] if answers else None
-        self.answer = last if last is not None and last.after_decision == decided else None
-        self.decisions_left = config.limits.max_decisions - (decided - base.decisions)
+        self.answer = state.pending_answer
+        self.decisions_left = config.limits.max_decisions - (len(state.decisions) - base.decisions)
         self._plan_report: PlanValidationReport | _Unset | None = _UNSET
         self._code_report: CodeValidationReport | _Unset | None = _UNSET
         self.legal: tuple[str, ...] | None = None
@@ -246,14 +243,12 @@ class Facts:
     @property
     def plan_converged(self) -> bool:
         """The latest plan report meets every phase-1 criterion."""
-        short = self._plan_shortfalls  # read directly: guards ask this on every edge
-        return not (self.plan_shortfalls if short is None else short)
+        return not self.plan_shortfalls
 
     @property
     def code_converged(self) -> bool:
         """The latest code reports meet every phase-2 criterion."""
-        short = self._code_shortfalls
-        return not (self.code_shortfalls if short is None else short)
+        return not self.code_shortfalls
 
     @property
     def plan_revisions_left(self) -> int:

@@ -24,7 +24,7 @@ from orchestrator.consistency import find_inconsistency
 from orchestrator.service import WorkflowService
 from state.config import Coordinator, Limits, LLMSettings, WorkflowConfig
 from state.sqlite_store import SQLiteStore
-from state.steps import MachineState
+from state.steps import GATE_OF_STATE, TERMINAL_STATES
 from state.store import LedgerKind
 from state.workflow import StepStatus
 
@@ -43,15 +43,7 @@ CONFIG = WorkflowConfig(
     ),
     llm=LLMSettings(call_timeout_s=180, decision_deadline_s=400, max_attempts=1),
 )
-WAITING_OR_DONE = {
-    MachineState.AWAITING_PLAN_APPROVAL,
-    MachineState.AWAITING_CODE_REVIEW,
-    MachineState.AWAITING_FINAL_APPROVAL,
-    MachineState.ESCALATED,
-    MachineState.COMPLETED,
-    MachineState.REJECTED,
-    MachineState.FAILED,
-}
+WAITING_OR_DONE = GATE_OF_STATE.keys() | TERMINAL_STATES
 
 
 @pytest.fixture
