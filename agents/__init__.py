@@ -1,1 +1,1 @@
-"""The planner, validator and programmer agents, and the sandbox their code runs in."""
+"""The planner, validator and programmer agents."""

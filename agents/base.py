@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from agents.llm.protocol import ChatModel, LLMRequest, LLMResponse, Message
-from agents.templates import TemplateLoader
+from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse, Message
+from prompt_templates.loader import TemplateLoader
 from state.config import CodeThresholds, PlanThresholds
 from state.decision import RecoveryStrategy
 from state.errors import (
@@ -114,8 +114,9 @@ class StepContext:
 
     def __post_init__(self) -> None:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
-            raise ValueError(f"timeout_s must be a positive number of seconds, "
-                             f"got {self.timeout_s}")
+            raise ValueError(
+                f"timeout_s must be a positive number of seconds, got {self.timeout_s}"
+            )
         if self.attempt < 1:
             raise ValueError(f"attempt is 1-based, got {self.attempt}")
 
@@ -129,8 +130,9 @@ class StepContext:
     @property
     def label(self) -> str:
         """``step 2 (plan validation) of workflow wf-1``, for messages."""
-        return f"step {int(self.step)} ({STEP_SPECS[self.step].name}) of workflow " \
-               f"'{self.workflow_id}'"
+        return (
+            f"step {int(self.step)} ({STEP_SPECS[self.step].name}) of workflow '{self.workflow_id}'"
+        )
 
 
 class StepAgent(Protocol):
@@ -155,8 +157,7 @@ class StepAgents:
         programmer: runs steps 4 and 6.
     """
 
-    def __init__(self, *, planner: StepAgent, validator: StepAgent,
-                 programmer: StepAgent) -> None:
+    def __init__(self, *, planner: StepAgent, validator: StepAgent, programmer: StepAgent) -> None:
         self._agents: dict[Agent, StepAgent] = {
             Agent.PLANNER: planner,
             Agent.VALIDATOR: validator,
@@ -180,9 +181,12 @@ class StepAgents:
         agent = self.agent_for(ctx.step)
         bound = log.bind(workflow_id=ctx.workflow_id, step=int(ctx.step), attempt=ctx.attempt)
         timeout_s = ctx.effective_timeout_s
-        bound.info("agent.step.started", agent=STEP_SPECS[ctx.step].agent.value,
-                   timeout_s=timeout_s,
-                   recovery=ctx.recovery_strategy.value if ctx.recovery_strategy else None)
+        bound.info(
+            "agent.step.started",
+            agent=STEP_SPECS[ctx.step].agent.value,
+            timeout_s=timeout_s,
+            recovery=ctx.recovery_strategy.value if ctx.recovery_strategy else None,
+        )
         started = time.monotonic()
         scope = asyncio.timeout(timeout_s)
         try:
@@ -190,10 +194,14 @@ class StepAgents:
                 result = await agent.run(ctx)
         except Exception as exc:  # every failure, bugs included, becomes a typed AgentError
             error = to_agent_error(exc, ctx, timed_out=scope.expired())
-            bound.warning("agent.step.failed", error_type=error.error_type,
-                          retryable=error.retryable, error=str(error),
-                          duration_ms=round((time.monotonic() - started) * 1000, 1),
-                          exc_info=error.error_type == "internal_error")
+            bound.warning(
+                "agent.step.failed",
+                error_type=error.error_type,
+                retryable=error.retryable,
+                error=str(error),
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                exc_info=error.error_type == "internal_error",
+            )
             if error is exc:
                 raise
             raise error from exc
@@ -202,11 +210,16 @@ class StepAgents:
             error = AgentError(
                 f"{ctx.label}: the agent returned a {type(result).__name__} instead of a "
                 f"{expected.__name__}; this is a bug in the agent wiring",
-                error_type="internal_error", retryable=False)
+                error_type="internal_error",
+                retryable=False,
+            )
             bound.error("agent.step.failed", error_type=error.error_type, error=str(error))
             raise error
-        bound.info("agent.step.completed", result=result.kind,
-                   duration_ms=round((time.monotonic() - started) * 1000, 1))
+        bound.info(
+            "agent.step.completed",
+            result=result.kind,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
         return result
 
 
@@ -223,30 +236,45 @@ def to_agent_error(exc: BaseException, ctx: StepContext, *, timed_out: bool) -> 
     if timed_out:
         return AgentError(
             f"{ctx.label} did not finish within {ctx.effective_timeout_s:g}s; retry it with "
-            "an extended timeout or a faster model", error_type="timeout")
+            "an extended timeout or a faster model",
+            error_type="timeout",
+        )
     if isinstance(exc, LLMUnavailableError | TimeoutError):
-        return AgentError(f"{ctx.label}: the LLM could not answer ({exc}); retry later",
-                          error_type="llm_unavailable")
+        return AgentError(
+            f"{ctx.label}: the LLM could not answer ({exc}); retry later",
+            error_type="llm_unavailable",
+        )
     if isinstance(exc, LLMOutputError):
-        return AgentError(f"{ctx.label}: the LLM's answer was unusable ({exc})",
-                          error_type="invalid_output")
+        return AgentError(
+            f"{ctx.label}: the LLM's answer was unusable ({exc})", error_type="invalid_output"
+        )
     if isinstance(exc, ConfigError):
-        return AgentError(f"{ctx.label}: {exc}; fix the prompt template, then retry",
-                          error_type="template_error", retryable=False)
+        return AgentError(
+            f"{ctx.label}: {exc}; fix the prompt template, then retry",
+            error_type="template_error",
+            retryable=False,
+        )
     if isinstance(exc, SandboxError):
-        return AgentError(f"{ctx.label}: the validation tools could not run ({exc})",
-                          error_type="sandbox_error")
+        return AgentError(
+            f"{ctx.label}: the validation tools could not run ({exc})", error_type="sandbox_error"
+        )
     if isinstance(exc, OSError):
-        return AgentError(f"{ctx.label}: the workspace '{ctx.workspace}' could not be used "
-                          f"({exc}); check its permissions and free space",
-                          error_type="workspace_error")
-    return AgentError(f"{ctx.label}: the agent failed unexpectedly "
-                      f"({type(exc).__name__}: {exc}); this is a bug, report it",
-                      error_type="internal_error", retryable=False)
+        return AgentError(
+            f"{ctx.label}: the workspace '{ctx.workspace}' could not be used "
+            f"({exc}); check its permissions and free space",
+            error_type="workspace_error",
+        )
+    return AgentError(
+        f"{ctx.label}: the agent failed unexpectedly "
+        f"({type(exc).__name__}: {exc}); this is a bug, report it",
+        error_type="internal_error",
+        retryable=False,
+    )
 
 
-def render_prompt(templates: TemplateLoader, name: str, ctx: StepContext,
-                  **variables: str) -> tuple[Message, ...]:
+def render_prompt(
+    templates: TemplateLoader, name: str, ctx: StepContext, **variables: str
+) -> tuple[Message, ...]:
     """Render template ``name`` and apply the step's recovery strategy to it.
 
     With ``corrected_input`` and a previous error, the user message ends with a section
@@ -258,8 +286,9 @@ def render_prompt(templates: TemplateLoader, name: str, ctx: StepContext,
     try:
         messages = templates.load(name).render(**variables)
     except ConfigError as exc:
-        raise AgentError(f"{ctx.label}: {exc}", error_type="template_error",
-                         retryable=False) from exc
+        raise AgentError(
+            f"{ctx.label}: {exc}", error_type="template_error", retryable=False
+        ) from exc
     if ctx.recovery_strategy is not RecoveryStrategy.CORRECTED_INPUT or not ctx.last_error:
         return messages
     correction = (
@@ -279,29 +308,62 @@ class LLMOptions:
     temperature: float = 0.0
 
 
-async def call_model(model: ChatModel, ctx: StepContext, messages: tuple[Message, ...], *,
-                     purpose: str, options: LLMOptions,
-                     json_schema: dict[str, Any] | None = None,
-                     schema_name: str = "answer") -> LLMResponse:
+async def call_model(
+    model: ChatModel,
+    ctx: StepContext,
+    messages: tuple[Message, ...],
+    *,
+    purpose: str,
+    options: LLMOptions,
+    json_schema: dict[str, Any] | None = None,
+    schema_name: str = "answer",
+) -> LLMResponse:
     """Make one LLM call bounded by the step's time budget, and log what it cost."""
     timeout_s = ctx.effective_timeout_s
-    request = LLMRequest(messages=messages, json_schema=json_schema, schema_name=schema_name,
-                         temperature=options.temperature, max_tokens=options.max_tokens,
-                         timeout_s=timeout_s, deadline_s=timeout_s, purpose=purpose)
+    request = LLMRequest(
+        messages=messages,
+        json_schema=json_schema,
+        schema_name=schema_name,
+        temperature=options.temperature,
+        max_tokens=options.max_tokens,
+        timeout_s=timeout_s,
+        deadline_s=timeout_s,
+        purpose=purpose,
+    )
     response = await model.complete(request)
-    log.info("agent.llm.answered", workflow_id=ctx.workflow_id, step=int(ctx.step),
-             purpose=purpose, model=response.model, prompt_tokens=response.prompt_tokens,
-             completion_tokens=response.completion_tokens, latency_ms=response.latency_ms,
-             response_format=response.response_format, finish_reason=response.finish_reason)
+    log.info(
+        "agent.llm.answered",
+        workflow_id=ctx.workflow_id,
+        step=int(ctx.step),
+        purpose=purpose,
+        model=response.model,
+        prompt_tokens=response.prompt_tokens,
+        completion_tokens=response.completion_tokens,
+        latency_ms=response.latency_ms,
+        response_format=response.response_format,
+        finish_reason=response.finish_reason,
+    )
     if response.finish_reason == "length":
-        log.warning("agent.llm.truncated", workflow_id=ctx.workflow_id, step=int(ctx.step),
-                    purpose=purpose, max_tokens=options.max_tokens)
+        log.warning(
+            "agent.llm.truncated",
+            workflow_id=ctx.workflow_id,
+            step=int(ctx.step),
+            purpose=purpose,
+            max_tokens=options.max_tokens,
+        )
     return response
 
 
-async def call_structured(model: ChatModel, ctx: StepContext, messages: tuple[Message, ...],
-                          *, purpose: str, options: LLMOptions, json_schema: dict[str, Any],
-                          schema_name: str) -> LLMResponse:
+async def call_structured(
+    model: ChatModel,
+    ctx: StepContext,
+    messages: tuple[Message, ...],
+    *,
+    purpose: str,
+    options: LLMOptions,
+    json_schema: dict[str, Any],
+    schema_name: str,
+) -> LLMResponse:
     """Ask for JSON; when the adapter rejects the answer as unusable, re-ask once as text.
 
     The templates describe a plain-text fallback format, so the text answer can still be
@@ -312,11 +374,23 @@ async def call_structured(model: ChatModel, ctx: StepContext, messages: tuple[Me
         LLMUnavailableError: the LLM could not answer.
     """
     try:
-        return await call_model(model, ctx, messages, purpose=purpose, options=options,
-                                json_schema=json_schema, schema_name=schema_name)
+        return await call_model(
+            model,
+            ctx,
+            messages,
+            purpose=purpose,
+            options=options,
+            json_schema=json_schema,
+            schema_name=schema_name,
+        )
     except LLMOutputError as exc:
-        log.warning("agent.llm.structured_unusable", workflow_id=ctx.workflow_id,
-                    step=int(ctx.step), purpose=purpose, error=str(exc))
+        log.warning(
+            "agent.llm.structured_unusable",
+            workflow_id=ctx.workflow_id,
+            step=int(ctx.step),
+            purpose=purpose,
+            error=str(exc),
+        )
     return await call_model(model, ctx, messages, purpose=f"{purpose}:text", options=options)
 
 
@@ -333,9 +407,12 @@ def require_plan(ctx: StepContext) -> tuple[str, int]:
         AgentError: ``missing_input`` when the step needs a plan and has none.
     """
     if not ctx.plan_markdown or not ctx.plan_markdown.strip() or ctx.plan_version is None:
-        raise AgentError(f"{ctx.label} needs the current plan and its version, and the context "
-                         "has none; run step 1 first", error_type="missing_input",
-                         retryable=False)
+        raise AgentError(
+            f"{ctx.label} needs the current plan and its version, and the context "
+            "has none; run step 1 first",
+            error_type="missing_input",
+            retryable=False,
+        )
     return ctx.plan_markdown, ctx.plan_version
 
 
@@ -344,12 +421,24 @@ def require_plan(ctx: StepContext) -> tuple[str, int]:
 RESERVED_DIRS = frozenset({"plans"})
 """Top-level workspace directories the programmer may not write (the planner owns them)."""
 
-_SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "venv", "env", "build", "dist",
-                           "htmlcov", "site-packages"})
+_SKIPPED_DIRS = frozenset(
+    {"__pycache__", "node_modules", "venv", "env", "build", "dist", "htmlcov", "site-packages"}
+)
 _BACKTICKS = re.compile(r"`+")
-_LANGUAGES = {".py": "python", ".md": "markdown", ".yaml": "yaml", ".yml": "yaml",
-              ".toml": "toml", ".json": "json", ".cfg": "ini", ".ini": "ini", ".sh": "bash",
-              ".sql": "sql", ".txt": "text", ".csv": "csv"}
+_LANGUAGES = {
+    ".py": "python",
+    ".md": "markdown",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".toml": "toml",
+    ".json": "json",
+    ".cfg": "ini",
+    ".ini": "ini",
+    ".sh": "bash",
+    ".sql": "sql",
+    ".txt": "text",
+    ".csv": "csv",
+}
 
 
 def resolve_in_workspace(workspace: Path, relative: str) -> tuple[Path | None, str]:
@@ -394,9 +483,14 @@ def workspace_files(workspace: Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         dirnames[:] = [
-            d for d in dirnames
-            if not (d.startswith(".") or d in _SKIPPED_DIRS or d.endswith(".egg-info")
-                    or (here == root and d in RESERVED_DIRS))
+            d
+            for d in dirnames
+            if not (
+                d.startswith(".")
+                or d in _SKIPPED_DIRS
+                or d.endswith(".egg-info")
+                or (here == root and d in RESERVED_DIRS)
+            )
         ]
         for name in filenames:
             path = here / name
@@ -409,8 +503,9 @@ def workspace_files(workspace: Path) -> list[str]:
     return sorted(found)
 
 
-def code_context(workspace: Path, *, max_file_chars: int = 12_000,
-                 max_total_chars: int = 60_000) -> str:
+def code_context(
+    workspace: Path, *, max_file_chars: int = 12_000, max_total_chars: int = 60_000
+) -> str:
     """The workspace's files as markdown, for a prompt.
 
     Each file is shown in a fenced block under a ``### File: path`` heading. A file longer

@@ -20,8 +20,8 @@ from agents.base import (
     render_prompt,
     require_plan,
 )
-from agents.llm.protocol import ChatModel
-from agents.templates import TemplateLoader
+from orchestrator.llm.protocol import ChatModel
+from prompt_templates.loader import TemplateLoader
 from state.errors import AgentError
 from state.reports import PlanDraft, PlanValidationReport
 from state.steps import Step
@@ -33,8 +33,9 @@ PLANNER_OPTIONS = LLMOptions(max_tokens=4096)
 
 # A whole answer wrapped in a ```markdown fence; plain ``` fences are left alone, since a plan
 # may well start and end with code blocks of its own.
-_WHOLE_FENCE = re.compile(r"\A\s*(`{3,}|~{3,})[ \t]*(?:markdown|md)[ \t]*\n(.*)\n\1\s*\Z",
-                          re.DOTALL | re.IGNORECASE)
+_WHOLE_FENCE = re.compile(
+    r"\A\s*(`{3,}|~{3,})[ \t]*(?:markdown|md)[ \t]*\n(.*)\n\1\s*\Z", re.DOTALL | re.IGNORECASE
+)
 
 
 class PlannerAgent:
@@ -47,9 +48,14 @@ class PlannerAgent:
         max_context_chars: how much of the workspace's existing code goes into step 1.
     """
 
-    def __init__(self, model: ChatModel, templates: TemplateLoader, *,
-                 options: LLMOptions = PLANNER_OPTIONS,
-                 max_context_chars: int = 60_000) -> None:
+    def __init__(
+        self,
+        model: ChatModel,
+        templates: TemplateLoader,
+        *,
+        options: LLMOptions = PLANNER_OPTIONS,
+        max_context_chars: int = 60_000,
+    ) -> None:
         self._model = model
         self._templates = templates
         self._options = options
@@ -67,10 +73,13 @@ class PlannerAgent:
             version = 1
             template = "step1_initial_planner"
             messages = render_prompt(
-                self._templates, template, ctx,
+                self._templates,
+                template,
+                ctx,
                 requirements=ctx.requirements or "(no requirement given)",
-                workspace_context=code_context(ctx.workspace,
-                                               max_total_chars=self._max_context_chars),
+                workspace_context=code_context(
+                    ctx.workspace, max_total_chars=self._max_context_chars
+                ),
                 change_requests=format_list(ctx.change_requests),
             )
         elif ctx.step is Step.PLAN_REVISION:
@@ -78,7 +87,9 @@ class PlannerAgent:
             version = current + 1
             template = "step3_revision_planner"
             messages = render_prompt(
-                self._templates, template, ctx,
+                self._templates,
+                template,
+                ctx,
                 requirements=ctx.requirements or "(no requirement given)",
                 plan=plan,
                 plan_version=str(current),
@@ -86,18 +97,30 @@ class PlannerAgent:
                 change_requests=format_list(ctx.change_requests),
             )
         else:
-            raise AgentError(f"{ctx.label}: the planner runs steps 1 and 3 only",
-                             error_type="internal_error", retryable=False)
+            raise AgentError(
+                f"{ctx.label}: the planner runs steps 1 and 3 only",
+                error_type="internal_error",
+                retryable=False,
+            )
 
-        response = await call_model(self._model, ctx, messages, purpose=template,
-                                    options=self._options)
+        response = await call_model(
+            self._model, ctx, messages, purpose=template, options=self._options
+        )
         markdown = unwrap_fence(response.text).strip()
         if not markdown:
-            raise AgentError(f"{ctx.label}: the planner's answer was empty; expected a "
-                             "markdown plan", error_type="invalid_output")
+            raise AgentError(
+                f"{ctx.label}: the planner's answer was empty; expected a markdown plan",
+                error_type="invalid_output",
+            )
         path = write_plan(ctx, version, markdown)
-        log.info("agent.plan.written", workflow_id=ctx.workflow_id, step=int(ctx.step),
-                 version=version, path=path, chars=len(markdown))
+        log.info(
+            "agent.plan.written",
+            workflow_id=ctx.workflow_id,
+            step=int(ctx.step),
+            version=version,
+            path=path,
+            chars=len(markdown),
+        )
         return PlanDraft(version=version, markdown=markdown, path=path)
 
 
@@ -116,8 +139,11 @@ def write_plan(ctx: StepContext, version: int, markdown: str) -> str:
     root = ctx.workspace.resolve()
     plans = root / PLANS_DIR
     if plans.is_symlink() or (plans.exists() and not plans.resolve().is_relative_to(root)):
-        raise AgentError(f"{ctx.label}: '{PLANS_DIR}/' in the workspace is a symlink; the plan "
-                         "was not written there", error_type="workspace_violation")
+        raise AgentError(
+            f"{ctx.label}: '{PLANS_DIR}/' in the workspace is a symlink; the plan "
+            "was not written there",
+            error_type="workspace_violation",
+        )
     plans.mkdir(parents=True, exist_ok=True)
     relative = f"{PLANS_DIR}/plan_v{version}.md"
     target = root / relative

@@ -31,8 +31,8 @@ from agents.base import (
     require_plan,
     resolve_in_workspace,
 )
-from agents.llm.protocol import ChatModel, LLMResponse
-from agents.templates import TemplateLoader
+from orchestrator.llm.protocol import ChatModel, LLMResponse
+from prompt_templates.loader import TemplateLoader
 from state.errors import AgentError
 from state.reports import CodeChange, CodeValidationReport
 from state.steps import Step
@@ -64,10 +64,12 @@ FILES_SCHEMA: dict[str, Any] = {
 }
 
 _FILE_LINE = re.compile(
-    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?File:(?:\*\*)?[ \t]*(?P<path>.+?)[ \t]*$", re.IGNORECASE)
+    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?File:(?:\*\*)?[ \t]*(?P<path>.+?)[ \t]*$", re.IGNORECASE
+)
 _FENCE_OPEN = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[^`]*$")
-_SUMMARY = re.compile(r"^#{1,6}[ \t]*(?:refinement[ \t]+)?summary[ \t]*$",
-                      re.IGNORECASE | re.MULTILINE)
+_SUMMARY = re.compile(
+    r"^#{1,6}[ \t]*(?:refinement[ \t]+)?summary[ \t]*$", re.IGNORECASE | re.MULTILINE
+)
 
 
 class _FileOut(BaseModel):
@@ -101,9 +103,14 @@ class ProgrammerAgent:
         max_context_chars: how much of the workspace's code goes into the prompt.
     """
 
-    def __init__(self, model: ChatModel, templates: TemplateLoader, *,
-                 options: LLMOptions = PROGRAMMER_OPTIONS,
-                 max_context_chars: int = 60_000) -> None:
+    def __init__(
+        self,
+        model: ChatModel,
+        templates: TemplateLoader,
+        *,
+        options: LLMOptions = PROGRAMMER_OPTIONS,
+        max_context_chars: int = 60_000,
+    ) -> None:
         self._model = model
         self._templates = templates
         self._options = options
@@ -124,36 +131,67 @@ class ProgrammerAgent:
         changes = format_list(ctx.change_requests)
         if ctx.step is Step.IMPLEMENTATION:
             template = "step4_programmer"
-            messages = render_prompt(self._templates, template, ctx, requirements=requirements,
-                                     plan=plan, workspace_context=code, change_requests=changes)
+            messages = render_prompt(
+                self._templates,
+                template,
+                ctx,
+                requirements=requirements,
+                plan=plan,
+                workspace_context=code,
+                change_requests=changes,
+            )
         elif ctx.step is Step.CODE_REFINEMENT:
             template = "step6_code_refinement"
-            messages = render_prompt(self._templates, template, ctx, requirements=requirements,
-                                     plan=plan, code=code,
-                                     validation_reports=format_code_report(ctx.code_report),
-                                     change_requests=changes)
+            messages = render_prompt(
+                self._templates,
+                template,
+                ctx,
+                requirements=requirements,
+                plan=plan,
+                code=code,
+                validation_reports=format_code_report(ctx.code_report),
+                change_requests=changes,
+            )
         else:
-            raise AgentError(f"{ctx.label}: the programmer runs steps 4 and 6 only",
-                             error_type="internal_error", retryable=False)
+            raise AgentError(
+                f"{ctx.label}: the programmer runs steps 4 and 6 only",
+                error_type="internal_error",
+                retryable=False,
+            )
 
-        response = await call_structured(self._model, ctx, messages, purpose=template,
-                                         options=self._options, json_schema=FILES_SCHEMA,
-                                         schema_name="code_files")
+        response = await call_structured(
+            self._model,
+            ctx,
+            messages,
+            purpose=template,
+            options=self._options,
+            json_schema=FILES_SCHEMA,
+            schema_name="code_files",
+        )
         files, summary = read_files(response)
         if not files:
-            raise AgentError(f"{ctx.label}: the programmer's answer holds no file; expected "
-                             "JSON {files: [{path, content}], summary} or '# File: path' lines "
-                             "each followed by a fenced code block", error_type="invalid_output")
+            raise AgentError(
+                f"{ctx.label}: the programmer's answer holds no file; expected "
+                "JSON {files: [{path, content}], summary} or '# File: path' lines "
+                "each followed by a fenced code block",
+                error_type="invalid_output",
+            )
         outcome = write_files(ctx, files)
-        log.info("agent.code.written", workflow_id=ctx.workflow_id, step=int(ctx.step),
-                 written=list(outcome.written), refused=[p for p, _ in outcome.refused])
+        log.info(
+            "agent.code.written",
+            workflow_id=ctx.workflow_id,
+            step=int(ctx.step),
+            written=list(outcome.written),
+            refused=[p for p, _ in outcome.refused],
+        )
         if outcome.refused:
             refused = "; ".join(f"'{path}' ({why})" for path, why in outcome.refused)
             raise AgentError(
                 f"{ctx.label}: refused to write outside the workspace: {refused}. "
                 f"{len(outcome.written)} other file(s) were written. Use paths relative to "
                 "the workspace root, without '..', outside 'plans/'",
-                error_type="workspace_violation")
+                error_type="workspace_violation",
+            )
         return CodeChange(files=outcome.written, summary=summary)
 
 
@@ -204,7 +242,7 @@ def parse_markdown_files(text: str) -> tuple[list[tuple[str, str]], str]:
             i += 1
     # the last heading: a file's own content (a README) may have a summary section too
     headings = list(_SUMMARY.finditer(text))
-    summary = text[headings[-1].end():].strip() if headings else ""
+    summary = text[headings[-1].end() :].strip() if headings else ""
     return files, summary
 
 
@@ -222,8 +260,9 @@ def write_files(ctx: StepContext, files: list[tuple[str, str]]) -> WriteOutcome:
         target, why = resolve_in_workspace(root, path)
         if target is None:
             refused.append((path, why))
-            log.warning("agent.code.path_refused", workflow_id=ctx.workflow_id, path=path,
-                        reason=why)
+            log.warning(
+                "agent.code.path_refused", workflow_id=ctx.workflow_id, path=path, reason=why
+            )
         else:
             latest[target] = content  # "a.py" and "./a.py" are one file
     for target, content in latest.items():

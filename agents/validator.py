@@ -40,8 +40,8 @@ from agents.base import (
     render_prompt,
     require_plan,
 )
-from agents.llm.protocol import ChatModel, LLMResponse, Message
-from agents.templates import TemplateLoader
+from orchestrator.llm.protocol import ChatModel, LLMResponse, Message
+from prompt_templates.loader import TemplateLoader
 from state.config import PlanThresholds
 from state.errors import AgentError
 from state.reports import (
@@ -96,46 +96,66 @@ class ReportSpec:
         }
         properties = {f.name: kinds[f.kind] for f in self.fields}
         properties["report"] = {"type": "string", "description": "the markdown report"}
-        return {"type": "object", "properties": properties, "required": list(properties),
-                "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": list(properties),
+            "additionalProperties": False,
+        }
 
 
-_ISSUES = (ReportField("critical_issues", "count", ("Critical Issues",)),
-           ReportField("minor_issues", "count", ("Minor Issues",)))
+_ISSUES = (
+    ReportField("critical_issues", "count", ("Critical Issues",)),
+    ReportField("minor_issues", "count", ("Minor Issues",)),
+)
 
-PLAN_REPORT = ReportSpec("plan_validation_report", (
-    ReportField("alignment_score", "score", ("Alignment Rules Score", "Alignment Score")),
-    ReportField("standardization_score", "score",
-                ("Standardization Score", "Standardization Rules Score")),
-    ReportField("compatibility_score", "score", ("Compatibility Score",)),
-    *_ISSUES,
-    ReportField("verdict", "verdict", ("Overall", "Overall Verdict", "Verdict")),
-))
-CODE_REVIEW = ReportSpec("code_alignment_review", (
-    ReportField("overall_score", "score", ("Overall Score",)),
-    *_ISSUES,
-    ReportField("verdict", "verdict", ("Verdict", "Overall Verdict", "Overall")),
-))
-STANDARDIZATION = ReportSpec("code_standardization_review", (
-    ReportField("status", "status", ("Status", "Standardization Status")),
-    *_ISSUES,
-))
+PLAN_REPORT = ReportSpec(
+    "plan_validation_report",
+    (
+        ReportField("alignment_score", "score", ("Alignment Rules Score", "Alignment Score")),
+        ReportField(
+            "standardization_score",
+            "score",
+            ("Standardization Score", "Standardization Rules Score"),
+        ),
+        ReportField("compatibility_score", "score", ("Compatibility Score",)),
+        *_ISSUES,
+        ReportField("verdict", "verdict", ("Overall", "Overall Verdict", "Verdict")),
+    ),
+)
+CODE_REVIEW = ReportSpec(
+    "code_alignment_review",
+    (
+        ReportField("overall_score", "score", ("Overall Score",)),
+        *_ISSUES,
+        ReportField("verdict", "verdict", ("Verdict", "Overall Verdict", "Overall")),
+    ),
+)
+STANDARDIZATION = ReportSpec(
+    "code_standardization_review",
+    (
+        ReportField("status", "status", ("Status", "Standardization Status")),
+        *_ISSUES,
+    ),
+)
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)"
-_SCORE_TEXT = re.compile(rf"(?P<num>{_NUMBER}|nan)(?:\s*/\s*(?P<den>{_NUMBER}))?",
-                         re.IGNORECASE)
+_SCORE_TEXT = re.compile(rf"(?P<num>{_NUMBER}|nan)(?:\s*/\s*(?P<den>{_NUMBER}))?", re.IGNORECASE)
 _COUNT_TEXT = re.compile(rf"(?P<num>{_NUMBER})|(?P<none>none|no|zero)\b", re.IGNORECASE)
 _VERDICT_TEXT = re.compile(r"(PASS|FAIL)(?:ED)?\b", re.IGNORECASE)
 _DECORATION = " \t*_`'\"|"
-_JSON_ANSWER = re.compile(r"\A\s*(?:```(?:json)?\s*)?(?P<body>\{.*\})\s*(?:```)?\s*\Z",
-                          re.DOTALL | re.IGNORECASE)
+_JSON_ANSWER = re.compile(
+    r"\A\s*(?:```(?:json)?\s*)?(?P<body>\{.*\})\s*(?:```)?\s*\Z", re.DOTALL | re.IGNORECASE
+)
 
 
 def _label_pattern(labels: tuple[str, ...]) -> re.Pattern[str]:
     names = sorted(labels, key=len, reverse=True)
     alternatives = "|".join(r"[ \t]+".join(map(re.escape, name.split())) for name in names)
-    return re.compile(rf"^[ \t>*_#|+-]*(?:{alternatives})[ \t*_]*[:=|](?P<value>.*)$",
-                      re.IGNORECASE | re.MULTILINE)
+    return re.compile(
+        rf"^[ \t>*_#|+-]*(?:{alternatives})[ \t*_]*[:=|](?P<value>.*)$",
+        re.IGNORECASE | re.MULTILINE,
+    )
 
 
 def _parse_text(kind: FieldKind, text: str) -> tuple[Any, str | None]:
@@ -212,20 +232,26 @@ def _read_labelled(text: str, spec: ReportSpec) -> tuple[dict[str, Any], list[st
     values: dict[str, Any] = {}
     problems: list[str] = []
     for field in spec.fields:
-        given = [m.group("value").strip(_DECORATION)
-                 for m in _label_pattern(field.labels).finditer(text)]
+        given = [
+            m.group("value").strip(_DECORATION) for m in _label_pattern(field.labels).finditer(text)
+        ]
         given = [g for g in given if g]
         readings = [(g, *_parse_text(field.kind, g)) for g in given]
         readable = [(g, v, note) for g, v, note in readings if v is not None]
         if not readable:
             values[field.name] = None
-            problems.append(f"{field.name}: unreadable value {given[-1]!r}" if given
-                            else f"{field.name}: missing (no '{field.labels[0]}:' line)")
+            problems.append(
+                f"{field.name}: unreadable value {given[-1]!r}"
+                if given
+                else f"{field.name}: missing (no '{field.labels[0]}:' line)"
+            )
             continue
         distinct = list(dict.fromkeys(str(v) for _, v, _ in readable))
         if len(distinct) > 1:
-            problems.append(f"{field.name}: given {len(readable)} times with different values "
-                            f"({', '.join(distinct)}); the last is used")
+            problems.append(
+                f"{field.name}: given {len(readable)} times with different values "
+                f"({', '.join(distinct)}); the last is used"
+            )
         _, value, note = readable[-1]
         values[field.name] = value
         problems.extend(p for p in (note, _range_problem(field, value)) if p)
@@ -243,8 +269,9 @@ def _json_object_in(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_report(data: dict[str, Any] | None, text: str, spec: ReportSpec, *,
-                where: str) -> tuple[dict[str, Any], str, tuple[str, ...]]:
+def read_report(
+    data: dict[str, Any] | None, text: str, spec: ReportSpec, *, where: str
+) -> tuple[dict[str, Any], str, tuple[str, ...]]:
     """Read a report's values from structured output, else from labelled lines.
 
     Args:
@@ -277,8 +304,11 @@ def read_report(data: dict[str, Any] | None, text: str, spec: ReportSpec, *,
     values, problems = _read_labelled(fallback, spec)
     if all(v is None for v in values.values()):
         labels = ", ".join(f"'{f.labels[0]}:'" for f in spec.fields)
-        raise AgentError(f"{where} could not be read: no JSON object with its fields and no "
-                         f"labelled lines ({labels})", error_type="invalid_output")
+        raise AgentError(
+            f"{where} could not be read: no JSON object with its fields and no "
+            f"labelled lines ({labels})",
+            error_type="invalid_output",
+        )
     return values, fallback.strip(), (*notes, *problems)
 
 
@@ -286,7 +316,7 @@ def read_report(data: dict[str, Any] | None, text: str, spec: ReportSpec, *,
 
 
 class ToolRunLike(Protocol):
-    """What the tool runner returns (``agents.tools.ToolRun``)."""
+    """What the tool runner returns (``orchestrator.execution.tools.ToolRun``)."""
 
     @property
     def tools(self) -> tuple[ToolResult, ...]:
@@ -300,24 +330,24 @@ class ToolRunLike(Protocol):
 
 
 # The sandbox is typed loosely: the validator only hands it through, a fake runner in tests
-# needs none, and importing this module must not import agents.sandbox.
+# needs none, and importing this module must not import orchestrator.execution.sandbox.
 ToolRunner = Callable[[Path, str, Any], Awaitable[ToolRunLike]]
 """``async (workspace, plan_markdown, sandbox) -> ToolRun``, like ``run_validation_tools``."""
 
 
-async def default_tool_runner(workspace: Path, plan_markdown: str,
-                              sandbox: Any) -> ToolRunLike:
-    """Run the real deterministic tools (``agents.tools.run_validation_tools``).
+async def default_tool_runner(workspace: Path, plan_markdown: str, sandbox: Any) -> ToolRunLike:
+    """Run the real deterministic tools (``orchestrator.execution.tools.run_validation_tools``).
 
     The sandbox module is imported on first use, so the validator can be built and tested
     without it. A ``sandbox`` of None means a ``Sandbox()`` with default limits.
     """
     # imported here, not at the top: plan validation and tests never load the sandbox
-    from agents.sandbox import Sandbox  # noqa: PLC0415 -- deferred on purpose, see above
-    from agents.tools import run_validation_tools  # noqa: PLC0415 -- deferred on purpose
+    from orchestrator.execution.sandbox import Sandbox  # noqa: PLC0415 -- deferred on purpose, see above
+    from orchestrator.execution.tools import run_validation_tools  # noqa: PLC0415 -- deferred on purpose
 
-    return await run_validation_tools(workspace, plan_markdown,
-                                      sandbox if sandbox is not None else Sandbox())
+    return await run_validation_tools(
+        workspace, plan_markdown, sandbox if sandbox is not None else Sandbox()
+    )
 
 
 class ValidatorAgent:
@@ -332,10 +362,16 @@ class ValidatorAgent:
         max_context_chars: how much of the workspace's code the reviews see.
     """
 
-    def __init__(self, model: ChatModel, templates: TemplateLoader, *,
-                 tool_runner: ToolRunner = default_tool_runner, sandbox: Any = None,
-                 options: LLMOptions = VALIDATOR_OPTIONS,
-                 max_context_chars: int = 60_000) -> None:
+    def __init__(
+        self,
+        model: ChatModel,
+        templates: TemplateLoader,
+        *,
+        tool_runner: ToolRunner = default_tool_runner,
+        sandbox: Any = None,
+        options: LLMOptions = VALIDATOR_OPTIONS,
+        max_context_chars: int = 60_000,
+    ) -> None:
         self._model = model
         self._templates = templates
         self._tool_runner = tool_runner
@@ -355,26 +391,49 @@ class ValidatorAgent:
             return await self.validate_plan(ctx)
         if ctx.step in (Step.CODE_VALIDATION, Step.CONVERGENCE_VALIDATION):
             return await self.validate_code(ctx)
-        raise AgentError(f"{ctx.label}: the validator runs steps 2, 5 and 7 only",
-                         error_type="internal_error", retryable=False)
+        raise AgentError(
+            f"{ctx.label}: the validator runs steps 2, 5 and 7 only",
+            error_type="internal_error",
+            retryable=False,
+        )
 
     async def validate_plan(self, ctx: StepContext) -> PlanValidationReport:
         """Step 2: score the current plan."""
         plan, version = require_plan(ctx)
         template = "step2_plan_validator"
-        messages = render_prompt(self._templates, template, ctx,
-                                 requirements=ctx.requirements or "(no requirement given)",
-                                 plan=plan, plan_version=str(version),
-                                 thresholds=describe_plan_thresholds(ctx.plan_thresholds))
+        messages = render_prompt(
+            self._templates,
+            template,
+            ctx,
+            requirements=ctx.requirements or "(no requirement given)",
+            plan=plan,
+            plan_version=str(version),
+            thresholds=describe_plan_thresholds(ctx.plan_thresholds),
+        )
         response = await self._ask(ctx, template, messages, PLAN_REPORT)
-        values, markdown, problems = read_report(response.data, response.text, PLAN_REPORT,
-                                                 where=f"{ctx.label}: the plan report")
-        report = _build(ctx, PlanValidationReport, plan_version=version, markdown=markdown,
-                        parse_problems=problems, **values)
-        log.info("agent.validation.plan", workflow_id=ctx.workflow_id, plan_version=version,
-                 alignment=report.alignment_score, standardization=report.standardization_score,
-                 compatibility=report.compatibility_score, critical=report.critical_issues,
-                 minor=report.minor_issues, verdict=report.verdict, problems=len(problems))
+        values, markdown, problems = read_report(
+            response.data, response.text, PLAN_REPORT, where=f"{ctx.label}: the plan report"
+        )
+        report = _build(
+            ctx,
+            PlanValidationReport,
+            plan_version=version,
+            markdown=markdown,
+            parse_problems=problems,
+            **values,
+        )
+        log.info(
+            "agent.validation.plan",
+            workflow_id=ctx.workflow_id,
+            plan_version=version,
+            alignment=report.alignment_score,
+            standardization=report.standardization_score,
+            compatibility=report.compatibility_score,
+            critical=report.critical_issues,
+            minor=report.minor_issues,
+            verdict=report.verdict,
+            problems=len(problems),
+        )
         return report
 
     async def validate_code(self, ctx: StepContext) -> CodeValidationReport:
@@ -392,49 +451,82 @@ class ValidatorAgent:
             await asyncio.gather(review_task, standard_task, return_exceptions=True)
             raise
         bound = log.bind(workflow_id=ctx.workflow_id, step=int(ctx.step))
-        bound.info("agent.validation.level1", overall_score=review.overall_score,
-                   verdict=review.verdict, standardization=standard.status,
-                   critical=review.critical_issues, minor=review.minor_issues)
+        bound.info(
+            "agent.validation.level1",
+            overall_score=review.overall_score,
+            verdict=review.verdict,
+            standardization=standard.status,
+            critical=review.critical_issues,
+            minor=review.minor_issues,
+        )
 
         skipped = tools_skip_reason(review, ctx.code_thresholds.review_score_for_tools)
         if skipped is not None:
             bound.info("agent.validation.tools_skipped", reason=skipped)
-            return CodeValidationReport(review=review, standardization=standard,
-                                        tools_skipped_reason=skipped)
+            return CodeValidationReport(
+                review=review, standardization=standard, tools_skipped_reason=skipped
+            )
         run = await self._tool_runner(ctx.workspace, plan, self._sandbox)
-        bound.info("agent.validation.tools", tools=len(run.tools),
-                   passed=sum(1 for t in run.tools if t.status is ToolStatus.PASSED),
-                   line_coverage=run.line_coverage)
-        return CodeValidationReport(review=review, standardization=standard,
-                                    tools=tuple(run.tools), line_coverage=run.line_coverage)
+        bound.info(
+            "agent.validation.tools",
+            tools=len(run.tools),
+            passed=sum(1 for t in run.tools if t.status is ToolStatus.PASSED),
+            line_coverage=run.line_coverage,
+        )
+        return CodeValidationReport(
+            review=review,
+            standardization=standard,
+            tools=tuple(run.tools),
+            line_coverage=run.line_coverage,
+        )
 
     async def _review(self, ctx: StepContext, plan: str, code: str) -> CodeReview:
         template = "step5a_alignment_validator"
         messages = render_prompt(
-            self._templates, template, ctx,
-            requirements=ctx.requirements or "(no requirement given)", plan=plan, code=code,
-            review_threshold=f"{ctx.code_thresholds.review_score_for_tools:g}")
+            self._templates,
+            template,
+            ctx,
+            requirements=ctx.requirements or "(no requirement given)",
+            plan=plan,
+            code=code,
+            review_threshold=f"{ctx.code_thresholds.review_score_for_tools:g}",
+        )
         response = await self._ask(ctx, template, messages, CODE_REVIEW)
-        values, markdown, problems = read_report(response.data, response.text, CODE_REVIEW,
-                                                 where=f"{ctx.label}: the 5a review")
+        values, markdown, problems = read_report(
+            response.data, response.text, CODE_REVIEW, where=f"{ctx.label}: the 5a review"
+        )
         return _build(ctx, CodeReview, markdown=markdown, parse_problems=problems, **values)
 
     async def _standardize(self, ctx: StepContext, plan: str, code: str) -> StandardizationReview:
         template = "step5b_standardization_validator"
         messages = render_prompt(
-            self._templates, template, ctx, plan=plan, code=code,
-            max_minor_issues=str(ctx.code_thresholds.max_minor_issues))
+            self._templates,
+            template,
+            ctx,
+            plan=plan,
+            code=code,
+            max_minor_issues=str(ctx.code_thresholds.max_minor_issues),
+        )
         response = await self._ask(ctx, template, messages, STANDARDIZATION)
-        values, markdown, problems = read_report(response.data, response.text, STANDARDIZATION,
-                                                 where=f"{ctx.label}: the 5b review")
-        return _build(ctx, StandardizationReview, markdown=markdown, parse_problems=problems,
-                      **values)
+        values, markdown, problems = read_report(
+            response.data, response.text, STANDARDIZATION, where=f"{ctx.label}: the 5b review"
+        )
+        return _build(
+            ctx, StandardizationReview, markdown=markdown, parse_problems=problems, **values
+        )
 
-    async def _ask(self, ctx: StepContext, template: str, messages: tuple[Message, ...],
-                   spec: ReportSpec) -> LLMResponse:
-        return await call_structured(self._model, ctx, messages, purpose=template,
-                                     options=self._options, json_schema=spec.schema,
-                                     schema_name=spec.name)
+    async def _ask(
+        self, ctx: StepContext, template: str, messages: tuple[Message, ...], spec: ReportSpec
+    ) -> LLMResponse:
+        return await call_structured(
+            self._model,
+            ctx,
+            messages,
+            purpose=template,
+            options=self._options,
+            json_schema=spec.schema,
+            schema_name=spec.name,
+        )
 
 
 def tools_skip_reason(review: CodeReview, threshold: float) -> str | None:
@@ -451,10 +543,12 @@ def tools_skip_reason(review: CodeReview, threshold: float) -> str | None:
 
 def describe_plan_thresholds(thresholds: PlanThresholds) -> str:
     """The phase-1 convergence criteria, in the words the step-2 template uses."""
-    return (f"Alignment Rules Score >= {thresholds.alignment:g}, "
-            f"Standardization Score >= {thresholds.standardization:g}, "
-            f"Compatibility Score >= {thresholds.compatibility:g}, and at most "
-            f"{thresholds.max_critical_issues} critical issue(s)")
+    return (
+        f"Alignment Rules Score >= {thresholds.alignment:g}, "
+        f"Standardization Score >= {thresholds.standardization:g}, "
+        f"Compatibility Score >= {thresholds.compatibility:g}, and at most "
+        f"{thresholds.max_critical_issues} critical issue(s)"
+    )
 
 
 _Report = TypeVar("_Report", PlanValidationReport, CodeReview, StandardizationReview)
@@ -464,5 +558,6 @@ def _build(ctx: StepContext, model: type[_Report], **fields: Any) -> _Report:
     try:
         return model(**fields)
     except ValidationError as exc:
-        raise AgentError(f"{ctx.label}: the report could not be built ({exc})",
-                         error_type="invalid_output") from exc
+        raise AgentError(
+            f"{ctx.label}: the report could not be built ({exc})", error_type="invalid_output"
+        ) from exc

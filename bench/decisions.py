@@ -26,9 +26,9 @@ from pathlib import Path
 
 from bench._peers import load_peers
 from orchestrator.clock import FixedClock
-from orchestrator.engine import DecisionEngine
-from orchestrator.machine import WorkflowMachine
-from orchestrator.progress import complete_step, new_workflow, record_answer
+from orchestrator.deciding.engine import DecisionEngine
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.running.updates import complete_step, new_workflow, record_answer
 from state.config import Coordinator, WorkflowConfig
 from state.reports import (
     CodeChange,

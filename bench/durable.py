@@ -6,7 +6,7 @@ approved) through our programmatic path the way a real runner does, against a ``
 per workflow ``create`` and ``acquire_lease``; per decision ``engine.decide`` and a ``commit``
 of the new state with its ``DecisionEntry`` *before* the (instant stub) step runs; when the
 step ends, ``complete_step``, its ``StepResultEntry`` committed with the next decision (as
-``WorkflowService`` does when that decision needs no LLM call); at a gate,
+``WorkflowRunner`` does when that decision needs no LLM call); at a gate,
 ``record_answer`` and a commit with its ``HumanAnswerEntry``; at the end ``release_lease``.
 Everything from ``create`` to ``release_lease`` is inside the timed loop; only decisions are
 counted. It runs with durability "normal" (WAL, synchronous=NORMAL: survives a process crash)
@@ -47,19 +47,19 @@ from langgraph.graph import StateGraph
 from bench._peers import load_peers
 from bench.decisions import build_trace, make_runner
 from orchestrator.clock import FixedClock, SystemClock
-from orchestrator.consistency import check_consistency
-from orchestrator.coordinator import HybridCoordinator
-from orchestrator.engine import DecisionEngine
+from orchestrator.deciding.engine import DecisionEngine
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.logsetup import configure_logging
-from orchestrator.machine import WorkflowMachine
-from orchestrator.progress import (
+from orchestrator.running.consistency import check_consistency
+from orchestrator.running.runner import WorkflowRunner
+from orchestrator.running.updates import (
     complete_step,
     fail_step,
     mark_interrupted,
     new_workflow,
     record_answer,
 )
-from orchestrator.service import WorkflowService
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
 from state.reports import CodeChange, PlanDraft
@@ -390,10 +390,10 @@ class _Prepared(Exception):  # a signal, not an error
         self.at = at
 
 
-class FirstDecisionProbe(HybridCoordinator):
-    """Stops ``WorkflowService.run`` at its first decision, after the analysis it starts with.
+class FirstDecisionProbe(DecisionPipeline):
+    """Stops ``WorkflowRunner.run`` at its first decision, after the analysis it starts with.
 
-    ``HybridCoordinator.decide`` begins with ``engine.analyze``; the probe does that much,
+    ``DecisionPipeline.decide`` begins with ``engine.analyze``; the probe does that much,
     then raises, so nothing after the resume preparation is timed or written.
     """
 
@@ -417,7 +417,7 @@ def pristine_copy(src: Path, dest: Path) -> Path:
 def time_service_resume(
     src: Path, work: Path, wid: str, runs: int, durability: Durability, engine: DecisionEngine
 ) -> list[float]:
-    """Seconds from opening the store to ``WorkflowService.run``'s first decision, per run."""
+    """Seconds from opening the store to ``WorkflowRunner.run``'s first decision, per run."""
     coordinator = FirstDecisionProbe(engine)
     out: list[float] = []
     for k in range(runs):
@@ -425,7 +425,7 @@ def time_service_resume(
         gc.collect()
         t = time.perf_counter()
         store = SQLiteStore(data_dir, durability=durability)
-        service = WorkflowService(
+        service = WorkflowRunner(
             store,
             coordinator,
             None,  # type: ignore[arg-type]  # the agents are first used after the decision
@@ -437,7 +437,7 @@ def time_service_resume(
         except _Prepared as done:
             out.append(done.at - t)
         else:
-            raise SystemExit(f"WorkflowService.run({wid!r}) never reached a decision")
+            raise SystemExit(f"WorkflowRunner.run({wid!r}) never reached a decision")
         finally:
             store.close()
     return out
@@ -559,7 +559,7 @@ def resume_report(peers: ModuleType, target: int, runs: int, base: Path) -> None
                 secs = time_service_resume(src, work, wid, runs, durability, engine)
                 ms = [s * 1e3 for s in secs]
                 print(
-                    f"WorkflowService.run, {durability:6s}, {label:16s} "
+                    f"WorkflowRunner.run, {durability:6s}, {label:16s} "
                     f"{statistics.median(ms):8.1f} {max(ms):8.1f}"
                 )
         for durability in durabilities:
@@ -573,12 +573,12 @@ def resume_report(peers: ModuleType, target: int, runs: int, base: Path) -> None
                     + ", ".join(f"{p} {med[p]:.2f}" for p in PHASES)
                 )
         print(
-            "timed (WorkflowService): new SQLiteStore on a pristine copy of the file, "
-            "WorkflowService(...), asyncio.run(service.run(id)) up to its first decision: "
+            "timed (WorkflowRunner): new SQLiteStore on a pristine copy of the file, "
+            "WorkflowRunner(...), asyncio.run(service.run(id)) up to its first decision: "
             "acquire_lease (taking over the dead worker's lease), load (snapshot + config "
             "validated by pydantic), check_consistency, for a step left running "
             "mark_interrupted + its commit, then engine.analyze (the first thing "
-            "HybridCoordinator.decide does; the probe stops there). By hand: the same calls "
+            "DecisionPipeline.decide does; the probe stops there). By hand: the same calls "
             "without the service, per phase (median ms). Not timed: copying the file, "
             f"building the engine once ({engine_s * 1e3:.1f} ms), reading the whole ledger "
             f"({ledger_read * 1e3:.1f} ms for {len(ledger)} entries: resuming does not read it)"

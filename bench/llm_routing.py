@@ -39,21 +39,21 @@ from pathlib import Path
 # ``python bench/llm_routing.py`` puts bench/ on the path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.llm.local_server import LocalModelServer
-from agents.llm.openai_adapter import OpenAIChatModel
 from bench.corpus import Corpus, CorpusState, generate
-from orchestrator.actions import trigger_of
 from orchestrator.clock import FixedClock
 from orchestrator.composition import build_coordinator
-from orchestrator.coordinator import HybridCoordinator
+from orchestrator.deciding.actions import trigger_of
+from orchestrator.deciding.facts import compute_facts
+from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.llm.local_server import LocalModelServer
+from orchestrator.llm.openai_adapter import OpenAIChatModel
 from orchestrator.logsetup import configure_logging
-from orchestrator.rules import compute_facts
 from state.config import Coordinator, LLMSettings
 
 MODES = (Coordinator.PROGRAMMATIC, Coordinator.HYBRID, Coordinator.LLM)
 # As in the real-model test tier: the tiny local model is slow on 2 cores.
 SETTINGS = LLMSettings(call_timeout_s=60, decision_deadline_s=120)
-# What LLMOrchestrator._check writes when an answer names an action the state does not allow.
+# What LLMDecider._check writes when an answer names an action the state does not allow.
 ILLEGAL_MARKERS = (
     "is not legal in this state",
     "is not an action that exists",
@@ -99,7 +99,7 @@ class ModeStats:
 
 
 async def run_mode(
-    mode: Coordinator, corpus: Corpus, coordinator: HybridCoordinator, progress_every: int
+    mode: Coordinator, corpus: Corpus, coordinator: DecisionPipeline, progress_every: int
 ) -> ModeStats:
     """Decide every corpus state with ``mode``."""
     stats = ModeStats(mode.value)
@@ -120,7 +120,7 @@ async def run_mode(
 async def decide_one(
     mode: Coordinator,
     cs: CorpusState,
-    coordinator: HybridCoordinator,
+    coordinator: DecisionPipeline,
     stats: ModeStats,
 ) -> None:
     """Decide one corpus state and tally the outcome."""

@@ -32,13 +32,13 @@ sys.path.insert(0, str(ROOT / "tests"))  # the scripted world lives with the tes
 
 from agents.base import StepAgents, StepContext  # noqa: E402
 from agents.human import HumanInput  # noqa: E402
-from agents.llm.local_server import LocalModelServer  # noqa: E402
-from agents.llm.protocol import ChatModel, LLMRequest, LLMResponse  # noqa: E402
-from agents.llm.scripted import ScriptedChatModel  # noqa: E402
 from orchestrator.clock import SystemClock  # noqa: E402
 from orchestrator.composition import build_agents, build_coordinator  # noqa: E402
+from orchestrator.llm.local_server import LocalModelServer  # noqa: E402
+from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse  # noqa: E402
+from orchestrator.llm.scripted import ScriptedChatModel  # noqa: E402
 from orchestrator.logsetup import configure_logging  # noqa: E402
-from orchestrator.service import WorkflowService  # noqa: E402
+from orchestrator.running.runner import WorkflowRunner  # noqa: E402
 from state.config import Coordinator, WorkflowConfig  # noqa: E402
 from state.reports import CodeChange  # noqa: E402
 from state.sqlite_store import SQLiteStore  # noqa: E402
@@ -102,12 +102,16 @@ async def overhead(workflows: int, latency: float) -> None:
     model = Latency(ScriptedChatModel(responder=World()), latency)
     with tempfile.TemporaryDirectory() as tmp, SQLiteStore(Path(tmp) / "data") as store:
         agents = TimedAgents(build_agents(model, compact=False))
-        service = WorkflowService(store, build_coordinator(model), agents, clock=SystemClock(),
-                                  human=Approver())
+        service = WorkflowRunner(
+            store, build_coordinator(model), agents, clock=SystemClock(), human=Approver()
+        )
         config = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
-        ids = [service.create("fill missing values in tabular rows", config,
-                              workspace_root=Path(tmp) / "ws").workflow_id
-               for _ in range(workflows)]
+        ids = [
+            service.create(
+                "fill missing values in tabular rows", config, workspace_root=Path(tmp) / "ws"
+            ).workflow_id
+            for _ in range(workflows)
+        ]
         t = time.perf_counter()
         decisions = 0
         for wid in ids:
@@ -118,10 +122,14 @@ async def overhead(workflows: int, latency: float) -> None:
         wall = time.perf_counter() - t
     own = wall - agents.busy_s - model.decision_s
     print(f"{workflows} workflows, {decisions} decisions, LLM latency {latency:g} s per call")
-    print(f"  wall {wall:.2f} s = agent steps {agents.busy_s:.2f} s + LLM decisions "
-          f"{model.decision_s:.2f} s + orchestrator {own * 1000:.1f} ms")
-    print(f"  orchestrator's own share: {own / wall * 100:.3f} % "
-          f"({own / decisions * 1000:.2f} ms per decision, commits included; target < 1 %)")
+    print(
+        f"  wall {wall:.2f} s = agent steps {agents.busy_s:.2f} s + LLM decisions "
+        f"{model.decision_s:.2f} s + orchestrator {own * 1000:.1f} ms"
+    )
+    print(
+        f"  orchestrator's own share: {own / wall * 100:.3f} % "
+        f"({own / decisions * 1000:.2f} ms per decision, commits included; target < 1 %)"
+    )
 
 
 async def review_gain(model_for: Any, label: str, rounds: int) -> None:
@@ -135,17 +143,24 @@ async def review_gain(model_for: Any, label: str, rounds: int) -> None:
             for serial in (False, True):
                 model = model_for(serial)
                 agents = build_agents(model, compact=True)
-                ctx = StepContext(workflow_id="bench", step=Step.CODE_VALIDATION, workspace=ws,
-                                  requirements="fill missing values",
-                                  plan_markdown="# plan\n- `prep.py`\n- `test_prep.py`",
-                                  plan_version=1, timeout_s=600)
+                ctx = StepContext(
+                    workflow_id="bench",
+                    step=Step.CODE_VALIDATION,
+                    workspace=ws,
+                    requirements="fill missing values",
+                    plan_markdown="# plan\n- `prep.py`\n- `test_prep.py`",
+                    plan_version=1,
+                    timeout_s=600,
+                )
                 t = time.perf_counter()
                 review = await agents.agent_for(Step.CODE_VALIDATION).run(ctx)
                 times[serial].append(time.perf_counter() - t)
                 assert not isinstance(review, CodeChange)
     conc, seq = min(times[False]), min(times[True])
-    print(f"  {label}: concurrent {conc:.2f} s, one at a time {seq:.2f} s -> "
-          f"gain {seq - conc:.2f} s per validation ({seq / conc:.2f}x)")
+    print(
+        f"  {label}: concurrent {conc:.2f} s, one at a time {seq:.2f} s -> "
+        f"gain {seq - conc:.2f} s per validation ({seq / conc:.2f}x)"
+    )
 
 
 async def main() -> None:
@@ -157,15 +172,33 @@ async def main() -> None:
     configure_logging("console", "ERROR")
     await overhead(args.workflows, args.latency)
     print("5a/5b concurrency on the code-validation step (tools included):")
-    await review_gain(lambda serial: Latency(ScriptedChatModel(responder=World(
-        reviews=[{"overall_score": 9.0, "critical_issues": 0, "minor_issues": 0,
-                  "verdict": "PASS", "report": "ok"}])), args.latency, serial),
-        f"scripted LLM, {args.latency:g} s per call", 2)
+    await review_gain(
+        lambda serial: Latency(
+            ScriptedChatModel(
+                responder=World(
+                    reviews=[
+                        {
+                            "overall_score": 9.0,
+                            "critical_issues": 0,
+                            "minor_issues": 0,
+                            "verdict": "PASS",
+                            "report": "ok",
+                        }
+                    ]
+                )
+            ),
+            args.latency,
+            serial,
+        ),
+        f"scripted LLM, {args.latency:g} s per call",
+        2,
+    )
     if args.local_model:
         with LocalModelServer(n_ctx=8192) as server:
             chat = server.chat_model(timeout_s=120, deadline_s=300)
-            await review_gain(lambda serial: Latency(chat, 0.0, serial),
-                              "embedded SmolLM2 (llama.cpp)", 2)
+            await review_gain(
+                lambda serial: Latency(chat, 0.0, serial), "embedded SmolLM2 (llama.cpp)", 2
+            )
             await chat.aclose()
 
 

@@ -16,22 +16,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from openai import AsyncOpenAI
 
 from agents.base import LLMOptions, StepAgents
-from agents.llm.local_server import LocalModelServer
-from agents.llm.openai_adapter import OpenAIChatModel, resolve_model
-from agents.llm.protocol import ChatModel
 from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
-from agents.sandbox import Sandbox, SandboxLimits
-from agents.templates import TemplateLoader
 from agents.validator import ValidatorAgent
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.coordinator import HybridCoordinator
-from orchestrator.engine import DecisionEngine
-from orchestrator.llm_orchestrator import LLMOrchestrator
-from orchestrator.machine import WorkflowMachine
+from orchestrator.deciding.engine import DecisionEngine
+from orchestrator.deciding.llm_decider import LLMDecider
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.execution.sandbox import Sandbox, SandboxLimits
+from orchestrator.llm.local_server import LocalModelServer
+from orchestrator.llm.openai_adapter import connect
+from orchestrator.llm.protocol import ChatModel
+from prompt_templates.loader import TemplateLoader
 from state.config import LLMSettings
 
 log = structlog.get_logger(__name__)
@@ -90,25 +89,19 @@ async def open_chat_model(target: LLMTarget, settings: LLMSettings) -> AsyncIter
             await asyncio.to_thread(server.start)
             base_url = server.base_url
             model = model or server.model_name
-        # base_url None: the openai client's own default endpoint (with OPENAI_API_KEY).
-        client = AsyncOpenAI(
-            base_url=base_url,
-            api_key=target.api_key or "unused-by-local-servers",
-            max_retries=0,
-            timeout=settings.call_timeout_s,
+        chat = await connect(
+            base_url,
+            target.api_key or "unused-by-local-servers",
+            model,
+            timeout_s=settings.call_timeout_s,
+            deadline_s=settings.decision_deadline_s,
+            max_attempts=settings.max_attempts + 1,
+            max_retry_after_s=settings.max_retry_after_s,
         )
         try:
-            model = model or await resolve_model(client, None)
-            yield OpenAIChatModel(
-                client,
-                model=model,
-                timeout_s=settings.call_timeout_s,
-                deadline_s=settings.decision_deadline_s,
-                max_attempts=settings.max_attempts + 1,
-                max_retry_after_s=settings.max_retry_after_s,
-            )
+            yield chat
         finally:
-            await client.close()
+            await chat.aclose()
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
@@ -116,12 +109,12 @@ async def open_chat_model(target: LLMTarget, settings: LLMSettings) -> AsyncIter
 
 def build_coordinator(
     llm: ChatModel | None, clock: Clock | None = None, machine: WorkflowMachine | None = None
-) -> HybridCoordinator:
+) -> DecisionPipeline:
     """The coordinator with the shared machine and, when given, the LLM."""
     machine = machine or WorkflowMachine()
     engine = DecisionEngine(machine, clock or SystemClock())
-    orchestrator = LLMOrchestrator(llm, machine) if llm is not None else None
-    return HybridCoordinator(engine, orchestrator, script_model=llm)
+    orchestrator = LLMDecider(llm, machine) if llm is not None else None
+    return DecisionPipeline(engine, orchestrator, script_model=llm)
 
 
 def build_agents(
@@ -136,8 +129,10 @@ def build_agents(
     templates = TemplateLoader()
     extra: dict[str, Any] = {}
     if compact:
-        extra = {"options": LLMOptions(max_tokens=_COMPACT["tokens"]),
-                 "max_context_chars": _COMPACT["context_chars"]}
+        extra = {
+            "options": LLMOptions(max_tokens=_COMPACT["tokens"]),
+            "max_context_chars": _COMPACT["context_chars"],
+        }
     return StepAgents(
         planner=PlannerAgent(model, templates, **extra),
         validator=ValidatorAgent(model, templates, sandbox=Sandbox(sandbox_limits), **extra),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from orchestrator.machine import TransitionSpec
+from orchestrator.deciding.machine import TransitionSpec
 from state.steps import GATE_OF_STATE, STEP_OF_STATE, TERMINAL_STATES, MachineState
 
 
@@ -31,8 +31,13 @@ def _edges(table: Iterable[TransitionSpec]) -> list[tuple[MachineState, MachineS
             continue  # drawn once, from a note, below
         out.append((spec.source, spec.dest, _label(spec)))
     for dest, triggers in resumed.items():
-        out.append((MachineState.ESCALATED, dest,
-                    f"{' | '.join(sorted(triggers))} [human_continues & resumes here]"))
+        out.append(
+            (
+                MachineState.ESCALATED,
+                dest,
+                f"{' | '.join(sorted(triggers))} [human_continues & resumes here]",
+            )
+        )
     return out
 
 
@@ -67,7 +72,7 @@ def to_mermaid(table: Iterable[TransitionSpec]) -> str:
 
 def to_dot(table: Iterable[TransitionSpec]) -> str:
     """A Graphviz DOT digraph of the machine (gates as octagons, terminals doubled)."""
-    lines = ["digraph workflow {", "  rankdir=TB;", '  node [shape=box, style=rounded];']
+    lines = ["digraph workflow {", "  rankdir=TB;", "  node [shape=box, style=rounded];"]
     for st in MachineState:
         shape = ""
         if st in GATE_OF_STATE:
@@ -78,9 +83,7 @@ def to_dot(table: Iterable[TransitionSpec]) -> str:
     for src, dest, label in _edges(table):
         style = ", style=dashed" if "retry" in label or dest is MachineState.ESCALATED else ""
         lines.append(f'  {src.value} -> {dest.value} [label="{label}"{style}];')
-    lines.append(
-        '  escalate_note [shape=note, label="every non-terminal state can escalate"];'
-    )
+    lines.append('  escalate_note [shape=note, label="every non-terminal state can escalate"];')
     lines.append("  escalate_note -> escalated [style=dotted];")
     lines.append("}")
     return "\n".join(lines) + "\n"

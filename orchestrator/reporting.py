@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.rules import code_issue_counts, code_shortfalls, plan_shortfalls
+from orchestrator.deciding.facts import code_issue_counts, code_shortfalls, plan_shortfalls
 from state.config import WorkflowConfig
 from state.reports import CodeValidationReport, PlanValidationReport
 from state.workflow import StepRecord, StepStatus, WorkflowState

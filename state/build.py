@@ -67,7 +67,10 @@ def builder(cls: type[M]) -> Callable[..., M]:
             "    return _o\n"
         )
         namespace: dict[str, Any] = {
-            "_new": object.__new__, "_cls": cls, "_set": _set, "_fields": _all_fields(cls)
+            "_new": object.__new__,
+            "_cls": cls,
+            "_set": _set,
+            "_fields": _all_fields(cls),
         }
         exec(source, namespace)  # noqa: S102 -- generated from the model's own field names
         made = _BUILDERS[cls] = namespace[f"build_{cls.__name__}"]

@@ -49,7 +49,9 @@ class CodeThresholds(BaseModel):
     model_config = _FROZEN
 
     review_score_for_tools: float = Field(
-        7.0, ge=0, le=10,
+        7.0,
+        ge=0,
+        le=10,
         description="level-1 review score needed before the deterministic tools run",
     )
     tool_pass_rate: float = Field(1.0, ge=0, le=1, description="share of tools that must pass")

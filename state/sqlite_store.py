@@ -189,9 +189,7 @@ class SQLiteStore:
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         if durability not in ("normal", "full"):
-            raise ConfigError(
-                f"store durability must be 'normal' or 'full', not {durability!r}"
-            )
+            raise ConfigError(f"store durability must be 'normal' or 'full', not {durability!r}")
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.path = self.data_dir / DB_FILENAME
         self.durability: Durability = durability
@@ -335,9 +333,7 @@ class SQLiteStore:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _error(
-        self, exc: sqlite3.Error, doing: str, workflow_id: str | None = None
-    ) -> StoreError:
+    def _error(self, exc: sqlite3.Error, doing: str, workflow_id: str | None = None) -> StoreError:
         """Translate a sqlite3 error into ours, saying what to do about it."""
         code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
         subject = f"workflow {workflow_id}: " if workflow_id else ""
@@ -360,7 +356,9 @@ class SQLiteStore:
                 "some space and retry"
             )
         if code in (
-            sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM,
+            sqlite3.SQLITE_READONLY,
+            sqlite3.SQLITE_CANTOPEN,
+            sqlite3.SQLITE_PERM,
             sqlite3.SQLITE_IOERR,
         ):
             return StoreError(
@@ -446,14 +444,17 @@ class SQLiteStore:
         wid = state.workflow_id
         now = self._now()
         row = (
-            wid, 1, *_summary(state, now), _ts(state.created_at or now),
-            config.model_dump_json(), self._encoder.encode(state),
+            wid,
+            1,
+            *_summary(state, now),
+            _ts(state.created_at or now),
+            config.model_dump_json(),
+            self._encoder.encode(state),
         )
         with self._writing("create the workflow", wid) as conn:
             if conn.execute("SELECT 1 FROM workflows WHERE id = ?", (wid,)).fetchone():
                 raise StoreError(
-                    f"workflow {wid} already exists in {self.path}; choose another id, or "
-                    "resume it"
+                    f"workflow {wid} already exists in {self.path}; choose another id, or resume it"
                 )
             conn.execute(
                 "INSERT INTO workflows (id, version, status, phase, machine_state, "
@@ -502,7 +503,8 @@ class SQLiteStore:
             ) from exc
         if state.workflow_id != workflow_id:
             raise self._corrupt(
-                workflow_id, "the stored snapshot",
+                workflow_id,
+                "the stored snapshot",
                 f"it belongs to workflow {state.workflow_id!r}",
             )
         return state
@@ -610,7 +612,9 @@ class SQLiteStore:
                     )
                 try:
                     text = json.dumps(
-                        {"event": event, **data}, ensure_ascii=False, allow_nan=False,
+                        {"event": event, **data},
+                        ensure_ascii=False,
+                        allow_nan=False,
                         separators=(",", ":"),
                     )
                 except (TypeError, ValueError) as exc:
@@ -687,10 +691,7 @@ class SQLiteStore:
             UnknownWorkflowError: no workflow has this id.
             StoreCorruptError: an entry fails validation (naming its seq and the problem).
         """
-        sql = (
-            "SELECT seq, kind, recorded_at, payload FROM ledger "
-            "WHERE workflow_id = ? AND seq > ?"
-        )
+        sql = "SELECT seq, kind, recorded_at, payload FROM ledger WHERE workflow_id = ? AND seq > ?"
         params: list[object] = [workflow_id, after_seq]
         if kinds is not None:
             wanted = sorted({LedgerKind(k).value for k in kinds})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from orchestrator.clock import FixedClock
-from orchestrator.engine import DecisionEngine
-from orchestrator.machine import WorkflowMachine
-from orchestrator.progress import complete_step, fail_step, new_workflow, record_answer
+from orchestrator.deciding.engine import DecisionEngine
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.config import WorkflowConfig
 from state.reports import (
     CodeChange,

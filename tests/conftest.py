@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agents.llm.local_server import LocalModelServer
 from orchestrator.composition import EMBEDDED_CONTEXT_TOKENS
+from orchestrator.llm.local_server import LocalModelServer
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from orchestrator.classifier import Classification, classify
-from orchestrator.rules import compute_facts
+from orchestrator.deciding.classifier import Classification, classify
+from orchestrator.deciding.facts import compute_facts
 from state.config import ClassifierSettings, Limits, WorkflowConfig
 from state.decision import Route
 from state.reports import (
@@ -234,20 +234,41 @@ def _standardization(status: str, critical: int) -> StandardizationReview:
             id="plan-scores-pass-verdict-fail",
         ),
         pytest.param(
-            code_rounds(code_report().model_copy(update={"standardization": _standardization(
-                "PASSED", 1)})),
+            code_rounds(
+                code_report().model_copy(update={"standardization": _standardization("PASSED", 1)})
+            ),
             "standardization PASSED with 1 critical",
             id="standardization-passed-with-critical",
         ),
         pytest.param(
-            code_rounds(code_report().model_copy(update={"review": CodeReview(
-                overall_score=9.0, critical_issues=1, minor_issues=0, verdict=Verdict.PASS)})),
+            code_rounds(
+                code_report().model_copy(
+                    update={
+                        "review": CodeReview(
+                            overall_score=9.0,
+                            critical_issues=1,
+                            minor_issues=0,
+                            verdict=Verdict.PASS,
+                        )
+                    }
+                )
+            ),
             "review PASS with 1 critical",
             id="review-pass-with-critical",
         ),
         pytest.param(
-            code_rounds(code_report().model_copy(update={"review": CodeReview(
-                overall_score=9.0, critical_issues=0, minor_issues=0, verdict=Verdict.FAIL)})),
+            code_rounds(
+                code_report().model_copy(
+                    update={
+                        "review": CodeReview(
+                            overall_score=9.0,
+                            critical_issues=0,
+                            minor_issues=0,
+                            verdict=Verdict.FAIL,
+                        )
+                    }
+                )
+            ),
             "every metric passes",
             id="code-fail-with-passing-metrics",
         ),
@@ -270,14 +291,24 @@ def test_report_contradiction(d: Driver, detail: str) -> None:
             id="plan-fail-with-failing-scores",
         ),
         pytest.param(
-            code_rounds(code_report().model_copy(update={"standardization": _standardization(
-                "FAILED", 1)})),
+            code_rounds(
+                code_report().model_copy(update={"standardization": _standardization("FAILED", 1)})
+            ),
             id="standardization-failed-with-critical",
         ),
         pytest.param(
-            code_rounds(code_report(tools=(ToolStatus.PASSED, ToolStatus.FAILED)).model_copy(
-                update={"review": CodeReview(overall_score=9.0, critical_issues=0,
-                                             minor_issues=0, verdict=Verdict.FAIL)})),
+            code_rounds(
+                code_report(tools=(ToolStatus.PASSED, ToolStatus.FAILED)).model_copy(
+                    update={
+                        "review": CodeReview(
+                            overall_score=9.0,
+                            critical_issues=0,
+                            minor_issues=0,
+                            verdict=Verdict.FAIL,
+                        )
+                    }
+                )
+            ),
             id="code-fail-with-a-failing-tool",
         ),
     ],
@@ -374,8 +405,10 @@ def test_score_drop_of_exactly_one_is_not_a_drop() -> None:
 
 def escalated(kind: HumanAnswerKind, *changes: str) -> Driver:
     """Plan revision limit (2) reached, escalated, and answered with ``kind``."""
-    d = plan_rounds(*(plan_report(a=a, critical=1) for a in (7.0, 7.3, 7.6)),
-                    config=WorkflowConfig(limits=Limits(max_plan_revisions=2)))
+    d = plan_rounds(
+        *(plan_report(a=a, critical=1) for a in (7.0, 7.3, 7.6)),
+        config=WorkflowConfig(limits=Limits(max_plan_revisions=2)),
+    )
     d.decide()  # escalate
     assert d.state.machine_state is MachineState.ESCALATED
     d.answer(kind, *changes)
@@ -474,27 +507,31 @@ def test_near_threshold_code(report: CodeValidationReport, shown: str) -> None:
 
 def test_last_round_one_plan_revision_left() -> None:
     """An unconverged plan with one revision left before the limit fires last_round."""
-    c = classified(plan_rounds(BAD_PLAN, config=WorkflowConfig(limits=Limits(
-        max_plan_revisions=1))))
+    c = classified(
+        plan_rounds(BAD_PLAN, config=WorkflowConfig(limits=Limits(max_plan_revisions=1)))
+    )
     assert c.route is Route.BORDERLINE
     assert names(c) == ["last_round"]
     assert "one plan revision left" in c.signals[0].detail
-    two_left = classified(plan_rounds(BAD_PLAN, config=WorkflowConfig(limits=Limits(
-        max_plan_revisions=2))))
+    two_left = classified(
+        plan_rounds(BAD_PLAN, config=WorkflowConfig(limits=Limits(max_plan_revisions=2)))
+    )
     assert (two_left.route, names(two_left)) == (Route.STANDARD, [])
 
 
 def test_last_round_not_when_the_plan_converged() -> None:
     """A converged plan needs no revision, so one revision left is no last round."""
-    c = classified(plan_rounds(plan_report(), config=WorkflowConfig(limits=Limits(
-        max_plan_revisions=1))))
+    c = classified(
+        plan_rounds(plan_report(), config=WorkflowConfig(limits=Limits(max_plan_revisions=1)))
+    )
     assert (c.route, names(c)) == (Route.STANDARD, [])
 
 
 def test_last_round_one_code_refinement_left() -> None:
     """Unconverged code with one refinement left before the limit fires last_round."""
-    c = classified(code_rounds(BAD_CODE, config=WorkflowConfig(limits=Limits(
-        max_code_refinements=1))))
+    c = classified(
+        code_rounds(BAD_CODE, config=WorkflowConfig(limits=Limits(max_code_refinements=1)))
+    )
     assert c.route is Route.BORDERLINE
     assert names(c) == ["last_round"]
     assert "one code refinement left" in c.signals[0].detail

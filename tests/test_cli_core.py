@@ -23,7 +23,7 @@ import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli.app import cli  # importing the package registers every command
-from orchestrator.machine import build_transition_table
+from orchestrator.deciding.machine import build_transition_table
 from state.config import WorkflowConfig
 from state.reports import PlanDraft
 from state.steps import GATE_OF_STATE, MachineState
@@ -186,8 +186,13 @@ def console_script_runs(files: dict[str, Path]) -> dict[str, Outcome]:
 
     def run(case: str) -> Outcome:
         r = subprocess.run(
-            [*COMMAND, *CASES[case]], cwd=folder, env=env, capture_output=True, text=True,
-            timeout=120, check=False,
+            [*COMMAND, *CASES[case]],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         return Outcome(r.returncode, r.stdout, r.stderr)
 
@@ -339,9 +344,11 @@ LOOPS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "edge_re"), [(["graph"], _MERMAID_EDGE),
-                                               (["graph", "--format", "dot"], _DOT_EDGE)],
-                         ids=["mermaid", "dot"])
+@pytest.mark.parametrize(
+    ("args", "edge_re"),
+    [(["graph"], _MERMAID_EDGE), (["graph", "--format", "dot"], _DOT_EDGE)],
+    ids=["mermaid", "dot"],
+)
 def test_graph_shows_every_state_both_loops_and_every_gate(
     args: list[str], edge_re: re.Pattern[str]
 ) -> None:

@@ -34,8 +34,12 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 @pytest.fixture
 def env(tmp_path: Path, server: FakeOpenAIServer) -> dict[str, str]:
-    return {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test",
-            "OPENAI_MODEL": "fake-model", "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
+    return {
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_MODEL": "fake-model",
+        "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
+    }
 
 
 def invoke(env: dict[str, str], *args: str) -> Result:
@@ -43,8 +47,18 @@ def invoke(env: dict[str, str], *args: str) -> Result:
 
 
 def run_to_plan_gate(env: dict[str, str], wid: str = "wf-cli") -> Result:
-    result = invoke(env, "run", "--requirements", "fill missing values", "--id", wid,
-                    "--coordinator", "programmatic", "--no-input", "--quiet")
+    result = invoke(
+        env,
+        "run",
+        "--requirements",
+        "fill missing values",
+        "--id",
+        wid,
+        "--coordinator",
+        "programmatic",
+        "--no-input",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     return result
 
@@ -84,8 +98,9 @@ def test_list_status_and_inspect(env: dict[str, str]) -> None:
 def test_approve_then_resume_reaches_the_final_gate(env: dict[str, str]) -> None:
     """An approval is recorded with who and why, and resume carries on from it."""
     run_to_plan_gate(env)
-    result = invoke(env, "approve", "wf-cli", "--gate", "plan", "--as", "fatima",
-                    "--comment", "looks right")
+    result = invoke(
+        env, "approve", "wf-cli", "--gate", "plan", "--as", "fatima", "--comment", "looks right"
+    )
     assert result.exit_code == 0 and "approve recorded at the plan gate by fatima" in result.output
     resumed = invoke(env, "resume", "wf-cli", "--no-input", "--quiet")
     assert resumed.exit_code == 0, resumed.output
@@ -105,8 +120,15 @@ def test_reject_ends_the_workflow(env: dict[str, str]) -> None:
 def test_request_changes_reach_the_planner(env: dict[str, str], server: FakeOpenAIServer) -> None:
     """Change requests are recorded and sent to the revision planner on resume."""
     run_to_plan_gate(env)
-    result = invoke(env, "request-changes", "wf-cli", "--change", "add outlier clipping",
-                    "--change", "log dropped rows")
+    result = invoke(
+        env,
+        "request-changes",
+        "wf-cli",
+        "--change",
+        "add outlier clipping",
+        "--change",
+        "log dropped rows",
+    )
     assert result.exit_code == 0, result.output
     assert invoke(env, "resume", "wf-cli", "--no-input", "--quiet").exit_code == 0
     prompts = [json.dumps(r.body["messages"]) for r in server.chat_requests]
@@ -124,8 +146,9 @@ def test_request_changes_reach_the_planner(env: dict[str, str], server: FakeOpen
     ],
     ids=["unknown-id", "wrong-gate", "wrong-gate-reject", "blank-change", "blank-name"],
 )
-def test_answer_refusals_change_nothing(env: dict[str, str], tmp_path: Path,
-                                        args: tuple[str, ...], message: str) -> None:
+def test_answer_refusals_change_nothing(
+    env: dict[str, str], tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
     """Each refused answer exits 2 with one line naming the problem, and the store is unchanged."""
     run_to_plan_gate(env)
     db = tmp_path / "data" / "orchestrator.db"

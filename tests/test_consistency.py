@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.actions import build_decision
-from orchestrator.consistency import check_consistency, find_inconsistency
-from orchestrator.progress import mark_interrupted
+from orchestrator.deciding.actions import build_decision
+from orchestrator.running.consistency import check_consistency, find_inconsistency
+from orchestrator.running.updates import mark_interrupted
 from state.config import Gates, Limits, WorkflowConfig
 from state.decision import DecisionSource
 from state.errors import InconsistentStateError, StateError
@@ -298,10 +298,12 @@ FLOWS: dict[str, tuple[Callable[[RecordingDriver], None], MachineState]] = {
     "code limit, human guidance": (code_limit_then_guidance, S.COMPLETED),
     "decision limit, human approves": (decision_limit_then_approved, S.AWAITING_PLAN_APPROVAL),
     "guided plan rewrite after failures": (
-        guided_plan_rewrite_after_failures, S.AWAITING_PLAN_APPROVAL
+        guided_plan_rewrite_after_failures,
+        S.AWAITING_PLAN_APPROVAL,
     ),
     "guided refinement after failures": (
-        guided_refinement_after_failures, S.AWAITING_FINAL_APPROVAL
+        guided_refinement_after_failures,
+        S.AWAITING_FINAL_APPROVAL,
     ),
     "guided revision of the first plan": (guided_revision_of_the_first_plan, S.ESCALATED),
     "escalated from a gate": (escalated_from_a_gate, S.AWAITING_FINAL_APPROVAL),
@@ -439,15 +441,19 @@ BAD_STATES: list[tuple[str, Callable[[], WorkflowState], WorkflowConfig, str]] =
     ),
     (
         "plan revision counter disagrees with the history",
-        _edit(after_revision, lambda s: {"counters": s.counters.model_copy(update={
-            "plan_revisions": 0})}),
+        _edit(
+            after_revision,
+            lambda s: {"counters": s.counters.model_copy(update={"plan_revisions": 0})},
+        ),
         WorkflowConfig(),
         "counters say 0 plan revisions, the history shows 1",
     ),
     (
         "code refinement counter disagrees with the history",
-        _edit(after_refinement, lambda s: {"counters": s.counters.model_copy(update={
-            "code_refinements": 2})}),
+        _edit(
+            after_refinement,
+            lambda s: {"counters": s.counters.model_copy(update={"code_refinements": 2})},
+        ),
         WorkflowConfig(),
         "counters say 2 code refinements, the history shows 1",
     ),
@@ -490,16 +496,26 @@ BAD_STATES: list[tuple[str, Callable[[], WorkflowState], WorkflowConfig, str]] =
     ),
     (
         "a completed step without a result",
-        _edit(at_plan_gate, lambda s: {"history": (
-            *s.history[:-1], s.history[-1].model_copy(update={"result": None}))}),
+        _edit(
+            at_plan_gate,
+            lambda s: {
+                "history": (*s.history[:-1], s.history[-1].model_copy(update={"result": None}))
+            },
+        ),
         WorkflowConfig(),
         "step 2 completed without a result",
     ),
     (
         "a running step followed by another",
-        _edit(at_plan_gate, lambda s: {"history": (
-            s.history[0].model_copy(update={"status": StepStatus.RUNNING, "result": None}),
-            *s.history[1:])}),
+        _edit(
+            at_plan_gate,
+            lambda s: {
+                "history": (
+                    s.history[0].model_copy(update={"status": StepStatus.RUNNING, "result": None}),
+                    *s.history[1:],
+                )
+            },
+        ),
         WorkflowConfig(),
         "step 1 is still running, but step 2 followed",
     ),
@@ -528,6 +544,7 @@ def test_the_valid_bases_are_consistent() -> None:
     """The states the bad snapshots are made from are themselves consistent (so the edit counts)."""
     for base in (code_validation_running, at_plan_gate, after_revision, after_refinement):
         assert find_inconsistency(base(), WorkflowConfig()) is None
-    assert find_inconsistency(
-        phase2_without_plan_gate(), WorkflowConfig(gates=Gates(plan=False))
-    ) is None
+    assert (
+        find_inconsistency(phase2_without_plan_gate(), WorkflowConfig(gates=Gates(plan=False)))
+        is None
+    )

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agents.llm.scripted import ScriptedChatModel
 from orchestrator.clock import FixedClock
 from orchestrator.composition import build_coordinator
-from orchestrator.coordinator import HybridCoordinator
+from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.llm.scripted import ScriptedChatModel
 from state.config import Coordinator, LLMSettings, WorkflowConfig
 from state.decision import DecisionRecord, DecisionSource, Route
 from state.errors import LLMOutputError, LLMUnavailableError
@@ -23,7 +23,7 @@ from builders import BAD_PLAN, Driver, code_report, plan_report
 PLAN = PlanDraft(version=1, markdown="# plan")
 
 
-def coordinator(model: ScriptedChatModel | None) -> HybridCoordinator:
+def coordinator(model: ScriptedChatModel | None) -> DecisionPipeline:
     return build_coordinator(model, clock=FixedClock())
 
 

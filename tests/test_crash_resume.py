@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.consistency import find_inconsistency
+from orchestrator.running.consistency import find_inconsistency
 from state.sqlite_store import SQLiteStore
 from state.steps import Gate
 from state.store import LedgerKind
@@ -82,9 +82,20 @@ def cli(*args: str) -> list[str]:
 
 def start_run(env: dict[str, str], tmp_path: Path, wid: str = "wf-kill") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        cli("run", "--requirements", "fill missing values", "--id", wid, "--no-input",
-            "--config", str(tmp_path / "config.yaml")),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cli(
+            "run",
+            "--requirements",
+            "fill missing values",
+            "--id",
+            wid,
+            "--no-input",
+            "--config",
+            str(tmp_path / "config.yaml"),
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -117,8 +128,14 @@ def kill(proc: subprocess.Popen[str]) -> None:
 
 
 def resume(env: dict[str, str], wid: str = "wf-kill") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli("resume", wid, "--no-input"), env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        cli("resume", wid, "--no-input"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def check_invariants(tmp_path: Path, wid: str = "wf-kill") -> Any:
@@ -159,8 +176,9 @@ def test_kill_during_an_agent_call(env: dict[str, str], tmp_path: Path, world: S
     assert events == ["step_interrupted"]
 
 
-def test_kill_right_after_a_decision_commit(env: dict[str, str], tmp_path: Path,
-                                            world: SlowWorld) -> None:
+def test_kill_right_after_a_decision_commit(
+    env: dict[str, str], tmp_path: Path, world: SlowWorld
+) -> None:
     """Killed as soon as decision #2 is committed: it is kept, not taken twice."""
     world.slow["step2_plan_validator"] = 30.0
     proc = start_run(env, tmp_path)
@@ -181,9 +199,20 @@ def test_kill_while_waiting_at_a_gate(env: dict[str, str], tmp_path: Path) -> No
     """Killed at an interactive gate prompt: answered later from another process, it goes on."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        cli("run", "--requirements", "fill missing values", "--id", "wf-kill",
-            "--config", str(tmp_path / "config.yaml")),
-        env=env, stdin=slave, stderr=slave, stdout=subprocess.DEVNULL, text=True,
+        cli(
+            "run",
+            "--requirements",
+            "fill missing values",
+            "--id",
+            "wf-kill",
+            "--config",
+            str(tmp_path / "config.yaml"),
+        ),
+        env=env,
+        stdin=slave,
+        stderr=slave,
+        stdout=subprocess.DEVNULL,
+        text=True,
     )
     os.close(slave)
     buf = b""
@@ -201,8 +230,14 @@ def test_kill_while_waiting_at_a_gate(env: dict[str, str], tmp_path: Path) -> No
     os.close(master)
     state, _ = check_invariants(tmp_path)
     assert state.waiting_gate is Gate.PLAN
-    answered = subprocess.run(cli("approve", "wf-kill", "--as", "erin", "--comment", "ok"),
-                              env=env, capture_output=True, text=True, timeout=60, check=False)
+    answered = subprocess.run(
+        cli("approve", "wf-kill", "--as", "erin", "--comment", "ok"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert answered.returncode == 0, answered.stderr
     done = resume(env)
     assert done.returncode == 0, done.stderr
@@ -245,8 +280,9 @@ def test_export_is_the_whole_ledger(env: dict[str, str], tmp_path: Path) -> None
     """export prints every ledger entry as one JSON object per line."""
     proc = start_run(env, tmp_path)
     proc.wait(timeout=60)
-    out = subprocess.run(cli("export", "wf-kill"), env=env, capture_output=True, text=True,
-                         timeout=60, check=False)
+    out = subprocess.run(
+        cli("export", "wf-kill"), env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
     assert {e["kind"] for e in lines} == {"decision", "step_result"}

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator.actions import trigger_of
-from orchestrator.rules import compute_facts
+from orchestrator.deciding.actions import trigger_of
+from orchestrator.deciding.facts import compute_facts
 from state.config import Gates, Limits, WorkflowConfig
 from state.decision import EscalationReason, RecoveryStrategy
 from state.errors import AwaitingHumanError, WorkflowFinishedError

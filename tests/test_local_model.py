@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agents.llm.local_server import MODEL_ENV, LocalModelServer, find_local_model
-from agents.llm.protocol import LLMRequest, Message
+from orchestrator.llm.local_server import MODEL_ENV, LocalModelServer, find_local_model
+from orchestrator.llm.protocol import LLMRequest, Message
 from state.errors import ConfigError, LLMUnavailableError
 
 pytestmark = pytest.mark.real_llm
@@ -177,7 +177,7 @@ def test_env_override_wins_and_is_checked(tmp_path: Path) -> None:
 def test_missing_server_install_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without llama-cpp-python's server, start() is a ConfigError saying what to install."""
     monkeypatch.setattr(
-        "agents.llm.local_server._SERVER_MODULES", ("llama_cpp", "no_such_module_xyz")
+        "orchestrator.llm.local_server._SERVER_MODULES", ("llama_cpp", "no_such_module_xyz")
     )
 
     with pytest.raises(ConfigError, match=r"no_such_module_xyz.*hybrid-orchestrator\[local\]"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.machine import WorkflowMachine
-from orchestrator.rules import compute_facts
+from orchestrator.deciding.facts import compute_facts
+from orchestrator.deciding.machine import WorkflowMachine
 from state.errors import IllegalTransitionError
 from state.reports import PlanDraft
 from state.steps import MachineState
@@ -48,7 +48,9 @@ def test_legal_actions_follow_convergence() -> None:
     m = WorkflowMachine()
     good, bad = validated_plan(True), validated_plan(False)
     assert m.legal_actions(compute_facts(good.state, good.config)) == (
-        "request_plan_approval", "escalate")
+        "request_plan_approval",
+        "escalate",
+    )
     assert m.legal_actions(compute_facts(bad.state, bad.config)) == ("invoke_step3", "escalate")
 
 
@@ -67,8 +69,7 @@ def test_answered_plan_gate_is_not_bounced_back() -> None:
     d = Driver()
     d.to_plan_gate()
     d.answer(HumanAnswerKind.APPROVE)
-    assert d.engine.machine.legal_actions(compute_facts(d.state, d.config)) == (
-        "transition_phase",)
+    assert d.engine.machine.legal_actions(compute_facts(d.state, d.config)) == ("transition_phase",)
 
 
 def test_spent_retries_can_only_escalate() -> None:

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from openai import AsyncOpenAI
 
-from agents.llm.openai_adapter import (
+from orchestrator.llm.openai_adapter import (
     OpenAIChatModel,
     list_models,
     openai_chat_model,
@@ -21,7 +21,7 @@ from agents.llm.openai_adapter import (
     parse_retry_after,
     resolve_model,
 )
-from agents.llm.protocol import LLMRequest, Message
+from orchestrator.llm.protocol import LLMRequest, Message
 from state.errors import LLMOutputError, LLMUnavailableError
 
 from support.fake_openai import (

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from agents.base import StepAgents, StepContext
-from agents.llm.protocol import LLMRequest, LLMResponse
-from agents.llm.scripted import ScriptedChatModel
 from agents.planner import PlannerAgent
-from agents.templates import TemplateLoader
+from orchestrator.llm.protocol import LLMRequest, LLMResponse
+from orchestrator.llm.scripted import ScriptedChatModel
+from prompt_templates.loader import TemplateLoader
 from state.decision import RecoveryStrategy
 from state.errors import AgentError, LLMOutputError, LLMUnavailableError
 from state.reports import CodeChange, PlanDraft, PlanValidationReport, Verdict
@@ -41,8 +41,11 @@ def make_ctx(workspace: Path, step: Step = Step.INITIAL_PLANNING, **overrides: A
 
 def agents_with(planner: Any) -> StepAgents:
     unused = ScriptedChatModel()
-    return StepAgents(planner=planner, validator=PlannerAgent(unused, TemplateLoader()),
-                      programmer=PlannerAgent(unused, TemplateLoader()))
+    return StepAgents(
+        planner=planner,
+        validator=PlannerAgent(unused, TemplateLoader()),
+        programmer=PlannerAgent(unused, TemplateLoader()),
+    )
 
 
 def user_prompt(request: LLMRequest) -> str:
@@ -59,8 +62,9 @@ async def test_step1_writes_plan_v1(tmp_path: Path, templates: TemplateLoader) -
     assert "create a data preprocessing step for tabular data" in user_prompt(model.calls[0])
 
 
-async def test_step1_shows_existing_workspace_files(tmp_path: Path,
-                                                    templates: TemplateLoader) -> None:
+async def test_step1_shows_existing_workspace_files(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
     """The initial plan is asked with the workspace's existing code in the prompt."""
     (tmp_path / "features.py").write_text("def existing_helper(): ...\n", encoding="utf-8")
     model = ScriptedChatModel([PLAN])
@@ -70,15 +74,26 @@ async def test_step1_shows_existing_workspace_files(tmp_path: Path,
     assert "existing_helper" in prompt
 
 
-async def test_step3_revises_to_the_next_version(tmp_path: Path,
-                                                 templates: TemplateLoader) -> None:
+async def test_step3_revises_to_the_next_version(tmp_path: Path, templates: TemplateLoader) -> None:
     """Step 3 turns vN into vN+1, with the latest report and the change requests in its prompt."""
-    report = PlanValidationReport(plan_version=2, alignment_score=7.5, standardization_score=9,
-                                  compatibility_score=8, critical_issues=1, minor_issues=2,
-                                  verdict=Verdict.FAIL,
-                                  markdown="## Critical findings\n1. scaler fitted on all rows")
-    ctx = make_ctx(tmp_path, Step.PLAN_REVISION, plan_markdown=PLAN, plan_version=2,
-                   plan_report=report, change_requests=("use polars, not pandas",))
+    report = PlanValidationReport(
+        plan_version=2,
+        alignment_score=7.5,
+        standardization_score=9,
+        compatibility_score=8,
+        critical_issues=1,
+        minor_issues=2,
+        verdict=Verdict.FAIL,
+        markdown="## Critical findings\n1. scaler fitted on all rows",
+    )
+    ctx = make_ctx(
+        tmp_path,
+        Step.PLAN_REVISION,
+        plan_markdown=PLAN,
+        plan_version=2,
+        plan_report=report,
+        change_requests=("use polars, not pandas",),
+    )
     model = ScriptedChatModel(["# Implementation Plan v3\n\nrevised"])
     draft = await PlannerAgent(model, templates).run(ctx)
     assert (draft.version, draft.path) == (3, "plans/plan_v3.md")
@@ -92,7 +107,8 @@ async def test_step3_revises_to_the_next_version(tmp_path: Path,
 
 
 async def test_whole_answer_in_a_markdown_fence_is_unwrapped(
-        tmp_path: Path, templates: TemplateLoader) -> None:
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
     """A plan the model wrapped in a ```markdown fence is stored without the fence."""
     model = ScriptedChatModel([f"```markdown\n{PLAN}\n```\n"])
     draft = await PlannerAgent(model, templates).run(make_ctx(tmp_path))
@@ -108,8 +124,9 @@ async def test_empty_answer_is_invalid_output(tmp_path: Path, templates: Templat
     assert not (tmp_path / "plans" / "plan_v1.md").exists()
 
 
-async def test_revision_without_a_plan_is_missing_input(tmp_path: Path,
-                                                        templates: TemplateLoader) -> None:
+async def test_revision_without_a_plan_is_missing_input(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
     """Step 3 without a plan cannot be retried into success: missing_input, not retryable."""
     agents = agents_with(PlannerAgent(ScriptedChatModel(), templates))
     with pytest.raises(AgentError) as info:
@@ -117,14 +134,18 @@ async def test_revision_without_a_plan_is_missing_input(tmp_path: Path,
     assert (info.value.error_type, info.value.retryable) == ("missing_input", False)
 
 
-@pytest.mark.parametrize(("raised", "error_type"), [
-    (LLMUnavailableError("429 after 3 attempts"), "llm_unavailable"),
-    (TimeoutError("read timed out"), "llm_unavailable"),
-    (LLMOutputError("output truncated at max_tokens"), "invalid_output"),
-    (RuntimeError("bug"), "internal_error"),
-])
+@pytest.mark.parametrize(
+    ("raised", "error_type"),
+    [
+        (LLMUnavailableError("429 after 3 attempts"), "llm_unavailable"),
+        (TimeoutError("read timed out"), "llm_unavailable"),
+        (LLMOutputError("output truncated at max_tokens"), "invalid_output"),
+        (RuntimeError("bug"), "internal_error"),
+    ],
+)
 async def test_llm_failures_become_typed_agent_errors(
-        tmp_path: Path, templates: TemplateLoader, raised: Exception, error_type: str) -> None:
+    tmp_path: Path, templates: TemplateLoader, raised: Exception, error_type: str
+) -> None:
     """Each way the LLM call can fail maps to its AgentError type, naming the workflow."""
     agents = agents_with(PlannerAgent(ScriptedChatModel([raised]), templates))
     with pytest.raises(AgentError, match="'wf-1'") as info:
@@ -134,10 +155,15 @@ async def test_llm_failures_become_typed_agent_errors(
 
 
 async def test_corrected_input_tells_the_model_what_was_wrong(
-        tmp_path: Path, templates: TemplateLoader) -> None:
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
     """A corrected_input retry appends the previous error to the user message."""
-    ctx = make_ctx(tmp_path, attempt=2, recovery_strategy=RecoveryStrategy.CORRECTED_INPUT,
-                   last_error="the planner's answer was empty")
+    ctx = make_ctx(
+        tmp_path,
+        attempt=2,
+        recovery_strategy=RecoveryStrategy.CORRECTED_INPUT,
+        last_error="the planner's answer was empty",
+    )
     model = ScriptedChatModel([PLAN])
     await PlannerAgent(model, templates).run(ctx)
     prompt = user_prompt(model.calls[0])
@@ -146,8 +172,9 @@ async def test_corrected_input_tells_the_model_what_was_wrong(
     assert "the planner's answer was empty" in prompt
 
 
-async def test_other_strategies_leave_the_prompt_alone(tmp_path: Path,
-                                                       templates: TemplateLoader) -> None:
+async def test_other_strategies_leave_the_prompt_alone(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
     """Backoff and first attempts get the plain prompt, even when an error is known."""
     model = ScriptedChatModel([PLAN])
     ctx = make_ctx(tmp_path, recovery_strategy=RecoveryStrategy.BACKOFF, last_error="boom")
@@ -155,14 +182,16 @@ async def test_other_strategies_leave_the_prompt_alone(tmp_path: Path,
     assert "boom" not in user_prompt(model.calls[0])
 
 
-async def test_extended_timeout_doubles_the_llm_deadline(tmp_path: Path,
-                                                         templates: TemplateLoader) -> None:
+async def test_extended_timeout_doubles_the_llm_deadline(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
     """An extended_timeout retry gives the LLM call twice the step's timeout."""
     model = ScriptedChatModel([PLAN, PLAN])
     planner = PlannerAgent(model, templates)
     await planner.run(make_ctx(tmp_path, timeout_s=30.0))
-    await planner.run(make_ctx(tmp_path, timeout_s=30.0,
-                               recovery_strategy=RecoveryStrategy.EXTENDED_TIMEOUT))
+    await planner.run(
+        make_ctx(tmp_path, timeout_s=30.0, recovery_strategy=RecoveryStrategy.EXTENDED_TIMEOUT)
+    )
     assert [c.deadline_s for c in model.calls] == [30.0, 60.0]
 
 
@@ -183,8 +212,9 @@ class SlowModel:
         return LLMResponse(text=PLAN, data=None, model="slow")
 
 
-async def test_step_timeout_is_its_own_error_type(tmp_path: Path,
-                                                  templates: TemplateLoader) -> None:
+async def test_step_timeout_is_its_own_error_type(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
     """A step that outlives ctx.timeout_s fails as "timeout", not as an LLM error."""
     agents = agents_with(PlannerAgent(SlowModel(delay_s=5.0), templates))
     with pytest.raises(AgentError, match=r"did not finish within 0\.1s") as info:
@@ -192,26 +222,29 @@ async def test_step_timeout_is_its_own_error_type(tmp_path: Path,
     assert (info.value.error_type, info.value.retryable) == ("timeout", True)
 
 
-async def test_extended_timeout_lets_a_slow_step_finish(tmp_path: Path,
-                                                        templates: TemplateLoader) -> None:
+async def test_extended_timeout_lets_a_slow_step_finish(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
     """The step that timed out at 0.4s succeeds when retried with the doubled timeout."""
     agents = agents_with(PlannerAgent(SlowModel(delay_s=0.6), templates))
     with pytest.raises(AgentError):
         await agents.run(make_ctx(tmp_path, timeout_s=0.4))
-    retry = make_ctx(tmp_path, timeout_s=0.4, attempt=2,
-                     recovery_strategy=RecoveryStrategy.EXTENDED_TIMEOUT)
+    retry = make_ctx(
+        tmp_path, timeout_s=0.4, attempt=2, recovery_strategy=RecoveryStrategy.EXTENDED_TIMEOUT
+    )
     result = await agents.run(retry)
     assert isinstance(result, PlanDraft)
 
 
-async def test_template_problem_is_a_non_retryable_template_error(
-        tmp_path: Path) -> None:
+async def test_template_problem_is_a_non_retryable_template_error(tmp_path: Path) -> None:
     """A broken user template fails the step as template_error, which retrying cannot fix."""
     overrides = tmp_path / "templates"
     overrides.mkdir()
     (overrides / "step1_initial_planner.md").write_text(
         "---\nname: step1_initial_planner\ndescription: d\nvariables: [requirements]\n---\n"
-        "Plan {{requirements}} in {{language}}.\n<!-- user -->\nGo.\n", encoding="utf-8")
+        "Plan {{requirements}} in {{language}}.\n<!-- user -->\nGo.\n",
+        encoding="utf-8",
+    )
     model = ScriptedChatModel()
     agents = agents_with(PlannerAgent(model, TemplateLoader(overrides)))
     with pytest.raises(AgentError, match=r"\{\{language\}\}") as info:
@@ -239,8 +272,13 @@ async def test_step_agents_dispatch_each_step_to_its_agent(tmp_path: Path) -> No
     validator = RecordingAgent(PlanValidationReport())
     programmer = RecordingAgent(CodeChange(files=("a.py",)))
     agents = StepAgents(planner=planner, validator=validator, programmer=programmer)
-    for step in (Step.INITIAL_PLANNING, Step.PLAN_VALIDATION, Step.PLAN_REVISION,
-                 Step.IMPLEMENTATION, Step.CODE_REFINEMENT):
+    for step in (
+        Step.INITIAL_PLANNING,
+        Step.PLAN_VALIDATION,
+        Step.PLAN_REVISION,
+        Step.IMPLEMENTATION,
+        Step.CODE_REFINEMENT,
+    ):
         await agents.run(make_ctx(tmp_path, step))
     assert planner.steps == [Step.INITIAL_PLANNING, Step.PLAN_REVISION]
     assert validator.steps == [Step.PLAN_VALIDATION]

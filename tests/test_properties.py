@@ -7,10 +7,10 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import machine as m
-from orchestrator.actions import build_decision, trigger_of
-from orchestrator.consistency import find_inconsistency
-from orchestrator.rules import code_converged, compute_facts, plan_converged
+from orchestrator.deciding import machine as m
+from orchestrator.deciding.actions import build_decision, trigger_of
+from orchestrator.deciding.facts import code_converged, compute_facts, plan_converged
+from orchestrator.running.consistency import find_inconsistency
 from state.config import Gates, Limits, WorkflowConfig
 from state.decision import DecisionSource
 from state.reports import (

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agents.sandbox import SandboxLimits
-from orchestrator.actions import trigger_of
 from orchestrator.clock import SystemClock
 from orchestrator.composition import build_agents, build_coordinator
-from orchestrator.consistency import find_inconsistency
-from orchestrator.service import WorkflowService
+from orchestrator.deciding.actions import trigger_of
+from orchestrator.execution.sandbox import SandboxLimits
+from orchestrator.running.consistency import find_inconsistency
+from orchestrator.running.runner import WorkflowRunner
 from state.config import Coordinator, Limits, LLMSettings, WorkflowConfig
 from state.sqlite_store import SQLiteStore
 from state.steps import GATE_OF_STATE, TERMINAL_STATES
@@ -56,7 +56,7 @@ async def test_whole_workflow_on_the_local_model_is_legal_and_logged(
     local_llm: Any, store: SQLiteStore, tmp_path: Path
 ) -> None:
     async with local_llm.chat_model(timeout_s=180, deadline_s=400) as model:
-        service = WorkflowService(
+        service = WorkflowRunner(
             store,
             build_coordinator(model),
             build_agents(model, compact=True, sandbox_limits=SandboxLimits(wall_timeout_s=120)),

@@ -12,8 +12,13 @@ from builders import Driver, code_report, plan_report
 
 
 def _record(result: object) -> StepRecord:
-    return StepRecord(step=Step.PLAN_VALIDATION, attempt=1, status=StepStatus.COMPLETED,
-                      decision_seq=1, result=result)  # type: ignore[arg-type]
+    return StepRecord(
+        step=Step.PLAN_VALIDATION,
+        attempt=1,
+        status=StepStatus.COMPLETED,
+        decision_seq=1,
+        result=result,
+    )  # type: ignore[arg-type]
 
 
 def test_plan_summary_names_what_it_missed() -> None:

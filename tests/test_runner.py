@@ -11,17 +11,17 @@ import pytest
 
 from agents.base import StepAgents
 from agents.human import HumanInput
-from agents.llm.protocol import LLMRequest, LLMResponse
-from agents.llm.scripted import ScriptedChatModel
 from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
-from agents.sandbox import Sandbox, SandboxLimits
-from agents.templates import TemplateLoader
 from agents.validator import ValidatorAgent
 from orchestrator.clock import SystemClock
 from orchestrator.composition import build_coordinator
-from orchestrator.consistency import find_inconsistency
-from orchestrator.service import ProgressEvent, WorkflowService
+from orchestrator.execution.sandbox import Sandbox, SandboxLimits
+from orchestrator.llm.protocol import LLMRequest, LLMResponse
+from orchestrator.llm.scripted import ScriptedChatModel
+from orchestrator.running.consistency import find_inconsistency
+from orchestrator.running.runner import ProgressEvent, WorkflowRunner
+from prompt_templates.loader import TemplateLoader
 from state.config import Coordinator, Limits, WorkflowConfig
 from state.decision import DecisionSource
 from state.errors import LLMUnavailableError
@@ -66,31 +66,45 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
         yield s
 
 
-def make_service(store: SQLiteStore, model: object, human: Answers | None = None,
-                 recorder: Recorder | None = None) -> WorkflowService:
+def make_service(
+    store: SQLiteStore,
+    model: object,
+    human: Answers | None = None,
+    recorder: Recorder | None = None,
+) -> WorkflowRunner:
     templates = TemplateLoader()
     agents = StepAgents(
         planner=PlannerAgent(model, templates),  # type: ignore[arg-type]
-        validator=ValidatorAgent(model, templates,  # type: ignore[arg-type]
-                                 sandbox=Sandbox(SandboxLimits(wall_timeout_s=60))),
+        validator=ValidatorAgent(
+            model,
+            templates,  # type: ignore[arg-type]
+            sandbox=Sandbox(SandboxLimits(wall_timeout_s=60)),
+        ),
         programmer=ProgrammerAgent(model, templates),  # type: ignore[arg-type]
     )
-    return WorkflowService(store, build_coordinator(model), agents,  # type: ignore[arg-type]
-                           clock=SystemClock(), human=human,
-                           observers=[recorder] if recorder else [])
+    return WorkflowRunner(
+        store,
+        build_coordinator(model),
+        agents,  # type: ignore[arg-type]
+        clock=SystemClock(),
+        human=human,
+        observers=[recorder] if recorder else [],
+    )
 
 
-def start(service: WorkflowService, tmp_path: Path, config: WorkflowConfig = CONFIG) -> str:
-    return service.create("fill missing values in tabular rows", config,
-                          workspace_root=tmp_path / "ws").workflow_id
+def start(service: WorkflowRunner, tmp_path: Path, config: WorkflowConfig = CONFIG) -> str:
+    return service.create(
+        "fill missing values in tabular rows", config, workspace_root=tmp_path / "ws"
+    ).workflow_id
 
 
 def steps_of(state: WorkflowState) -> list[int]:
     return [int(r.step) for r in state.history if r.status is StepStatus.COMPLETED]
 
 
-async def test_plan_and_code_converge_with_both_gates_approved(store: SQLiteStore,
-                                                               tmp_path: Path) -> None:
+async def test_plan_and_code_converge_with_both_gates_approved(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
     """One plan revision, one code refinement, both gates approved: completed."""
     world = World()
     human = Answers([APPROVE, APPROVE])
@@ -114,16 +128,17 @@ async def test_plan_and_code_converge_with_both_gates_approved(store: SQLiteStor
     first_decision = kinds.index(LedgerKind.DECISION)
     assert kinds[first_decision + 1] is LedgerKind.STEP_RESULT  # decision committed first
     assert store.load(wid).state == state
-    assert {e.kind for e in rec.events} >= {"decision", "step_started", "step_finished",
-                                             "finished"}
+    assert {e.kind for e in rec.events} >= {"decision", "step_started", "step_finished", "finished"}
 
 
 async def test_rejection_ends_the_workflow(store: SQLiteStore, tmp_path: Path) -> None:
     """A human rejection at the plan gate ends the workflow as rejected."""
     world = World(plan_reports=[GOOD_PLAN])
-    service = make_service(store, ScriptedChatModel(responder=world),
-                           Answers([HumanInput(HumanAnswerKind.REJECT, by="bob",
-                                               comment="wrong scope")]))
+    service = make_service(
+        store,
+        ScriptedChatModel(responder=world),
+        Answers([HumanInput(HumanAnswerKind.REJECT, by="bob", comment="wrong scope")]),
+    )
     state = await service.run(start(service, tmp_path))
     assert state.machine_state is MachineState.REJECTED
     assert state.decisions[-1].source is DecisionSource.HUMAN
@@ -133,8 +148,9 @@ async def test_rejection_ends_the_workflow(store: SQLiteStore, tmp_path: Path) -
 async def test_change_request_reaches_the_next_step(store: SQLiteStore, tmp_path: Path) -> None:
     """Changes requested at the plan gate are in the revision planner's prompt."""
     world = World(plan_reports=[GOOD_PLAN])
-    changes = HumanInput(HumanAnswerKind.REQUEST_CHANGES, by="carol",
-                         changes=("add a data-quality report",))
+    changes = HumanInput(
+        HumanAnswerKind.REQUEST_CHANGES, by="carol", changes=("add a data-quality report",)
+    )
     service = make_service(store, ScriptedChatModel(responder=world), Answers([changes]))
     state = await service.run(start(service, tmp_path))
     assert state.waiting_gate is Gate.PLAN  # revised, validated, asking again
@@ -243,13 +259,15 @@ class LedgerProbe:
         return await self.inner.complete(request)
 
 
-async def test_step_result_is_committed_before_an_llm_decision(store: SQLiteStore,
-                                                                tmp_path: Path) -> None:
+async def test_step_result_is_committed_before_an_llm_decision(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
     """A finished step is in the store before the LLM is consulted on what follows it."""
     borderline = {**GOOD_PLAN, "alignment_score": 9.1}  # near its threshold: LLM consulted
-    world = World(plan_reports=[borderline],
-                  decisions=[{"action": "request_plan_approval", "rationale": "ok",
-                              "confidence": 0.9}])
+    world = World(
+        plan_reports=[borderline],
+        decisions=[{"action": "request_plan_approval", "rationale": "ok", "confidence": 0.9}],
+    )
     probe = LedgerProbe(ScriptedChatModel(responder=world), store)
     service = make_service(store, probe)
     wid = start(service, tmp_path, WorkflowConfig(coordinator=Coordinator.HYBRID))

@@ -17,13 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from agents.sandbox import Sandbox, SandboxLimits, SandboxResult
+from orchestrator.execution.sandbox import Sandbox, SandboxLimits, SandboxResult
 from state.errors import ConfigError, SandboxError
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="the uid drop needs root")
-FAST = SandboxLimits(wall_timeout_s=10, cpu_s=5, memory_mb=512, max_processes=32,
-                     max_file_mb=8, max_output_bytes=16 * 1024)
+FAST = SandboxLimits(
+    wall_timeout_s=10,
+    cpu_s=5,
+    memory_mb=512,
+    max_processes=32,
+    max_file_mb=8,
+    max_output_bytes=16 * 1024,
+)
 
 
 @pytest.fixture
@@ -76,21 +82,27 @@ def snapshot(root: Path) -> dict[str, str]:
     return result
 
 
-async def run_python(sandbox: Sandbox, workspace: Path, code: str, *args: str,
-                     **kwargs: object) -> SandboxResult:
+async def run_python(
+    sandbox: Sandbox, workspace: Path, code: str, *args: str, **kwargs: object
+) -> SandboxResult:
     """Run a Python snippet in the sandbox."""
-    return await sandbox.run(workspace, [sys.executable, "-c", textwrap.dedent(code), *args],
-                             **kwargs)  # type: ignore[arg-type]
+    return await sandbox.run(
+        workspace, [sys.executable, "-c", textwrap.dedent(code), *args], **kwargs
+    )  # type: ignore[arg-type]
 
 
 async def test_command_sees_a_copy_and_exit_code_is_recorded(workspace: Path) -> None:
     """The command runs in a copy of the workspace; output and exit status are recorded."""
-    result = await run_python(Sandbox(FAST), workspace, """
+    result = await run_python(
+        Sandbox(FAST),
+        workspace,
+        """
         import os, sys
         print(os.getcwd())
         print(open("data.txt").read().strip())
         sys.exit(3)
-    """)
+    """,
+    )
     cwd, content = result.stdout.split()
     assert content == "original"
     assert Path(cwd) != workspace
@@ -114,7 +126,10 @@ async def test_code_cannot_change_anything_outside_its_copy(open_dir: Path) -> N
     parent_owned = open_dir / "results"
     parent_owned.mkdir(mode=0o755)
     before = snapshot(open_dir)
-    result = await run_python(Sandbox(FAST), workspace, """
+    result = await run_python(
+        Sandbox(FAST),
+        workspace,
+        """
         import json, os, sys
         workspace, parent_owned = sys.argv[1], sys.argv[2]
         outcome = {}
@@ -135,7 +150,10 @@ async def test_code_cannot_change_anything_outside_its_copy(open_dir: Path) -> N
             except OSError as exc:
                 outcome[name] = type(exc).__name__
         print(json.dumps(outcome))
-    """, str(workspace), str(parent_owned))
+    """,
+        str(workspace),
+        str(parent_owned),
+    )
     outcome = json.loads(result.stdout)
     assert outcome.pop("own_copy") == "ok"
     assert outcome.pop("delete_in_copy") == "ok"
@@ -144,12 +162,16 @@ async def test_code_cannot_change_anything_outside_its_copy(open_dir: Path) -> N
     assert "uid_drop" in result.isolation
 
 
-async def test_parent_secrets_are_not_visible(workspace: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_parent_secrets_are_not_visible(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The environment is an allow-list: the parent's API keys are neither inherited nor read."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-must-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-test-must-not-leak")
-    result = await run_python(Sandbox(FAST), workspace, """
+    result = await run_python(
+        Sandbox(FAST),
+        workspace,
+        """
         import json, os, sys
         try:
             with open(f"/proc/{sys.argv[1]}/environ", "rb") as f:
@@ -157,14 +179,29 @@ async def test_parent_secrets_are_not_visible(workspace: Path,
         except OSError as exc:
             parent = type(exc).__name__
         print(json.dumps({"env": dict(os.environ), "parent": parent}))
-    """, str(os.getpid()))
+    """,
+        str(os.getpid()),
+    )
     seen = json.loads(result.stdout)
     assert "must-not-leak" not in result.stdout
     assert "OPENAI_API_KEY" not in seen["env"]
     assert "AWS_SECRET_ACCESS_KEY" not in seen["env"]
-    assert set(seen["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "USER", "LOGNAME",
-                                "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
-                                "NO_COLOR", "TERM", "MPLBACKEND", "LC_CTYPE"}
+    assert set(seen["env"]) <= {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "USER",
+        "LOGNAME",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "PYTHONHASHSEED",
+        "NO_COLOR",
+        "TERM",
+        "MPLBACKEND",
+        "LC_CTYPE",
+    }
     assert seen["env"]["HOME"].startswith(str(Path(tempfile.gettempdir())))
     assert seen["parent"] in {"PermissionError", "FileNotFoundError", "ProcessLookupError"}
 
@@ -172,13 +209,18 @@ async def test_parent_secrets_are_not_visible(workspace: Path,
 async def test_wall_timeout_kills_the_whole_process_tree(workspace: Path, marker: str) -> None:
     """An endless loop is killed at the wall timeout, with a descendant that left the session."""
     sandbox = Sandbox(SandboxLimits(wall_timeout_s=2, cpu_s=30, memory_mb=512))
-    result = await run_python(sandbox, workspace, """
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
         import subprocess, sys
         subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(1)",
                           sys.argv[1]], start_new_session=True)
         while True:
             pass
-    """, marker)
+    """,
+        marker,
+    )
     assert result.limit_hit == "wall_timeout"
     assert result.exit_code is None
     assert result.signal == signal.SIGKILL
@@ -187,18 +229,22 @@ async def test_wall_timeout_kills_the_whole_process_tree(workspace: Path, marker
 
 
 @needs_root
-async def test_fallback_without_namespaces_still_contains_the_run(open_dir: Path,
-                                                                  marker: str) -> None:
+async def test_fallback_without_namespaces_still_contains_the_run(
+    open_dir: Path, marker: str
+) -> None:
     """Without namespaces the uid drop guards the files and the uid sweep kills escapees."""
     workspace = open_dir / "ws"
     workspace.mkdir(mode=0o755)
     (workspace / "data.txt").write_text("original\n")
     (workspace / "data.txt").chmod(0o644)
-    sandbox = Sandbox(SandboxLimits(wall_timeout_s=2, cpu_s=30, memory_mb=512),
-                      use_namespaces=False)
-    script = (f"setsid sh -c 'sleep 100; :' {marker} & "
-              f"echo changed >> {workspace}/data.txt; echo changed >> data.txt; "
-              "while :; do :; done")
+    sandbox = Sandbox(
+        SandboxLimits(wall_timeout_s=2, cpu_s=30, memory_mb=512), use_namespaces=False
+    )
+    script = (
+        f"setsid sh -c 'sleep 100; :' {marker} & "
+        f"echo changed >> {workspace}/data.txt; echo changed >> data.txt; "
+        "while :; do :; done"
+    )
     result = await sandbox.run(workspace, ["sh", "-c", script])
     assert result.limit_hit == "wall_timeout"
     assert "Permission denied" in result.stderr
@@ -223,11 +269,15 @@ async def test_cpu_limit_ends_a_busy_loop(workspace: Path) -> None:
 async def test_memory_limit_stops_unbounded_allocation(workspace: Path) -> None:
     """Allocating without bound hits RLIMIT_AS and is recorded as memory."""
     sandbox = Sandbox(SandboxLimits(wall_timeout_s=20, cpu_s=20, memory_mb=256))
-    result = await run_python(sandbox, workspace, """
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
         chunks = []
         while True:
             chunks.append(bytearray(10_000_000))
-    """)
+    """,
+    )
     assert result.limit_hit == "memory"
     assert result.exit_code == 1
     assert "MemoryError" in result.stderr
@@ -235,9 +285,11 @@ async def test_memory_limit_stops_unbounded_allocation(workspace: Path) -> None:
 
 async def test_process_limit_caps_the_number_of_processes(workspace: Path, marker: str) -> None:
     """Forking without bound stops at max_processes and is recorded as processes."""
-    sandbox = Sandbox(SandboxLimits(wall_timeout_s=20, cpu_s=20, memory_mb=512,
-                                    max_processes=12))
-    result = await run_python(sandbox, workspace, """
+    sandbox = Sandbox(SandboxLimits(wall_timeout_s=20, cpu_s=20, memory_mb=512, max_processes=12))
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
         import os, sys, time
         forked = 0
         try:
@@ -248,7 +300,9 @@ async def test_process_limit_caps_the_number_of_processes(workspace: Path, marke
                 forked += 1
         finally:
             print(forked, flush=True)
-    """, marker)
+    """,
+        marker,
+    )
     assert result.limit_hit == "processes"
     assert 0 < int(result.stdout) < 12
     assert running_with(marker) == []
@@ -257,14 +311,19 @@ async def test_process_limit_caps_the_number_of_processes(workspace: Path, marke
 async def test_fork_bomb_is_contained_and_leaves_nothing(workspace: Path, marker: str) -> None:
     """An exponential fork bomb is held at the process limit, then killed with all its children."""
     sandbox = Sandbox(SandboxLimits(wall_timeout_s=2, cpu_s=10, memory_mb=256, max_processes=24))
-    result = await run_python(sandbox, workspace, """
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
         import os
         while True:
             try:
                 os.fork()
             except OSError:
                 pass
-    """, marker)
+    """,
+        marker,
+    )
     assert result.limit_hit == "wall_timeout"
     assert result.duration_s < 6
     assert running_with(marker) == []
@@ -276,10 +335,14 @@ async def test_fork_bomb_is_contained_and_leaves_nothing(workspace: Path, marker
 async def test_file_size_limit_stops_a_large_write(workspace: Path) -> None:
     """Writing a file over max_file_mb fails with EFBIG and is recorded as file_size."""
     sandbox = Sandbox(SandboxLimits(wall_timeout_s=20, cpu_s=20, memory_mb=512, max_file_mb=1))
-    result = await run_python(sandbox, workspace, """
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
         with open("big.bin", "wb") as f:
             f.write(b"x" * 4_000_000)
-    """)
+    """,
+    )
     assert result.limit_hit == "file_size"
     assert result.exit_code == 1
     assert "File too large" in result.stderr
@@ -328,14 +391,19 @@ async def test_network_can_be_allowed(workspace: Path) -> None:
 
 async def test_output_is_truncated_with_a_note(workspace: Path) -> None:
     """Output beyond max_output_bytes keeps its head and tail and says what it dropped."""
-    sandbox = Sandbox(SandboxLimits(wall_timeout_s=10, cpu_s=5, memory_mb=512,
-                                    max_output_bytes=4096))
-    result = await run_python(sandbox, workspace, """
+    sandbox = Sandbox(
+        SandboxLimits(wall_timeout_s=10, cpu_s=5, memory_mb=512, max_output_bytes=4096)
+    )
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
         print("FIRST")
         for i in range(100_000):
             print("line", i)
         print("LAST")
-    """)
+    """,
+    )
     assert result.ok
     assert result.stdout.startswith("FIRST")
     assert result.stdout.endswith("LAST\n")
@@ -346,11 +414,17 @@ async def test_output_is_truncated_with_a_note(workspace: Path) -> None:
 async def test_kept_workdir_and_collected_files(workspace: Path) -> None:
     """keep_workdir keeps the copy until discard; collect reads files back, not symlinks."""
     sandbox = Sandbox(FAST)
-    result = await run_python(sandbox, workspace, """
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
         import os
         open("report.json", "w").write('{"ok": true}')
         os.symlink("/etc/hostname", "link.txt")
-    """, keep_workdir=True, collect=("report.json", "link.txt", "absent.txt", "../x"))
+    """,
+        keep_workdir=True,
+        collect=("report.json", "link.txt", "absent.txt", "../x"),
+    )
     assert result.ok
     assert dict(result.collected) == {"report.json": b'{"ok": true}'}
     assert result.workdir is not None
@@ -363,8 +437,9 @@ async def test_kept_workdir_and_collected_files(workspace: Path) -> None:
 
 async def test_cancelling_a_run_kills_it(workspace: Path, marker: str) -> None:
     """A run whose task is cancelled leaves no process behind."""
-    task = asyncio.create_task(run_python(
-        Sandbox(FAST), workspace, "import time\nwhile True: time.sleep(1)", marker))
+    task = asyncio.create_task(
+        run_python(Sandbox(FAST), workspace, "import time\nwhile True: time.sleep(1)", marker)
+    )
     for _ in range(100):
         await asyncio.sleep(0.05)
         if running_with(marker):

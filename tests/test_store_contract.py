@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clock import FixedClock
-from orchestrator.engine import DecisionEngine
-from orchestrator.machine import WorkflowMachine
-from orchestrator.progress import complete_step, fail_step, new_workflow, record_answer
+from orchestrator.deciding.engine import DecisionEngine
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.config import Gates, WorkflowConfig
 from state.errors import (
     ConcurrencyError,
@@ -148,8 +148,12 @@ def _history(wid: str) -> list[tuple[WorkflowState, list[LedgerEntryIn]]]:
     out.append((state, [StepResultEntry(state.history[-1])]))
     decide()  # step 2
     report = PlanValidationReport(
-        alignment_score=9.5, standardization_score=9.0, compatibility_score=8.5,
-        critical_issues=0, minor_issues=1, markdown="all good",
+        alignment_score=9.5,
+        standardization_score=9.0,
+        compatibility_score=8.5,
+        critical_issues=0,
+        minor_issues=1,
+        markdown="all good",
     )
     state = complete_step(state, report, tick.now())
     out.append((state, [StepResultEntry(state.history[-1])]))
@@ -298,7 +302,10 @@ def test_list_summarises_latest_snapshots(store: Store) -> None:
     assert gated.updated_at == state.updated_at
     fresh = summaries["fresh"]
     assert (fresh.status, fresh.machine_state, fresh.current_step, fresh.waiting_gate) == (
-        WorkflowStatus.RUNNING, MachineState.NEW, None, None,
+        WorkflowStatus.RUNNING,
+        MachineState.NEW,
+        None,
+        None,
     )
     assert fresh.created_at == T0
 
@@ -312,7 +319,9 @@ def test_list_filters_by_status_and_orders_by_recency(store: Store) -> None:
     assert [s.workflow_id for s in store.list_workflows()] == ["c", "b", "a"]
     assert store.list_workflows(WorkflowStatus.AWAITING_HUMAN) == []
     assert [s.workflow_id for s in store.list_workflows(WorkflowStatus.RUNNING)] == [
-        "c", "b", "a",
+        "c",
+        "b",
+        "a",
     ]
 
 
@@ -340,8 +349,7 @@ def test_ledger_entries_of_one_commit_share_its_time(store: Store, clock: Manual
     _created(store)
     clock.advance(5)
     entries: list[LedgerEntryIn] = [EventEntry("a"), EventEntry("b", {"n": 1})]
-    store.commit("wf-1", store.load("wf-1").state, expected_version=1, entries=entries,
-                 owner=None)
+    store.commit("wf-1", store.load("wf-1").state, expected_version=1, entries=entries, owner=None)
     assert [e.recorded_at for e in store.ledger("wf-1")] == [T0 + timedelta(seconds=5)] * 2
 
 
@@ -361,8 +369,7 @@ def test_event_entries_keep_their_data(store: Store) -> None:
     """An event comes back with its name and its data, stored as {"event": name, ...}."""
     _created(store)
     event = EventEntry("resumed", {"by": "alice", "interrupted": [4], "note": None})
-    store.commit("wf-1", store.load("wf-1").state, expected_version=1, entries=[event],
-                 owner=None)
+    store.commit("wf-1", store.load("wf-1").state, expected_version=1, entries=[event], owner=None)
     (entry,) = store.ledger("wf-1")
     assert entry.content == event
 
@@ -394,8 +401,13 @@ def test_a_running_step_is_not_a_step_result(store: Store) -> None:
     started, _ = _history("wf-1")[0]
     assert started.history[-1].status is StepStatus.RUNNING
     with pytest.raises(StoreError, match="still running"):
-        store.commit("wf-1", started, expected_version=1,
-                     entries=[StepResultEntry(started.history[-1])], owner=None)
+        store.commit(
+            "wf-1",
+            started,
+            expected_version=1,
+            entries=[StepResultEntry(started.history[-1])],
+            owner=None,
+        )
     assert store.load("wf-1").version == 1
 
 
@@ -415,8 +427,13 @@ def test_ledgers_are_numbered_per_workflow(store: Store) -> None:
     for i in range(3):
         for wid in ("b", "a"):
             state = store.load(wid).state
-            versions[wid] = store.commit(wid, state, expected_version=versions[wid],
-                                         entries=[EventEntry("tick", {"i": i})], owner=None)
+            versions[wid] = store.commit(
+                wid,
+                state,
+                expected_version=versions[wid],
+                entries=[EventEntry("tick", {"i": i})],
+                owner=None,
+            )
     for wid in ("a", "b"):
         assert [e.seq for e in store.ledger(wid)] == [1, 2, 3]
 
@@ -434,8 +451,13 @@ def test_concurrent_writers_never_lose_or_reuse_a_seq(open_store: StoreFactory) 
             while done < per_thread:
                 loaded = store.load("wf-1")
                 try:
-                    store.commit("wf-1", loaded.state, expected_version=loaded.version,
-                                 entries=[EventEntry("tick", {"t": n})], owner=None)
+                    store.commit(
+                        "wf-1",
+                        loaded.state,
+                        expected_version=loaded.version,
+                        entries=[EventEntry("tick", {"t": n})],
+                        owner=None,
+                    )
                 except ConcurrencyError:
                     continue
                 done += 1
@@ -460,8 +482,9 @@ def test_acquire_returns_the_lease_with_its_expiry(store: Store) -> None:
     """A lease names owner, this host and pid, and expires ttl seconds from the clock."""
     _created(store)
     lease = store.acquire_lease("wf-1", "w1", 30)
-    assert lease == Lease("wf-1", "w1", socket.gethostname(), os.getpid(),
-                          T0 + timedelta(seconds=30))
+    assert lease == Lease(
+        "wf-1", "w1", socket.gethostname(), os.getpid(), T0 + timedelta(seconds=30)
+    )
     assert store.lease("wf-1") == lease
 
 
@@ -496,18 +519,14 @@ def test_expired_lease_is_taken_over(store: Store, clock: ManualClock) -> None:
     assert store.acquire_lease("wf-1", "w2", 30).owner == "w2"
 
 
-def test_lease_of_a_dead_local_process_is_taken_over_at_once(
-    store: Store, dead_pid: int
-) -> None:
+def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store, dead_pid: int) -> None:
     """A live lease whose holder ran on this host and is gone is stale: resume need not wait."""
     _created(store)
     store.acquire_lease("wf-1", "killed", 3600, pid=dead_pid)
     assert store.acquire_lease("wf-1", "w2", 30).owner == "w2"
 
 
-def test_lease_of_a_process_on_another_host_waits_for_expiry(
-    store: Store, dead_pid: int
-) -> None:
+def test_lease_of_a_process_on_another_host_waits_for_expiry(store: Store, dead_pid: int) -> None:
     """A pid cannot be checked on another host, so its live lease holds until it expires."""
     _created(store)
     store.acquire_lease("wf-1", "remote", 3600, host="build-07", pid=dead_pid)
@@ -533,9 +552,7 @@ def test_renew_extends_and_refuses_a_non_holder(store: Store, clock: ManualClock
         store.renew_lease("wf-1", "w2", 30)
 
 
-def test_renew_of_an_expired_lease_nobody_took_succeeds(
-    store: Store, clock: ManualClock
-) -> None:
+def test_renew_of_an_expired_lease_nobody_took_succeeds(store: Store, clock: ManualClock) -> None:
     """A lease that lapsed but was not taken over is still its owner's to renew."""
     _created(store)
     store.acquire_lease("wf-1", "w1", 30)
@@ -767,7 +784,9 @@ def test_sqlite_processes_commit_concurrently_without_lock_errors(tmp_path: Path
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER, str(tmp_path), str(n), str(i)],
-            cwd=REPO, stderr=subprocess.PIPE, text=True,
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(procs)
     ]

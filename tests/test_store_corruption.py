@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clock import FixedClock
-from orchestrator.engine import DecisionEngine
-from orchestrator.machine import WorkflowMachine
-from orchestrator.progress import complete_step, new_workflow
+from orchestrator.deciding.engine import DecisionEngine
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.running.updates import complete_step, new_workflow
 from state.config import WorkflowConfig
 from state.errors import StoreCorruptError, StoreVersionError
 from state.reports import PlanDraft
@@ -48,8 +48,9 @@ def data_dir(tmp_path: Path) -> Path:
         commits.append([DecisionEntry(record)])
         states.append(state)
         for st, entries in zip(states, commits, strict=True):
-            version = store.commit("wf-1", st, expected_version=version, entries=entries,
-                                   owner=None)
+            version = store.commit(
+                "wf-1", st, expected_version=version, entries=entries, owner=None
+            )
         store.acquire_lease("wf-1", "w1", 60)
     return tmp_path
 
@@ -237,12 +238,18 @@ def test_a_damaged_config_names_workflow_and_field(data_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("seq", "update", "problem"),
     [
-        (1, "payload = json_set(payload, '$.source', 'oracle')",
-         "(decision) is damaged: field 'source'"),
+        (
+            1,
+            "payload = json_set(payload, '$.source', 'oracle')",
+            "(decision) is damaged: field 'source'",
+        ),
         (1, "payload = json_remove(payload, '$.decided_at')", "field 'decided_at': Field required"),
         (2, "payload = json_set(payload, '$.status', 'running')", "step that is still running"),
-        (2, "payload = substr(payload, 1, 20)",
-         "(step_result) is damaged: field '(top level)': Invalid JSON"),
+        (
+            2,
+            "payload = substr(payload, 1, 20)",
+            "(step_result) is damaged: field '(top level)': Invalid JSON",
+        ),
         (3, "payload = '[\"checkpoint\"]'", "(event) is damaged: its payload is a JSON list"),
         (3, "payload = '{\"at\": 1}'", "its payload has no 'event' name"),
         (3, "payload = '{\"event\":'", "its payload is not valid JSON"),

@@ -6,19 +6,27 @@ from pathlib import Path
 
 import pytest
 
-from agents.templates import TemplateLoader, load_template
 from agents.validator import CODE_REVIEW, PLAN_REPORT, STANDARDIZATION, ReportSpec
+from prompt_templates.loader import TemplateLoader, load_template
 from state.errors import ConfigError
 from state.steps import ALL_TEMPLATES
 
 STEP_TEMPLATES = sorted(ALL_TEMPLATES)
 
 
-def write_template(directory: Path, name: str, body: str, *,
-                   variables: str = "[plan]", description: str = "a test template") -> Path:
+def write_template(
+    directory: Path,
+    name: str,
+    body: str,
+    *,
+    variables: str = "[plan]",
+    description: str = "a test template",
+) -> Path:
     path = directory / f"{name}.md"
-    path.write_text(f"---\nname: {name}\ndescription: {description}\nvariables: {variables}\n"
-                    f"---\n{body}", encoding="utf-8")
+    path.write_text(
+        f"---\nname: {name}\ndescription: {description}\nvariables: {variables}\n---\n{body}",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -56,13 +64,17 @@ def test_missing_variable_is_named(loader: TemplateLoader, name: str) -> None:
         template.render(**values)
 
 
-@pytest.mark.parametrize(("name", "spec"), [
-    ("step2_plan_validator", PLAN_REPORT),
-    ("step5a_alignment_validator", CODE_REVIEW),
-    ("step5b_standardization_validator", STANDARDIZATION),
-])
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("step2_plan_validator", PLAN_REPORT),
+        ("step5a_alignment_validator", CODE_REVIEW),
+        ("step5b_standardization_validator", STANDARDIZATION),
+    ],
+)
 def test_validator_templates_spell_out_both_output_formats(
-        loader: TemplateLoader, name: str, spec: ReportSpec) -> None:
+    loader: TemplateLoader, name: str, spec: ReportSpec
+) -> None:
     """A validator template names every JSON field and every labelled line the parser reads."""
     template = loader.load(name)
     text = template.system + template.user
@@ -93,17 +105,21 @@ def test_undeclared_placeholder_is_named(tmp_path: Path) -> None:
 
 def test_declared_but_unused_variable_is_an_error(tmp_path: Path) -> None:
     """A declared variable that the text never uses fails the load, naming it."""
-    write_template(tmp_path, "mine", "System.\n<!-- user -->\nUser {{plan}}.\n",
-                   variables="[plan, code]")
+    write_template(
+        tmp_path, "mine", "System.\n<!-- user -->\nUser {{plan}}.\n", variables="[plan, code]"
+    )
     with pytest.raises(ConfigError, match=r"'code'.*never used"):
         TemplateLoader(tmp_path).load("mine")
 
 
-@pytest.mark.parametrize(("body", "problem"), [
-    ("System {{plan}}, no separator.\n", "found no"),
-    ("A\n<!-- user -->\nB {{plan}}\n<!-- user -->\nC\n", "found 2"),
-    ("System {{plan}}.\n<!-- user -->\n   \n", "user message .* is empty"),
-])
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("System {{plan}}, no separator.\n", "found no"),
+        ("A\n<!-- user -->\nB {{plan}}\n<!-- user -->\nC\n", "found 2"),
+        ("System {{plan}}.\n<!-- user -->\n   \n", "user message .* is empty"),
+    ],
+)
 def test_separator_problems_are_reported(tmp_path: Path, body: str, problem: str) -> None:
     """The user marker must appear exactly once, with a user message after it."""
     write_template(tmp_path, "mine", body)
@@ -111,14 +127,17 @@ def test_separator_problems_are_reported(tmp_path: Path, body: str, problem: str
         TemplateLoader(tmp_path).load("mine")
 
 
-@pytest.mark.parametrize("front", [
-    "no front matter at all\n<!-- user -->\nx\n",
-    "---\nname: mine\n---\nx\n<!-- user -->\ny\n",
-    "---\nname: mine\ndescription: d\nvariables: []\ncolour: red\n---\nx\n<!-- user -->\ny\n",
-    "---\nname: other\ndescription: d\nvariables: []\n---\nx\n<!-- user -->\ny\n",
-    "---\nname: mine\ndescription: d\nvariables: [not-a-name]\n---\nx\n<!-- user -->\ny\n",
-    "---\n[unclosed\n---\nx\n<!-- user -->\ny\n",
-])
+@pytest.mark.parametrize(
+    "front",
+    [
+        "no front matter at all\n<!-- user -->\nx\n",
+        "---\nname: mine\n---\nx\n<!-- user -->\ny\n",
+        "---\nname: mine\ndescription: d\nvariables: []\ncolour: red\n---\nx\n<!-- user -->\ny\n",
+        "---\nname: other\ndescription: d\nvariables: []\n---\nx\n<!-- user -->\ny\n",
+        "---\nname: mine\ndescription: d\nvariables: [not-a-name]\n---\nx\n<!-- user -->\ny\n",
+        "---\n[unclosed\n---\nx\n<!-- user -->\ny\n",
+    ],
+)
 def test_bad_front_matter_is_a_config_error(tmp_path: Path, front: str) -> None:
     """Missing, incomplete, unknown-key, misnamed or invalid front matter fails the load."""
     (tmp_path / "mine.md").write_text(front, encoding="utf-8")
@@ -132,8 +151,9 @@ def test_extra_dir_overrides_a_packaged_template(tmp_path: Path) -> None:
     template = TemplateLoader(tmp_path).load("step1_initial_planner")
     assert template.system == "Be brief."
     assert template.source == str(tmp_path / "step1_initial_planner.md")
-    assert TemplateLoader(tmp_path).load("step2_plan_validator").source.startswith(
-        "prompt_templates/")
+    assert (
+        TemplateLoader(tmp_path).load("step2_plan_validator").source.startswith("prompt_templates/")
+    )
 
 
 def test_missing_extra_dir_is_a_config_error(tmp_path: Path) -> None:
@@ -155,7 +175,8 @@ def test_values_are_substituted_once(tmp_path: Path) -> None:
     """A value that contains a placeholder (code often does) is inserted literally."""
     write_template(tmp_path, "mine", "S.\n<!-- user -->\nPlan: {{ plan }}\n")
     (message_system, message_user) = load_template("mine", extra_dir=tmp_path).render(
-        plan="uses {{plan}} and {{other}}", unused="ignored")
+        plan="uses {{plan}} and {{other}}", unused="ignored"
+    )
     assert message_system.content == "S."
     assert message_user.content == "Plan: uses {{plan}} and {{other}}"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.sandbox import Sandbox, SandboxLimits
-from agents.tools import (
+from orchestrator.execution.sandbox import Sandbox, SandboxLimits
+from orchestrator.execution.tools import (
     ToolRun,
     check_plan_alignment,
     named_files,
@@ -74,8 +74,15 @@ def write(root: Path, files: dict[str, str]) -> Path:
 @pytest.fixture
 def good(tmp_path: Path) -> Path:
     """A workspace whose code compiles, lints clean, and is fully tested."""
-    return write(tmp_path / "ws", {"src/__init__.py": "", "src/prep.py": PREP,
-                                   "tests/__init__.py": "", "tests/test_prep.py": TESTS})
+    return write(
+        tmp_path / "ws",
+        {
+            "src/__init__.py": "",
+            "src/prep.py": PREP,
+            "tests/__init__.py": "",
+            "tests/test_prep.py": TESTS,
+        },
+    )
 
 
 def by_name(run: ToolRun) -> dict[str, ToolResult]:
@@ -88,7 +95,8 @@ async def test_good_workspace_passes_every_tool(good: Path) -> None:
     run = await run_validation_tools(good, PLAN, SANDBOX)
     assert [tool.name for tool in run.tools] == ["compile", "ruff", "pytest", "plan_alignment"]
     assert {tool.name: tool.status for tool in run.tools} == dict.fromkeys(
-        ["compile", "ruff", "pytest", "plan_alignment"], ToolStatus.PASSED), run.tools
+        ["compile", "ruff", "pytest", "plan_alignment"], ToolStatus.PASSED
+    ), run.tools
     assert run.line_coverage == 100.0
     assert "line coverage 100.0%" in by_name(run)["pytest"].detail
     assert not (good / ".coverage").exists(), "the tools never write into the workspace"
@@ -96,8 +104,10 @@ async def test_good_workspace_passes_every_tool(good: Path) -> None:
 
 async def test_syntax_error_fails_compile(good: Path) -> None:
     """A SyntaxError fails compile and names the file; pytest cannot collect the tests."""
-    write(good, {"src/broken.py": "def f(:\n    pass\n",
-                 "tests/test_broken.py": "import src.broken\n"})
+    write(
+        good,
+        {"src/broken.py": "def f(:\n    pass\n", "tests/test_broken.py": "import src.broken\n"},
+    )
     tools = by_name(await run_validation_tools(good, PLAN, SANDBOX))
     assert tools["compile"].status is ToolStatus.FAILED
     assert tools["compile"].exit_code == 1
@@ -122,8 +132,7 @@ async def test_lint_violation_fails_ruff_but_not_compile(good: Path) -> None:
 
 async def test_workspace_ruff_config_is_respected(good: Path) -> None:
     """A workspace that configures ruff itself is linted with its own rules."""
-    write(good, {"src/extra.py": "import os\n",
-                 "ruff.toml": "[lint]\nselect = ['E9']\n"})
+    write(good, {"src/extra.py": "import os\n", "ruff.toml": "[lint]\nselect = ['E9']\n"})
     result = await run_ruff(good, SANDBOX, python=PYTHON)
     assert result.status is ToolStatus.PASSED, result.detail
 
@@ -138,13 +147,18 @@ async def test_ruff_crash_is_recorded_as_crashed(good: Path) -> None:
 
 async def test_failing_test_fails_pytest_and_still_measures_coverage(good: Path) -> None:
     """A failing test fails pytest (exit 1) and the coverage is still reported."""
-    write(good, {"tests/test_more.py": """\
+    write(
+        good,
+        {
+            "tests/test_more.py": """\
         from src.prep import scale
 
 
         def test_wrong() -> None:
             assert scale([0.0, 2.0]) == [0.0, 2.0]
-        """})
+        """
+        },
+    )
     result, coverage = await run_pytest(good, SANDBOX, python=PYTHON)
     assert result.status is ToolStatus.FAILED
     assert result.exit_code == 1
@@ -200,8 +214,9 @@ def test_plan_alignment_lists_missing_files(good: Path) -> None:
     plan = PLAN + "\n- `src/features.py` and `config/settings.yaml`\n"
     result = check_plan_alignment(good, plan)
     assert result.status is ToolStatus.FAILED
-    assert result.detail == ("missing files named in the plan: src/features.py, "
-                             "config/settings.yaml")
+    assert result.detail == (
+        "missing files named in the plan: src/features.py, config/settings.yaml"
+    )
 
 
 def test_plan_alignment_passes_when_every_file_exists(good: Path) -> None:
@@ -224,8 +239,12 @@ def test_named_files_reads_backticks_and_bullets() -> None:
     Prose mentioning other.py without a bullet is ignored.
     """
     assert named_files(textwrap.dedent(plan)) == (
-        "src/load.py", "src/split.py", "tests/test_split.py", "src/__init__.py",
-        "pyproject.toml")
+        "src/load.py",
+        "src/split.py",
+        "tests/test_split.py",
+        "src/__init__.py",
+        "pyproject.toml",
+    )
 
 
 def test_plan_naming_no_file_passes_with_a_note(good: Path) -> None:

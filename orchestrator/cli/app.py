@@ -59,10 +59,20 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hybrid-orchestrator")
-@click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
-              show_default=True, help="decision log rendering on stderr")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
-              default="WARNING", show_default=True, help="INFO shows every decision.made event")
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="decision log rendering on stderr",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    default="WARNING",
+    show_default=True,
+    help="INFO shows every decision.made event",
+)
 def cli(log_format: str, log_level: str) -> None:
     """Hybrid LLM/code orchestrator for planner/validator/programmer workflows."""
     configure_logging("json" if log_format == "json" else "console", log_level)

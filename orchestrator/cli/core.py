@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from orchestrator.consistency import check_consistency
-from orchestrator.engine import Analysis
+from orchestrator.deciding.engine import Analysis
+from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.graph import to_dot, to_mermaid
-from orchestrator.machine import WorkflowMachine
+from orchestrator.running.consistency import check_consistency
 from state.config import WorkflowConfig
 from state.decision import Decision, DecisionRecord, LLMCallInfo
 from state.workflow import WorkflowState
@@ -30,8 +30,9 @@ def schema(kind: str) -> None:
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
 def graph(fmt: str) -> None:
     """Print the workflow state machine with its gates and both loops."""
     table = WorkflowMachine().table

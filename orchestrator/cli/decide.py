@@ -10,8 +10,8 @@ import click
 from orchestrator.cli.core import analysis_json, print_analysis
 from orchestrator.cli.inputs import read_config, read_state
 from orchestrator.composition import build_coordinator, open_chat_model, resolve_target
-from orchestrator.consistency import check_consistency
-from orchestrator.engine import Analysis
+from orchestrator.deciding.engine import Analysis
+from orchestrator.running.consistency import check_consistency
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
 from state.workflow import WorkflowState

@@ -12,7 +12,7 @@ from rich.markup import escape
 from agents.human import HumanInput
 from orchestrator.cli.core import describe_decision
 from orchestrator.reporting import scores_line
-from orchestrator.service import ProgressEvent
+from orchestrator.running.runner import ProgressEvent
 from state.steps import STEP_SPECS, Gate
 from state.workflow import HumanAnswerKind, WorkflowState
 

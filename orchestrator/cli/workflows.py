@@ -31,7 +31,7 @@ from orchestrator.composition import (
     resolve_target,
 )
 from orchestrator.reporting import validation_rounds
-from orchestrator.service import Observer, WorkflowService, answer_workflow
+from orchestrator.running.runner import Observer, WorkflowRunner, answer_workflow
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
 from state.errors import ConfigError
@@ -99,7 +99,7 @@ async def _drive(
         )
     async with open_chat_model(target, config.llm) as chat:
         observers: list[Observer] = [] if quiet else [ProgressDisplay()]
-        service = WorkflowService(
+        service = WorkflowRunner(
             store,
             build_coordinator(chat),
             build_agents(chat, compact=target.embedded),

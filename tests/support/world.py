@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from agents.llm.protocol import LLMRequest
+from orchestrator.llm.protocol import LLMRequest
 
 from support.fake_openai import Content
 
@@ -31,24 +31,51 @@ def fill_missing(rows, value):
     return [[value if cell is None else cell for cell in row] for row in rows]
 '''
 
-TEST_PREP = '''from prep import fill_missing
+TEST_PREP = """from prep import fill_missing
 
 
 def test_fill_missing():
     assert fill_missing([[1, None], [None, 2]], 0) == [[1, 0], [0, 2]]
-'''
+"""
 
-GOOD_PLAN = {"alignment_score": 9.5, "standardization_score": 8.6, "compatibility_score": 9.0,
-             "critical_issues": 0, "minor_issues": 0, "verdict": "PASS", "report": "Good."}
-BAD_PLAN = {"alignment_score": 7.0, "standardization_score": 7.5, "compatibility_score": 8.0,
-            "critical_issues": 1, "minor_issues": 2, "verdict": "FAIL",
-            "report": "Missing validation of inputs."}
-GOOD_REVIEW = {"overall_score": 9.0, "critical_issues": 0, "minor_issues": 0, "verdict": "PASS",
-               "report": "Matches the plan."}
-BAD_REVIEW = {"overall_score": 6.0, "critical_issues": 1, "minor_issues": 1, "verdict": "FAIL",
-              "report": "Edge cases missing."}
-GOOD_STANDARD = {"status": "PASSED", "critical_issues": 0, "minor_issues": 0,
-                 "report": "Conventions followed."}
+GOOD_PLAN = {
+    "alignment_score": 9.5,
+    "standardization_score": 8.6,
+    "compatibility_score": 9.0,
+    "critical_issues": 0,
+    "minor_issues": 0,
+    "verdict": "PASS",
+    "report": "Good.",
+}
+BAD_PLAN = {
+    "alignment_score": 7.0,
+    "standardization_score": 7.5,
+    "compatibility_score": 8.0,
+    "critical_issues": 1,
+    "minor_issues": 2,
+    "verdict": "FAIL",
+    "report": "Missing validation of inputs.",
+}
+GOOD_REVIEW = {
+    "overall_score": 9.0,
+    "critical_issues": 0,
+    "minor_issues": 0,
+    "verdict": "PASS",
+    "report": "Matches the plan.",
+}
+BAD_REVIEW = {
+    "overall_score": 6.0,
+    "critical_issues": 1,
+    "minor_issues": 1,
+    "verdict": "FAIL",
+    "report": "Edge cases missing.",
+}
+GOOD_STANDARD = {
+    "status": "PASSED",
+    "critical_issues": 0,
+    "minor_issues": 0,
+    "report": "Conventions followed.",
+}
 
 
 class World:
@@ -77,16 +104,21 @@ class World:
         if purpose == "step2_plan_validator":
             return self._next(self.plan_reports, GOOD_PLAN)
         if purpose in ("step4_programmer", "step6_code_refinement"):
-            return {"files": [{"path": "prep.py", "content": PREP},
-                              {"path": "test_prep.py", "content": TEST_PREP}],
-                    "summary": "fill_missing with a test"}
+            return {
+                "files": [
+                    {"path": "prep.py", "content": PREP},
+                    {"path": "test_prep.py", "content": TEST_PREP},
+                ],
+                "summary": "fill_missing with a test",
+            }
         if purpose == "step5a_alignment_validator":
             return self._next(self.reviews, GOOD_REVIEW)
         if purpose == "step5b_standardization_validator":
             return GOOD_STANDARD
         if purpose == "decision":
-            return self._next(self.decisions, {"action": "escalate", "rationale": "unsure",
-                                               "confidence": 0.9})
+            return self._next(
+                self.decisions, {"action": "escalate", "rationale": "unsure", "confidence": 0.9}
+            )
         raise AssertionError(f"the scripted world has no answer for purpose {purpose!r}")
 
     @staticmethod
@@ -99,10 +131,13 @@ class World:
         schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
         props = set(schema.get("properties", {}))
         purpose = "step1_initial_planner"  # plans are asked as plain text
-        for key, name in (("alignment_score", "step2_plan_validator"),
-                          ("overall_score", "step5a_alignment_validator"),
-                          ("status", "step5b_standardization_validator"),
-                          ("files", "step4_programmer"), ("action", "decision")):
+        for key, name in (
+            ("alignment_score", "step2_plan_validator"),
+            ("overall_score", "step5a_alignment_validator"),
+            ("status", "step5b_standardization_validator"),
+            ("files", "step4_programmer"),
+            ("action", "decision"),
+        ):
             if key in props:
                 purpose = name
                 break

@@ -32,7 +32,7 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from agents.llm.protocol import Message
+from orchestrator.llm.protocol import Message
 from state.errors import ConfigError
 from state.validation import describe_validation_error
 
@@ -140,22 +140,28 @@ def parse_template(text: str, *, name: str, source: str) -> PromptTemplate:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: the front matter is not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: the front matter must be a mapping of name, description, "
-                          "variables")
+        raise ConfigError(
+            f"{where}: the front matter must be a mapping of name, description, variables"
+        )
     try:
         meta = _FrontMatter.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {describe_validation_error(exc)}") from exc
     if meta.name != name:
-        raise ConfigError(f"{where}: the front matter names it '{meta.name}'; rename the file "
-                          "or the name so that they agree")
+        raise ConfigError(
+            f"{where}: the front matter names it '{meta.name}'; rename the file "
+            "or the name so that they agree"
+        )
 
-    parts = re.split(rf"^[ \t]*{re.escape(USER_MARKER)}[ \t]*\r?$", text[match.end():],
-                     flags=re.MULTILINE)
+    parts = re.split(
+        rf"^[ \t]*{re.escape(USER_MARKER)}[ \t]*\r?$", text[match.end() :], flags=re.MULTILINE
+    )
     if len(parts) != 2:
         found = "no" if len(parts) == 1 else str(len(parts) - 1)
-        raise ConfigError(f"{where}: needs exactly one line '{USER_MARKER}' between the system "
-                          f"and the user message; found {found}")
+        raise ConfigError(
+            f"{where}: needs exactly one line '{USER_MARKER}' between the system "
+            f"and the user message; found {found}"
+        )
     system, user = (part.strip() for part in parts)
     if not user:
         raise ConfigError(f"{where}: the user message after '{USER_MARKER}' is empty")
@@ -167,8 +173,10 @@ def parse_template(text: str, *, name: str, source: str) -> PromptTemplate:
         raise ConfigError(f"{where}: placeholder(s) {shown} are not declared in its variables")
     unused = [v for v in meta.variables if v not in used]
     if unused:
-        raise ConfigError(f"{where}: declared variable(s) {', '.join(repr(v) for v in unused)} "
-                          "are never used in its text")
+        raise ConfigError(
+            f"{where}: declared variable(s) {', '.join(repr(v) for v in unused)} "
+            "are never used in its text"
+        )
     return PromptTemplate(meta.name, meta.description, meta.variables, system, user, source)
 
 
@@ -184,12 +192,14 @@ class TemplateLoader:
         ConfigError: ``extra_dir`` is given but is not a directory.
     """
 
-    def __init__(self, extra_dir: str | Path | None = None, *,
-                 package: str = DEFAULT_PACKAGE) -> None:
+    def __init__(
+        self, extra_dir: str | Path | None = None, *, package: str = DEFAULT_PACKAGE
+    ) -> None:
         self._extra = Path(extra_dir) if extra_dir is not None else None
         if self._extra is not None and not self._extra.is_dir():
-            raise ConfigError(f"prompt template directory '{self._extra}' does not exist or is "
-                              "not a directory")
+            raise ConfigError(
+                f"prompt template directory '{self._extra}' does not exist or is not a directory"
+            )
         self._package = package
         self._cache: dict[str, PromptTemplate] = {}
 
@@ -203,8 +213,10 @@ class TemplateLoader:
         if cached is not None:
             return cached
         if not _NAME.fullmatch(name):
-            raise ConfigError(f"'{name}' is not a valid prompt template name (letters, digits "
-                              "and underscores only)")
+            raise ConfigError(
+                f"'{name}' is not a valid prompt template name (letters, digits "
+                "and underscores only)"
+            )
         text, source = self._read(name)
         template = parse_template(text, name=name, source=source)
         self._cache[name] = template

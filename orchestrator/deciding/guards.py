@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator.rules import Facts
+from orchestrator.deciding.facts import Facts
 from state.steps import MachineState, phase_of_state
 from state.workflow import HumanAnswerKind
 
-# Enum members bound once for the hot path (see orchestrator/rules.py).
+# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
 _REJECT = HumanAnswerKind.REJECT
 
 Guard = Callable[[Facts], bool]

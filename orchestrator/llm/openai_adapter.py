@@ -38,7 +38,7 @@ import structlog
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
-from agents.llm.protocol import LLMRequest, LLMResponse, Message
+from orchestrator.llm.protocol import LLMRequest, LLMResponse, Message
 from state.errors import ConfigError, LLMOutputError, LLMUnavailableError
 
 FormatMode = Literal["json_schema", "json_object", "text"]
@@ -450,6 +450,37 @@ def openai_chat_model(
         max_retry_after_s=max_retry_after_s,
         sleep=sleep,
     )
+
+
+async def connect(
+    base_url: str | None,
+    api_key: str | None,
+    model: str | None,
+    *,
+    timeout_s: float = 60.0,
+    **options: Any,
+) -> OpenAIChatModel:
+    """Build the adapter for ``base_url``, asking the server for its model when none is named.
+
+    Args:
+        base_url: the server's API root; None is the ``openai`` client's default endpoint.
+        api_key: as for ``openai_chat_model``.
+        model: the model to ask; None takes the first the server lists.
+        timeout_s: default limit of one HTTP call.
+        **options: passed to ``OpenAIChatModel`` (deadline_s, max_attempts, ...).
+
+    Raises:
+        LLMUnavailableError: no model was named and the server cannot list one.
+    """
+    client = AsyncOpenAI(
+        base_url=base_url, api_key=api_key or _NO_KEY, max_retries=0, timeout=timeout_s
+    )
+    try:
+        name = await resolve_model(client, model)
+    except BaseException:
+        await client.close()
+        raise
+    return OpenAIChatModel(client, model=name, timeout_s=timeout_s, **options)
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:

@@ -6,9 +6,9 @@ instructions, so a report that says "ignore the rules" stays a report.
 
 from __future__ import annotations
 
-from orchestrator import machine as m
-from orchestrator.actions import action_of, target_step
-from orchestrator.rules import Facts, plan_scores, valid_score
+from orchestrator.deciding import machine as m
+from orchestrator.deciding.actions import action_of, target_step
+from orchestrator.deciding.facts import Facts, plan_scores, valid_score
 from state.config import WorkflowConfig
 from state.reports import CodeValidationReport, PlanValidationReport
 from state.steps import STEP_SPECS, MachineState

@@ -28,7 +28,7 @@ from state.workflow import (
     WorkflowState,
 )
 
-# Enum members bound once for the hot path (see orchestrator/rules.py).
+# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
 _RUNNING = StepStatus.RUNNING
 _COMPLETED = StepStatus.COMPLETED
 _FAILED = StepStatus.FAILED
@@ -52,6 +52,7 @@ _EXPECTED_RESULT: dict[Step, type[StepResultT]] = {
 
 
 _new_answer = builder(HumanAnswer)
+
 
 def new_workflow(
     workflow_id: str, requirements: str, workspace: str, now: datetime

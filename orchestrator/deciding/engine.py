@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.actions import trigger_of
-from orchestrator.classifier import Classification, classify
 from orchestrator.clock import Clock
-from orchestrator.machine import WorkflowMachine
-from orchestrator.programmatic import ProgrammaticOrchestrator
-from orchestrator.rules import Facts
+from orchestrator.deciding.actions import trigger_of
+from orchestrator.deciding.classifier import Classification, classify
+from orchestrator.deciding.facts import Facts
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.programmatic import ProgrammaticDecider
 from state.build import build, builder, replace
 from state.config import WorkflowConfig
 from state.decision import (
@@ -31,7 +31,7 @@ from state.decision import (
 from state.steps import GATE_OF_STATE
 from state.workflow import StepRecord, StepStatus, WorkflowState
 
-# Enum members bound once for the hot path (see orchestrator/rules.py).
+# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
 _PROGRAMMATIC = DecisionSource.PROGRAMMATIC
 _HUMAN = DecisionSource.HUMAN
 _TRANSITION_PHASE = ActionKind.TRANSITION_PHASE
@@ -67,11 +67,11 @@ class DecisionEngine:
         self,
         machine: WorkflowMachine,
         clock: Clock,
-        programmatic: ProgrammaticOrchestrator | None = None,
+        programmatic: ProgrammaticDecider | None = None,
     ) -> None:
         self.machine = machine
         self.clock = clock
-        self.programmatic = programmatic or ProgrammaticOrchestrator()
+        self.programmatic = programmatic or ProgrammaticDecider()
 
     def analyze(self, state: WorkflowState, config: WorkflowConfig) -> Analysis:
         """Facts, route, legal actions and the programmatic decision for ``state``.

@@ -27,10 +27,10 @@ import structlog
 from agents.base import StepAgents
 from agents.human import Human
 from orchestrator.clock import Clock
-from orchestrator.consistency import check_consistency
-from orchestrator.context import build_step_context
-from orchestrator.coordinator import HybridCoordinator
-from orchestrator.progress import (
+from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.running.agent_context import build_step_context
+from orchestrator.running.consistency import check_consistency
+from orchestrator.running.updates import (
     complete_step,
     fail_step,
     mark_interrupted,
@@ -160,13 +160,13 @@ def answer_workflow(
     return state
 
 
-class WorkflowService:
+class WorkflowRunner:
     """Creates, runs, resumes and answers workflows against a store."""
 
     def __init__(
         self,
         store: Store,
-        coordinator: HybridCoordinator,
+        coordinator: DecisionPipeline,
         agents: StepAgents,
         *,
         clock: Clock,

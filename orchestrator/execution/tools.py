@@ -28,16 +28,27 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from agents.sandbox import Sandbox, SandboxResult
+from orchestrator.execution.sandbox import Sandbox, SandboxResult
 from state.errors import SandboxError
 from state.reports import ToolResult, ToolStatus
 
 DEFAULT_RUFF_RULES = ("E4", "E7", "E9", "F", "B")
 """Ruff rules used when the workspace has no ruff configuration: errors and likely bugs."""
 
-PLAN_FILE_EXTENSIONS = frozenset({
-    "py", "pyi", "ipynb", "toml", "cfg", "ini", "yaml", "yml", "sh", "sql",
-})
+PLAN_FILE_EXTENSIONS = frozenset(
+    {
+        "py",
+        "pyi",
+        "ipynb",
+        "toml",
+        "cfg",
+        "ini",
+        "yaml",
+        "yml",
+        "sh",
+        "sql",
+    }
+)
 """Extensions of files a plan names for the programmer to write. Data, model and report files
 (``.csv``, ``.pkl``, ``.json``, ``.md``) are left out: plans name them as outputs of a run."""
 
@@ -64,8 +75,7 @@ class ToolRun:
     line_coverage: float | None
 
 
-async def run_validation_tools(workspace: Path, plan_markdown: str,
-                               sandbox: Sandbox) -> ToolRun:
+async def run_validation_tools(workspace: Path, plan_markdown: str, sandbox: Sandbox) -> ToolRun:
     """Run every deterministic tool over ``workspace``.
 
     Args:
@@ -99,8 +109,11 @@ async def run_compile(workspace: Path, sandbox: Sandbox, *, python: str) -> Tool
         timeout.
     """
     if not await asyncio.to_thread(_python_files, workspace):
-        return ToolResult(name="compile", status=ToolStatus.FAILED,
-                          detail="the workspace has no Python file to compile")
+        return ToolResult(
+            name="compile",
+            status=ToolStatus.FAILED,
+            detail="the workspace has no Python file to compile",
+        )
     argv = [python, "-m", "compileall", "-q", "-x", r"/\.", "."]
     run = await _run("compile", workspace, sandbox, argv)
     if isinstance(run, ToolResult):
@@ -108,8 +121,9 @@ async def run_compile(workspace: Path, sandbox: Sandbox, *, python: str) -> Tool
     return _by_exit_code("compile", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
 
 
-async def run_ruff(workspace: Path, sandbox: Sandbox, *, python: str,
-                   rules: Collection[str] = DEFAULT_RUFF_RULES) -> ToolResult:
+async def run_ruff(
+    workspace: Path, sandbox: Sandbox, *, python: str, rules: Collection[str] = DEFAULT_RUFF_RULES
+) -> ToolResult:
     """Lint the workspace with ``ruff check``.
 
     Args:
@@ -133,8 +147,9 @@ async def run_ruff(workspace: Path, sandbox: Sandbox, *, python: str,
     return _by_exit_code("ruff", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
 
 
-async def run_pytest(workspace: Path, sandbox: Sandbox, *,
-                     python: str) -> tuple[ToolResult, float | None]:
+async def run_pytest(
+    workspace: Path, sandbox: Sandbox, *, python: str
+) -> tuple[ToolResult, float | None]:
     """Run the workspace's tests under coverage.py.
 
     Args:
@@ -149,11 +164,12 @@ async def run_pytest(workspace: Path, sandbox: Sandbox, *,
     """
     py = shlex.quote(python)
     omit = ",".join(_TEST_FILE_PATTERNS)
-    script = (f"{py} -m coverage run --source=. --omit={shlex.quote(omit)} -m pytest -q "
-              f"-p no:cacheprovider --color=no; status=$?; "
-              f"{py} -m coverage json -q -o {_COVERAGE_FILE} >/dev/null 2>&1; exit $status")
-    run = await _run("pytest", workspace, sandbox, ["sh", "-c", script],
-                     collect=(_COVERAGE_FILE,))
+    script = (
+        f"{py} -m coverage run --source=. --omit={shlex.quote(omit)} -m pytest -q "
+        f"-p no:cacheprovider --color=no; status=$?; "
+        f"{py} -m coverage json -q -o {_COVERAGE_FILE} >/dev/null 2>&1; exit $status"
+    )
+    run = await _run("pytest", workspace, sandbox, ["sh", "-c", script], collect=(_COVERAGE_FILE,))
     if isinstance(run, ToolResult):
         return run, None
     coverage = _line_coverage(run.collected.get(_COVERAGE_FILE))
@@ -161,24 +177,34 @@ async def run_pytest(workspace: Path, sandbox: Sandbox, *,
         if _missing_module(run, module):
             return _not_installed(module, run, python), None
     if run.exit_code == 5:
-        return ToolResult(name="pytest", status=ToolStatus.FAILED, exit_code=5,
-                          duration_s=run.duration_s,
-                          detail=f"no tests: pytest collected none\n{_output(run)}"), coverage
+        return ToolResult(
+            name="pytest",
+            status=ToolStatus.FAILED,
+            exit_code=5,
+            duration_s=run.duration_s,
+            detail=f"no tests: pytest collected none\n{_output(run)}",
+        ), coverage
     if run.exit_code == 2 and "error" in run.stdout.lower() and "collect" in run.stdout.lower():
         # Collection errors (a syntax error, an import that fails) are a verdict on the code,
         # not a broken tool: reported as failed, they do not look like an anomaly.
-        return ToolResult(name="pytest", status=ToolStatus.FAILED, exit_code=2,
-                          duration_s=run.duration_s,
-                          detail=f"the tests could not be collected\n{_output(run)}"), coverage
+        return ToolResult(
+            name="pytest",
+            status=ToolStatus.FAILED,
+            exit_code=2,
+            duration_s=run.duration_s,
+            detail=f"the tests could not be collected\n{_output(run)}",
+        ), coverage
     result = _by_exit_code("pytest", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
     if coverage is not None:
         result = result.model_copy(
-            update={"detail": f"line coverage {coverage:.1f}%\n{result.detail}"})
+            update={"detail": f"line coverage {coverage:.1f}%\n{result.detail}"}
+        )
     return result, coverage
 
 
-def check_plan_alignment(workspace: Path, plan_markdown: str, *,
-                         extensions: Collection[str] = PLAN_FILE_EXTENSIONS) -> ToolResult:
+def check_plan_alignment(
+    workspace: Path, plan_markdown: str, *, extensions: Collection[str] = PLAN_FILE_EXTENSIONS
+) -> ToolResult:
     """Check that every file the plan names exists in the workspace.
 
     A bare file name (``prep.py``) may lie anywhere in the workspace; a path
@@ -196,22 +222,33 @@ def check_plan_alignment(workspace: Path, plan_markdown: str, *,
     started = time.monotonic()
     named = named_files(plan_markdown, extensions=extensions)
     bare = {name for name in named if "/" not in name}
-    found_anywhere = {path.name for path in _files(workspace) if path.name in bare} \
-        if bare else set()
-    missing = [name for name in named
-               if not ((workspace / name).is_file() or name in found_anywhere)]
+    found_anywhere = (
+        {path.name for path in _files(workspace) if path.name in bare} if bare else set()
+    )
+    missing = [
+        name for name in named if not ((workspace / name).is_file() or name in found_anywhere)
+    ]
     duration = round(time.monotonic() - started, 3)
     if missing:
-        return ToolResult(name="plan_alignment", status=ToolStatus.FAILED, duration_s=duration,
-                          detail="missing files named in the plan: " + ", ".join(missing))
-    detail = ("the plan names no file to check" if not named
-              else f"all {len(named)} files named in the plan exist: " + ", ".join(named))
-    return ToolResult(name="plan_alignment", status=ToolStatus.PASSED, duration_s=duration,
-                      detail=detail)
+        return ToolResult(
+            name="plan_alignment",
+            status=ToolStatus.FAILED,
+            duration_s=duration,
+            detail="missing files named in the plan: " + ", ".join(missing),
+        )
+    detail = (
+        "the plan names no file to check"
+        if not named
+        else f"all {len(named)} files named in the plan exist: " + ", ".join(named)
+    )
+    return ToolResult(
+        name="plan_alignment", status=ToolStatus.PASSED, duration_s=duration, detail=detail
+    )
 
 
-def named_files(plan_markdown: str, *,
-                extensions: Collection[str] = PLAN_FILE_EXTENSIONS) -> tuple[str, ...]:
+def named_files(
+    plan_markdown: str, *, extensions: Collection[str] = PLAN_FILE_EXTENSIONS
+) -> tuple[str, ...]:
     """The relative file paths a plan names, in order of first mention.
 
     Paths are read from backticked spans and from bulleted or numbered lines. URLs, absolute
@@ -249,8 +286,13 @@ def _as_relative_path(token: str, extensions: Collection[str]) -> str | None:
     for marker in ("**", "__"):  # markdown emphasis around a path
         if token.startswith(marker) and token.endswith(marker) and len(token) > 4:
             token = token[2:-2]
-    if (not token or "://" in token or token.startswith(("/", "~", "www.", "-"))
-            or re.match(r"^[A-Za-z]:", token) or _UNSAFE.search(token)):
+    if (
+        not token
+        or "://" in token
+        or token.startswith(("/", "~", "www.", "-"))
+        or re.match(r"^[A-Za-z]:", token)
+        or _UNSAFE.search(token)
+    ):
         return None
     parts = [part for part in PurePosixPath(token).parts if part != "."]
     if not parts or ".." in parts:
@@ -264,35 +306,41 @@ def _as_relative_path(token: str, extensions: Collection[str]) -> str | None:
     return "/".join(parts)
 
 
-async def _run(name: str, workspace: Path, sandbox: Sandbox, argv: list[str], *,
-               collect: tuple[str, ...] = ()) -> SandboxResult | ToolResult:
+async def _run(
+    name: str, workspace: Path, sandbox: Sandbox, argv: list[str], *, collect: tuple[str, ...] = ()
+) -> SandboxResult | ToolResult:
     """Run a tool in the sandbox; a sandbox failure becomes a crashed result."""
     started = time.monotonic()
     try:
         return await sandbox.run(workspace, argv, collect=collect)
     except SandboxError as exc:
-        return ToolResult(name=name, status=ToolStatus.CRASHED,
-                          duration_s=round(time.monotonic() - started, 3),
-                          detail=f"the sandbox could not run {name}: {exc}")
+        return ToolResult(
+            name=name,
+            status=ToolStatus.CRASHED,
+            duration_s=round(time.monotonic() - started, 3),
+            detail=f"the sandbox could not run {name}: {exc}",
+        )
 
 
-def _by_exit_code(name: str, run: SandboxResult,
-                  statuses: dict[int, ToolStatus]) -> ToolResult:
+def _by_exit_code(name: str, run: SandboxResult, statuses: dict[int, ToolStatus]) -> ToolResult:
     """Map a finished run to a result: limits first, then the exit code (others crashed)."""
     if run.limit_hit in ("wall_timeout", "cpu"):
         status = ToolStatus.TIMEOUT
-        note = (f"{name} ran out of time ({run.limit_hit.replace('_', ' ')} limit of "
-                f"the sandbox)\n")
+        note = f"{name} ran out of time ({run.limit_hit.replace('_', ' ')} limit of the sandbox)\n"
     elif run.exit_code is not None and run.exit_code in statuses:
         status, note = statuses[run.exit_code], ""
     else:
         status = ToolStatus.CRASHED
-        how = (f"exit code {run.exit_code}" if run.exit_code is not None
-               else f"signal {run.signal}")
+        how = f"exit code {run.exit_code}" if run.exit_code is not None else f"signal {run.signal}"
         limit = f", {run.limit_hit} limit hit" if run.limit_hit else ""
         note = f"{name} crashed ({how}{limit})\n"
-    return ToolResult(name=name, status=status, exit_code=run.exit_code,
-                      duration_s=run.duration_s, detail=note + _output(run))
+    return ToolResult(
+        name=name,
+        status=status,
+        exit_code=run.exit_code,
+        duration_s=run.duration_s,
+        detail=note + _output(run),
+    )
 
 
 def _missing_module(run: SandboxResult, module: str) -> bool:
@@ -303,11 +351,14 @@ def _missing_module(run: SandboxResult, module: str) -> bool:
 
 def _not_installed(tool: str, run: SandboxResult, python: str) -> ToolResult:
     """The crashed result of a tool that is not installed."""
-    return ToolResult(name="pytest" if tool == "coverage" else tool,
-                      status=ToolStatus.CRASHED, exit_code=run.exit_code,
-                      duration_s=run.duration_s,
-                      detail=f"{tool} is not installed for {python}; install it in the "
-                             f"orchestrator's environment\n{_output(run)}")
+    return ToolResult(
+        name="pytest" if tool == "coverage" else tool,
+        status=ToolStatus.CRASHED,
+        exit_code=run.exit_code,
+        duration_s=run.duration_s,
+        detail=f"{tool} is not installed for {python}; install it in the "
+        f"orchestrator's environment\n{_output(run)}",
+    )
 
 
 def _output(run: SandboxResult) -> str:

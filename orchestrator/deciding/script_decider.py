@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.llm.protocol import ChatModel, LLMRequest, Message
-from orchestrator.engine import Analysis
-from orchestrator.prompting import scores_block, state_summary
+from orchestrator.deciding.engine import Analysis
+from orchestrator.deciding.prompting import scores_block, state_summary
+from orchestrator.llm.protocol import ChatModel, LLMRequest, Message
 from state.config import WorkflowConfig
 from state.decision import Decision
 from state.errors import ConfigError, LLMError

@@ -19,12 +19,12 @@ import jsonschema
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agents.llm.protocol import ChatModel, LLMRequest, LLMResponse, Message
-from agents.templates import TemplateLoader
-from orchestrator.actions import build_decision
-from orchestrator.engine import Analysis
-from orchestrator.machine import WorkflowMachine
-from orchestrator.prompting import prompt_variables
+from orchestrator.deciding.actions import build_decision
+from orchestrator.deciding.engine import Analysis
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.prompting import prompt_variables
+from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse, Message
+from prompt_templates.loader import TemplateLoader
 from state.config import WorkflowConfig
 from state.decision import Decision, LLMCallInfo
 from state.errors import LLMError, LLMOutputError, LLMUnavailableError, OrchestratorError
@@ -75,7 +75,7 @@ class LLMOutcome:
         return self.decision is not None
 
 
-class LLMOrchestrator:
+class LLMDecider:
     """Decides with an LLM, within the legal actions, with bounded retries."""
 
     def __init__(

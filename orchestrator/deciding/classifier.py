@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from orchestrator.rules import (
+from orchestrator.deciding.facts import (
     PLAN_SCORE_FIELDS,
     SCORE_MAX,
     Facts,
@@ -49,7 +49,7 @@ from state.reports import (
 from state.steps import GATE_OF_STATE, MachineState, Step
 from state.workflow import HumanAnswerKind, StepStatus
 
-# Enum members bound once for the hot path (see orchestrator/rules.py).
+# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
 _PLAN_VALIDATION = Step.PLAN_VALIDATION
 _PASS = Verdict.PASS
 _FAIL = Verdict.FAIL
@@ -175,8 +175,10 @@ def _contradiction(f: Facts) -> str | None:
     if c.review.verdict is _PASS and (c.review.critical_issues or 0) > 0:
         return f"review PASS with {c.review.critical_issues} critical issue(s)"
     if c.review.verdict is _FAIL and f.code_converged:
-        return "every metric passes (tools, issues, standardization, coverage) but the review " \
+        return (
+            "every metric passes (tools, issues, standardization, coverage) but the review "
             "verdict is FAIL"
+        )
     return None
 
 

@@ -77,10 +77,23 @@ LimitHit = Literal["wall_timeout", "cpu", "memory", "processes", "file_size"]
 _UID_BASE = 2_000_000_000
 _UID_POOL = 65_536
 # Not copied into the sandbox: version control, caches and virtual environments.
-_COPY_IGNORE = frozenset({
-    ".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
-    ".tox", ".nox", ".venv", "venv", "node_modules", ".ipynb_checkpoints",
-})
+_COPY_IGNORE = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "__pycache__",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        ".tox",
+        ".nox",
+        ".venv",
+        "venv",
+        "node_modules",
+        ".ipynb_checkpoints",
+    }
+)
 _TERMINATE_GRACE_S = 3.0  # after SIGTERM, how long the supervisor gets to clean up
 _PIPE_DRAIN_S = 2.0  # after exit, how long to wait for output still in the pipes
 _COLLECT_MAX_BYTES = 16 * 1024 * 1024
@@ -122,11 +135,15 @@ class SandboxLimits:
         """Reject limits that cannot be applied."""
         for name in ("wall_timeout_s", "cpu_s", "memory_mb", "max_processes", "max_file_mb"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"sandbox limit {name} must be positive, got "
-                                  f"{getattr(self, name)!r}; fix the workflow's sandbox limits")
+                raise ConfigError(
+                    f"sandbox limit {name} must be positive, got "
+                    f"{getattr(self, name)!r}; fix the workflow's sandbox limits"
+                )
         if self.max_output_bytes < 1024:
-            raise ConfigError(f"sandbox limit max_output_bytes must be at least 1024, got "
-                              f"{self.max_output_bytes}; fix the workflow's sandbox limits")
+            raise ConfigError(
+                f"sandbox limit max_output_bytes must be at least 1024, got "
+                f"{self.max_output_bytes}; fix the workflow's sandbox limits"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +214,13 @@ class Sandbox:
             portable fallback (uid drop, rlimits, kill sweeps) everywhere.
     """
 
-    def __init__(self, limits: SandboxLimits | None = None, *, temp_root: Path | None = None,
-                 use_namespaces: bool = True) -> None:
+    def __init__(
+        self,
+        limits: SandboxLimits | None = None,
+        *,
+        temp_root: Path | None = None,
+        use_namespaces: bool = True,
+    ) -> None:
         self._limits = limits if limits is not None else SandboxLimits()
         self._temp_root = temp_root
         self._use_namespaces = use_namespaces
@@ -209,9 +231,15 @@ class Sandbox:
         """The limits every run gets."""
         return self._limits
 
-    async def run(self, workspace: Path, argv: Sequence[str], *, keep_workdir: bool = False,
-                  env: Mapping[str, str] | None = None,
-                  collect: Sequence[str] = ()) -> SandboxResult:
+    async def run(
+        self,
+        workspace: Path,
+        argv: Sequence[str],
+        *,
+        keep_workdir: bool = False,
+        env: Mapping[str, str] | None = None,
+        collect: Sequence[str] = (),
+    ) -> SandboxResult:
         """Run ``argv`` in a fresh copy of ``workspace`` and record how it ended.
 
         Args:
@@ -240,13 +268,17 @@ class Sandbox:
             prefix = isolation.without_net
         uid = _UID_BASE + secrets.randbelow(_UID_POOL) if isolation.drop_uid else None
         temp_root = self._temp_root or Path(tempfile.gettempdir())
-        expose, hint = self._check_reachable(temp_root, has_mount_ns=prefix is not None) \
-            if uid is not None else ([], "")
+        expose, hint = (
+            self._check_reachable(temp_root, has_mount_ns=prefix is not None)
+            if uid is not None
+            else ([], "")
+        )
         layout = await self._prepare(workspace, temp_root, uid)
         keep = False
         try:
-            result = await self._execute(layout, tuple(argv), prefix or (), uid, expose,
-                                         env or {}, collect, hint)
+            result = await self._execute(
+                layout, tuple(argv), prefix or (), uid, expose, env or {}, collect, hint
+            )
             keep = keep_workdir
         finally:
             if not keep:
@@ -263,13 +295,16 @@ class Sandbox:
     async def _probe(self) -> _Isolation:
         """Find out once which namespaces this machine lets us create."""
         if self._isolation is None:
-            self._isolation = (await _probe_isolation() if self._use_namespaces
-                               else _Isolation(drop_uid=os.geteuid() == 0, with_net=None,
-                                               without_net=None))
+            self._isolation = (
+                await _probe_isolation()
+                if self._use_namespaces
+                else _Isolation(drop_uid=os.geteuid() == 0, with_net=None, without_net=None)
+            )
         return self._isolation
 
-    def _check_reachable(self, temp_root: Path, *,
-                         has_mount_ns: bool) -> tuple[list[list[Any]], str]:
+    def _check_reachable(
+        self, temp_root: Path, *, has_mount_ns: bool
+    ) -> tuple[list[list[Any]], str]:
         """Check that an unprivileged uid can reach the copies and the interpreter.
 
         Returns:
@@ -279,22 +314,27 @@ class Sandbox:
         """
         blocker = _first_blocker(temp_root.resolve(), include_self=True)
         if blocker is not None:
-            raise SandboxError(f"the sandbox's temporary directory {temp_root} lies under "
-                               f"{blocker}, which other users cannot enter; pass a temp_root "
-                               "such as /tmp to Sandbox")
+            raise SandboxError(
+                f"the sandbox's temporary directory {temp_root} lies under "
+                f"{blocker}, which other users cannot enter; pass a temp_root "
+                "such as /tmp to Sandbox"
+            )
         prefixes = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)})
-        prefixes = [p for p in prefixes
-                    if not any(p != q and p.startswith(q + os.sep) for q in prefixes)]
+        prefixes = [
+            p for p in prefixes if not any(p != q and p.startswith(q + os.sep) for q in prefixes)
+        ]
         groups: dict[str, list[str]] = {}
         for prefix in prefixes:
             blocked = _first_blocker(Path(prefix))
             if blocked is not None:
                 groups.setdefault(str(blocked), []).append(prefix)
         if groups and not has_mount_ns:
-            return [], (f" (the interpreter {sys.executable} lies under {', '.join(groups)}, "
-                        "which the sandbox's unprivileged user cannot enter, and no mount "
-                        "namespace is available to expose it; install Python where every "
-                        "user can read it)")
+            return [], (
+                f" (the interpreter {sys.executable} lies under {', '.join(groups)}, "
+                "which the sandbox's unprivileged user cannot enter, and no mount "
+                "namespace is available to expose it; install Python where every "
+                "user can read it)"
+            )
         return [[blocked, paths] for blocked, paths in groups.items()], ""
 
     async def _prepare(self, workspace: Path, temp_root: Path, uid: int | None) -> _Layout:
@@ -302,21 +342,44 @@ class Sandbox:
         try:
             return await asyncio.to_thread(_make_layout, workspace, temp_root, uid)
         except (OSError, shutil.Error) as exc:
-            raise SandboxError(f"could not copy workspace {workspace} into the sandbox: "
-                               f"{exc}; check that it is readable and the disk has room") from exc
+            raise SandboxError(
+                f"could not copy workspace {workspace} into the sandbox: "
+                f"{exc}; check that it is readable and the disk has room"
+            ) from exc
 
     # --- running ---------------------------------------------------------------------------
 
-    async def _execute(self, layout: _Layout, argv: tuple[str, ...], prefix: tuple[str, ...],
-                       uid: int | None, expose: list[list[Any]], extra_env: Mapping[str, str],
-                       collect: Sequence[str], hint: str) -> SandboxResult:
+    async def _execute(
+        self,
+        layout: _Layout,
+        argv: tuple[str, ...],
+        prefix: tuple[str, ...],
+        uid: int | None,
+        expose: list[list[Any]],
+        extra_env: Mapping[str, str],
+        collect: Sequence[str],
+        hint: str,
+    ) -> SandboxResult:
         """Start the supervisor, enforce the wall timeout and collect the outcome."""
         limits = self._limits
         read_fd, write_fd = os.pipe()
-        config = {"status_fd": write_fd, "cwd": str(layout.work), "uid": uid,
-                  "expose": expose, "rlimits": _rlimits(limits, uid, prefix)}
-        command = [*prefix, sys.executable, "-I", "-S", "-c", _supervisor_source(),
-                   json.dumps(config), *argv]
+        config = {
+            "status_fd": write_fd,
+            "cwd": str(layout.work),
+            "uid": uid,
+            "expose": expose,
+            "rlimits": _rlimits(limits, uid, prefix),
+        }
+        command = [
+            *prefix,
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _supervisor_source(),
+            json.dumps(config),
+            *argv,
+        ]
         out = _Capture(limits.max_output_bytes)
         err = _Capture(limits.max_output_bytes)
         started = time.monotonic()
@@ -324,18 +387,25 @@ class Sandbox:
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE, cwd=layout.work,
-                    env=_environment(layout, extra_env), start_new_session=True,
-                    pass_fds=(write_fd,))
+                    *command,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    cwd=layout.work,
+                    env=_environment(layout, extra_env),
+                    start_new_session=True,
+                    pass_fds=(write_fd,),
+                )
             except OSError as exc:
                 raise SandboxError(f"could not start the sandbox for {argv[0]}: {exc}") from exc
             finally:
                 os.close(write_fd)
             assert proc.stdout is not None
             assert proc.stderr is not None
-            pumps = {asyncio.create_task(_pump(proc.stdout, out)),
-                     asyncio.create_task(_pump(proc.stderr, err))}
+            pumps = {
+                asyncio.create_task(_pump(proc.stdout, out)),
+                asyncio.create_task(_pump(proc.stderr, err)),
+            }
             try:
                 await asyncio.wait_for(proc.wait(), limits.wall_timeout_s)
             except TimeoutError:
@@ -355,20 +425,44 @@ class Sandbox:
             if uid is not None and "--pid" not in prefix:
                 await _kill_uid(uid)  # no namespace dies with the supervisor: sweep the uid
         if "setup_error" in status:
-            raise SandboxError(f"could not run {argv[0]!r} in the sandbox: "
-                               f"{status['setup_error']}{hint}")
+            raise SandboxError(
+                f"could not run {argv[0]!r} in the sandbox: {status['setup_error']}{hint}"
+            )
         if "exit_code" not in status and not timed_out:
             # The supervisor died before reporting: show why instead of guessing.
-            raise SandboxError(f"the sandbox supervisor failed (exit {proc.returncode}): "
-                               f"{_tail(err.text(), 2000)}")
-        return _result(limits, argv, prefix, uid, status, proc.returncode, timed_out,
-                       out.text(), err.text(), duration, layout, collect)
+            raise SandboxError(
+                f"the sandbox supervisor failed (exit {proc.returncode}): {_tail(err.text(), 2000)}"
+            )
+        return _result(
+            limits,
+            argv,
+            prefix,
+            uid,
+            status,
+            proc.returncode,
+            timed_out,
+            out.text(),
+            err.text(),
+            duration,
+            layout,
+            collect,
+        )
 
 
-def _result(limits: SandboxLimits, argv: tuple[str, ...], prefix: tuple[str, ...],
-            uid: int | None, status: dict[str, Any], returncode: int | None, timed_out: bool,
-            stdout: str, stderr: str, duration: float, layout: _Layout,
-            collect: Sequence[str]) -> SandboxResult:
+def _result(
+    limits: SandboxLimits,
+    argv: tuple[str, ...],
+    prefix: tuple[str, ...],
+    uid: int | None,
+    status: dict[str, Any],
+    returncode: int | None,
+    timed_out: bool,
+    stdout: str,
+    stderr: str,
+    duration: float,
+    layout: _Layout,
+    collect: Sequence[str],
+) -> SandboxResult:
     """Put together the result of a finished run."""
     if "exit_code" in status:
         exit_code: int | None = status["exit_code"]
@@ -378,31 +472,63 @@ def _result(limits: SandboxLimits, argv: tuple[str, ...], prefix: tuple[str, ...
     else:
         exit_code, signum = returncode, None
     cpu_s: float | None = status.get("cpu_s")
-    isolation = [name for flag, name in (("--user", "user_namespace"), ("--pid", "pid_namespace"),
-                                         ("--mount-proc", "mount_namespace"),
-                                         ("--net", "net_namespace")) if flag in prefix]
+    isolation = [
+        name
+        for flag, name in (
+            ("--user", "user_namespace"),
+            ("--pid", "pid_namespace"),
+            ("--mount-proc", "mount_namespace"),
+            ("--net", "net_namespace"),
+        )
+        if flag in prefix
+    ]
     if uid is not None:
         isolation.append("uid_drop")
     isolation += ["rlimits", "env_allowlist"]
     return SandboxResult(
-        argv=argv, exit_code=exit_code, signal=signum, stdout=stdout, stderr=stderr,
+        argv=argv,
+        exit_code=exit_code,
+        signal=signum,
+        stdout=stdout,
+        stderr=stderr,
         duration_s=round(duration, 3),
-        limit_hit=_classify(limits, timed_out=timed_out, exit_code=exit_code, signum=signum,
-                            cpu_s=cpu_s, stderr=stderr),
-        network_isolated="--net" in prefix, isolation=tuple(isolation), cpu_s=cpu_s,
+        limit_hit=_classify(
+            limits,
+            timed_out=timed_out,
+            exit_code=exit_code,
+            signum=signum,
+            cpu_s=cpu_s,
+            stderr=stderr,
+        ),
+        network_isolated="--net" in prefix,
+        isolation=tuple(isolation),
+        cpu_s=cpu_s,
         workdir=layout.work,
-        collected=MappingProxyType({name: data for name in collect
-                                    if (data := _read_collected(layout.work, name)) is not None}),
+        collected=MappingProxyType(
+            {
+                name: data
+                for name in collect
+                if (data := _read_collected(layout.work, name)) is not None
+            }
+        ),
     )
 
 
-def _classify(limits: SandboxLimits, *, timed_out: bool, exit_code: int | None,
-              signum: int | None, cpu_s: float | None, stderr: str) -> LimitHit | None:
+def _classify(
+    limits: SandboxLimits,
+    *,
+    timed_out: bool,
+    exit_code: int | None,
+    signum: int | None,
+    cpu_s: float | None,
+    stderr: str,
+) -> LimitHit | None:
     """Name the limit that ended a run, from how it ended and what it printed last."""
     if timed_out:
         return "wall_timeout"
-    if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_s is not None
-                                    and cpu_s >= limits.cpu_s - 0.05):
+    if signum == signal.SIGXCPU or (
+        signum == signal.SIGKILL and cpu_s is not None and cpu_s >= limits.cpu_s - 0.05
+    ):
         return "cpu"  # the soft limit sends SIGXCPU, the hard one (a second later) SIGKILL
     if signum == signal.SIGXFSZ:
         return "file_size"
@@ -439,9 +565,19 @@ async def _kill_uid(uid: int) -> None:
     kill = shutil.which("kill") or "/bin/kill"
     with contextlib.suppress(OSError):
         proc = await asyncio.create_subprocess_exec(
-            kill, "-s", "KILL", "--", "-1", user=uid, group=uid, extra_groups=[],
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, env={})
+            kill,
+            "-s",
+            "KILL",
+            "--",
+            "-1",
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={},
+        )
         await proc.wait()
 
 
@@ -596,30 +732,43 @@ def _first_blocker(path: Path, *, include_self: bool = False) -> Path | None:
 
 def _environment(layout: _Layout, extra: Mapping[str, str]) -> dict[str, str]:
     """The run's whole environment: an allow-list, nothing inherited."""
-    path = os.pathsep.join(dict.fromkeys(
-        [os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]))
+    path = os.pathsep.join(
+        dict.fromkeys([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"])
+    )
     env = {
-        "PATH": path, "HOME": str(layout.home), "TMPDIR": str(layout.tmp),
-        "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "USER": "sandbox", "LOGNAME": "sandbox",
-        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0",
-        "NO_COLOR": "1", "TERM": "dumb", "MPLBACKEND": "Agg",
+        "PATH": path,
+        "HOME": str(layout.home),
+        "TMPDIR": str(layout.tmp),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONHASHSEED": "0",
+        "NO_COLOR": "1",
+        "TERM": "dumb",
+        "MPLBACKEND": "Agg",
     }
     env.update(extra)
     return env
 
 
-def _rlimits(limits: SandboxLimits, uid: int | None,
-             prefix: tuple[str, ...]) -> list[tuple[str, int, int]]:
+def _rlimits(
+    limits: SandboxLimits, uid: int | None, prefix: tuple[str, ...]
+) -> list[tuple[str, int, int]]:
     """The rlimits for the command, capped by our own hard limits."""
     mib = 1024 * 1024
     nproc = limits.max_processes
     if uid is None and "--user" not in prefix:
         nproc += _own_process_count()  # the count is per user: leave room for what runs
-    wanted = [("RLIMIT_CPU", limits.cpu_s, limits.cpu_s + 1),
-              ("RLIMIT_AS", limits.memory_mb * mib, limits.memory_mb * mib),
-              ("RLIMIT_NPROC", nproc, nproc),
-              ("RLIMIT_FSIZE", limits.max_file_mb * mib, limits.max_file_mb * mib),
-              ("RLIMIT_CORE", 0, 0)]
+    wanted = [
+        ("RLIMIT_CPU", limits.cpu_s, limits.cpu_s + 1),
+        ("RLIMIT_AS", limits.memory_mb * mib, limits.memory_mb * mib),
+        ("RLIMIT_NPROC", nproc, nproc),
+        ("RLIMIT_FSIZE", limits.max_file_mb * mib, limits.max_file_mb * mib),
+        ("RLIMIT_CORE", 0, 0),
+    ]
     capped = []
     for name, soft, hard in wanted:
         _, ours = resource.getrlimit(getattr(resource, name))
@@ -656,17 +805,22 @@ async def _probe_isolation() -> _Isolation:
     namespaces = ("--pid", "--fork", "--kill-child", "--mount-proc")
     with_net = (*base, "--net", *namespaces)
     without_net = (*base, *namespaces)
-    return _Isolation(drop_uid=root,
-                      with_net=with_net if await _succeeds((*with_net, true)) else None,
-                      without_net=without_net if await _succeeds((*without_net, true)) else None)
+    return _Isolation(
+        drop_uid=root,
+        with_net=with_net if await _succeeds((*with_net, true)) else None,
+        without_net=without_net if await _succeeds((*without_net, true)) else None,
+    )
 
 
 async def _succeeds(argv: tuple[str, ...]) -> bool:
     """Whether a command exits 0 within a few seconds."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
     except OSError:
         return False
     try:
@@ -683,16 +837,19 @@ async def _succeeds(argv: tuple[str, ...]) -> bool:
 
 # warnings is imported up front because os.execvp imports it lazily, after the uid drop, when
 # the interpreter's own files may be out of the sandbox user's reach.
-_SUPERVISOR_HEADER = ("from __future__ import annotations\n"
-                      "import contextlib, ctypes, json, os, resource, signal, sys, time\n"
-                      "import warnings\n")
+_SUPERVISOR_HEADER = (
+    "from __future__ import annotations\n"
+    "import contextlib, ctypes, json, os, resource, signal, sys, time\n"
+    "import warnings\n"
+)
 
 
 def _supervisor_source() -> str:
     """The supervisor program: the header, the ``_sv_`` functions and a call to the first."""
     functions = (_sv_main, _sv_expose, _sv_exec_child, _sv_prctl, _sv_cleanup, _sv_children)
-    return "\n".join([_SUPERVISOR_HEADER, *(inspect.getsource(f) for f in functions),
-                      "_sv_main()\n"])
+    return "\n".join(
+        [_SUPERVISOR_HEADER, *(inspect.getsource(f) for f in functions), "_sv_main()\n"]
+    )
 
 
 def _sv_main() -> None:
@@ -707,8 +864,10 @@ def _sv_main() -> None:
         try:
             _sv_expose(config["expose"])
         except OSError as exc:
-            os.write(status_fd, json.dumps({"setup_error": f"exposing the interpreter: {exc}"})
-                     .encode() + b"\n")
+            os.write(
+                status_fd,
+                json.dumps({"setup_error": f"exposing the interpreter: {exc}"}).encode() + b"\n",
+            )
             sys.exit(1)
     run = {"child": 0, "terminated": False}
 
@@ -747,11 +906,17 @@ def _sv_expose(groups: list[list[Any]]) -> None:
     """Hide each blocking directory behind a tmpfs and bind-mount the prefixes back."""
     ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind, ms_rec = 1, 2, 4, 32, 4096, 16384
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                           ctypes.c_char_p]
+    libc.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
+    ]
 
-    def mount(source: str | None, target: str, fstype: str | None, flags: int,
-              data: str | None) -> None:
+    def mount(
+        source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None:
         encoded = [None if s is None else s.encode() for s in (source, target, fstype, data)]
         if libc.mount(encoded[0], encoded[1], encoded[2], flags, encoded[3]) != 0:
             errno = ctypes.get_errno()
@@ -771,8 +936,14 @@ def _sv_exec_child(config: dict[str, Any], argv: list[str], status_fd: int) -> N
     """In the forked child: apply the limits, drop privileges and exec the command."""
     try:
         os.setpgid(0, 0)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE,
-                       signal.SIGXFSZ, signal.SIGXCPU):
+        for signum in (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGHUP,
+            signal.SIGPIPE,
+            signal.SIGXFSZ,
+            signal.SIGXCPU,
+        ):
             signal.signal(signum, signal.SIG_DFL)  # Python ignores SIGPIPE and SIGXFSZ
         for name, soft, hard in config["rlimits"]:
             resource.setrlimit(getattr(resource, name), (soft, hard))
@@ -786,8 +957,10 @@ def _sv_exec_child(config: dict[str, Any], argv: list[str], status_fd: int) -> N
         os.execvp(argv[0], argv)  # noqa: S606 -- the command is the caller's argv, no shell
     except BaseException as exc:  # anything at all: report it, never return into the parent
         with contextlib.suppress(OSError):
-            os.write(status_fd, json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"})
-                     .encode() + b"\n")
+            os.write(
+                status_fd,
+                json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n",
+            )
     os._exit(127)
 
 
@@ -832,8 +1005,10 @@ def _sv_children(parent: int) -> list[int]:
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError), \
-                        open(f"/proc/{entry.name}/stat") as f:
+                with (
+                    contextlib.suppress(OSError, IndexError, ValueError),
+                    open(f"/proc/{entry.name}/stat") as f,
+                ):
                     if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
                         children.append(int(entry.name))
     return children

@@ -30,12 +30,12 @@ from typing import Any
 
 import structlog
 
-from agents.llm.protocol import ChatModel
-from orchestrator import machine as m
-from orchestrator.actions import build_decision
-from orchestrator.engine import Analysis, DecisionEngine
-from orchestrator.llm_orchestrator import LLMOrchestrator, LLMOutcome
-from orchestrator.script import ScriptFn, load_script, run_script
+from orchestrator.deciding import machine as m
+from orchestrator.deciding.actions import build_decision
+from orchestrator.deciding.engine import Analysis, DecisionEngine
+from orchestrator.deciding.llm_decider import LLMDecider, LLMOutcome
+from orchestrator.deciding.script_decider import ScriptFn, load_script, run_script
+from orchestrator.llm.protocol import ChatModel
 from state.build import replace
 from state.config import Coordinator, WorkflowConfig
 from state.decision import (
@@ -67,13 +67,13 @@ class Choice:
     llm: LLMCallInfo | None = None
 
 
-class HybridCoordinator:
+class DecisionPipeline:
     """Routes each state to the machine, the LLM, both, or a script, and logs the result."""
 
     def __init__(
         self,
         engine: DecisionEngine,
-        llm: LLMOrchestrator | None = None,
+        llm: LLMDecider | None = None,
         *,
         script_model: ChatModel | None = None,
     ) -> None:

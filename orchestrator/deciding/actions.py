@@ -7,13 +7,13 @@ context WORKFLOW.md assigns to the step, so every source describes an action the
 
 from __future__ import annotations
 
-from orchestrator import machine as m
-from orchestrator.rules import Facts
+from orchestrator.deciding import machine as m
+from orchestrator.deciding.facts import Facts
 from state.decision import ActionKind, Decision, EscalationReason, RecoveryStrategy
 from state.errors import IllegalTransitionError
 from state.steps import GATE_OF_STATE, STEP_OF_STATE, STEP_SPECS, MachineState, Step
 
-# Enum members bound once for the hot path (see orchestrator/rules.py).
+# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
 _INVOKE_AGENT = ActionKind.INVOKE_AGENT
 _REQUEST_APPROVAL = ActionKind.REQUEST_APPROVAL
 _IMPLEMENTATION = Step.IMPLEMENTATION

@@ -7,9 +7,9 @@ interned: identical decisions of thousands of workflows are one object.
 
 from __future__ import annotations
 
-from orchestrator import machine as m
-from orchestrator.actions import build_decision, recovery_for
-from orchestrator.rules import Facts
+from orchestrator.deciding import machine as m
+from orchestrator.deciding.actions import build_decision, recovery_for
+from orchestrator.deciding.facts import Facts
 from state.decision import Decision, EscalationReason
 from state.errors import AwaitingHumanError, WorkflowFinishedError
 from state.steps import GATE_OF_STATE, TERMINAL_STATES, MachineState, Step
@@ -45,7 +45,7 @@ WHY = {
 }
 
 
-# Triggers and enum members bound once for the hot path (see orchestrator/rules.py).
+# Triggers and enum members bound once for the hot path (see orchestrator/deciding/facts.py).
 _WRITE_PLAN = m.INVOKE[Step.INITIAL_PLANNING]
 _VALIDATE_PLAN = m.INVOKE[Step.PLAN_VALIDATION]
 _REVISE_PLAN = m.INVOKE[Step.PLAN_REVISION]
@@ -69,7 +69,7 @@ _REQUEST_CHANGES = HumanAnswerKind.REQUEST_CHANGES
 _APPROVE = HumanAnswerKind.APPROVE
 
 
-class ProgrammaticOrchestrator:
+class ProgrammaticDecider:
     """Decides by rule. Holds the interning cache of its decisions."""
 
     def __init__(self) -> None:
@@ -132,15 +132,11 @@ class ProgrammaticOrchestrator:
         if ms is _AT_CODE_REVIEW_GATE:
             if approved:
                 return self._after_code_validation(f)
-            return self._decision(
-                _REFINE_CODE, f, "code_changes", changes=changes
-            )
+            return self._decision(_REFINE_CODE, f, "code_changes", changes=changes)
         if ms is _AT_FINAL_GATE:
             if approved:
                 return self._decision(m.COMPLETE, f, "code_approved")
-            return self._decision(
-                _REFINE_CODE, f, "code_changes", changes=changes
-            )
+            return self._decision(_REFINE_CODE, f, "code_changes", changes=changes)
         # The escalation gate: carry on where the escalation stopped, with fresh budgets.
         origin = f.origin
         if origin in GATE_OF_STATE:
@@ -170,9 +166,7 @@ class ProgrammaticOrchestrator:
         if step is _STEP_PLAN_VALIDATION:
             if f.plan_converged:
                 if f.config.gates.plan:
-                    return self._decision(
-                        _ASK_PLAN_GATE, f, "plan_gate"
-                    )
+                    return self._decision(_ASK_PLAN_GATE, f, "plan_gate")
                 return self._decision(m.TRANSITION_PHASE, f, "plan_converged")
             if f.plan_revisions_left > 0:
                 return self._decision(_REVISE_PLAN, f, "revise_plan")
@@ -188,9 +182,7 @@ class ProgrammaticOrchestrator:
     def _after_code_validation(self, f: Facts) -> Decision:
         if f.code_converged:
             if f.config.gates.final:
-                return self._decision(
-                    _ASK_FINAL_GATE, f, "final_gate"
-                )
+                return self._decision(_ASK_FINAL_GATE, f, "final_gate")
             return self._decision(m.COMPLETE, f, "complete")
         if f.code_refinements_left > 0:
             return self._decision(_REFINE_CODE, f, "refine_code")

@@ -15,9 +15,9 @@ from typing import Any
 
 from transitions import Event, Machine, MachineError, Transition
 
-from orchestrator import guards as g
-from orchestrator.guards import Guard
-from orchestrator.rules import Facts
+from orchestrator.deciding import guards as g
+from orchestrator.deciding.facts import Facts
+from orchestrator.deciding.guards import Guard
 from state.errors import IllegalTransitionError
 from state.steps import GATE_OF_STATE, TERMINAL_STATES, MachineState, Step
 
@@ -49,8 +49,13 @@ FAIL = "fail"
 REJECT = "reject"
 
 WORKING_STATES: tuple[MachineState, ...] = (
-    S.INITIAL_PLANNING, S.PLAN_VALIDATION, S.PLAN_REVISION, S.IMPLEMENTATION,
-    S.CODE_VALIDATION, S.CODE_REFINEMENT, S.CONVERGENCE_VALIDATION,
+    S.INITIAL_PLANNING,
+    S.PLAN_VALIDATION,
+    S.PLAN_REVISION,
+    S.IMPLEMENTATION,
+    S.CODE_VALIDATION,
+    S.CODE_REFINEMENT,
+    S.CONVERGENCE_VALIDATION,
 )
 _GO = (g.step_ok, g.decisions_left)
 
@@ -63,39 +68,89 @@ def _forward_edges() -> list[TransitionSpec]:
         # Phase 1: plan -> validate -> (revise -> validate)* -> plan gate -> phase 2
         t(INVOKE[Step.PLAN_VALIDATION], S.INITIAL_PLANNING, S.PLAN_VALIDATION, _GO),
         t(INVOKE[Step.PLAN_VALIDATION], S.PLAN_REVISION, S.PLAN_VALIDATION, _GO),
-        t(INVOKE[Step.PLAN_REVISION], S.PLAN_VALIDATION, S.PLAN_REVISION,
-          (*_GO, g.plan_not_converged, g.plan_revisions_left)),
-        t(REQUEST_APPROVAL[S.AWAITING_PLAN_APPROVAL], S.PLAN_VALIDATION,
-          S.AWAITING_PLAN_APPROVAL, (*_GO, g.plan_converged, g.plan_gate_on)),
-        t(TRANSITION_PHASE, S.PLAN_VALIDATION, S.IMPLEMENTATION,
-          (*_GO, g.plan_converged, g.plan_gate_off)),
+        t(
+            INVOKE[Step.PLAN_REVISION],
+            S.PLAN_VALIDATION,
+            S.PLAN_REVISION,
+            (*_GO, g.plan_not_converged, g.plan_revisions_left),
+        ),
+        t(
+            REQUEST_APPROVAL[S.AWAITING_PLAN_APPROVAL],
+            S.PLAN_VALIDATION,
+            S.AWAITING_PLAN_APPROVAL,
+            (*_GO, g.plan_converged, g.plan_gate_on),
+        ),
+        t(
+            TRANSITION_PHASE,
+            S.PLAN_VALIDATION,
+            S.IMPLEMENTATION,
+            (*_GO, g.plan_converged, g.plan_gate_off),
+        ),
         t(TRANSITION_PHASE, S.AWAITING_PLAN_APPROVAL, S.IMPLEMENTATION, (g.human_approved,)),
-        t(INVOKE[Step.PLAN_REVISION], S.AWAITING_PLAN_APPROVAL, S.PLAN_REVISION,
-          (g.human_requested_changes,)),
+        t(
+            INVOKE[Step.PLAN_REVISION],
+            S.AWAITING_PLAN_APPROVAL,
+            S.PLAN_REVISION,
+            (g.human_requested_changes,),
+        ),
         # Phase 2: implement -> validate -> (refine -> validate)* -> final gate -> done
         t(INVOKE[Step.CODE_VALIDATION], S.IMPLEMENTATION, S.CODE_VALIDATION, _GO),
-        t(REQUEST_APPROVAL[S.AWAITING_CODE_REVIEW], S.CODE_VALIDATION, S.AWAITING_CODE_REVIEW,
-          (*_GO, g.code_review_gate_on)),
-        t(INVOKE[Step.CODE_REFINEMENT], S.AWAITING_CODE_REVIEW, S.CODE_REFINEMENT,
-          (g.human_requested_changes,)),
-        t(INVOKE[Step.CODE_REFINEMENT], S.AWAITING_CODE_REVIEW, S.CODE_REFINEMENT,
-          (g.human_approved, g.code_not_converged, g.code_refinements_left)),
-        t(REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL], S.AWAITING_CODE_REVIEW,
-          S.AWAITING_FINAL_APPROVAL, (g.human_approved, g.code_converged, g.final_gate_on)),
-        t(COMPLETE, S.AWAITING_CODE_REVIEW, S.COMPLETED,
-          (g.human_approved, g.code_converged, g.final_gate_off)),
+        t(
+            REQUEST_APPROVAL[S.AWAITING_CODE_REVIEW],
+            S.CODE_VALIDATION,
+            S.AWAITING_CODE_REVIEW,
+            (*_GO, g.code_review_gate_on),
+        ),
+        t(
+            INVOKE[Step.CODE_REFINEMENT],
+            S.AWAITING_CODE_REVIEW,
+            S.CODE_REFINEMENT,
+            (g.human_requested_changes,),
+        ),
+        t(
+            INVOKE[Step.CODE_REFINEMENT],
+            S.AWAITING_CODE_REVIEW,
+            S.CODE_REFINEMENT,
+            (g.human_approved, g.code_not_converged, g.code_refinements_left),
+        ),
+        t(
+            REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL],
+            S.AWAITING_CODE_REVIEW,
+            S.AWAITING_FINAL_APPROVAL,
+            (g.human_approved, g.code_converged, g.final_gate_on),
+        ),
+        t(
+            COMPLETE,
+            S.AWAITING_CODE_REVIEW,
+            S.COMPLETED,
+            (g.human_approved, g.code_converged, g.final_gate_off),
+        ),
         t(INVOKE[Step.CONVERGENCE_VALIDATION], S.CODE_REFINEMENT, S.CONVERGENCE_VALIDATION, _GO),
-        t(INVOKE[Step.CODE_REFINEMENT], S.AWAITING_FINAL_APPROVAL, S.CODE_REFINEMENT,
-          (g.human_requested_changes,)),
+        t(
+            INVOKE[Step.CODE_REFINEMENT],
+            S.AWAITING_FINAL_APPROVAL,
+            S.CODE_REFINEMENT,
+            (g.human_requested_changes,),
+        ),
         t(COMPLETE, S.AWAITING_FINAL_APPROVAL, S.COMPLETED, (g.human_approved,)),
     ]
-    for validated, extra in ((S.CODE_VALIDATION, (g.code_review_gate_off,)),
-                             (S.CONVERGENCE_VALIDATION, ())):
+    for validated, extra in (
+        (S.CODE_VALIDATION, (g.code_review_gate_off,)),
+        (S.CONVERGENCE_VALIDATION, ()),
+    ):
         edges += [
-            t(INVOKE[Step.CODE_REFINEMENT], validated, S.CODE_REFINEMENT,
-              (*_GO, *extra, g.code_not_converged, g.code_refinements_left)),
-            t(REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL], validated, S.AWAITING_FINAL_APPROVAL,
-              (*_GO, *extra, g.code_converged, g.final_gate_on)),
+            t(
+                INVOKE[Step.CODE_REFINEMENT],
+                validated,
+                S.CODE_REFINEMENT,
+                (*_GO, *extra, g.code_not_converged, g.code_refinements_left),
+            ),
+            t(
+                REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL],
+                validated,
+                S.AWAITING_FINAL_APPROVAL,
+                (*_GO, *extra, g.code_converged, g.final_gate_on),
+            ),
             t(COMPLETE, validated, S.COMPLETED, (*_GO, *extra, g.code_converged, g.final_gate_off)),
         ]
     # A failed or interrupted step is retried in place, or the workflow fails.
@@ -124,16 +179,38 @@ def _escalation_edges(forward: list[TransitionSpec]) -> list[TransitionSpec]:
     # fresh budgets: every forward edge out of a working state is offered again from there.
     for spec in forward:
         if spec.source in WORKING_STATES or spec.source is S.NEW:
-            edges.append(t(spec.trigger, S.ESCALATED, spec.dest,
-                           (g.human_continues, g.origin_is(spec.source), *spec.guards), True))
+            edges.append(
+                t(
+                    spec.trigger,
+                    S.ESCALATED,
+                    spec.dest,
+                    (g.human_continues, g.origin_is(spec.source), *spec.guards),
+                    True,
+                )
+            )
     for gate_state, trigger in REQUEST_APPROVAL.items():
-        edges.append(t(trigger, S.ESCALATED, gate_state,
-                       (g.human_continues, g.origin_is(gate_state)), True))
+        edges.append(
+            t(trigger, S.ESCALATED, gate_state, (g.human_continues, g.origin_is(gate_state)), True)
+        )
     # Guidance at an escalation goes to the planner or the programmer.
-    edges.append(t(INVOKE[Step.PLAN_REVISION], S.ESCALATED, S.PLAN_REVISION,
-                   (g.human_requested_changes, g.origin_in_phase(1), g.has_plan), True))
-    edges.append(t(INVOKE[Step.CODE_REFINEMENT], S.ESCALATED, S.CODE_REFINEMENT,
-                   (g.human_requested_changes, g.origin_in_phase(2), g.has_code), True))
+    edges.append(
+        t(
+            INVOKE[Step.PLAN_REVISION],
+            S.ESCALATED,
+            S.PLAN_REVISION,
+            (g.human_requested_changes, g.origin_in_phase(1), g.has_plan),
+            True,
+        )
+    )
+    edges.append(
+        t(
+            INVOKE[Step.CODE_REFINEMENT],
+            S.ESCALATED,
+            S.CODE_REFINEMENT,
+            (g.human_requested_changes, g.origin_in_phase(2), g.has_code),
+            True,
+        )
+    )
     return edges
 
 
@@ -250,8 +327,11 @@ class WorkflowMachine:
             ignore_invalid_triggers=False,
         )
         machine = self._machine
-        if machine.has_queue or machine.prepare_event or machine.finalize_event or (
-            machine.before_state_change or machine.after_state_change or machine.on_exception
+        if (
+            machine.has_queue
+            or machine.prepare_event
+            or machine.finalize_event
+            or (machine.before_state_change or machine.after_state_change or machine.on_exception)
         ):
             raise AssertionError("the lean transition classes assume no queue and no callbacks")
         candidates: dict[MachineState, list[tuple[str, _AllOf]]] = {st: [] for st in MachineState}

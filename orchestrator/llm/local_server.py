@@ -34,7 +34,7 @@ from typing import IO, Any, TypeVar
 import httpx
 import structlog
 
-from agents.llm.openai_adapter import OpenAIChatModel, openai_chat_model
+from orchestrator.llm.openai_adapter import OpenAIChatModel, openai_chat_model
 from state.errors import ConfigError, LLMUnavailableError
 
 MODEL_ENV = "ORCHESTRATOR_LOCAL_MODEL"

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agents.llm.protocol import LLMRequest, LLMResponse
+from orchestrator.llm.protocol import LLMRequest, LLMResponse
 
 Reply = str | dict[str, Any] | BaseException | LLMResponse
 Responder = Callable[[LLMRequest], Reply]

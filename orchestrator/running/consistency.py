@@ -7,7 +7,7 @@ a workflow illegally, so it is refused with the reason instead.
 
 from __future__ import annotations
 
-from orchestrator.rules import plan_converged
+from orchestrator.deciding.facts import plan_converged
 from state.config import WorkflowConfig
 from state.errors import InconsistentStateError
 from state.reports import PlanValidationReport
@@ -102,7 +102,8 @@ def _history_problem(state: WorkflowState) -> str | None:
             return f"step {int(prev.step)} is still running, but step {int(rec.step)} followed"
         if rec.step is prev.step:
             if prev.status is StepStatus.COMPLETED and rec.step not in (
-                Step.PLAN_REVISION, Step.CODE_REFINEMENT
+                Step.PLAN_REVISION,
+                Step.CODE_REFINEMENT,
             ):
                 return f"step {int(rec.step)} ran again after it completed"
         elif prev.status is not StepStatus.COMPLETED and not _guided(state, prev, rec):

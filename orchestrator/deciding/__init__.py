@@ -1,0 +1,1 @@
+"""Deciding: from a workflow state to one checked, recorded decision."""

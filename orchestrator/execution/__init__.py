@@ -1,0 +1,1 @@
+"""Execution: the sandbox that runs generated code and the deterministic tools that judge it."""

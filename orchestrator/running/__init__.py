@@ -1,0 +1,1 @@
+"""Running: drives workflows durably through their steps, agents, gates and the store."""
