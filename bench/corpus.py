@@ -1,11 +1,11 @@
 """A seeded corpus of workflow decision states, each labelled with its expected decision.
 
 Workflows are generated, not states: each one is driven through the real machine
-(``DecisionEngine`` with a fixed clock, as in ``tests/builders.py``) from a new workflow to a
-terminal state (completed, rejected or failed). Every state in which the
-orchestrator must decide is captured as a ``CorpusState`` together with the set of machine
-triggers a sensible human operator would accept there (``expected``). The benchmark then asks
-each coordinator mode to decide every captured state.
+(``DecisionEngine`` with a fixed clock, as in ``tests/builders.py``, with the reports and step
+results of ``state.examples``) from a new workflow to a terminal state (completed, rejected or
+failed). Every state in which the orchestrator must decide is captured as a ``CorpusState``
+together with the set of machine triggers a sensible human operator would accept there
+(``expected``). The benchmark then asks each coordinator mode to decide every captured state.
 
 How a workflow is generated
     A *standard progression*: the plan converges after 0-3 revisions and the code after 0-3
@@ -14,8 +14,9 @@ How a workflow is generated
     standard progression has no drop, oscillation or plateau. Non-converged rounds miss at
     least one criterion (a score under its threshold, a failing tool, too many minor issues,
     low coverage, a FAILED standardization, a critical issue); the converging round meets all
-    of WORKFLOW.md's defaults. The plan and final gates are on, the code-review gate is on in
-    15 % of workflows. Gates are approved (10 % of the time a human requests changes first).
+    of the default convergence criteria (docs/workflow.md). The plan and final gates are on,
+    the code-review gate is on in 15 % of workflows. Gates are approved (10 % of the time a
+    human requests changes first).
 
     *Injected anomalies*, at random points (rates are per opportunity, scaled by
     ``anomaly_rate``): a step run fails (3 % of step runs; 1, 2, 3 or 4 consecutive retryable
@@ -35,7 +36,7 @@ How a workflow is generated
     rarely, reject.
 
 How the expected decisions are defined (written here, not computed by the orchestrator)
-    They follow WORKFLOW.md and operator common sense, from what the generator *injected*
+    They follow the workflow's rules and operator common sense, from what the generator *injected*
     (it knows whether a round was meant to converge, which anomaly it planted, which human
     sentence it wrote). The bookkeeping of limits (revisions, refinements, retries, decisions
     since the last human answer at an escalation) is kept by the generator itself.
@@ -58,7 +59,7 @@ How the expected decisions are defined (written here, not computed by the orches
     ``step_errors_3``
         the third failure: the retry budget (3) allows one more -> {retry_step, escalate}.
     ``retries_spent``
-        the fourth failure: WORKFLOW.md says escalate -> {escalate} (failing the workflow
+        the fourth failure: the rules say escalate -> {escalate} (failing the workflow
         is not what the rules say).
     ``fatal_error``
         a non-retryable failure -> {fail, escalate}.
@@ -116,14 +117,18 @@ from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.config import Gates, WorkflowConfig
 from state.decision import DecisionSource
+from state.examples import (
+    StandardizationStatus,
+    code_change,
+    code_report,
+    plan_draft,
+    plan_report,
+)
 from state.reports import (
     CodeChange,
-    CodeReview,
     CodeValidationReport,
     PlanDraft,
     PlanValidationReport,
-    StandardizationReview,
-    ToolResult,
     ToolStatus,
     Verdict,
 )
@@ -140,7 +145,7 @@ REQ_CODE_REVIEW = m.REQUEST_APPROVAL[S.AWAITING_CODE_REVIEW]
 REQ_FINAL = m.REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL]
 RETRY, ESCALATE, COMPLETE, FAIL, REJECT = m.RETRY, m.ESCALATE, m.COMPLETE, m.FAIL, m.REJECT
 
-PLAN_THRESHOLDS = (9.0, 8.0, 8.0)  # WORKFLOW.md defaults: alignment, standardization, compat.
+PLAN_THRESHOLDS = (9.0, 8.0, 8.0)  # defaults: alignment, standardization, compatibility
 CODE_REVIEW_FOR_TOOLS = 7.0
 MIN_COVERAGE = 85.0
 MAX_MINOR = 2
@@ -299,28 +304,6 @@ def code_path(rng: random.Random, misses: int) -> list[float]:
     return [*earlier, final]
 
 
-def plan_report(
-    a: float | None,
-    s: float | None,
-    c: float | None,
-    *,
-    critical: int | None = 0,
-    minor: int | None = 1,
-    verdict: Verdict | None = None,
-    markdown: str = "",
-) -> PlanValidationReport:
-    """A step-2 report."""
-    return PlanValidationReport(
-        alignment_score=a,
-        standardization_score=s,
-        compatibility_score=c,
-        critical_issues=critical,
-        minor_issues=minor,
-        verdict=verdict,
-        markdown=markdown,
-    )
-
-
 @dataclass
 class CodeMetrics:
     """What a code validation round measured (the generator's truth for that round)."""
@@ -330,7 +313,7 @@ class CodeMetrics:
     crashed_tools: int = 0
     review_critical: int | None = 0
     review_minor: int | None = 0
-    std_status: str | None = "PASSED"
+    std_status: StandardizationStatus | None = "PASSED"
     std_critical: int | None = 0
     std_minor: int | None = 0
     coverage: float | None = 92.0
@@ -340,31 +323,28 @@ class CodeMetrics:
     def report(self) -> CodeValidationReport:
         """The step-5/7 report: tools only run when the review score reaches 7."""
         s = self.score
+        # Unlike the validator, which refuses a score above 10, this generator lets an
+        # out-of-range score run the tools: its expected decisions were written that way.
         ran = s is not None and not math.isnan(s) and s >= CODE_REVIEW_FOR_TOOLS
-        tools: list[ToolResult] = []
-        if ran:
-            statuses = [ToolStatus.PASSED] * len(TOOLS)
-            for i in range(self.failing_tools):
-                statuses[i] = ToolStatus.FAILED
-            for i in range(self.crashed_tools):
-                statuses[len(TOOLS) - 1 - i] = ToolStatus.CRASHED
-            tools = [ToolResult(name=n, status=st) for n, st in zip(TOOLS, statuses, strict=True)]
-        return CodeValidationReport(
-            review=CodeReview(
-                overall_score=s,
-                critical_issues=self.review_critical,
-                minor_issues=self.review_minor,
-                verdict=self.verdict,
-                markdown=self.markdown,
-            ),
-            standardization=StandardizationReview(
-                status=self.std_status,  # type: ignore[arg-type]
-                critical_issues=self.std_critical,
-                minor_issues=self.std_minor,
-            ),
-            tools=tuple(tools),
-            tools_skipped_reason=None if ran else "review score below 7: level 2 skipped",
-            line_coverage=self.coverage if ran else None,
+        statuses = [ToolStatus.PASSED] * len(TOOLS)
+        for i in range(self.failing_tools):
+            statuses[i] = ToolStatus.FAILED
+        for i in range(self.crashed_tools):
+            statuses[len(TOOLS) - 1 - i] = ToolStatus.CRASHED
+        return code_report(
+            s,
+            statuses,
+            critical=self.review_critical,
+            minor=self.review_minor,
+            status=self.std_status,
+            coverage=self.coverage,
+            markdown=self.markdown,
+            verdict=self.verdict,
+            std_critical=self.std_critical,
+            std_minor=self.std_minor,
+            tool_names=TOOLS,
+            tools_ran=ran,
+            skipped_reason="review score below 7: level 2 skipped",
         )
 
 
@@ -420,7 +400,7 @@ class _Workflow:
         self.plan_vectors = plan_path(rng, plan_misses)
         self.code_scores = code_path(rng, code_misses)
         self.plan_i = self.code_i = 0
-        # The generator's own bookkeeping of WORKFLOW.md's budgets.
+        # The generator's own bookkeeping of the workflow's budgets.
         self.revisions = self.refinements = self.decisions = self.failures = 0
         self.failures_to_go: int | str = 0
         self.plan_drafts = 0
@@ -597,7 +577,7 @@ class _Workflow:
         self.plan_drafts += 1
         self.has_plan = True
         self.expect("standard", "standard", {INVOKE2}, "a plan was written")
-        return PlanDraft(version=self.plan_drafts, markdown=f"# Plan v{self.plan_drafts}")
+        return plan_draft(self.plan_drafts, f"# Plan v{self.plan_drafts}")
 
     def code_change(self) -> CodeChange:
         step = self.state.last_record.step if self.state.last_record else None
@@ -606,7 +586,7 @@ class _Workflow:
             self.expect("standard", "standard", {INVOKE5}, "code was written")
         else:
             self.expect("standard", "standard", {INVOKE7}, "code was refined")
-        return CodeChange(files=("prep.py", "test_prep.py"), summary="preprocessing step")
+        return code_change(("prep.py", "test_prep.py"), "preprocessing step")
 
     # -- plan validation ------------------------------------------------------------------
 

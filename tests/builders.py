@@ -1,82 +1,37 @@
-"""Building realistic workflow states by driving the real machine, for tests."""
+"""Building realistic workflow states by driving the real machine, for tests.
+
+The reports and step results come from ``state.examples`` (shared with the benchmarks);
+they are re-exported here so tests import one module.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from orchestrator.clock import FixedClock
 from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.config import WorkflowConfig
-from state.reports import (
-    CodeChange,
-    CodeReview,
-    CodeValidationReport,
-    PlanDraft,
-    PlanValidationReport,
-    StandardizationReview,
-    ToolResult,
-    ToolStatus,
-    Verdict,
+from state.examples import (
+    BAD_CODE,
+    BAD_PLAN,
+    code_change,
+    code_report,
+    plan_draft,
+    plan_report,
 )
+from state.reports import CodeValidationReport, PlanValidationReport
 from state.steps import Gate, Step
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
 
-
-def plan_report(
-    a: float | None = 9.5,
-    s: float | None = 8.5,
-    c: float | None = 8.5,
-    critical: int | None = 0,
-    minor: int | None = 1,
-    verdict: Verdict | None = None,
-    markdown: str = "",
-) -> PlanValidationReport:
-    """A plan report (defaults converge)."""
-    return PlanValidationReport(
-        alignment_score=a,
-        standardization_score=s,
-        compatibility_score=c,
-        critical_issues=critical,
-        minor_issues=minor,
-        verdict=verdict,
-        markdown=markdown,
-    )
-
-
-BAD_PLAN = plan_report(7.0, 7.0, 7.0, critical=1)
-
-
-def code_report(
-    score: float | None = 9.0,
-    tools: Iterable[ToolStatus] = (ToolStatus.PASSED, ToolStatus.PASSED),
-    critical: int = 0,
-    minor: int = 0,
-    status: str | None = "PASSED",
-    coverage: float | None = 92.0,
-    markdown: str = "",
-) -> CodeValidationReport:
-    """A code report (defaults converge); a score below 7 skips the tools."""
-    ran = score is not None and 0 <= score <= 10 and score >= 7
-    return CodeValidationReport(
-        review=CodeReview(
-            overall_score=score, critical_issues=critical, minor_issues=minor, markdown=markdown
-        ),
-        standardization=StandardizationReview(
-            status=status,
-            critical_issues=0,
-            minor_issues=0,  # type: ignore[arg-type]
-        ),
-        tools=tuple(ToolResult(name=f"tool{i}", status=t) for i, t in enumerate(tools))
-        if ran
-        else (),
-        tools_skipped_reason=None if ran else "review score below 7",
-        line_coverage=coverage if ran else None,
-    )
-
-
-BAD_CODE = code_report(8.0, (ToolStatus.PASSED, ToolStatus.FAILED), minor=3)
+__all__ = [
+    "BAD_CODE",
+    "BAD_PLAN",
+    "Driver",
+    "code_change",
+    "code_report",
+    "plan_draft",
+    "plan_report",
+]
 
 
 class Driver:
@@ -132,16 +87,16 @@ class Driver:
     ) -> object:
         """A plausible result for ``step``."""
         if step in (Step.INITIAL_PLANNING, Step.PLAN_REVISION):
-            return PlanDraft(version=1, markdown="# plan")
+            return plan_draft()
         if step is Step.PLAN_VALIDATION:
             return plan
         if step in (Step.IMPLEMENTATION, Step.CODE_REFINEMENT):
-            return CodeChange(files=("prep.py",))
+            return code_change()
         return code
 
     def to_plan_gate(self) -> WorkflowState:
         """Plan written and converged at the first validation; waiting at the plan gate."""
-        self.run_step(PlanDraft(version=1, markdown="# plan"))
+        self.run_step(plan_draft())
         self.run_step(plan_report())
         self.decide()
         return self.state
@@ -151,4 +106,4 @@ class Driver:
         self.to_plan_gate()
         self.answer(HumanAnswerKind.APPROVE)
         self.decide()  # transition_phase -> step 4 running
-        return self.finish(CodeChange(files=("prep.py",)))
+        return self.finish(code_change())
