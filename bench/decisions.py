@@ -1,6 +1,6 @@
 """Microseconds per decision on the programmatic path, beside LangGraph, Burr and transitions.
 
-Drives the scripted trace of ../shared/bench/peers.py (plan fails once then passes, code fails
+Drives the scripted trace of bench/peers.py (plan fails once then passes, code fails
 once then passes, both gates approved) through our programmatic path: classify, decide, fire
 the transition through the shared ``transitions`` machine, record the decision in memory, and
 record the instant stub agent's result. The peers run the same trace in the same process, so

@@ -1,6 +1,6 @@
 """Durable decisions per second beside LangGraph with SqliteSaver, and the cost of a resume.
 
-Part 1 drives the scripted trace of ../shared/bench/peers.py (the same trace as
+Part 1 drives the scripted trace of bench/peers.py (the same trace as
 ``bench/decisions.py``: plan fails once then passes, code fails once then passes, both gates
 approved) through our programmatic path the way a real runner does, against a ``SQLiteStore``:
 per workflow ``create`` and ``acquire_lease``; per decision ``engine.decide`` and a ``commit``
