@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import AsyncExitStack
 
 import click
 
 from orchestrator.cli.core import analysis_json, print_analysis
-from orchestrator.cli.inputs import read_config, read_state
-from orchestrator.composition import build_coordinator, open_chat_model, resolve_target
+from orchestrator.cli.inputs import check_runnable, read_config, read_state
+from orchestrator.cli.llm_access import UnreachableModel, enter_llm
+from orchestrator.composition import build_coordinator, resolve_target
 from orchestrator.deciding.engine import Analysis
 from orchestrator.running.consistency import check_consistency
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
+from state.errors import LLMError
 from state.workflow import WorkflowState
 
 
@@ -33,7 +36,12 @@ async def _decide(
         _, record = await probe.decide(state, config)
         return analysis, record
     target = resolve_target(config.llm, base_url=base_url, model=model)
-    async with open_chat_model(target, config.llm) as chat:
+    async with AsyncExitStack() as stack:
+        try:
+            chat = await enter_llm(stack, target, config.llm)
+        except LLMError as exc:
+            # Like a call that fails: the decision falls back, with this as its reason.
+            chat = UnreachableModel(str(exc), target.model)
         coordinator = build_coordinator(chat)
         _, record = await coordinator.decide(state, config)
     return analysis, record
@@ -71,6 +79,7 @@ def decide(
     )
     if config.coordinator is Coordinator.SCRIPT and not config.coordinator_script:
         raise click.UsageError("--coordinator script needs coordinator_script in --config")
+    check_runnable(config)
     check_consistency(state, config)
     analysis, record = asyncio.run(_decide(state, config, base_url, model))
     if as_json:
