@@ -9,6 +9,7 @@ are compared before and after. Stored text is displayed escaped. ``state`` print
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -490,12 +491,14 @@ def test_stored_control_characters_are_escaped_on_display(env: dict[str, str], d
         "status": invoke(env, "status", "wf-evil"),
         "inspect": invoke(env, "inspect", "wf-evil"),
         "approve": invoke(env, "approve", "wf-evil", "--comment", "fine"),
+        "state": invoke(env, "state", "wf-evil"),
     }
     for name, result in outputs.items():
         assert result.exit_code == 0, (name, result.output, result.exception)
         assert DISPLAY_UNSAFE.search(result.output) is None, (name, result.output)
     assert "\\x1b[2J" in outputs["status"].output and "\\u202e" in outputs["status"].output
     assert "wf-\\x1b[31mred" in outputs["list"].output
+    assert json.loads(outputs["state"].stdout)["requirements"] == EVIL
 
 
 # -- 7. state ID prints what decide reads --------------------------------------------------
@@ -553,6 +556,26 @@ class _NotAnAPI(BaseHTTPRequestHandler):
     do_POST = do_GET
 
 
+NOT_AN_API = {
+    "html": (200, b"<html><body>a web page</body></html>", "text/html"),
+    "404": (404, b"not found", "text/plain"),
+}
+
+
+@contextlib.contextmanager
+def not_an_api(kind: str) -> Iterator[str]:
+    """A loopback server answering like a web site (``html``) or nothing (``404``); its URL."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _NotAnAPI)
+    srv.reply = NOT_AN_API[kind]  # type: ignore[attr-defined]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.fixture(params=["html", "404", "dead"])
 def broken_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """A base URL with no OpenAI-compatible server behind it, and what the message says."""
@@ -562,19 +585,8 @@ def broken_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
             port = s.getsockname()[1]
         yield f"http://127.0.0.1:{port}/v1", "could not list the models"
         return
-    replies = {
-        "html": (200, b"<html><body>a web page</body></html>", "text/html"),
-        "404": (404, b"not found", "text/plain"),
-    }
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _NotAnAPI)
-    srv.reply = replies[request.param]  # type: ignore[attr-defined]
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/v1", "not an OpenAI-compatible server"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with not_an_api(request.param) as url:
+        yield url, "not an OpenAI-compatible server"
 
 
 def _failing_state(failures: int) -> Any:
@@ -611,3 +623,18 @@ def test_decide_falls_back_when_the_llm_cannot_be_opened(
     text = invoke({"OPENAI_API_KEY": "sk-test"}, *args)
     assert text.exit_code == 0 and "llm unavailable: " in text.stdout
     assert message in text.stdout
+
+
+@pytest.mark.parametrize("kind", list(NOT_AN_API))
+def test_run_against_a_non_openai_endpoint_is_one_line(
+    env: dict[str, str], tmp_path: Path, stored: Snapshot, kind: str
+) -> None:
+    """run pointed at a web page or a 404 says so in one line and stores nothing."""
+    no_model = {k: v for k, v in env.items() if k != "OPENAI_MODEL"}
+    with not_an_api(kind) as url:
+        result = invoke(no_model, *run_args("wf-web", "-r", "x", "--base-url", url))
+    assert result.exit_code == 1, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error: ") and "not an OpenAI-compatible server" in lines[0]
+    assert snapshot(env, tmp_path) == stored

@@ -251,4 +251,6 @@ def state_(workflow_id: str, config_out: Path | None, data_dir: Path | None) -> 
                 f"{config_out}: cannot write the configuration ({exc.strerror or exc}); "
                 "choose another --config-out"
             ) from exc
-    click.echo(stored.state.model_dump_json(indent=2))
+    # Through json.dumps: every non-ASCII character is escaped, so even a snapshot holding a
+    # bidi override can be printed to a terminal as it is.
+    click.echo(json.dumps(json.loads(stored.state.model_dump_json()), indent=2))

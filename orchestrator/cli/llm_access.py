@@ -62,7 +62,7 @@ async def enter_llm(stack: AsyncExitStack, target: LLMTarget, settings: LLMSetti
         # Listing the models of something that is not an OpenAI API (an HTML page) fails
         # inside the client library with errors it does not translate itself.
         raise LLMUnavailableError(
-            _not_openai(where, f"did not answer a model list: {type(exc).__name__}")
+            _not_openai(where, "did not answer with a list of models")
         ) from exc
 
 
