@@ -185,7 +185,10 @@ def parse_config(data: Any, source: str = "config") -> WorkflowConfig:
     try:
         return WorkflowConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc
+        raise ConfigError(
+            f"{source}: {describe_validation_error(exc)}; fix it (orchestrator schema config "
+            "lists every setting)"
+        ) from exc
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -183,6 +183,30 @@ def test_missing_requirements_file_is_one_line(env: dict[str, str], tmp_path: Pa
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "make", "fragment"),
+    [
+        ("--requirements-file", "dir", "cannot read the requirements"),
+        ("--workspace", "file", "cannot create the workspace"),
+        ("--data-dir", "file", "is a file, not a directory"),
+    ],
+    ids=["requirements-file-is-a-directory", "workspace-is-a-file", "data-dir-is-a-file"],
+)
+def test_a_path_of_the_wrong_kind_is_one_line(
+    env: dict[str, str], tmp_path: Path, stored: Snapshot, option: str, make: str, fragment: str
+) -> None:
+    """A directory where a file is wanted (or a file for a directory) is one line, not usage."""
+    odd = tmp_path / "odd"
+    if make == "dir":
+        odd.mkdir()
+    else:
+        odd.write_text("not a directory", encoding="utf-8")
+    before = snapshot(env, tmp_path)
+    extra = [] if option == "--requirements-file" else ["-r", "x"]
+    refused(invoke(env, *run_args("wf-odd", *extra, option, str(odd))), "odd", fragment)
+    assert snapshot(env, tmp_path) == before
+
+
 # -- 2. strict configs ---------------------------------------------------------------------
 
 STRICT_CASES = [

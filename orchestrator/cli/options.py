@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from state.config import Coordinator
+from state.errors import ConfigError
 from state.sqlite_store import SQLiteStore, default_data_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,7 +19,8 @@ def data_dir_option(fn: F) -> F:
     """``--data-dir`` (or ORCHESTRATOR_DATA_DIR): where the workflow database lives."""
     return click.option(
         "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        # Checked by open_store, which says so in one line (click would print a usage screen).
+        type=click.Path(path_type=Path),
         envvar="ORCHESTRATOR_DATA_DIR",
         help="directory of the workflow database [env: ORCHESTRATOR_DATA_DIR; default: "
         "~/.local/share/hybrid-orchestrator]",
@@ -51,5 +53,14 @@ def open_store(data_dir: Path | None) -> SQLiteStore:
     """The store under ``data_dir`` (or the default data directory).
 
     Every command opens its store here, so how the store is built changes in one place.
+
+    Raises:
+        ConfigError: the data directory is a file; nothing is created.
     """
-    return SQLiteStore(resolve_data_dir(data_dir))
+    folder = resolve_data_dir(data_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"data directory {folder} is a file, not a directory; choose a directory with "
+            "--data-dir or ORCHESTRATOR_DATA_DIR"
+        )
+    return SQLiteStore(folder)

@@ -175,13 +175,13 @@ def _workspace_path(store: SQLiteStore, workflow_id: str, workspace: Path | None
 @click.option("--requirements", "-r", help="what to build, in words")
 @click.option(
     "--requirements-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="what to build, from a UTF-8 text file",
 )
 @click.option("--config", "config_file", metavar="CONFIG.yaml", help="workflow configuration")
 @click.option(
     "--workspace",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="where plans and code are written (default: DATA_DIR/workspaces/ID)",
 )
 @click.option("--id", "workflow_id", help="workflow id (default: generated)")
