@@ -3,26 +3,20 @@
 Files that are not UTF-8, configs that are not strict, unsafe workflow ids, oversized or
 control-character requirements, unloadable coordinator scripts and workspaces that cannot
 be made are each refused before anything is stored; ``list`` and the data directory's tree
-are compared before and after. Stored text is displayed escaped. ``state`` prints what
-``decide`` reads, and ``decide`` falls back when its LLM cannot be opened.
+are compared before and after. Stored text is displayed escaped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import resource
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -35,6 +29,7 @@ from state.sqlite_store import SQLiteStore
 
 from builders import Driver
 from support.fake_openai import FakeOpenAIServer
+from support.not_an_api import NOT_AN_API, not_an_api
 from support.world import GOOD_PLAN, World
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -528,28 +523,6 @@ def test_stored_control_characters_are_escaped_on_display(env: dict[str, str], d
 # -- 7. state ID prints what decide reads --------------------------------------------------
 
 
-def test_state_round_trips_through_decide(
-    env: dict[str, str], tmp_path: Path, stored: Snapshot
-) -> None:
-    """state ID > f; decide f --config c: the prediction is what resume then does."""
-    assert invoke(env, "approve", "wf-cli", "--as", "fatima").exit_code == 0
-    config_out = tmp_path / "c.yaml"
-    printed = invoke(env, "state", "wf-cli", "--config-out", str(config_out))
-    assert printed.exit_code == 0 and printed.stderr == ""
-    snapshot_file = tmp_path / "s.json"
-    snapshot_file.write_text(printed.stdout, encoding="utf-8")
-    with SQLiteStore(tmp_path / "data") as store:
-        assert load_config(config_out) == store.load("wf-cli").config
-    predicted = invoke(env, "decide", str(snapshot_file), "--config", str(config_out), "--json")
-    assert predicted.exit_code == 0, predicted.output
-    decision = json.loads(predicted.stdout)["decision"]
-    assert decision["source"] == "human" and decision["decision"]["action"] == "transition_phase"
-    assert invoke(env, "resume", "wf-cli", "--no-input", "-q").exit_code == 0
-    taken = json.loads(invoke(env, "inspect", "wf-cli", "--json").stdout)["decisions"][3]
-    assert taken["source"] == decision["source"] and taken["to"] == decision["state_after"]
-    assert taken["chosen"].startswith(decision["decision"]["action"])
-
-
 def test_state_config_out_that_cannot_be_written_is_one_line(
     env: dict[str, str], tmp_path: Path, stored: Snapshot
 ) -> None:
@@ -560,93 +533,7 @@ def test_state_config_out_that_cannot_be_written_is_one_line(
     assert result.stdout == ""
 
 
-# -- 8. decide falls back when the LLM cannot be opened ------------------------------------
-
-
-class _NotAnAPI(BaseHTTPRequestHandler):
-    """Answers every GET with a web page or a 404, like a URL that is not an LLM API."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        status, body, kind = self.server.reply  # type: ignore[attr-defined]
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
-
-
-NOT_AN_API = {
-    "html": (200, b"<html><body>a web page</body></html>", "text/html"),
-    "404": (404, b"not found", "text/plain"),
-}
-
-
-@contextlib.contextmanager
-def not_an_api(kind: str) -> Iterator[str]:
-    """A loopback server answering like a web site (``html``) or nothing (``404``); its URL."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _NotAnAPI)
-    srv.reply = NOT_AN_API[kind]  # type: ignore[attr-defined]
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
-@pytest.fixture(params=["html", "404", "dead"])
-def broken_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
-    """A base URL with no OpenAI-compatible server behind it, and what the message says."""
-    if request.param == "dead":
-        with socket.socket() as s:  # a port that was free a moment ago: nothing listens
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        yield f"http://127.0.0.1:{port}/v1", "could not list the models"
-        return
-    with not_an_api(request.param) as url:
-        yield url, "not an OpenAI-compatible server"
-
-
-def _failing_state(failures: int) -> Any:
-    d = Driver()
-    for _ in range(failures):
-        d.decide()
-        d.fail()
-    return d.state
-
-
-@pytest.mark.parametrize(
-    ("failures", "expected"),
-    [(1, "programmatic_fallback"), (4, "programmatic")],
-    ids=["asks-the-llm", "forced-move"],
-)
-def test_decide_falls_back_when_the_llm_cannot_be_opened(
-    tmp_path: Path, broken_url: tuple[str, str], failures: int, expected: str
-) -> None:
-    """No --model and no usable server: decide still decides, and says why the LLM is out."""
-    url, message = broken_url
-    state = tmp_path / "s.json"
-    state.write_text(_failing_state(failures).model_dump_json(), encoding="utf-8")
-    args = ["decide", str(state), "--coordinator", "hybrid", "--base-url", url]
-    result = invoke({"OPENAI_API_KEY": "sk-test"}, *args, "--json")
-    assert result.exit_code == 0, (result.output, result.exception)
-    out = json.loads(result.stdout)
-    assert message in out["llm_unavailable"]
-    record = out["decision"]
-    assert record["source"] == expected
-    assert record["decision"] == out["programmatic_decision"]
-    if expected == "programmatic_fallback":
-        assert record["llm"]["outcome"] == "unavailable"
-        assert any(message in e for e in record["llm"]["validation_errors"])
-    text = invoke({"OPENAI_API_KEY": "sk-test"}, *args)
-    assert text.exit_code == 0 and "llm unavailable: " in text.stdout
-    assert message in text.stdout
+# -- 8. an endpoint that is not an OpenAI-compatible server ------------------------------
 
 
 @pytest.mark.parametrize("kind", list(NOT_AN_API))
