@@ -1,26 +1,46 @@
 """The workflow configuration: thresholds, limits, gates, coordinator and LLM settings.
 
-Every number WORKFLOW.md gives is a default here and can be changed per workflow in YAML::
+Every number of the workflow's rules is a default here and can be changed per workflow in
+YAML::
 
     coordinator: hybrid
     plan_thresholds: {alignment: 9.0}
     limits: {max_plan_revisions: 3}
     gates: {code_review: true}
+
+Configs are strict, because a value that slips through is stored with the workflow and read
+back on every resume: numbers must be finite (``.inf`` and ``nan`` are refused), ``true`` is
+not a number, a number is not a switch, and a key given twice in one mapping is refused.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from state.errors import ConfigError
-from state.validation import describe_validation_error
+from state.validation import describe_validation_error, read_utf8
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+# Strict scalars: an int is accepted where a float is wanted, nothing else is converted.
+Float = Annotated[float, Strict(), AllowInfNan(False)]
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+
+DEFAULT_REQUIREMENTS_MAX_CHARS = 64 * 1024
 
 
 class Coordinator(StrEnum):
@@ -37,10 +57,10 @@ class PlanThresholds(BaseModel):
 
     model_config = _FROZEN
 
-    alignment: float = Field(9.0, ge=0, le=10, description="minimum alignment score (0-10)")
-    standardization: float = Field(8.0, ge=0, le=10, description="minimum standardization score")
-    compatibility: float = Field(8.0, ge=0, le=10, description="minimum compatibility score")
-    max_critical_issues: int = Field(0, ge=0, description="most critical issues allowed")
+    alignment: Float = Field(9.0, ge=0, le=10, description="minimum alignment score (0-10)")
+    standardization: Float = Field(8.0, ge=0, le=10, description="minimum standardization score")
+    compatibility: Float = Field(8.0, ge=0, le=10, description="minimum compatibility score")
+    max_critical_issues: Int = Field(0, ge=0, description="most critical issues allowed")
 
 
 class CodeThresholds(BaseModel):
@@ -48,16 +68,16 @@ class CodeThresholds(BaseModel):
 
     model_config = _FROZEN
 
-    review_score_for_tools: float = Field(
+    review_score_for_tools: Float = Field(
         7.0,
         ge=0,
         le=10,
         description="level-1 review score needed before the deterministic tools run",
     )
-    tool_pass_rate: float = Field(1.0, ge=0, le=1, description="share of tools that must pass")
-    max_critical_issues: int = Field(0, ge=0)
-    max_minor_issues: int = Field(2, ge=0)
-    min_line_coverage: float = Field(85.0, ge=0, le=100, description="percent, where measured")
+    tool_pass_rate: Float = Field(1.0, ge=0, le=1, description="share of tools that must pass")
+    max_critical_issues: Int = Field(0, ge=0)
+    max_minor_issues: Int = Field(2, ge=0)
+    min_line_coverage: Float = Field(85.0, ge=0, le=100, description="percent, where measured")
 
 
 class Limits(BaseModel):
@@ -65,11 +85,11 @@ class Limits(BaseModel):
 
     model_config = _FROZEN
 
-    max_plan_revisions: int = Field(5, ge=0)
-    max_code_refinements: int = Field(3, ge=0)
-    max_decisions: int = Field(50, ge=1)
-    max_step_retries: int = Field(3, ge=0)
-    step_timeout_s: float = Field(
+    max_plan_revisions: Int = Field(5, ge=0)
+    max_code_refinements: Int = Field(3, ge=0)
+    max_decisions: Int = Field(50, ge=1)
+    max_step_retries: Int = Field(3, ge=0)
+    step_timeout_s: Float = Field(
         600.0, gt=0, description="one agent step's time limit (doubled by extended_timeout)"
     )
 
@@ -79,9 +99,9 @@ class Gates(BaseModel):
 
     model_config = _FROZEN
 
-    plan: bool = True
-    code_review: bool = False
-    final: bool = True
+    plan: Bool = True
+    code_review: Bool = False
+    final: Bool = True
 
 
 class ClassifierSettings(BaseModel):
@@ -89,11 +109,11 @@ class ClassifierSettings(BaseModel):
 
     model_config = _FROZEN
 
-    borderline_margin: float = Field(
+    borderline_margin: Float = Field(
         0.25, ge=0, description="a gating score this close to its threshold is borderline"
     )
-    score_drop: float = Field(1.0, ge=0, description="a drop larger than this is an anomaly")
-    complex_error_count: int = Field(
+    score_drop: Float = Field(1.0, ge=0, description="a drop larger than this is an anomaly")
+    complex_error_count: Int = Field(
         2, ge=0, description="more errors than this on the current step route to the LLM"
     )
 
@@ -105,17 +125,17 @@ class LLMSettings(BaseModel):
 
     model: str | None = Field(None, description="model name; OPENAI_MODEL or the server's first")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; OPENAI_BASE_URL")
-    temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(200, ge=16, description="a decision is a short JSON object")
-    call_timeout_s: float = Field(30.0, gt=0, description="timeout of one HTTP call")
-    decision_deadline_s: float = Field(90.0, gt=0, description="all attempts of one decision")
-    max_attempts: int = Field(3, ge=1, description="attempts per decision before falling back")
-    confidence_threshold: float = Field(0.7, ge=0, le=1)
-    max_calls_per_workflow: int | None = Field(
+    temperature: Float = Field(0.0, ge=0, le=2)
+    max_tokens: Int = Field(200, ge=16, description="a decision is a short JSON object")
+    call_timeout_s: Float = Field(30.0, gt=0, description="timeout of one HTTP call")
+    decision_deadline_s: Float = Field(90.0, gt=0, description="all attempts of one decision")
+    max_attempts: Int = Field(3, ge=1, description="attempts per decision before falling back")
+    confidence_threshold: Float = Field(0.7, ge=0, le=1)
+    max_calls_per_workflow: Int | None = Field(
         None, ge=0, description="LLM call budget; once spent, decisions are programmatic"
     )
-    max_tokens_per_workflow: int | None = Field(None, ge=0)
-    max_retry_after_s: float = Field(30.0, ge=0, description="longest Retry-After honoured")
+    max_tokens_per_workflow: Int | None = Field(None, ge=0)
+    max_retry_after_s: Float = Field(30.0, ge=0, description="longest Retry-After honoured")
 
 
 class WorkflowConfig(BaseModel):
@@ -125,7 +145,14 @@ class WorkflowConfig(BaseModel):
 
     coordinator: Coordinator = Coordinator.HYBRID
     coordinator_script: str | None = Field(
-        None, description="Python file defining decide(...), for coordinator: script"
+        None,
+        description="Python file defining decide(...), for coordinator: script; a relative "
+        "path is read from the config file's directory",
+    )
+    requirements_max_chars: Int = Field(
+        DEFAULT_REQUIREMENTS_MAX_CHARS,
+        ge=1,
+        description="longest requirement accepted (it goes into every prompt and snapshot)",
     )
     plan_thresholds: PlanThresholds = PlanThresholds()
     code_thresholds: CodeThresholds = CodeThresholds()
@@ -158,25 +185,68 @@ def parse_config(data: Any, source: str = "config") -> WorkflowConfig:
     try:
         return WorkflowConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from exc
+        raise ConfigError(
+            f"{source}: {describe_validation_error(exc)}; fix it (orchestrator schema config "
+            "lists every setting)"
+        ) from exc
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last value silently, so a setting typed twice would lose one of
+    them without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<" merges are YAML's own way of repeating keys
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given at line {first + 1}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path) -> WorkflowConfig:
     """Load and validate a YAML configuration file.
 
+    A relative ``coordinator_script`` is resolved against the file's directory and kept as
+    an absolute path, so the workflow finds it again when resumed from anywhere.
+
     Raises:
-        ConfigError: the file is missing, is not YAML, or a field is invalid.
+        ConfigError: the file is missing, is not UTF-8 YAML, repeats a key, or a field is
+            invalid.
     """
     p = Path(path)
+    text = read_utf8(p, "configuration", ConfigError)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the configuration ({exc.strerror})") from exc
-    try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(f"{p}: not valid YAML ({where}{problem})") from exc
-    return parse_config(data, str(p))
+    config = parse_config(data, str(p))
+    if config.coordinator_script:
+        script = Path(config.coordinator_script).expanduser()
+        if not script.is_absolute():
+            script = p.resolve().parent / script
+        config = config.model_copy(update={"coordinator_script": str(script.resolve())})
+    return config
+
+
+def dump_config(config: WorkflowConfig) -> str:
+    """``config`` as YAML that ``load_config`` reads back to an equal config."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from state.steps import GATE_OF_STATE, MachineState
 from state.workflow import HumanAnswerKind, WorkflowState
 
 from builders import Driver, plan_report
+from support.not_an_api import not_an_api
 
 ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = Path(sys.executable).parent / "orchestrator"
@@ -470,3 +472,57 @@ def test_decide_human_output(files: dict[str, Path], name: str, expected: list[s
     assert result.exit_code == 0, result.output
     for fragment in expected:
         assert fragment in result.stdout, (fragment, result.stdout)
+
+
+# -- decide when the LLM cannot be opened -----------------------------------------------------
+
+
+@pytest.fixture(params=["html", "404", "dead"])
+def broken_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """A base URL with no OpenAI-compatible server behind it, and what the message says."""
+    if request.param == "dead":
+        with socket.socket() as s:  # a port that was free a moment ago: nothing listens
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        yield f"http://127.0.0.1:{port}/v1", "could not list the models"
+        return
+    with not_an_api(request.param) as url:
+        yield url, "not an OpenAI-compatible server"
+
+
+def _failing_state(failures: int) -> WorkflowState:
+    """Step 1 failed ``failures`` times (4: escalating is the only move left)."""
+    d = Driver()
+    for _ in range(failures):
+        d.decide()
+        d.fail()
+    return d.state
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected"),
+    [(1, "programmatic_fallback"), (4, "programmatic")],
+    ids=["asks-the-llm", "forced-move"],
+)
+def test_decide_falls_back_when_the_llm_cannot_be_opened(
+    tmp_path: Path, broken_url: tuple[str, str], failures: int, expected: str
+) -> None:
+    """No --model and no usable server: decide still decides, and says why the LLM is out."""
+    url, message = broken_url
+    state = tmp_path / "s.json"
+    state.write_text(_failing_state(failures).model_dump_json(), encoding="utf-8")
+    args = ["decide", str(state), "--coordinator", "hybrid", "--base-url", url]
+    key = {"OPENAI_API_KEY": "sk-test"}
+    result = CliRunner().invoke(cli, [*args, "--json"], env=key)
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = json.loads(result.stdout)
+    assert message in out["llm_unavailable"]
+    record = out["decision"]
+    assert record["source"] == expected
+    assert record["decision"] == out["programmatic_decision"]
+    if expected == "programmatic_fallback":
+        assert record["llm"]["outcome"] == "unavailable"
+        assert any(message in e for e in record["llm"]["validation_errors"])
+    text = CliRunner().invoke(cli, args, env=key)
+    assert text.exit_code == 0 and "llm unavailable: " in text.stdout
+    assert message in text.stdout

@@ -12,6 +12,8 @@ import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
+from state.config import load_config
+from state.sqlite_store import SQLiteStore
 
 from support.fake_openai import FakeOpenAIServer
 from support.world import GOOD_PLAN, World
@@ -193,3 +195,32 @@ def test_damaged_database_is_reported_and_left_alone(env: dict[str, str], tmp_pa
     assert result.exit_code == 2
     assert "orchestrator.db" in result.output and "Traceback" not in result.output
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+
+
+def test_state_round_trips_through_decide(env: dict[str, str], tmp_path: Path) -> None:
+    """state ID > f; decide f --config c: the prediction is what resume then does."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "limits: {max_plan_revisions: 1}\ngates: {code_review: true}\n"
+        "llm: {temperature: 0.5, max_tokens: 300}\n",
+        encoding="utf-8",
+    )
+    args = ["--id", "wf-cli", "-r", "fill missing values", "--coordinator", "programmatic"]
+    assert invoke(env, "run", *args, "--config", str(mine), "--no-input", "-q").exit_code == 0
+    assert invoke(env, "approve", "wf-cli", "--as", "fatima").exit_code == 0
+    config_out = tmp_path / "c.yaml"
+    printed = invoke(env, "state", "wf-cli", "--config-out", str(config_out))
+    assert printed.exit_code == 0 and printed.stderr == ""
+    snapshot_file = tmp_path / "s.json"
+    snapshot_file.write_text(printed.stdout, encoding="utf-8")
+    with SQLiteStore(tmp_path / "data") as store:
+        stored = store.load("wf-cli").config
+    assert load_config(config_out) == stored and stored.limits.max_plan_revisions == 1
+    predicted = invoke(env, "decide", str(snapshot_file), "--config", str(config_out), "--json")
+    assert predicted.exit_code == 0, predicted.output
+    decision = json.loads(predicted.stdout)["decision"]
+    assert decision["source"] == "human" and decision["decision"]["action"] == "transition_phase"
+    assert invoke(env, "resume", "wf-cli", "--no-input", "-q").exit_code == 0
+    taken = json.loads(invoke(env, "inspect", "wf-cli", "--json").stdout)["decisions"][3]
+    assert taken["source"] == decision["source"] and taken["to"] == decision["state_after"]
+    assert taken["chosen"].startswith(decision["decision"]["action"])

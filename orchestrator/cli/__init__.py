@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from orchestrator.cli.answers import approve, reject, request_changes
 from orchestrator.cli.app import cli
 from orchestrator.cli.core import graph, schema
 from orchestrator.cli.decide import decide
-from orchestrator.cli.workflows import COMMANDS
+from orchestrator.cli.inspection import export, inspect, list_, state_, status
+from orchestrator.cli.running import resume, run
 
-for _command in (schema, graph, decide, *COMMANDS):
+COMMANDS = (
+    schema,
+    graph,
+    decide,
+    run,
+    resume,
+    approve,
+    reject,
+    request_changes,
+    list_,
+    status,
+    inspect,
+    export,
+    state_,
+)
+
+for _command in COMMANDS:
     cli.add_command(_command)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from orchestrator.cli.printable import printable
 from orchestrator.logsetup import configure_logging
 from state.errors import (
     AwaitingHumanError,
@@ -41,19 +42,23 @@ _BAD_INPUT = (
 
 
 class _Group(click.Group):
-    """Turns the library's errors into one line on stderr and an exit code."""
+    """Turns the library's errors into one line on stderr and an exit code.
+
+    The line goes through ``printable``: a message quoting a file name, an id or an LLM's
+    words stays one line and sends no control sequence to the terminal.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AwaitingHumanError as exc:
-            click.echo(f"waiting: {exc}", err=True)
+            click.echo(f"waiting: {printable(exc)}", err=True)
             sys.exit(EXIT_AWAITING_HUMAN)
         except _BAD_INPUT as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(exc)}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except OrchestratorError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(exc)}", err=True)
             sys.exit(EXIT_FAILURE)
 
 

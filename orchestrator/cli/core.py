@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from orchestrator.cli.printable import printable
 from orchestrator.deciding.engine import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.graph import to_dot, to_mermaid
@@ -88,33 +89,34 @@ def analysis_json(analysis: Analysis, record: DecisionRecord | None = None) -> d
 
 
 def print_analysis(analysis: Analysis, record: DecisionRecord | None = None) -> None:
-    """The analysis for people."""
+    """The analysis for people; text from the snapshot or a model goes through ``printable``."""
+    p = printable
     f = analysis.facts
     s = f.state
     done = f"step {int(s.last_completed_step)} done" if s.last_completed_step else "no step done"
-    click.echo(f"workflow {s.workflow_id}: {f.machine_state.value} (phase {s.phase}, {done})")
+    click.echo(f"workflow {p(s.workflow_id)}: {f.machine_state.value} (phase {s.phase}, {done})")
     click.echo(f"route: {analysis.route.value}")
     if analysis.classification.signals:
         click.echo("signals:")
         for sig in analysis.classification.signals:
-            click.echo(f"  - {sig.name} ({sig.route.value}): {sig.detail}")
+            click.echo(f"  - {sig.name} ({sig.route.value}): {p(sig.detail)}")
     else:
         click.echo("signals: none")
     click.echo("legal actions: " + (", ".join(analysis.legal_actions) or "none"))
-    click.echo(f"programmatic decision: {describe_decision(analysis.programmatic)}")
-    click.echo(f"  why: {analysis.programmatic.rationale}")
+    click.echo(f"programmatic decision: {p(describe_decision(analysis.programmatic))}")
+    click.echo(f"  why: {p(analysis.programmatic.rationale)}")
     if record is not None:
         d = record.decision
-        click.echo(f"decision ({record.source.value}): {describe_decision(d)}")
+        click.echo(f"decision ({record.source.value}): {p(describe_decision(d))}")
         if d.rationale and d is not analysis.programmatic:
-            click.echo(f"  why: {d.rationale}")
+            click.echo(f"  why: {p(d.rationale)}")
         if record.conflict_reason:
-            click.echo(f"  conflict: {record.conflict_reason}")
+            click.echo(f"  conflict: {p(record.conflict_reason)}")
         if record.llm is not None:
-            click.echo(f"  llm: {describe_llm(record.llm)}")
+            click.echo(f"  llm: {p(describe_llm(record.llm))}")
             if record.llm.attempts:
                 for err in record.llm.validation_errors:
-                    click.echo(f"    rejected: {err}")
+                    click.echo(f"    rejected: {p(err)}")
 
 
 def check(state: WorkflowState, config: WorkflowConfig) -> None:

@@ -11,10 +11,16 @@ from rich.markup import escape
 
 from agents.human import HumanInput
 from orchestrator.cli.core import describe_decision
+from orchestrator.cli.printable import printable
 from orchestrator.reporting import scores_line
 from orchestrator.running.runner import ProgressEvent
 from state.steps import STEP_SPECS, Gate
 from state.workflow import HumanAnswerKind, WorkflowState
+
+
+def _shown(text: object) -> str:
+    """Stored text for a rich line: control characters escaped, never read as markup."""
+    return escape(printable(text))
 
 
 class ProgressDisplay:
@@ -26,7 +32,7 @@ class ProgressDisplay:
     def on_event(self, event: ProgressEvent) -> None:
         """Print the event."""
         s = event.state
-        head = f"[dim]{s.workflow_id} phase {s.phase}[/dim]"
+        head = f"[dim]{_shown(s.workflow_id)} phase {s.phase}[/dim]"
         if event.kind == "decision" and event.decision is not None:
             r = event.decision
             signals = ", ".join(sig.name for sig in r.signals)
@@ -38,10 +44,10 @@ class ProgressDisplay:
                     else f" llm={r.llm.outcome}"
                 )
             self.console.print(
-                f"{head} decision #{r.seq} [bold]{escape(describe_decision(r.decision))}[/bold] "
+                f"{head} decision #{r.seq} [bold]{_shown(describe_decision(r.decision))}[/bold] "
                 f"source={r.source.value} route={r.route.value}"
-                + escape(f" signals=[{signals}]" if signals else "")
-                + escape(llm)
+                + _shown(f" signals=[{signals}]" if signals else "")
+                + _shown(llm)
             )
         elif event.kind == "step_started" and event.step is not None:
             spec = STEP_SPECS[event.step.step]
@@ -54,13 +60,13 @@ class ProgressDisplay:
             if rec.error is not None:
                 self.console.print(
                     f"{head} step {int(rec.step)} [red]failed[/red]: {rec.error.type}: "
-                    f"{escape(rec.error.message[:160])}"
+                    f"{_shown(rec.error.message[:160])}"
                 )
             else:
                 line = scores_line(rec, event.config)
                 self.console.print(
                     f"{head} step {int(rec.step)} [green]done[/green]"
-                    + (f": {escape(line)}" if line else "")
+                    + (f": {_shown(line)}" if line else "")
                 )
         elif event.kind == "interrupted" and event.step is not None:
             self.console.print(
@@ -85,9 +91,9 @@ class TerminalHuman:
         return await asyncio.to_thread(self._ask, state, gate)
 
     def _ask(self, state: WorkflowState, gate: Gate) -> HumanInput | None:
-        click.echo(f"\n{state.workflow_id} waits at the {gate.value} gate.", err=True)
+        click.echo(f"\n{printable(state.workflow_id)} waits at the {gate.value} gate.", err=True)
         if gate is Gate.ESCALATION and state.decisions:
-            click.echo(f"  reason: {state.decisions[-1].decision.rationale}", err=True)
+            click.echo(f"  reason: {printable(state.decisions[-1].decision.rationale)}", err=True)
         choice = click.prompt(
             "  [a]pprove, [r]eject, request [c]hanges, or [l]ater",
             type=click.Choice(["a", "r", "c", "l"]),

@@ -1,0 +1,247 @@
+"""``orchestrator run`` and ``resume``: drive a workflow until it finishes or waits.
+
+In an interactive terminal they ask at the gate instead of stopping. ``run`` checks
+everything it can before the workflow is stored (the id, the config and its coordinator
+script, the requirement), and a workflow whose workspace cannot be made is not stored and
+leaves no directory behind. Exit codes: 0 completed, rejected or waiting; 1 failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import click
+
+from orchestrator.cli.display import ProgressDisplay, TerminalHuman
+from orchestrator.cli.inputs import (
+    check_runnable,
+    check_workflow_id,
+    read_config,
+    read_requirements,
+)
+from orchestrator.cli.llm_access import enter_llm
+from orchestrator.cli.options import data_dir_option, llm_options, open_store
+from orchestrator.cli.printable import printable
+from orchestrator.clock import SystemClock
+from orchestrator.composition import build_agents, build_coordinator, resolve_target
+from orchestrator.running.runner import Observer, WorkflowRunner, default_workflow_id
+from state.config import Coordinator, WorkflowConfig
+from state.errors import ConfigError, UnknownWorkflowError
+from state.sqlite_store import SQLiteStore
+from state.steps import WorkflowStatus
+from state.workflow import WorkflowState
+
+
+def _interactive(no_input: bool) -> bool:
+    return not no_input and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _with_coordinator(config: WorkflowConfig, coordinator: str | None) -> WorkflowConfig:
+    if not coordinator:
+        return config
+    return config.model_copy(update={"coordinator": Coordinator(coordinator)})
+
+
+@contextlib.contextmanager
+def new_workspace(path: Path) -> Iterator[Path]:
+    """Make ``path`` (and missing parents); remove what was made if the body fails.
+
+    Raises:
+        ConfigError: the directory cannot be made (a file in the way, no permission, the
+            disk full); nothing is left behind.
+    """
+    made: list[Path] = []
+    for p in (*reversed(path.parents), path):
+        if p.is_dir():
+            continue
+        try:
+            p.mkdir()
+        except OSError as exc:
+            _remove(made)
+            raise ConfigError(
+                f"cannot create the workspace {printable(path)}: {printable(p)}: "
+                f"{exc.strerror or exc}; free space or choose another --workspace "
+                "(nothing was stored)"
+            ) from exc
+        made.append(p)
+    try:
+        yield path
+    except BaseException:
+        _remove(made)
+        raise
+
+
+def _remove(made: list[Path]) -> None:
+    """Remove the directories ``new_workspace`` made, deepest first, if still empty."""
+    for p in reversed(made):
+        with contextlib.suppress(OSError):
+            p.rmdir()
+
+
+async def _drive(
+    store: SQLiteStore,
+    config: WorkflowConfig,
+    base_url: str | None,
+    model: str | None,
+    interactive: bool,
+    quiet: bool,
+    workflow_id: str,
+    create: tuple[str, Path] | None,
+) -> WorkflowState:
+    """Open the LLM, create the workflow if ``create`` (requirements, workspace), run it."""
+    target = resolve_target(config.llm, base_url=base_url, model=model)
+    if target.embedded and not quiet:
+        click.echo(
+            "starting the embedded SmolLM2-135M model on loopback "
+            "(set OPENAI_BASE_URL / OPENAI_API_KEY to use another server) ...",
+            err=True,
+        )
+    async with AsyncExitStack() as stack:
+        chat = await enter_llm(stack, target, config.llm)
+        observers: list[Observer] = [] if quiet else [ProgressDisplay()]
+        service = WorkflowRunner(
+            store,
+            build_coordinator(chat),
+            build_agents(chat, compact=target.embedded),
+            clock=SystemClock(),
+            human=TerminalHuman() if interactive else None,
+            observers=observers,
+        )
+        if create is not None:
+            requirements, workspace = create
+            with new_workspace(workspace):
+                service.create(
+                    requirements,
+                    config,
+                    workspace_root=workspace.parent,
+                    workspace=workspace,
+                    workflow_id=workflow_id,
+                )
+            click.echo(f"workflow {workflow_id} created", err=True)
+        return await service.run(workflow_id)
+
+
+def _finish(state: WorkflowState) -> None:
+    """Say where the workflow stands and how to go on; exit 1 if it failed."""
+    wid = state.workflow_id
+    gate = state.waiting_gate
+    if gate is not None:
+        click.echo(
+            f"{wid} waits at the {gate.value} gate. Answer with:\n"
+            f"  orchestrator approve {wid}\n"
+            f"  orchestrator reject {wid} --comment TEXT\n"
+            f"  orchestrator request-changes {wid} --change TEXT\n"
+            f"then: orchestrator resume {wid}"
+        )
+    else:
+        click.echo(
+            f"{wid} {state.machine_state.value} ({len(state.decisions)} decisions); "
+            f"workspace: {printable(state.workspace)}"
+        )
+    if state.status is WorkflowStatus.FAILED:
+        sys.exit(1)
+
+
+def _refuse_taken(store: SQLiteStore, workflow_id: str) -> None:
+    try:
+        store.load(workflow_id)
+    except UnknownWorkflowError:
+        return
+    raise ConfigError(
+        f"workflow {workflow_id} already exists; choose another --id, or continue it with: "
+        f"orchestrator resume {workflow_id}"
+    )
+
+
+def _workspace_path(store: SQLiteStore, workflow_id: str, workspace: Path | None) -> Path:
+    """Where the workflow's files go; a default workspace never leaves the data directory."""
+    if workspace is not None:
+        return workspace.expanduser().resolve()
+    root = (store.data_dir / "workspaces").resolve()
+    path = (root / workflow_id).resolve()
+    if path.parent != root:  # the id charset makes this impossible; keep it so
+        raise ConfigError(
+            f"workflow id {workflow_id!r} would put its workspace outside {root}; choose another"
+        )
+    return path
+
+
+@click.command()
+@click.option("--requirements", "-r", help="what to build, in words")
+@click.option(
+    "--requirements-file",
+    type=click.Path(path_type=Path),
+    help="what to build, from a UTF-8 text file",
+)
+@click.option("--config", "config_file", metavar="CONFIG.yaml", help="workflow configuration")
+@click.option(
+    "--workspace",
+    type=click.Path(path_type=Path),
+    help="where plans and code are written (default: DATA_DIR/workspaces/ID)",
+)
+@click.option("--id", "workflow_id", help="workflow id (default: generated)")
+@click.option("--no-input", is_flag=True, help="never ask at gates, even in a terminal")
+@click.option("--quiet", "-q", is_flag=True, help="no progress display")
+@llm_options
+@data_dir_option
+def run(
+    requirements: str | None,
+    requirements_file: Path | None,
+    config_file: str | None,
+    workspace: Path | None,
+    workflow_id: str | None,
+    no_input: bool,
+    quiet: bool,
+    coordinator: str | None,
+    base_url: str | None,
+    model: str | None,
+    data_dir: Path | None,
+) -> None:
+    """Run a new workflow from a requirement to validated code (or to a human gate)."""
+    if (requirements is None) == (requirements_file is None):
+        raise click.UsageError("give the requirement with --requirements or --requirements-file")
+    # Everything that can be refused is refused before the store is opened.
+    if workflow_id is not None:
+        check_workflow_id(workflow_id)
+    config = _with_coordinator(read_config(config_file), coordinator)
+    check_runnable(config)
+    text = read_requirements(requirements, requirements_file, config)
+    wid = workflow_id or default_workflow_id(SystemClock())
+    with open_store(data_dir) as store:
+        _refuse_taken(store, wid)
+        create = (text, _workspace_path(store, wid, workspace))
+        state = asyncio.run(
+            _drive(store, config, base_url, model, _interactive(no_input), quiet, wid, create)
+        )
+    _finish(state)
+
+
+@click.command()
+@click.argument("workflow_id")
+@click.option("--no-input", is_flag=True, help="never ask at gates, even in a terminal")
+@click.option("--quiet", "-q", is_flag=True, help="no progress display")
+@llm_options
+@data_dir_option
+def resume(
+    workflow_id: str,
+    no_input: bool,
+    quiet: bool,
+    coordinator: str | None,
+    base_url: str | None,
+    model: str | None,
+    data_dir: Path | None,
+) -> None:
+    """Continue a workflow: after a crash, a restart, or a human answer."""
+    check_workflow_id(workflow_id)
+    with open_store(data_dir) as store:
+        config = _with_coordinator(store.load(workflow_id).config, coordinator)
+        check_runnable(config)
+        state = asyncio.run(
+            _drive(store, config, base_url, model, _interactive(no_input), quiet, workflow_id, None)
+        )
+    _finish(state)
