@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from state.errors import ConfigError
+from state.sandbox_settings import SandboxSettings
 from state.validation import describe_validation_error
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -133,6 +134,7 @@ class WorkflowConfig(BaseModel):
     gates: Gates = Gates()
     classifier: ClassifierSettings = ClassifierSettings()
     llm: LLMSettings = LLMSettings()
+    sandbox: SandboxSettings = SandboxSettings()
 
     @model_validator(mode="after")
     def _script_needs_a_file(self) -> WorkflowConfig:

@@ -45,8 +45,11 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
-    """A root-owned directory every user can enter and read, but not write (like /srv/x)."""
-    path = Path(tempfile.mkdtemp(prefix="sandbox-test-"))
+    """A root-owned directory every user can enter and read, but not write (like /srv/x).
+
+    It lies outside /tmp: each run's /tmp is private, so there the uid drop would go untested.
+    """
+    path = Path(tempfile.mkdtemp(prefix="sandbox-test-", dir="/var/tmp"))
     path.chmod(0o755)
     yield path
     shutil.rmtree(path)
