@@ -20,6 +20,7 @@ least ``code_thresholds.review_score_for_tools``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import re
@@ -53,6 +54,7 @@ from state.reports import (
     ToolStatus,
     Verdict,
 )
+from state.sandbox_settings import SandboxSettings
 from state.steps import Step
 
 log = structlog.get_logger(__name__)
@@ -332,22 +334,36 @@ class ToolRunLike(Protocol):
 # The sandbox is typed loosely: the validator only hands it through, a fake runner in tests
 # needs none, and importing this module must not import orchestrator.execution.sandbox.
 ToolRunner = Callable[[Path, str, Any], Awaitable[ToolRunLike]]
-"""``async (workspace, plan_markdown, sandbox) -> ToolRun``, like ``run_validation_tools``."""
+"""``async (workspace, plan_markdown, sandbox) -> ToolRun``, like ``run_validation_tools``.
+
+``sandbox`` is the sandbox the validator was built with or, without one, the workflow's
+:class:`SandboxSettings`."""
 
 
 async def default_tool_runner(workspace: Path, plan_markdown: str, sandbox: Any) -> ToolRunLike:
     """Run the real deterministic tools (``orchestrator.execution.tools.run_validation_tools``).
 
     The sandbox module is imported on first use, so the validator can be built and tested
-    without it. A ``sandbox`` of None means a ``Sandbox()`` with default limits.
+    without it. A ``sandbox`` of None means a ``Sandbox()`` with default limits; a
+    :class:`SandboxSettings` means a sandbox with those limits (one per distinct settings).
     """
     # imported here, not at the top: plan validation and tests never load the sandbox
-    from orchestrator.execution.sandbox import Sandbox  # noqa: PLC0415 -- deferred on purpose, see above
     from orchestrator.execution.tools import run_validation_tools  # noqa: PLC0415 -- deferred on purpose
 
-    return await run_validation_tools(
-        workspace, plan_markdown, sandbox if sandbox is not None else Sandbox()
-    )
+    if sandbox is None or isinstance(sandbox, SandboxSettings):
+        sandbox = sandbox_for(sandbox or SandboxSettings())
+    return await run_validation_tools(workspace, plan_markdown, sandbox)
+
+
+@functools.cache
+def sandbox_for(settings: SandboxSettings) -> Any:
+    """The sandbox (``orchestrator.execution.sandbox.Sandbox``) for a workflow's settings.
+
+    Cached, so the machine's namespaces are probed once per distinct settings.
+    """
+    from orchestrator.execution.sandbox import Sandbox, SandboxLimits  # noqa: PLC0415 -- deferred on purpose, see above
+
+    return Sandbox(SandboxLimits.from_settings(settings))
 
 
 class ValidatorAgent:
@@ -357,7 +373,8 @@ class ValidatorAgent:
         model: the chat model to ask.
         templates: where the step templates come from.
         tool_runner: runs the level-2 tools; defaults to ``run_validation_tools``.
-        sandbox: handed to the tool runner (None: the runner's default sandbox).
+        sandbox: handed to the tool runner (None: one built from each workflow's
+            ``sandbox:`` settings, ``StepContext.sandbox``).
         options: sampling settings of each review call.
         max_context_chars: how much of the workspace's code the reviews see.
     """
@@ -466,7 +483,8 @@ class ValidatorAgent:
             return CodeValidationReport(
                 review=review, standardization=standard, tools_skipped_reason=skipped
             )
-        run = await self._tool_runner(ctx.workspace, plan, self._sandbox)
+        sandbox = self._sandbox if self._sandbox is not None else ctx.sandbox
+        run = await self._tool_runner(ctx.workspace, plan, sandbox)
         bound.info(
             "agent.validation.tools",
             tools=len(run.tools),
