@@ -12,12 +12,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from orchestrator.execution.launch import SUPERVISOR
 from orchestrator.execution.sandbox import (
     Sandbox,
     SandboxLimits,
@@ -654,3 +656,69 @@ def test_sandbox_limits_come_from_the_workflow_config() -> None:
         parse_config({"sandbox": {"memory_mb": 0}})
     with pytest.raises(ConfigError, match="cpu"):
         parse_config({"sandbox": {"cpus": 2}})
+
+
+def start_supervisor(
+    argv: list[str], wall_timeout_s: float
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start supervisor.py by path, as the launcher does, without namespaces or a uid drop."""
+    status_r, status_w = os.pipe()
+    lifeline_r, lifeline_w = os.pipe()
+    config = {
+        "status_fd": status_w,
+        "lifeline_fd": lifeline_r,
+        "cwd": os.getcwd(),
+        "uid": None,
+        "expose": [],
+        "rlimits": [],
+        "wall_timeout_s": wall_timeout_s,
+        "private_dirs": [],
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", str(SUPERVISOR), json.dumps(config), *argv],
+        pass_fds=(status_w, lifeline_r),
+        start_new_session=True,
+    )
+    os.close(status_w)
+    os.close(lifeline_r)
+    return proc, status_r, lifeline_w
+
+
+def supervisor_report(status_r: int) -> dict[str, object]:
+    """The supervisor's last JSON line."""
+    with os.fdopen(status_r, "rb") as status:
+        lines = status.read().splitlines()
+    return dict(json.loads(lines[-1]))
+
+
+def test_the_supervisor_enforces_the_wall_clock_itself(marker: str) -> None:
+    """Run as a file with nobody watching the clock, the supervisor kills the command in time."""
+    proc, status_r, lifeline_w = start_supervisor(
+        [sys.executable, "-c", "import time; time.sleep(1000)", marker], wall_timeout_s=1
+    )
+    try:
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(lifeline_w)
+    report = supervisor_report(status_r)
+    assert report["wall_timeout"] is True
+    assert report["signal"] == signal.SIGKILL
+    assert running_with(marker) == []
+
+
+@pytest.mark.parametrize("when", ["at_once", "once_running"])
+def test_the_supervisor_kills_the_run_when_the_lifeline_closes(marker: str, when: str) -> None:
+    """Lifeline EOF (the orchestrator died) kills the run, even before its group is set up."""
+    proc, status_r, lifeline_w = start_supervisor(
+        [sys.executable, "-c", "import time; time.sleep(1000)", marker], wall_timeout_s=600
+    )
+    for _ in range(600 if when == "once_running" else 0):
+        if len(running_with(marker)) >= 2:  # the supervisor's command line has it too
+            break
+        time.sleep(0.05)
+    os.close(lifeline_w)
+    assert proc.wait(timeout=30) == 0
+    report = supervisor_report(status_r)
+    assert report["orphaned"] is True
+    assert report["wall_timeout"] is False
+    assert running_with(marker) == []

@@ -62,6 +62,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import structlog
+
 from orchestrator.execution.launch import (
     Isolation,
     Launch,
@@ -73,6 +75,8 @@ from orchestrator.execution.limits import LimitHit, SandboxLimits
 from orchestrator.execution.results import SandboxResult
 from orchestrator.execution.workdirs import Layout, make_layout, remove_tree, sweep_stale_sandboxes
 from state.errors import SandboxError
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["LimitHit", "Sandbox", "SandboxLimits", "SandboxResult", "sweep_stale_sandboxes"]
 
@@ -104,6 +108,7 @@ class Sandbox:
         self._temp_root = temp_root
         self._use_namespaces = use_namespaces
         self._isolation: Isolation | None = None
+        self._noted = False
 
     @property
     def limits(self) -> SandboxLimits:
@@ -174,6 +179,9 @@ class Sandbox:
                 ),
             )
             keep = keep_workdir
+            if result.notes and not self._noted:
+                self._noted = True  # once per sandbox: the machine does not change
+                log.warning("sandbox.degraded", notes=list(result.notes))
         finally:
             if not keep:
                 await asyncio.to_thread(remove_tree, layout.root)

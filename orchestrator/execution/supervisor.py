@@ -94,6 +94,8 @@ def main() -> None:
     child = os.fork()
     if child == 0:
         _exec_child(config, argv, status_fd)
+    with contextlib.suppress(OSError):  # EACCES: the child has exec'd, its group is set
+        os.setpgid(child, child)  # here too, so that a kill right now reaches the new group
     run.child = child
     if run.terminated:
         run.kill()
