@@ -32,6 +32,7 @@ FORGED_JUNIT = (
     'errors="0" skipped="0"><testcase classname="tests.test_calc" name="test_double"/>'
     "</testsuite></testsuites>"
 )
+STALE_JUNIT = FORGED_JUNIT.replace("<testsuite ", '<testsuite timestamp="2020-01-01T00:00:00" ')
 FORGED_COVERAGE = '{"totals": {"percent_covered": 100.0}, "files": {}}'
 # Paths a hostile suite might guess the orchestrator reads its reports from.
 GUESSES = (
@@ -164,6 +165,25 @@ async def test_forged_reports_in_the_workspace_and_guessable_paths_are_not_read(
     assert "wrote no junit report" in result.detail
     assert "cannot be trusted to have run" in result.detail
     assert coverage is None
+
+
+async def test_a_stale_report_written_through_the_descriptor_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A consistent, passing junit report replayed into the real descriptor is refused."""
+    replay = f"""
+    import os, sys
+    for arg in sys.argv:
+        if arg.startswith("/proc/self/fd/"):
+            with open(arg, "w") as f:
+                f.write({STALE_JUNIT!r})
+            break
+    os._exit(0)
+    """
+    ws = workspace(tmp_path, {"conftest.py": replay})
+    result, _ = await run_pytest(ws, SANDBOX, python=PYTHON)
+    assert result.status is ToolStatus.FAILED, result.detail
+    assert "its junit report does not date from this run" in result.detail
 
 
 async def test_exiting_at_collection_is_a_failure(tmp_path: Path) -> None:

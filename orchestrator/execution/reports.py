@@ -12,6 +12,7 @@ import json
 # The input is size-capped by the sandbox, and expat refuses entity expansion bombs.
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class JunitSummary:
         skipped: skipped test cases.
         failed_names: up to ten of the failing or erroring test cases.
         messages: their failure messages (for the memory-limit check).
+        started: when the test session started (the first suite's timestamp, seconds since
+            the epoch); None when the report carries no readable timestamp.
     """
 
     tests: int
@@ -33,6 +36,7 @@ class JunitSummary:
     skipped: int
     failed_names: tuple[str, ...]
     messages: tuple[str, ...]
+    started: float | None = None
 
     @property
     def passed(self) -> int:
@@ -109,6 +113,7 @@ def read_junit(data: bytes) -> JunitSummary:
         skipped=cases["skipped"],
         failed_names=tuple(failed),
         messages=tuple(messages),
+        started=_timestamp(suites[0].get("timestamp")),
     )
 
 
@@ -123,6 +128,14 @@ def read_line_coverage(data: bytes | None) -> float | None:
     if isinstance(percent, int | float) and 0.0 <= percent <= 100.0:
         return round(float(percent), 2)
     return None
+
+
+def _timestamp(text: str | None) -> float | None:
+    """Seconds since the epoch of an ISO timestamp (local time when it has no offset)."""
+    try:
+        return datetime.fromisoformat(text).astimezone().timestamp() if text else None
+    except ValueError:
+        return None
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -15,7 +15,7 @@ cannot stand in for the real tool. The tests run through ``pytest_bootstrap.py``
 for how the workspace reaches the tests and not the tools) and their verdict is read from the
 junit and coverage reports written through the sandbox's report descriptors, which the code
 cannot reach by any path (see ``launch.py``): an exit status of 0 counts only when the junit
-report says that tests ran and passed.
+report says that tests ran and passed, in a session that began after this run did.
 
 A tool that is not installed, or that the sandbox cannot start, is recorded as ``crashed``:
 nothing here raises for a tool's sake. ``failed`` is a verdict on the code (also a run killed
@@ -68,6 +68,7 @@ PYTEST_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 """Only pytest's own plugins join the user's run, never those installed beside it."""
 
 _DETAIL_CHARS = 3000
+_CLOCK_SLACK_S = 2.0  # junit timestamps have whole-second precision in some pytest versions
 _TEST_FILE_PATTERNS = ("*/tests/*", "*/test_*.py", "*_test.py", "*/conftest.py")
 _BOOTSTRAP = Path(__file__).with_name("pytest_bootstrap.py")
 
@@ -189,6 +190,7 @@ async def run_pytest(
         "-o",
         "junit_family=xunit2",
     ]
+    started_at = time.time()
     run = await _run(
         "pytest", workspace, sandbox, argv, reports=("junit", "coverage"), env=PYTEST_ENV
     )
@@ -203,6 +205,11 @@ async def run_pytest(
         problem = ""
     except ReportError as exc:
         summary, problem = None, str(exc)
+    if summary is not None and not (
+        summary.started is not None and started_at - _CLOCK_SLACK_S <= summary.started
+    ):
+        # The descriptor is new for this run: a session older than the run was not this one.
+        summary, problem = None, "its junit report does not date from this run"
     result = _pytest_verdict(run, summary, problem, sandbox)
     if coverage is not None and result.status is not ToolStatus.TIMEOUT:
         verdict, _, rest = result.detail.partition("\n")
@@ -242,7 +249,8 @@ def _pytest_verdict(
     if summary is None:
         return failed(
             f"pytest exited with status {run.exit_code} but {problem}: the tests cannot be "
-            "trusted to have run (did the code exit early or replace pytest's reporting?)"
+            "trusted to have run (did the code exit early, or replace or forge pytest's "
+            "report?)"
         )
     if run.exit_code == 0 and summary.passed == 0:
         return failed(f"no test ran to completion ({summary.describe()})")
