@@ -50,7 +50,7 @@ class JunitSummary:
             f"{count} {word}"
             for count, word in (
                 (self.failures, "failed"),
-                (self.errors, "errors"),
+                (self.errors, "errored"),
                 (self.skipped, "skipped"),
             )
             if count
