@@ -497,15 +497,16 @@ asyncio.run(run_pytest(Path(sys.argv[1]), sandbox, python=sys.executable))
 
 
 def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``, from /proc."""
+    """Every live process below ``pid``, from /proc (zombies are dead: left out)."""
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                stat = Path(f"/proc/{entry.name}/stat").read_text()
+                fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
     found: set[int] = set()
     frontier = {pid}
     while frontier:

@@ -188,20 +188,42 @@ def _private_dirs(config: dict[str, object]) -> list[str]:
         keep = root if root.startswith(mountpoint.rstrip("/") + "/") else None
         fd = os.open(keep, os.O_PATH | os.O_DIRECTORY) if keep else None
         try:
-            _mount(
-                "tmpfs", mountpoint, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=1777,size={size_mb}m"
-            )
-            if keep is not None and fd is not None:
-                os.makedirs(keep, 0o755, exist_ok=True)
-                _mount(f"/proc/self/fd/{fd}", keep, None, _MS_BIND | _MS_REC, None)
-        except OSError as exc:
-            if keep is not None:
-                raise  # /tmp is covered but the copy is not back: the run cannot go on
-            notes.append(f"{mountpoint} is shared with the host: {exc}")
+            note = _cover(mountpoint, keep, fd, size_mb)
         finally:
             if fd is not None:
                 os.close(fd)
+        if note:
+            notes.append(note)
     return notes
+
+
+def _cover(mountpoint: str, keep: str | None, fd: int | None, size_mb: int) -> str:
+    """Mount an empty tmpfs on ``mountpoint``, binding ``keep`` (open as ``fd``) back into it.
+
+    Returns:
+        A note when the mount point stays shared with the host, else an empty string.
+    """
+    try:
+        _mount("tmpfs", mountpoint, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=1777,size={size_mb}m")
+    except OSError as exc:
+        return f"{mountpoint} is shared with the host: {exc}"
+    if keep is None or fd is None:
+        return ""
+    try:
+        os.makedirs(keep, 0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", keep, None, _MS_BIND | _MS_REC, None)
+    except OSError as exc:
+        _umount(mountpoint)  # the run's copy must stay reachable: give the shared one back
+        return f"{mountpoint} is shared with the host: {exc}"
+    return ""
+
+
+def _umount(target: str) -> None:
+    """Detach a mount (umount2 with MNT_DETACH); raises OSError when it cannot."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(target.encode(), 2) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), target)
 
 
 def _expose(groups: list[object]) -> None:
