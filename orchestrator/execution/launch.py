@@ -226,7 +226,8 @@ def _result(
     ]
     notes = list(status.get("notes", []))
     if "--mount-proc" in prefix:
-        isolation.append("private_tmp")
+        if not any("shared with the host" in note for note in notes):
+            isolation.append("private_tmp")
     else:
         notes.append(
             "no mount namespace on this machine: /tmp and /dev/shm are shared with the host"
