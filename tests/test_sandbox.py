@@ -263,6 +263,8 @@ async def test_fallback_without_namespaces_still_contains_the_run(
     assert not result.network_isolated
     assert "uid_drop" in result.isolation
     assert "pid_namespace" not in result.isolation
+    assert "private_tmp" not in result.isolation
+    assert any("/dev/shm are shared with the host" in note for note in result.notes)
     assert (workspace / "data.txt").read_text() == "original\n"
     assert running_with(marker) == []
 

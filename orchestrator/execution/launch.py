@@ -230,11 +230,12 @@ def _result(
             isolation.append("private_tmp")
     else:
         notes.append(
-            "no mount namespace on this machine: /tmp and /dev/shm are shared with the host"
+            "no mount namespace (unshare unavailable here, or namespaces turned off): /tmp and "
+            "/dev/shm are shared with the host"
         )
     if "--pid" not in prefix:
         notes.append(
-            "no PID namespace on this machine: a descendant that leaves the run's process "
+            "no PID namespace: a descendant that leaves the run's process "
             "group is found only by the uid sweep (root) or as an orphan of the supervisor"
         )
     if launch.uid is not None:
