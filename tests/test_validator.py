@@ -15,8 +15,10 @@ from agents.base import StepAgents, StepContext
 from agents.validator import ValidatorAgent, sandbox_for
 from orchestrator.llm.protocol import LLMRequest, LLMResponse
 from orchestrator.llm.scripted import ScriptedChatModel
+from orchestrator.running.agent_context import build_step_context
 from prompt_templates.loader import TemplateLoader
 from state.config import CodeThresholds, parse_config
+from state.decision import ActionKind, Decision
 from state.errors import AgentError, LLMOutputError, LLMUnavailableError
 from state.reports import (
     CodeValidationReport,
@@ -27,6 +29,7 @@ from state.reports import (
 )
 from state.sandbox_settings import SandboxSettings
 from state.steps import Step
+from state.workflow import StepRecord, StepStatus, WorkflowState
 
 PLAN = "# Implementation Plan: tabular preprocessing\n\n## 6. Files to create\n- prep.py"
 
@@ -410,6 +413,19 @@ async def test_without_a_sandbox_the_workflows_sandbox_settings_reach_the_tools(
     validator = ValidatorAgent(model, templates, tool_runner=runner)
     await validator.run(make_ctx(code_workspace(tmp_path), Step.CODE_VALIDATION, sandbox=settings))
     assert runner.calls == [(tmp_path, PLAN, SandboxSettings(memory_mb=512, wall_seconds=30))]
+
+
+def test_the_step_context_carries_the_workflows_sandbox_settings(tmp_path: Path) -> None:
+    """The runner's step context hands the validator the workflow config's sandbox section."""
+    config = parse_config({"sandbox": {"memory_mb": 768, "max_processes": 40}})
+    state = WorkflowState(
+        workflow_id="wf-s",
+        workspace=str(tmp_path),
+        history=(StepRecord(step=Step.CODE_VALIDATION, status=StepStatus.RUNNING),),
+    )
+    decision = Decision(action=ActionKind.INVOKE_AGENT, step=Step.CODE_VALIDATION)
+    ctx = build_step_context(state, config, decision)
+    assert ctx.sandbox == SandboxSettings(memory_mb=768, max_processes=40)
 
 
 def test_the_default_runner_builds_its_sandbox_from_the_settings() -> None:
