@@ -53,6 +53,7 @@ from state.reports import (
     PlanDraft,
     PlanValidationReport,
 )
+from state.sandbox_settings import SandboxSettings
 from state.steps import STEP_SPECS, Agent, Step
 
 log = structlog.get_logger(__name__)
@@ -94,6 +95,7 @@ class StepContext:
         timeout_s: the step's time budget, before any recovery strategy.
         plan_thresholds: phase-1 convergence thresholds (the plan validator states them).
         code_thresholds: phase-2 thresholds (the review score that lets the tools run).
+        sandbox: the limits the deterministic tools run under (the workflow's ``sandbox:``).
     """
 
     workflow_id: str
@@ -111,6 +113,7 @@ class StepContext:
     timeout_s: float = DEFAULT_STEP_TIMEOUT_S
     plan_thresholds: PlanThresholds = field(default_factory=PlanThresholds)
     code_thresholds: CodeThresholds = field(default_factory=CodeThresholds)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     def __post_init__(self) -> None:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):

@@ -26,7 +26,7 @@ from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.llm_decider import LLMDecider
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
-from orchestrator.execution.sandbox import Sandbox, SandboxLimits
+from orchestrator.execution.sandbox import Sandbox, SandboxLimits, sweep_stale_sandboxes
 from orchestrator.llm.local_server import LocalModelServer
 from orchestrator.llm.openai_adapter import connect
 from orchestrator.llm.protocol import ChatModel
@@ -122,10 +122,16 @@ def build_agents(
 ) -> StepAgents:
     """The planner, validator and programmer on ``model``.
 
+    Also removes the sandbox copies a killed earlier run left behind.
+
     Args:
         compact: size prompts and answers for a small local model's context window.
-        sandbox_limits: limits for running generated code (defaults: ``SandboxLimits()``).
+        sandbox_limits: limits for running generated code; None: each workflow's own
+            ``sandbox:`` settings.
     """
+    removed = sweep_stale_sandboxes()
+    if removed:
+        log.info("sandbox.swept", directories=len(removed))
     templates = TemplateLoader()
     extra: dict[str, Any] = {}
     if compact:
@@ -135,6 +141,11 @@ def build_agents(
         }
     return StepAgents(
         planner=PlannerAgent(model, templates, **extra),
-        validator=ValidatorAgent(model, templates, sandbox=Sandbox(sandbox_limits), **extra),
+        validator=ValidatorAgent(
+            model,
+            templates,
+            sandbox=Sandbox(sandbox_limits) if sandbox_limits is not None else None,
+            **extra,
+        ),
         programmer=ProgrammerAgent(model, templates, **extra),
     )

@@ -17,28 +17,28 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
 from pydantic import (
-    AllowInfNan,
     BaseModel,
-    ConfigDict,
     Field,
-    Strict,
     ValidationError,
     model_validator,
 )
 
 from state.errors import ConfigError
-from state.validation import describe_validation_error, read_utf8
+from state.sandbox_settings import SandboxSettings
+from state.validation import (
+    STRICT_FROZEN,
+    Bool,
+    Float,
+    Int,
+    describe_validation_error,
+    read_utf8,
+)
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-# Strict scalars: an int is accepted where a float is wanted, nothing else is converted.
-Float = Annotated[float, Strict(), AllowInfNan(False)]
-Int = Annotated[int, Strict()]
-Bool = Annotated[bool, Strict()]
+_FROZEN = STRICT_FROZEN
 
 DEFAULT_REQUIREMENTS_MAX_CHARS = 64 * 1024
 
@@ -160,6 +160,7 @@ class WorkflowConfig(BaseModel):
     gates: Gates = Gates()
     classifier: ClassifierSettings = ClassifierSettings()
     llm: LLMSettings = LLMSettings()
+    sandbox: SandboxSettings = SandboxSettings()
 
     @model_validator(mode="after")
     def _script_needs_a_file(self) -> WorkflowConfig:

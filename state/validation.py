@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import AllowInfNan, ConfigDict, Strict, ValidationError
 
 from state.errors import OrchestratorError
+
+# Configuration models: unknown keys refused, immutable, no infinities or NaN.
+STRICT_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# Strict scalars: an int is accepted where a float is wanted, nothing else is converted.
+Float = Annotated[float, Strict(), AllowInfNan(False)]
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
 
 # Characters refused in text a user gives: C0 controls other than tab, newline and the
 # carriage return of a Windows line end (NUL, BEL, ESC starting ANSI sequences, a lone CR

@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from agents.base import StepAgents, StepContext
-from agents.validator import ValidatorAgent
+from agents.validator import ValidatorAgent, sandbox_for
 from orchestrator.llm.protocol import LLMRequest, LLMResponse
 from orchestrator.llm.scripted import ScriptedChatModel
+from orchestrator.running.agent_context import build_step_context
 from prompt_templates.loader import TemplateLoader
-from state.config import CodeThresholds
+from state.config import CodeThresholds, parse_config
+from state.decision import ActionKind, Decision
 from state.errors import AgentError, LLMOutputError, LLMUnavailableError
 from state.reports import (
     CodeValidationReport,
@@ -25,7 +27,9 @@ from state.reports import (
     ToolStatus,
     Verdict,
 )
+from state.sandbox_settings import SandboxSettings
 from state.steps import Step
+from state.workflow import StepRecord, StepStatus, WorkflowState
 
 PLAN = "# Implementation Plan: tabular preprocessing\n\n## 6. Files to create\n- prep.py"
 
@@ -395,6 +399,42 @@ async def test_tools_are_skipped_without_a_valid_passing_score(
     assert report.tools == ()
     assert report.tools_skipped_reason == reason
     assert report.review.overall_score == score
+
+
+async def test_without_a_sandbox_the_workflows_sandbox_settings_reach_the_tools(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
+    """A validator built without a sandbox hands the tool runner the workflow's settings."""
+    runner = FakeRunner()
+    model = by_purpose(
+        {"step5a_alignment_validator": REVIEW, "step5b_standardization_validator": STANDARDS}
+    )
+    settings = parse_config({"sandbox": {"memory_mb": 512, "wall_seconds": 30}}).sandbox
+    validator = ValidatorAgent(model, templates, tool_runner=runner)
+    await validator.run(make_ctx(code_workspace(tmp_path), Step.CODE_VALIDATION, sandbox=settings))
+    assert runner.calls == [(tmp_path, PLAN, SandboxSettings(memory_mb=512, wall_seconds=30))]
+
+
+def test_the_step_context_carries_the_workflows_sandbox_settings(tmp_path: Path) -> None:
+    """The runner's step context hands the validator the workflow config's sandbox section."""
+    config = parse_config({"sandbox": {"memory_mb": 768, "max_processes": 40}})
+    state = WorkflowState(
+        workflow_id="wf-s",
+        workspace=str(tmp_path),
+        history=(StepRecord(step=Step.CODE_VALIDATION, status=StepStatus.RUNNING),),
+    )
+    decision = Decision(action=ActionKind.INVOKE_AGENT, step=Step.CODE_VALIDATION)
+    ctx = build_step_context(state, config, decision)
+    assert ctx.sandbox == SandboxSettings(memory_mb=768, max_processes=40)
+
+
+def test_the_default_runner_builds_its_sandbox_from_the_settings() -> None:
+    """Settings become a sandbox with exactly those limits, one per distinct settings."""
+    sandbox = sandbox_for(SandboxSettings(memory_mb=512, wall_seconds=30, max_processes=16))
+    assert sandbox.limits.memory_mb == 512
+    assert sandbox.limits.wall_timeout_s == 30
+    assert sandbox.limits.max_processes == 16
+    assert sandbox_for(SandboxSettings(memory_mb=512, wall_seconds=30, max_processes=16)) is sandbox
 
 
 async def test_review_threshold_comes_from_the_code_thresholds(

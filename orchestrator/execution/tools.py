@@ -9,57 +9,68 @@ Four tools, each giving a :class:`state.reports.ToolResult`:
 - ``plan_alignment``: every file the plan names exists in the workspace (no subprocess).
 
 The first three run concurrently, each in its own sandbox copy of the workspace, with the
-orchestrator's interpreter (``python -m ruff``, ``-m pytest``, ``-m coverage``). A tool that is
-not installed, or that the sandbox cannot start, is recorded as ``crashed``: nothing here
-raises for a tool's sake. Statuses follow the tools' exit codes: ``failed`` is a verdict on the
-code, ``crashed`` an anomaly of the tool, ``timeout`` a run that hit the wall or CPU limit.
+orchestrator's interpreter in isolated mode (``python -I``): the workspace is not on the
+tools' ``sys.path``, so a ``ruff.py``, ``compileall.py``, ``coverage.py`` or ``pytest.py`` in it
+cannot stand in for the real tool. The tests run through ``pytest_bootstrap.py`` (see there
+for how the workspace reaches the tests and not the tools) and their verdict is read from the
+junit and coverage reports written through the sandbox's report descriptors, which the code
+cannot reach by any path (see ``launch.py``): an exit status of 0 counts only when the junit
+report says that tests ran and passed, in a session that began after this run did.
+
+A tool that is not installed, or that the sandbox cannot start, is recorded as ``crashed``:
+nothing here raises for a tool's sake. ``failed`` is a verdict on the code (also a run killed
+for using too much memory, reported as such), ``crashed`` an anomaly of the tool, ``timeout``
+a run that hit the wall or CPU limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
-import shlex
 import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from orchestrator.execution.plan_alignment import (
+    PLAN_FILE_EXTENSIONS,
+    check_plan_alignment,
+    named_files,
+    python_files,
+)
+from orchestrator.execution.reports import (
+    JunitSummary,
+    ReportError,
+    read_junit,
+    read_line_coverage,
+)
 from orchestrator.execution.sandbox import Sandbox, SandboxResult
 from state.errors import SandboxError
 from state.reports import ToolResult, ToolStatus
 
+__all__ = [
+    "DEFAULT_RUFF_RULES",
+    "PLAN_FILE_EXTENSIONS",
+    "ToolRun",
+    "check_plan_alignment",
+    "named_files",
+    "run_compile",
+    "run_pytest",
+    "run_ruff",
+    "run_validation_tools",
+]
+
 DEFAULT_RUFF_RULES = ("E4", "E7", "E9", "F", "B")
 """Ruff rules used when the workspace has no ruff configuration: errors and likely bugs."""
 
-PLAN_FILE_EXTENSIONS = frozenset(
-    {
-        "py",
-        "pyi",
-        "ipynb",
-        "toml",
-        "cfg",
-        "ini",
-        "yaml",
-        "yml",
-        "sh",
-        "sql",
-    }
-)
-"""Extensions of files a plan names for the programmer to write. Data, model and report files
-(``.csv``, ``.pkl``, ``.json``, ``.md``) are left out: plans name them as outputs of a run."""
+PYTEST_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+"""Only pytest's own plugins join the user's run, never those installed beside it."""
 
 _DETAIL_CHARS = 3000
-_COVERAGE_FILE = ".hybrid-coverage.json"
+_CLOCK_SLACK_S = 2.0  # junit timestamps have whole-second precision in some pytest versions
 _TEST_FILE_PATTERNS = ("*/tests/*", "*/test_*.py", "*_test.py", "*/conftest.py")
-_SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", "node_modules", ".tox"})
-_BACKTICKED = re.compile(r"`([^`\n]+)`")
-_BULLET = re.compile(r"\s*(?:[-*+]|\d+[.)])\s")
-_UNSAFE = re.compile(r"[*?\[\]{}<>$%|\\]")
-_EDGE_PUNCTUATION = "\"'()[],;:!?*"
+_BOOTSTRAP = Path(__file__).with_name("pytest_bootstrap.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,19 +113,19 @@ async def run_compile(workspace: Path, sandbox: Sandbox, *, python: str) -> Tool
     Args:
         workspace: the code to compile.
         sandbox: where to run the compiler.
-        python: the interpreter to compile with.
+        python: the interpreter to compile with (run isolated from the workspace).
 
     Returns:
         passed, failed (a file does not compile, or there is no Python file), crashed or
         timeout.
     """
-    if not await asyncio.to_thread(_python_files, workspace):
+    if not await asyncio.to_thread(python_files, workspace):
         return ToolResult(
             name="compile",
             status=ToolStatus.FAILED,
             detail="the workspace has no Python file to compile",
         )
-    argv = [python, "-m", "compileall", "-q", "-x", r"/\.", "."]
+    argv = [python, "-I", "-m", "compileall", "-q", "-x", r"/\.", "."]
     run = await _run("compile", workspace, sandbox, argv)
     if isinstance(run, ToolResult):
         return run
@@ -129,13 +140,13 @@ async def run_ruff(
     Args:
         workspace: the code to lint.
         sandbox: where to run ruff.
-        python: the interpreter whose environment provides ruff.
+        python: the interpreter whose environment provides ruff (run isolated).
         rules: the rules to select when the workspace has no ruff configuration.
 
     Returns:
         passed, failed (exit 1: violations), crashed (exit 2, or ruff missing) or timeout.
     """
-    argv = [python, "-m", "ruff", "check", "--no-cache", "--output-format", "concise"]
+    argv = [python, "-I", "-m", "ruff", "check", "--no-cache", "--output-format", "concise"]
     if not _has_ruff_config(workspace):
         target = f"py{sys.version_info.major}{sys.version_info.minor}"
         argv += ["--isolated", "--select", ",".join(rules), "--target-version", target]
@@ -150,7 +161,7 @@ async def run_ruff(
 async def run_pytest(
     workspace: Path, sandbox: Sandbox, *, python: str
 ) -> tuple[ToolResult, float | None]:
-    """Run the workspace's tests under coverage.py.
+    """Run the workspace's tests under coverage.py and read the verdict from their reports.
 
     Args:
         workspace: the code and its tests.
@@ -158,161 +169,121 @@ async def run_pytest(
         python: the interpreter whose environment provides pytest and coverage.
 
     Returns:
-        The result (passed; failed on a failing test or when no test was collected; crashed
-        on pytest's usage, internal or interrupted errors and when a tool is missing; timeout)
+        The result (passed only when pytest exited 0 and its junit report shows tests that
+        ran and passed; failed on a failing test, when no test ran, when the report is
+        missing or contradicts itself, and when the memory limit killed the run; crashed on
+        pytest's usage, internal or interrupted errors and when a tool is missing; timeout)
         and the line coverage of the non-test files, None when it could not be measured.
     """
-    py = shlex.quote(python)
-    omit = ",".join(_TEST_FILE_PATTERNS)
-    script = (
-        f"{py} -m coverage run --source=. --omit={shlex.quote(omit)} -m pytest -q "
-        f"-p no:cacheprovider --color=no; status=$?; "
-        f"{py} -m coverage json -q -o {_COVERAGE_FILE} >/dev/null 2>&1; exit $status"
+    argv = [
+        python,
+        "-I",
+        "-c",
+        await asyncio.to_thread(_BOOTSTRAP.read_text),
+        "{report:junit}",
+        "{report:coverage}",
+        ",".join(_TEST_FILE_PATTERNS),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--color=no",
+        "-o",
+        "junit_family=xunit2",
+    ]
+    started_at = time.time()
+    run = await _run(
+        "pytest", workspace, sandbox, argv, reports=("junit", "coverage"), env=PYTEST_ENV
     )
-    run = await _run("pytest", workspace, sandbox, ["sh", "-c", script], collect=(_COVERAGE_FILE,))
     if isinstance(run, ToolResult):
         return run, None
-    coverage = _line_coverage(run.collected.get(_COVERAGE_FILE))
     for module in ("coverage", "pytest"):
         if _missing_module(run, module):
             return _not_installed(module, run, python), None
-    if run.exit_code == 5:
+    coverage = read_line_coverage(run.reports.get("coverage"))
+    try:
+        summary: JunitSummary | None = read_junit(run.reports.get("junit", b""))
+        problem = ""
+    except ReportError as exc:
+        summary, problem = None, str(exc)
+    if summary is not None and not (
+        summary.started is not None and started_at - _CLOCK_SLACK_S <= summary.started
+    ):
+        # The descriptor is new for this run: a session older than the run was not this one.
+        summary, problem = None, "its junit report does not date from this run"
+    result = _pytest_verdict(run, summary, problem, sandbox)
+    if coverage is not None and result.status is not ToolStatus.TIMEOUT:
+        verdict, _, rest = result.detail.partition("\n")
+        result = result.model_copy(
+            update={"detail": f"{verdict}\nline coverage {coverage:.1f}%\n{rest}"}
+        )
+    return result, (None if result.status is ToolStatus.TIMEOUT else coverage)
+
+
+def _pytest_verdict(
+    run: SandboxResult, summary: JunitSummary | None, problem: str, sandbox: Sandbox
+) -> ToolResult:
+    """The pytest result from the exit status, the limits and the junit report together."""
+
+    def failed(reason: str) -> ToolResult:
         return ToolResult(
             name="pytest",
             status=ToolStatus.FAILED,
-            exit_code=5,
+            exit_code=run.exit_code,
             duration_s=run.duration_s,
-            detail=f"no tests: pytest collected none\n{_output(run)}",
-        ), coverage
+            detail=f"{reason}\n{_output(run)}",
+        )
+
+    memory_error = summary is not None and any("MemoryError" in m for m in summary.messages)
+    if run.limit_hit == "memory" or (memory_error and run.limit_hit is None):
+        return failed(sandbox.limits.describe("memory"))
+    if run.limit_hit in ("wall_timeout", "cpu"):
+        return _by_exit_code("pytest", run, {})
+    if run.exit_code == 5:
+        return failed("no tests: pytest collected none")
     if run.exit_code == 2 and "error" in run.stdout.lower() and "collect" in run.stdout.lower():
         # Collection errors (a syntax error, an import that fails) are a verdict on the code,
         # not a broken tool: reported as failed, they do not look like an anomaly.
-        return ToolResult(
-            name="pytest",
-            status=ToolStatus.FAILED,
-            exit_code=2,
-            duration_s=run.duration_s,
-            detail=f"the tests could not be collected\n{_output(run)}",
-        ), coverage
-    result = _by_exit_code("pytest", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
-    if coverage is not None:
-        result = result.model_copy(
-            update={"detail": f"line coverage {coverage:.1f}%\n{result.detail}"}
+        return failed("the tests could not be collected")
+    if run.exit_code not in (0, 1):
+        return _by_exit_code("pytest", run, {})
+    if summary is None:
+        return failed(
+            f"pytest exited with status {run.exit_code} but {problem}: the tests cannot be "
+            "trusted to have run (did the code exit early, or replace or forge pytest's "
+            "report?)"
         )
-    return result, coverage
-
-
-def check_plan_alignment(
-    workspace: Path, plan_markdown: str, *, extensions: Collection[str] = PLAN_FILE_EXTENSIONS
-) -> ToolResult:
-    """Check that every file the plan names exists in the workspace.
-
-    A bare file name (``prep.py``) may lie anywhere in the workspace; a path
-    (``src/prep.py``) must lie exactly there.
-
-    Args:
-        workspace: the code.
-        plan_markdown: the plan.
-        extensions: which file extensions count as files to write.
-
-    Returns:
-        passed (also when the plan names no file, with a note) or failed, listing the
-        missing files.
-    """
-    started = time.monotonic()
-    named = named_files(plan_markdown, extensions=extensions)
-    bare = {name for name in named if "/" not in name}
-    found_anywhere = (
-        {path.name for path in _files(workspace) if path.name in bare} if bare else set()
-    )
-    missing = [
-        name for name in named if not ((workspace / name).is_file() or name in found_anywhere)
-    ]
-    duration = round(time.monotonic() - started, 3)
-    if missing:
-        return ToolResult(
-            name="plan_alignment",
-            status=ToolStatus.FAILED,
-            duration_s=duration,
-            detail="missing files named in the plan: " + ", ".join(missing),
-        )
-    detail = (
-        "the plan names no file to check"
-        if not named
-        else f"all {len(named)} files named in the plan exist: " + ", ".join(named)
-    )
+    if run.exit_code == 0 and summary.passed == 0:
+        return failed(f"no test ran to completion ({summary.describe()})")
+    if run.exit_code == 0 and (summary.failures or summary.errors):
+        return failed(f"pytest exited 0 but its report says {summary.describe()}")
+    if run.exit_code == 1 and not (summary.failures or summary.errors):
+        return failed(f"pytest exited 1 although its report says {summary.describe()}")
+    status = ToolStatus.PASSED if run.exit_code == 0 else ToolStatus.FAILED
     return ToolResult(
-        name="plan_alignment", status=ToolStatus.PASSED, duration_s=duration, detail=detail
+        name="pytest",
+        status=status,
+        exit_code=run.exit_code,
+        duration_s=run.duration_s,
+        detail=f"{summary.describe()}\n{_output(run)}",
     )
-
-
-def named_files(
-    plan_markdown: str, *, extensions: Collection[str] = PLAN_FILE_EXTENSIONS
-) -> tuple[str, ...]:
-    """The relative file paths a plan names, in order of first mention.
-
-    Paths are read from backticked spans and from bulleted or numbered lines. URLs, absolute
-    and home paths, paths leaving the workspace (``..``), globs and placeholders are ignored,
-    and so is every name whose extension is not in ``extensions``.
-
-    Args:
-        plan_markdown: the plan.
-        extensions: the extensions that count (without the dot, lower case).
-
-    Returns:
-        Normalised relative paths (``./src/a.py`` gives ``src/a.py``).
-    """
-    candidates: list[str] = []
-    for line in plan_markdown.splitlines():
-        if _BULLET.match(line):
-            candidates += line.replace("`", " ").split()
-        else:
-            candidates += " ".join(_BACKTICKED.findall(line)).split()
-    wanted = {ext.lower().lstrip(".") for ext in extensions}
-    paths: dict[str, None] = {}
-    for candidate in candidates:
-        path = _as_relative_path(candidate, wanted)
-        if path is not None:
-            paths.setdefault(path, None)
-    return tuple(paths)
 
 
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _as_relative_path(token: str, extensions: Collection[str]) -> str | None:
-    """A normalised relative path when ``token`` names a file to write, else None."""
-    token = token.strip(_EDGE_PUNCTUATION).rstrip(".")
-    for marker in ("**", "__"):  # markdown emphasis around a path
-        if token.startswith(marker) and token.endswith(marker) and len(token) > 4:
-            token = token[2:-2]
-    if (
-        not token
-        or "://" in token
-        or token.startswith(("/", "~", "www.", "-"))
-        or re.match(r"^[A-Za-z]:", token)
-        or _UNSAFE.search(token)
-    ):
-        return None
-    parts = [part for part in PurePosixPath(token).parts if part != "."]
-    if not parts or ".." in parts:
-        return None
-    name = parts[-1]
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem or ext.lower() not in extensions:
-        return None
-    if not re.fullmatch(r"[\w.\-/]+", token):
-        return None
-    return "/".join(parts)
-
-
 async def _run(
-    name: str, workspace: Path, sandbox: Sandbox, argv: list[str], *, collect: tuple[str, ...] = ()
+    name: str,
+    workspace: Path,
+    sandbox: Sandbox,
+    argv: list[str],
+    *,
+    reports: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> SandboxResult | ToolResult:
     """Run a tool in the sandbox; a sandbox failure becomes a crashed result."""
     started = time.monotonic()
     try:
-        return await sandbox.run(workspace, argv, collect=collect)
+        return await sandbox.run(workspace, argv, reports=reports, env=env)
     except SandboxError as exc:
         return ToolResult(
             name=name,
@@ -326,13 +297,15 @@ def _by_exit_code(name: str, run: SandboxResult, statuses: dict[int, ToolStatus]
     """Map a finished run to a result: limits first, then the exit code (others crashed)."""
     if run.limit_hit in ("wall_timeout", "cpu"):
         status = ToolStatus.TIMEOUT
-        note = f"{name} ran out of time ({run.limit_hit.replace('_', ' ')} limit of the sandbox)\n"
+        note = f"{name} ran out of time ({run.message})\n"
+    elif run.limit_hit == "memory":
+        status, note = ToolStatus.FAILED, f"{run.message}\n"
     elif run.exit_code is not None and run.exit_code in statuses:
         status, note = statuses[run.exit_code], ""
     else:
         status = ToolStatus.CRASHED
         how = f"exit code {run.exit_code}" if run.exit_code is not None else f"signal {run.signal}"
-        limit = f", {run.limit_hit} limit hit" if run.limit_hit else ""
+        limit = f", {run.message}" if run.limit_hit else ""
         note = f"{name} crashed ({how}{limit})\n"
     return ToolResult(
         name=name,
@@ -368,19 +341,6 @@ def _output(run: SandboxResult) -> str:
     return text if len(text) <= _DETAIL_CHARS else "..." + text[-_DETAIL_CHARS:]
 
 
-def _line_coverage(report: bytes | None) -> float | None:
-    """The total line coverage from coverage.py's JSON report."""
-    if report is None:
-        return None
-    try:
-        percent = json.loads(report)["totals"]["percent_covered"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if isinstance(percent, int | float) and 0.0 <= percent <= 100.0:
-        return round(float(percent), 2)
-    return None
-
-
 def _has_ruff_config(workspace: Path) -> bool:
     """Whether the workspace configures ruff itself."""
     if (workspace / "ruff.toml").is_file() or (workspace / ".ruff.toml").is_file():
@@ -390,17 +350,3 @@ def _has_ruff_config(workspace: Path) -> bool:
         return pyproject.is_file() and "[tool.ruff" in pyproject.read_text(errors="replace")
     except OSError:
         return False
-
-
-def _files(workspace: Path) -> list[Path]:
-    """Every file of the workspace, outside caches and virtual environments."""
-    found: list[Path] = []
-    for directory, dirnames, filenames in os.walk(workspace):
-        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")]
-        found += (Path(directory, name) for name in filenames)
-    return found
-
-
-def _python_files(workspace: Path) -> list[Path]:
-    """The workspace's ``.py`` files."""
-    return [path for path in _files(workspace) if path.suffix == ".py"]

@@ -56,6 +56,7 @@ def build_step_context(
         timeout_s=config.limits.step_timeout_s,
         plan_thresholds=config.plan_thresholds,
         code_thresholds=config.code_thresholds,
+        sandbox=config.sandbox,
     )
 
 
