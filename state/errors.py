@@ -64,7 +64,16 @@ class HumanAnswerError(OrchestratorError):
 
 
 class LLMError(OrchestratorError):
-    """The LLM could not give a usable answer."""
+    """The LLM could not give a usable answer.
+
+    Attributes:
+        requests: the HTTP requests the failed call made (0 when none was sent), so the
+            workflow's LLM accounting charges failed calls too.
+    """
+
+    def __init__(self, message: str = "", *, requests: int = 0) -> None:
+        super().__init__(message)
+        self.requests = requests
 
 
 class LLMUnavailableError(LLMError):

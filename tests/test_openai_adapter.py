@@ -147,7 +147,7 @@ async def test_429_honours_retry_after_seconds(
     assert sleeps.calls == [1.0]
     assert response.attempts == 2
     assert len(server.chat_requests) == 2
-    assert response.notes == ("attempt 1: 429 rate limited",)
+    assert response.notes == ("attempt 1: 429 rate limited (fault)",)
 
 
 async def test_429_honours_retry_after_http_date(
@@ -210,7 +210,7 @@ async def test_exhausted_attempts_say_what_each_met(
 
     message = str(caught.value)
     assert "3 attempts in " in message
-    assert "500 server error, 503 server error, 429 rate limited" in message
+    assert "500 server error (fault), 503 server error (fault), 429 rate limited" in message
     assert "decision" in message
     assert len(server.chat_requests) == 3
     assert len(sleeps.calls) == 2
@@ -434,7 +434,7 @@ async def test_logs_have_stable_events_and_never_the_key(
 
     events = [entry["event"] for entry in logs]
     assert events == ["llm.call.retry", "llm.call.retry", "llm.call.failed", "llm.call.failed"]
-    assert logs[0]["failure"] == "500 server error"
+    assert logs[0]["failure"] == "500 server error (fault)"
     assert API_KEY not in repr(logs)
 
 
