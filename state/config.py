@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from state.errors import ConfigError
+from state.usage import ModelPrice
 from state.validation import describe_validation_error
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -72,6 +73,10 @@ class Limits(BaseModel):
     step_timeout_s: float = Field(
         600.0, gt=0, description="one agent step's time limit (doubled by extended_timeout)"
     )
+    backoff_base_s: float = Field(
+        2.0, ge=0, description="wait before a backoff retry of a step; doubles per failure"
+    )
+    backoff_max_s: float = Field(60.0, ge=0, description="longest wait before a step retry")
 
 
 class Gates(BaseModel):
@@ -112,10 +117,17 @@ class LLMSettings(BaseModel):
     max_attempts: int = Field(3, ge=1, description="attempts per decision before falling back")
     confidence_threshold: float = Field(0.7, ge=0, le=1)
     max_calls_per_workflow: int | None = Field(
-        None, ge=0, description="LLM call budget; once spent, decisions are programmatic"
+        None,
+        ge=0,
+        description="LLM request budget over all calls; once spent, decisions are "
+        "programmatic and agent steps escalate",
     )
     max_tokens_per_workflow: int | None = Field(None, ge=0)
     max_retry_after_s: float = Field(30.0, ge=0, description="longest Retry-After honoured")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per 1k tokens by model name, for the cost estimate; unlisted: free",
+    )
 
 
 class WorkflowConfig(BaseModel):

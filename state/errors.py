@@ -11,7 +11,8 @@
     ├── HumanAnswerError          a human answer does not fit the workflow's state
     ├── LLMError                  the LLM could not give a usable answer
     │   ├── LLMUnavailableError       timeouts, connection errors, 429, 5xx
-    │   └── LLMOutputError            invalid, truncated or off-schema output
+    │   ├── LLMOutputError            invalid, truncated or off-schema output
+    │   └── LLMBudgetError            the workflow's LLM call or token budget is spent
     ├── AgentError                an agent could not produce its step's result
     ├── SandboxError              generated code could not be run safely
     └── StoreError                persistence failed
@@ -82,6 +83,10 @@ class LLMUnavailableError(LLMError):
 
 class LLMOutputError(LLMError):
     """The LLM answered, but its output is invalid, truncated or off-schema."""
+
+
+class LLMBudgetError(LLMError):
+    """The workflow's LLM call or token budget is spent: no request was sent."""
 
 
 class AgentError(OrchestratorError):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from orchestrator.deciding.facts import Facts
 from state.steps import MachineState, phase_of_state
+from state.usage import BUDGET_EXHAUSTED
 from state.workflow import HumanAnswerKind
 
 # Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
@@ -39,7 +40,17 @@ def cannot_retry(f: Facts) -> bool:
     A spent retry budget is not enough: WORKFLOW.md escalates it to a human, so no one (an
     LLM included) may fail the workflow on those grounds.
     """
-    return f.step_failed and not f.retryable
+    return f.step_failed and not f.retryable and not llm_budget_spent(f)
+
+
+def llm_budget_spent(f: Facts) -> bool:
+    """The latest attempt was refused its LLM calls: the workflow's budget is spent.
+
+    Such a step is not retried (nothing changed) and not failed either: more budget is a
+    human's call, so the workflow escalates.
+    """
+    error = f.record.error if f.record is not None else None
+    return error is not None and error.type == BUDGET_EXHAUSTED
 
 
 def decisions_left(f: Facts) -> bool:

@@ -45,7 +45,7 @@ def check_base_url(base_url: str) -> str:
     try:
         host, _port = parts.hostname, parts.port
     except ValueError as exc:
-        raise ConfigError(f"LLM base URL {safe_url(text)!r} is malformed ({exc}); {fix}") from exc
+        raise ConfigError(f"LLM base URL {text!r} is malformed ({exc}); {fix}") from exc
     if not host:
         raise ConfigError(f"LLM base URL {text!r} names no host; {fix}")
     return text

@@ -11,7 +11,11 @@ def safe_url(url: str) -> str:
     """``url`` without user info, query or fragment, fit for logs and messages."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port: show none rather than fail while reporting
+        port = None
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
