@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from state.config import LLMSettings
     from state.decision import LLMCallInfo
-    from state.workflow import IterationCounters, WorkflowState
+    from state.workflow import BudgetBase, IterationCounters, WorkflowState
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,6 +108,18 @@ class UsageByPurpose(BaseModel):
         return total
 
 
+def usage_summary(usage: UsageByPurpose) -> dict[str, dict[str, int | float]]:
+    """The split by purpose as plain data for displays: calls and tokens, cost when priced."""
+    out: dict[str, dict[str, int | float]] = {}
+    for purpose in Purpose:
+        used = usage.of(purpose)
+        entry: dict[str, int | float] = {"calls": used.calls, "tokens": used.tokens}
+        if used.cost_usd is not None:
+            entry["cost_usd"] = round(used.cost_usd, 6)
+        out[purpose.value] = entry
+    return out
+
+
 def call_usage(
     requests: int,
     prompt_tokens: int,
@@ -175,15 +187,20 @@ def charge_decision(
     return charge(counters, Purpose.DECISION, usage)
 
 
-def budget_spent(counters: IterationCounters, settings: LLMSettings) -> str | None:
+def budget_spent(
+    counters: IterationCounters, settings: LLMSettings, base: BudgetBase | None = None
+) -> str | None:
     """Why no further LLM call may be made for the workflow, or None while budget is left.
 
-    Both budgets cover every call of the workflow, whatever its purpose.
+    Both budgets cover every call of the workflow, whatever its purpose, counted from
+    ``base``: a human who lets an escalated workflow go on grants it fresh budgets.
     """
     limit = settings.max_calls_per_workflow
-    if limit is not None and counters.llm_calls >= limit:
-        return f"LLM call budget spent ({counters.llm_calls}/{limit} calls)"
+    calls = counters.llm_calls - (base.llm_calls if base is not None else 0)
+    if limit is not None and calls >= limit:
+        return f"LLM call budget spent ({calls}/{limit} calls)"
     used = counters.prompt_tokens + counters.completion_tokens
+    used -= base.llm_tokens if base is not None else 0
     tokens = settings.max_tokens_per_workflow
     if tokens is not None and used >= tokens:
         return f"LLM token budget spent ({used}/{tokens} tokens)"

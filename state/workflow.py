@@ -113,6 +113,8 @@ class BudgetBase(BaseModel):
     plan_revisions: int = Field(0, ge=0)
     code_refinements: int = Field(0, ge=0)
     decisions: int = Field(0, ge=0)
+    llm_calls: int = Field(0, ge=0, description="LLM requests so far; the LLM budgets count on")
+    llm_tokens: int = Field(0, ge=0, description="LLM tokens so far, likewise")
 
 
 class WorkflowState(BaseModel):

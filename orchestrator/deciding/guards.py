@@ -28,7 +28,7 @@ def can_retry(f: Facts) -> bool:
     """The latest attempt failed (or was interrupted) and the retry budget is not spent."""
     return (
         f.step_failed
-        and f.retryable
+        and (f.retryable or llm_budget_granted(f))
         and f.failures <= f.config.limits.max_step_retries
         and f.decisions_left > 0
     )
@@ -51,6 +51,11 @@ def llm_budget_spent(f: Facts) -> bool:
     """
     error = f.record.error if f.record is not None else None
     return error is not None and error.type == BUDGET_EXHAUSTED
+
+
+def llm_budget_granted(f: Facts) -> bool:
+    """A step refused for want of LLM budget, escalated: a human going on grants fresh budget."""
+    return f.machine_state is MachineState.ESCALATED and llm_budget_spent(f)
 
 
 def decisions_left(f: Facts) -> bool:

@@ -243,7 +243,7 @@ class DecisionPipeline:
 
     async def _script(self, analysis: Analysis, config: WorkflowConfig) -> Choice:
         state = analysis.facts.state
-        meter = UsageMeter(state.counters, config.llm, state.workflow_id)
+        meter = UsageMeter(state, config.llm)
         choice = await self._run_script(analysis, config, meter)
         return dataclasses.replace(choice, script_usage=meter)
 
@@ -300,7 +300,7 @@ class DecisionPipeline:
 
     @staticmethod
     def _budget_spent(state: WorkflowState, config: WorkflowConfig) -> str | None:
-        return budget_spent(state.counters, config.llm)
+        return budget_spent(state.counters, config.llm, state.budget_base)
 
 
 def _conflict(chosen: Decision, other: Decision) -> str:

@@ -1,6 +1,6 @@
 """Counting the LLM calls of one scope (a step attempt, a script's subagents) against budgets.
 
-A ``UsageMeter`` starts from the workflow's counters and its LLM settings. Every call made
+A ``UsageMeter`` starts from the workflow's state and its LLM settings. Every call made
 through it is refused with ``LLMBudgetError`` once the workflow's call or token budget is
 spent (counting what this scope already used), and is recorded afterwards whether it
 succeeded or failed, with the HTTP requests it really made. The owner of the scope then
@@ -21,24 +21,22 @@ from state.usage import (
     call_usage,
     charge,
 )
-from state.workflow import IterationCounters
+from state.workflow import IterationCounters, WorkflowState
 
 
 class UsageMeter:
     """Counts the calls of one scope and refuses those the workflow's budget no longer allows.
 
     Args:
-        counters: the workflow's counters when the scope began.
+        state: the workflow when the scope began (its counters and budget base).
         settings: the workflow's LLM settings (budgets and prices).
-        workflow_id: for the budget error's message.
     """
 
-    def __init__(
-        self, counters: IterationCounters, settings: LLMSettings, workflow_id: str = ""
-    ) -> None:
-        self._base = counters
+    def __init__(self, state: WorkflowState, settings: LLMSettings) -> None:
+        self._counters = state.counters
+        self._budget_base = state.budget_base
         self._settings = settings
-        self._workflow_id = workflow_id
+        self._workflow_id = state.workflow_id
         self._used: dict[Purpose, Usage] = {}
 
     @property
@@ -57,7 +55,7 @@ class UsageMeter:
 
     def budget_spent(self) -> str | None:
         """Why the workflow may make no further call, or None."""
-        return budget_spent(self.charged(self._base), self._settings)
+        return budget_spent(self.charged(self._counters), self._settings, self._budget_base)
 
     async def complete(
         self, model: ChatModel, request: LLMRequest, purpose: Purpose
@@ -70,9 +68,8 @@ class UsageMeter:
         """
         spent = self.budget_spent()
         if spent is not None:
-            where = f" of workflow '{self._workflow_id}'" if self._workflow_id else ""
             raise LLMBudgetError(
-                f"no {purpose.value} call made{where}: {spent}; raise "
+                f"no {purpose.value} call made for workflow '{self._workflow_id}': {spent}; raise "
                 "llm.max_calls_per_workflow / llm.max_tokens_per_workflow to go on"
             )
         names = (model.model_name,)

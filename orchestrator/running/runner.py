@@ -335,7 +335,7 @@ class WorkflowRunner:
         self, state: WorkflowState, config: WorkflowConfig, record: DecisionRecord
     ) -> tuple[WorkflowState, list[EventEntry]]:
         """Run the step, its LLM calls charged to the workflow; any backoff wait as an event."""
-        meter = UsageMeter(state.counters, config.llm, state.workflow_id)
+        meter = UsageMeter(state, config.llm)
         waited: list[EventEntry] = []
         done = await self._attempt(state, config, record, meter, waited)
         return charge_step(done, meter.usage, meter.charged(done.counters)), waited
