@@ -114,7 +114,12 @@ class LLMSettings(BaseModel):
     max_tokens: int = Field(200, ge=16, description="a decision is a short JSON object")
     call_timeout_s: float = Field(30.0, gt=0, description="timeout of one HTTP call")
     decision_deadline_s: float = Field(90.0, gt=0, description="all attempts of one decision")
-    max_attempts: int = Field(3, ge=1, description="attempts per decision before falling back")
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="HTTP requests per decision (transport retries and re-asks included) "
+        "before falling back; also the transport attempts of each agent call",
+    )
     confidence_threshold: float = Field(0.7, ge=0, le=1)
     max_calls_per_workflow: int | None = Field(
         None,
