@@ -99,7 +99,7 @@ class StepAgents:
         }
 
     def agent_for(self, step: Step) -> StepAgent:
-        """The agent WORKFLOW.md assigns to ``step``."""
+        """The agent the workflow rules assign to ``step`` (see ``STEP_SPECS``)."""
         return self._agents[STEP_SPECS[step].agent]
 
     async def run(self, ctx: StepContext) -> AgentResult:

@@ -4,7 +4,8 @@ A ``ChatModel`` takes an ``LLMRequest`` and returns an ``LLMResponse`` or raises
 ``LLMUnavailableError`` (the server could not answer in time: timeouts, connection errors,
 429, 5xx) or ``LLMOutputError`` (it answered, but not with usable JSON/text). Retries of
 transport faults happen inside the adapter, within the request's deadline; retries of bad
-output are the caller's business (it knows how to re-ask).
+output are the caller's business (it knows how to re-ask). Both errors carry ``requests``,
+the HTTP requests the failed call made, so failed calls are counted like answered ones.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ``client`` checks the base URL and builds the ``AsyncOpenAI`` client (``connect``);
 ``adapter`` is the chat model; ``formats`` negotiates structured output; ``retry`` says
-which failures are retried and how long to wait; ``json_extract`` digs JSON out of prose.
+which failures are retried and how long to wait; ``json_extract`` digs JSON out of prose;
+``redaction`` makes server text fit for messages (clipped, the key blanked).
 Every module that imports ``openai`` lives in this package.
 """
 
