@@ -11,15 +11,9 @@ import re
 
 import structlog
 
-from agents.base import (
-    LLMOptions,
-    StepContext,
-    call_model,
-    code_context,
-    format_list,
-    render_prompt,
-    require_plan,
-)
+from agents.calls import LLMOptions, call_model, format_list, render_prompt
+from agents.context import StepContext, require_plan
+from agents.workspace import code_context
 from orchestrator.llm.protocol import ChatModel
 from prompt_templates.loader import TemplateLoader
 from state.errors import AgentError

@@ -21,16 +21,9 @@ import structlog
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agents.base import (
-    LLMOptions,
-    StepContext,
-    call_structured,
-    code_context,
-    format_list,
-    render_prompt,
-    require_plan,
-    resolve_in_workspace,
-)
+from agents.calls import LLMOptions, call_structured, format_list, render_prompt
+from agents.context import StepContext, require_plan
+from agents.workspace import code_context, resolve_in_workspace
 from orchestrator.llm.protocol import ChatModel, LLMResponse
 from prompt_templates.loader import TemplateLoader
 from state.errors import AgentError

@@ -95,7 +95,7 @@ async def open_chat_model(target: LLMTarget, settings: LLMSettings) -> AsyncIter
             model,
             timeout_s=settings.call_timeout_s,
             deadline_s=settings.decision_deadline_s,
-            max_attempts=settings.max_attempts + 1,
+            max_attempts=settings.max_attempts,
             max_retry_after_s=settings.max_retry_after_s,
         )
         try:

@@ -29,6 +29,7 @@ from pydantic import (
 
 from state.errors import ConfigError
 from state.sandbox_settings import SandboxSettings
+from state.usage import ModelPrice
 from state.validation import (
     STRICT_FROZEN,
     Bool,
@@ -92,6 +93,10 @@ class Limits(BaseModel):
     step_timeout_s: Float = Field(
         600.0, gt=0, description="one agent step's time limit (doubled by extended_timeout)"
     )
+    backoff_base_s: Float = Field(
+        2.0, ge=0, description="wait before a backoff retry of a step; doubles per failure"
+    )
+    backoff_max_s: Float = Field(60.0, ge=0, description="longest wait before a step retry")
 
 
 class Gates(BaseModel):
@@ -129,13 +134,25 @@ class LLMSettings(BaseModel):
     max_tokens: Int = Field(200, ge=16, description="a decision is a short JSON object")
     call_timeout_s: Float = Field(30.0, gt=0, description="timeout of one HTTP call")
     decision_deadline_s: Float = Field(90.0, gt=0, description="all attempts of one decision")
-    max_attempts: Int = Field(3, ge=1, description="attempts per decision before falling back")
+    max_attempts: Int = Field(
+        3,
+        ge=1,
+        description="HTTP requests per decision (transport retries and re-asks included) "
+        "before falling back; also the transport attempts of each agent call",
+    )
     confidence_threshold: Float = Field(0.7, ge=0, le=1)
     max_calls_per_workflow: Int | None = Field(
-        None, ge=0, description="LLM call budget; once spent, decisions are programmatic"
+        None,
+        ge=0,
+        description="LLM request budget over all calls; once spent, decisions are "
+        "programmatic and agent steps escalate",
     )
     max_tokens_per_workflow: Int | None = Field(None, ge=0)
     max_retry_after_s: Float = Field(30.0, ge=0, description="longest Retry-After honoured")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per 1k tokens by model name, for the cost estimate; unlisted: free",
+    )
 
 
 class WorkflowConfig(BaseModel):

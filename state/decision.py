@@ -46,6 +46,7 @@ class EscalationReason(StrEnum):
     CODE_REFINEMENT_LIMIT = "code_refinement_limit"
     STEP_RETRIES_EXHAUSTED = "step_retries_exhausted"
     DECISION_LIMIT = "decision_limit"
+    LLM_BUDGET_EXHAUSTED = "llm_budget_exhausted"  # an agent step had no LLM budget left
     UNDECIDABLE = "undecidable"  # the orchestrator could not decide safely
 
 

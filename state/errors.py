@@ -11,7 +11,8 @@
     ├── HumanAnswerError          a human answer does not fit the workflow's state
     ├── LLMError                  the LLM could not give a usable answer
     │   ├── LLMUnavailableError       timeouts, connection errors, 429, 5xx
-    │   └── LLMOutputError            invalid, truncated or off-schema output
+    │   ├── LLMOutputError            invalid, truncated or off-schema output
+    │   └── LLMBudgetError            the workflow's LLM call or token budget is spent
     ├── AgentError                an agent could not produce its step's result
     ├── SandboxError              generated code could not be run safely
     └── StoreError                persistence failed
@@ -64,7 +65,16 @@ class HumanAnswerError(OrchestratorError):
 
 
 class LLMError(OrchestratorError):
-    """The LLM could not give a usable answer."""
+    """The LLM could not give a usable answer.
+
+    Attributes:
+        requests: the HTTP requests the failed call made (0 when none was sent), so the
+            workflow's LLM accounting charges failed calls too.
+    """
+
+    def __init__(self, message: str = "", *, requests: int = 0) -> None:
+        super().__init__(message)
+        self.requests = requests
 
 
 class LLMUnavailableError(LLMError):
@@ -73,6 +83,10 @@ class LLMUnavailableError(LLMError):
 
 class LLMOutputError(LLMError):
     """The LLM answered, but its output is invalid, truncated or off-schema."""
+
+
+class LLMBudgetError(LLMError):
+    """The workflow's LLM call or token budget is spent: no request was sent."""
 
 
 class AgentError(OrchestratorError):

@@ -16,6 +16,7 @@ from state.decision import DecisionRecord
 from state.errors import StateError
 from state.reports import StepResult
 from state.steps import GATE_OF_STATE, Gate, MachineState, Step, WorkflowStatus, status_of
+from state.usage import Usage, UsageByPurpose
 from state.validation import describe_validation_error
 
 # NaN scores are kept through JSON (as the NaN constant): the classifier must see them.
@@ -57,6 +58,7 @@ class StepRecord(BaseModel):
     result: StepResult | None = None
     error: StepError | None = None
     change_requests: tuple[str, ...] = ()
+    llm_usage: Usage | None = Field(None, description="the LLM calls this attempt made")
 
 
 class HumanAnswerKind(StrEnum):
@@ -82,7 +84,11 @@ class HumanAnswer(BaseModel):
 
 
 class IterationCounters(BaseModel):
-    """Rounds done and LLM usage, summed over the workflow."""
+    """Rounds done and LLM usage, summed over the workflow.
+
+    ``llm_calls`` and the token totals cover every LLM request of the workflow (decisions,
+    agents, script subagents); ``llm_usage`` splits them by purpose (see ``state.usage``).
+    """
 
     model_config = _FROZEN
 
@@ -91,6 +97,12 @@ class IterationCounters(BaseModel):
     llm_calls: int = Field(0, ge=0)
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)
+    llm_usage: UsageByPurpose = UsageByPurpose()
+
+    @property
+    def llm_cost_usd(self) -> float | None:
+        """The estimated cost of all LLM calls; None when no priced model was called."""
+        return self.llm_usage.total.cost_usd
 
 
 class BudgetBase(BaseModel):
@@ -101,6 +113,8 @@ class BudgetBase(BaseModel):
     plan_revisions: int = Field(0, ge=0)
     code_refinements: int = Field(0, ge=0)
     decisions: int = Field(0, ge=0)
+    llm_calls: int = Field(0, ge=0, description="LLM requests so far; the LLM budgets count on")
+    llm_tokens: int = Field(0, ge=0, description="LLM tokens so far, likewise")
 
 
 class WorkflowState(BaseModel):

@@ -22,6 +22,7 @@ from state.decision import (
 )
 from state.reports import PlanDraft
 from state.steps import Agent, MachineState, Step
+from state.usage import Usage
 from state.workflow import IterationCounters, StepError, StepRecord, StepStatus, WorkflowState
 
 from builders import BAD_PLAN, Driver, code_report
@@ -82,6 +83,7 @@ BUILD_CASES: list[tuple[type[BaseModel], dict[str, Any]]] = [
             "result": None,
             "error": StepError(type="timeout", message="slow", attempts=2),
             "change_requests": (),
+            "llm_usage": Usage(calls=3, prompt_tokens=40, completion_tokens=9, cost_usd=0.01),
         },
     ),
     (IterationCounters, fields_of(IterationCounters(plan_revisions=2, llm_calls=5))),

@@ -173,7 +173,8 @@ def test_kill_during_an_agent_call(env: dict[str, str], tmp_path: Path, world: S
     assert first.error.type == "interrupted"
     assert state.decisions[1].decision.action.value == "retry_step"
     events = [e.content.event for e in ledger if e.kind is LedgerKind.EVENT]
-    assert events == ["step_interrupted"]
+    # The interrupted step is retried with backoff, whose wait is recorded.
+    assert events == ["step_interrupted", "step_backoff"]
 
 
 def test_kill_right_after_a_decision_commit(

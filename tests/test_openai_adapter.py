@@ -15,6 +15,7 @@ from openai import AsyncOpenAI
 
 from orchestrator.llm.openai_adapter import (
     OpenAIChatModel,
+    connect,
     list_models,
     openai_chat_model,
     parse_json_object,
@@ -22,7 +23,7 @@ from orchestrator.llm.openai_adapter import (
     resolve_model,
 )
 from orchestrator.llm.protocol import LLMRequest, Message
-from state.errors import LLMOutputError, LLMUnavailableError
+from state.errors import ConfigError, LLMOutputError, LLMUnavailableError
 
 from support.fake_openai import (
     Content,
@@ -147,7 +148,7 @@ async def test_429_honours_retry_after_seconds(
     assert sleeps.calls == [1.0]
     assert response.attempts == 2
     assert len(server.chat_requests) == 2
-    assert response.notes == ("attempt 1: 429 rate limited",)
+    assert response.notes == ("attempt 1: 429 rate limited (fault)",)
 
 
 async def test_429_honours_retry_after_http_date(
@@ -210,7 +211,7 @@ async def test_exhausted_attempts_say_what_each_met(
 
     message = str(caught.value)
     assert "3 attempts in " in message
-    assert "500 server error, 503 server error, 429 rate limited" in message
+    assert "500 server error (fault), 503 server error (fault), 429 rate limited" in message
     assert "decision" in message
     assert len(server.chat_requests) == 3
     assert len(sleeps.calls) == 2
@@ -393,6 +394,88 @@ async def test_404_names_the_unknown_model(
     assert sleeps.calls == []
 
 
+@pytest.mark.parametrize("status", [501, 505])
+async def test_501_and_505_are_not_retried(
+    server: FakeOpenAIServer, model: OpenAIChatModel, sleeps: SleepRecorder, status: int
+) -> None:
+    """A 501 or 505 says the server can never serve the call: one request, no retry."""
+    server.push(Status(status, {"error": {"message": "chat completions are not served here"}}))
+
+    with pytest.raises(LLMUnavailableError, match=f"{status} .*not served here") as caught:
+        await model.complete(ask())
+
+    assert len(server.chat_requests) == 1
+    assert caught.value.requests == 1
+    assert sleeps.calls == []
+
+
+async def test_a_5xx_keeps_the_servers_error_text(
+    server: FakeOpenAIServer, model: OpenAIChatModel
+) -> None:
+    """Each 5xx's own message (here a CUDA out-of-memory) is kept in the recorded error."""
+    oom = {"error": {"message": "CUDA out of memory while loading the model"}}
+    server.push(Status(500, oom), Status(503, oom), Status(502, "bad gateway upstream"))
+
+    with pytest.raises(LLMUnavailableError) as caught:
+        await model.complete(ask())
+
+    message = str(caught.value)
+    assert "500 server error (CUDA out of memory while loading the model)" in message
+    assert "503 server error (CUDA out of memory" in message
+    assert "502 server error (bad gateway upstream)" in message
+
+
+async def test_a_failed_call_says_how_many_requests_it_made(
+    server: FakeOpenAIServer, model: OpenAIChatModel
+) -> None:
+    """The error of a call that failed after retries carries the real request count."""
+    server.push(Status(500), Status(500), Status(500))
+
+    with pytest.raises(LLMUnavailableError) as caught:
+        await model.complete(ask())
+
+    assert caught.value.requests == len(server.chat_requests) == 3
+
+
+async def test_max_requests_caps_every_request_of_a_call(
+    server: FakeOpenAIServer, model: OpenAIChatModel
+) -> None:
+    """A request capped at 2 sends 2 HTTP requests although the adapter would try 3."""
+    server.push(Status(500), Status(500), Content(OK))
+
+    with pytest.raises(LLMUnavailableError) as caught:
+        await model.complete(ask(max_requests=2))
+
+    assert caught.value.requests == len(server.chat_requests) == 2
+    assert server.remaining == 1
+
+
+async def test_rejected_output_modes_count_against_the_cap(sleeps: SleepRecorder) -> None:
+    """A format rejection is a real request: with a cap of 1 it ends the call, counted."""
+    with FakeOpenAIServer(reject_formats={"json_schema"}) as fake:
+        async with make_model(fake, sleeps) as model:
+            with pytest.raises(LLMUnavailableError, match="cap of 1 requests") as caught:
+                await model.complete(ask(max_requests=1))
+            fake.push(Content(OK))
+            response = await model.complete(ask(max_requests=1))
+
+    assert caught.value.requests == 1
+    assert response.attempts == 1
+    assert len(fake.chat_requests) == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["127.0.0.1:8080/v1", "ftp://127.0.0.1/v1", "http:///v1", "http://", "", "http://h:port/v1"],
+)
+async def test_a_malformed_base_url_is_a_config_error_at_once(url: str) -> None:
+    """No scheme, a non-HTTP scheme, no host or a bad port: ConfigError before any request."""
+    with pytest.raises(ConfigError, match="base URL"):
+        openai_chat_model(url, None, "m")
+    with pytest.raises(ConfigError, match="base URL"):
+        await connect(url, None, None)
+
+
 async def test_connection_refused_is_retried_then_unavailable(sleeps: SleepRecorder) -> None:
     """A server that is not listening is retried max_attempts times, then reported."""
     with socket.socket() as sock:
@@ -434,7 +517,7 @@ async def test_logs_have_stable_events_and_never_the_key(
 
     events = [entry["event"] for entry in logs]
     assert events == ["llm.call.retry", "llm.call.retry", "llm.call.failed", "llm.call.failed"]
-    assert logs[0]["failure"] == "500 server error"
+    assert logs[0]["failure"] == "500 server error (fault)"
     assert API_KEY not in repr(logs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,18 @@ import pytest
 
 from agents.base import StepAgents, StepContext
 from agents.planner import PlannerAgent
+from orchestrator.llm.metering import UsageMeter
 from orchestrator.llm.protocol import LLMRequest, LLMResponse
 from orchestrator.llm.scripted import ScriptedChatModel
+from orchestrator.running.updates import new_workflow
 from prompt_templates.loader import TemplateLoader
+from state.config import LLMSettings
 from state.decision import RecoveryStrategy
 from state.errors import AgentError, LLMOutputError, LLMUnavailableError
 from state.reports import CodeChange, PlanDraft, PlanValidationReport, Verdict
 from state.steps import Step
+from state.usage import Purpose
+from state.workflow import IterationCounters
 
 PLAN = "# Implementation Plan: tabular preprocessing\n\n## 1. Requirement and assumptions\n..."
 
@@ -298,3 +304,41 @@ def test_step_context_rejects_a_non_positive_timeout(tmp_path: Path) -> None:
     """A zero timeout is refused when the context is built, not when the step runs."""
     with pytest.raises(ValueError, match="timeout_s"):
         make_ctx(tmp_path, timeout_s=0)
+
+
+def metered(**llm: Any) -> UsageMeter:
+    """A meter for a fresh workflow with the given LLM settings."""
+    state = new_workflow("wf-1", "reqs", "/tmp/ws", datetime(2026, 1, 1, tzinfo=UTC))
+    return UsageMeter(state, LLMSettings(**llm))
+
+
+async def test_planner_calls_are_counted_on_the_steps_meter(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
+    """Each planner call, the failed one included, is charged to the planner on the meter."""
+    meter = metered()
+    model = ScriptedChatModel([LLMOutputError("garbled", requests=2), PLAN])
+    ctx = make_ctx(tmp_path, meter=meter)
+    with pytest.raises(AgentError):
+        await agents_with(PlannerAgent(model, templates)).run(ctx)
+    await PlannerAgent(model, templates).run(ctx)
+
+    assert meter.usage.calls == 3  # two requests of the failed call, one of the answer
+    assert meter.usage.prompt_tokens == 100 and meter.usage.completion_tokens == 20
+    counters = meter.charged(IterationCounters())
+    assert counters.llm_usage.of(Purpose.PLANNER).calls == 3 and counters.llm_calls == 3
+
+
+async def test_a_spent_budget_refuses_the_planner_without_a_call(
+    tmp_path: Path, templates: TemplateLoader
+) -> None:
+    """With a call budget of 0 no request is made: budget_exhausted, not retryable."""
+    model = ScriptedChatModel([PLAN])
+    ctx = make_ctx(tmp_path, meter=metered(max_calls_per_workflow=0))
+    with pytest.raises(AgentError) as caught:
+        await agents_with(PlannerAgent(model, templates)).run(ctx)
+
+    assert caught.value.error_type == "budget_exhausted"
+    assert caught.value.retryable is False
+    assert "LLM call budget spent (0/0 calls)" in str(caught.value)
+    assert model.calls == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,11 @@ import pytest
 
 from agents.base import StepAgents, StepContext
 from agents.programmer import ProgrammerAgent
+from orchestrator.llm.metering import UsageMeter
 from orchestrator.llm.scripted import ScriptedChatModel
+from orchestrator.running.updates import new_workflow
 from prompt_templates.loader import TemplateLoader
+from state.config import LLMSettings
 from state.decision import RecoveryStrategy
 from state.errors import AgentError, LLMOutputError
 from state.reports import (
@@ -23,6 +27,7 @@ from state.reports import (
     Verdict,
 )
 from state.steps import Step
+from state.usage import ModelPrice, Purpose
 
 PLAN = "# Implementation Plan: tabular preprocessing\n\n## 6. Files to create\n- prep.py"
 PREP = "def fit(frame):\n    return frame\n"
@@ -265,3 +270,24 @@ async def test_duplicate_paths_keep_the_last_content(
     change = await ProgrammerAgent(ScriptedChatModel([answer]), templates).run(make_ctx(workspace))
     assert change.files == ("prep.py",)
     assert (workspace / "prep.py").read_text(encoding="utf-8") == PREP
+
+
+async def test_the_text_fallback_call_is_counted_too(
+    workspace: Path, templates: TemplateLoader
+) -> None:
+    """A structured answer refused, then re-asked as text: both calls charged to the programmer."""
+    state = new_workflow("wf-p", "reqs", str(workspace), datetime(2026, 1, 1, tzinfo=UTC))
+    prices = {"scripted": ModelPrice(prompt_per_1k=0.5, completion_per_1k=1.5)}
+    meter = UsageMeter(state, LLMSettings(prices=prices))
+    blocks = f"### File: prep.py\n```python\n{PREP}```\n"
+    model = ScriptedChatModel([LLMOutputError("not JSON"), blocks])
+    change = await agents_with(ProgrammerAgent(model, templates)).run(
+        make_ctx(workspace, meter=meter)
+    )
+
+    assert change.files == ("prep.py",)
+    assert [c.purpose for c in model.calls] == ["step4_programmer", "step4_programmer:text"]
+    counters = meter.charged(state.counters)
+    programmer = counters.llm_usage.of(Purpose.PROGRAMMER)
+    assert programmer.calls == 2 and counters.llm_calls == 2
+    assert programmer.cost_usd == pytest.approx((100 * 0.5 + 20 * 1.5) / 1000)

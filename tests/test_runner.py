@@ -66,11 +66,22 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
         yield s
 
 
+class Waits:
+    """The runner's backoff sleep: records each wait and returns at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
 def make_service(
     store: SQLiteStore,
     model: object,
     human: Answers | None = None,
     recorder: Recorder | None = None,
+    waits: Waits | None = None,
 ) -> WorkflowRunner:
     templates = TemplateLoader()
     agents = StepAgents(
@@ -89,6 +100,7 @@ def make_service(
         clock=SystemClock(),
         human=human,
         observers=[recorder] if recorder else [],
+        sleep=waits or Waits(),
     )
 
 
@@ -232,12 +244,15 @@ async def test_many_workflows_run_concurrently(store: SQLiteStore, tmp_path: Pat
 async def test_llm_failure_becomes_a_step_error(store: SQLiteStore, tmp_path: Path) -> None:
     """An LLM that is down makes steps fail and retry, then escalate; the runner never crashes."""
     model = ScriptedChatModel(responder=lambda r: LLMUnavailableError("server down"))
-    service = make_service(store, model)
+    waits = Waits()
+    service = make_service(store, model, waits=waits)
     state = await service.run(start(service, tmp_path))
     assert state.machine_state is MachineState.ESCALATED
     errors = [r.error.type for r in state.history if r.error]
     assert errors and set(errors) == {"llm_unavailable"}
     assert state.decisions[-1].decision.escalation_reason is not None
+    # Every retry of the unavailable LLM backed off first, each wait longer than the last.
+    assert len(waits.calls) == len(errors) - 1 and waits.calls == sorted(waits.calls)
 
 
 class LedgerProbe:

@@ -27,7 +27,13 @@ from state.decision import DecisionRecord
 from state.errors import ConfigError
 from state.steps import WorkflowStatus
 from state.store import LedgerEntry, StoredWorkflow
+from state.usage import usage_summary
 from state.workflow import WorkflowState
+
+
+def _cost(cost: float | None) -> float | None:
+    """An estimated cost for display, None (not shown) for unpriced models."""
+    return round(cost, 6) if cost is not None else None
 
 
 def _summary(state: WorkflowState) -> dict[str, Any]:
@@ -47,6 +53,8 @@ def _summary(state: WorkflowState) -> dict[str, Any]:
         "code_refinements": state.counters.code_refinements,
         "llm_calls": state.counters.llm_calls,
         "tokens": state.counters.prompt_tokens + state.counters.completion_tokens,
+        "llm_cost_usd": _cost(state.counters.llm_cost_usd),
+        "llm_usage": usage_summary(state.counters.llm_usage),
         "last_decision": describe_decision(last.decision) if last else None,
         "workspace": state.workspace,
         "requirements": state.requirements,
@@ -170,6 +178,7 @@ def inspect(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
     click.echo(
         f"{workflow_id}: {s['machine_state']} (phase {s['phase']}), "
         f"{s['decisions']} decisions, {s['llm_calls']} LLM calls"
+        + (f" (~${s['llm_cost_usd']:.4f})" if s["llm_cost_usd"] is not None else "")
     )
     click.echo("\ndecisions:")
     for rec, e in zip(state.decisions, timeline, strict=True):

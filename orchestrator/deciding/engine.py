@@ -149,6 +149,7 @@ class DecisionEngine:
                     result=None,
                     error=None,
                     change_requests=decision.change_requests,
+                    llm_usage=None,
                 ),
             )
         return replace(state, **update), record

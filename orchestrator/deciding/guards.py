@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from orchestrator.deciding.facts import Facts
 from state.steps import MachineState, phase_of_state
+from state.usage import BUDGET_EXHAUSTED
 from state.workflow import HumanAnswerKind
 
 # Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
@@ -27,7 +28,7 @@ def can_retry(f: Facts) -> bool:
     """The latest attempt failed (or was interrupted) and the retry budget is not spent."""
     return (
         f.step_failed
-        and f.retryable
+        and (f.retryable or llm_budget_granted(f))
         and f.failures <= f.config.limits.max_step_retries
         and f.decisions_left > 0
     )
@@ -39,7 +40,22 @@ def cannot_retry(f: Facts) -> bool:
     A spent retry budget is not enough: WORKFLOW.md escalates it to a human, so no one (an
     LLM included) may fail the workflow on those grounds.
     """
-    return f.step_failed and not f.retryable
+    return f.step_failed and not f.retryable and not llm_budget_spent(f)
+
+
+def llm_budget_spent(f: Facts) -> bool:
+    """The latest attempt was refused its LLM calls: the workflow's budget is spent.
+
+    Such a step is not retried (nothing changed) and not failed either: more budget is a
+    human's call, so the workflow escalates.
+    """
+    error = f.record.error if f.record is not None else None
+    return error is not None and error.type == BUDGET_EXHAUSTED
+
+
+def llm_budget_granted(f: Facts) -> bool:
+    """A step refused for want of LLM budget, escalated: a human going on grants fresh budget."""
+    return f.machine_state is MachineState.ESCALATED and llm_budget_spent(f)
 
 
 def decisions_left(f: Facts) -> bool:

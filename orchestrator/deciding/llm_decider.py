@@ -61,6 +61,18 @@ def answer_schema(legal_actions: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+def clip_rationale(text: str, limit: int = MAX_RATIONALE) -> str:
+    """``text`` stripped and, when longer than ``limit``, cut there with a note saying so.
+
+    The note is counted within the limit, so a stored rationale never exceeds it.
+    """
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    note = f" … [cut at {limit} chars]"
+    return text[: max(0, limit - len(note))].rstrip() + note
+
+
 @dataclass(frozen=True, slots=True)
 class LLMOutcome:
     """What the LLM orchestrator got: a checked decision, or why there is none."""
@@ -112,7 +124,6 @@ class LLMDecider:
             if remaining <= 0:
                 tally.errors.append("decision deadline reached")
                 break
-            tally.attempts += 1
             request = LLMRequest(
                 messages=tuple(messages),
                 json_schema=schema,
@@ -122,10 +133,14 @@ class LLMDecider:
                 timeout_s=min(settings.call_timeout_s, remaining),
                 deadline_s=remaining,
                 purpose="decision",
+                # max_attempts bounds the HTTP requests of the whole decision, the adapter's
+                # retries of transport faults included; attempts records them all.
+                max_requests=settings.max_attempts - tally.attempts,
             )
             try:
                 response = await self.model.complete(request)
             except LLMUnavailableError as exc:
+                tally.attempts += max(exc.requests, 1)
                 tally.errors.append(f"unavailable: {exc}")
                 log.warning(
                     "llm.call.failed", workflow_id=wid, attempt=tally.attempts, error=str(exc)
@@ -133,6 +148,7 @@ class LLMDecider:
                 # The adapter already retried transport faults within the deadline.
                 return tally.outcome(None, "unavailable")
             except LLMOutputError as exc:
+                tally.attempts += max(exc.requests, 1)
                 tally.errors.append(f"invalid output: {exc}")
                 log.warning(
                     "llm.answer.invalid", workflow_id=wid, attempt=tally.attempts, error=str(exc)
@@ -140,15 +156,17 @@ class LLMDecider:
                 messages += self._correction(None, f"your answer was not valid JSON ({exc})")
                 continue
             except LLMError as exc:
+                tally.attempts += max(exc.requests, 1)
                 tally.errors.append(f"llm error: {exc}")
                 return tally.outcome(None, "unavailable")
+            tally.attempts += response.attempts
             tally.add(response)
             problem, answer = self._check(response, schema, analysis)
             if answer is not None:
                 decision = build_decision(
                     answer.action,
                     analysis.facts,
-                    rationale=answer.rationale.strip()[:MAX_RATIONALE] or "(no rationale given)",
+                    rationale=clip_rationale(answer.rationale) or "(no rationale given)",
                     confidence=answer.confidence,
                 )
                 threshold = settings.confidence_threshold

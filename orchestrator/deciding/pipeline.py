@@ -24,6 +24,7 @@ the workflow escalates to a human.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from orchestrator.deciding.actions import build_decision
 from orchestrator.deciding.engine import Analysis, DecisionEngine
 from orchestrator.deciding.llm_decider import LLMDecider, LLMOutcome
 from orchestrator.deciding.script_decider import ScriptFn, load_script, run_script
+from orchestrator.llm.metering import UsageMeter
 from orchestrator.llm.protocol import ChatModel
 from state.build import replace
 from state.config import Coordinator, WorkflowConfig
@@ -46,6 +48,7 @@ from state.decision import (
     LLMCallInfo,
     Route,
 )
+from state.usage import budget_spent, charge_decision
 from state.workflow import WorkflowState
 
 log = structlog.get_logger(__name__)
@@ -65,6 +68,7 @@ class Choice:
     alternative: Decision | None = None
     conflict: str | None = None
     llm: LLMCallInfo | None = None
+    script_usage: UsageMeter | None = None  # the script's subagent calls
 
 
 class DecisionPipeline:
@@ -111,16 +115,10 @@ class DecisionPipeline:
             llm=choice.llm,
         )
         if choice.llm is not None and choice.llm.attempts:
-            c = new_state.counters
-            new_state = replace(
-                new_state,
-                counters=replace(
-                    c,
-                    llm_calls=c.llm_calls + choice.llm.attempts,
-                    prompt_tokens=c.prompt_tokens + choice.llm.prompt_tokens,
-                    completion_tokens=c.completion_tokens + choice.llm.completion_tokens,
-                ),
-            )
+            counters = charge_decision(new_state.counters, choice.llm, config.llm.prices)
+            new_state = replace(new_state, counters=counters)
+        if choice.script_usage is not None:
+            new_state = replace(new_state, counters=choice.script_usage.charged(new_state.counters))
         log_decision(record, new_state)
         return new_state, record
 
@@ -244,12 +242,20 @@ class DecisionPipeline:
         )
 
     async def _script(self, analysis: Analysis, config: WorkflowConfig) -> Choice:
+        state = analysis.facts.state
+        meter = UsageMeter(state, config.llm)
+        choice = await self._run_script(analysis, config, meter)
+        return dataclasses.replace(choice, script_usage=meter)
+
+    async def _run_script(
+        self, analysis: Analysis, config: WorkflowConfig, meter: UsageMeter
+    ) -> Choice:
         path = config.coordinator_script or ""
         fn = self._scripts.get(path)
         if fn is None:
             fn = self._scripts[path] = load_script(path)
         try:
-            result = await run_script(fn, analysis, config, self.script_model)
+            result = await run_script(fn, analysis, config, self.script_model, meter)
             decision = self._script_decision(result, analysis)
         except Exception as exc:  # the user's code: every failure falls back
             log.warning(
@@ -294,13 +300,7 @@ class DecisionPipeline:
 
     @staticmethod
     def _budget_spent(state: WorkflowState, config: WorkflowConfig) -> str | None:
-        s, c = config.llm, state.counters
-        if s.max_calls_per_workflow is not None and c.llm_calls >= s.max_calls_per_workflow:
-            return f"LLM call budget spent ({c.llm_calls}/{s.max_calls_per_workflow} calls)"
-        used = c.prompt_tokens + c.completion_tokens
-        if s.max_tokens_per_workflow is not None and used >= s.max_tokens_per_workflow:
-            return f"LLM token budget spent ({used}/{s.max_tokens_per_workflow} tokens)"
-        return None
+        return budget_spent(state.counters, config.llm, state.budget_base)
 
 
 def _conflict(chosen: Decision, other: Decision) -> str:

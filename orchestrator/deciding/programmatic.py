@@ -10,6 +10,7 @@ from __future__ import annotations
 from orchestrator.deciding import machine as m
 from orchestrator.deciding.actions import build_decision, recovery_for
 from orchestrator.deciding.facts import Facts
+from orchestrator.deciding.guards import llm_budget_granted, llm_budget_spent
 from state.decision import Decision, EscalationReason
 from state.errors import AwaitingHumanError, WorkflowFinishedError
 from state.steps import GATE_OF_STATE, TERMINAL_STATES, MachineState, Step
@@ -37,6 +38,8 @@ WHY = {
     "retry": "the step failed or was interrupted and retries are left: retry it",
     "retries_spent": "the step failed and its retry budget is spent: ask a human",
     "fatal": "the step failed with an error retrying cannot fix",
+    "llm_budget": "the workflow's LLM budget is spent, so the step cannot run: ask a human",
+    "llm_budget_granted": "a human let the workflow go on with fresh LLM budget: retry the step",
     "plan_limit": "the plan has not converged after the maximum number of revisions",
     "code_limit": "the code has not converged after the maximum number of refinements",
     "decision_limit": "the workflow reached its maximum number of decisions",
@@ -154,6 +157,12 @@ class ProgrammaticDecider:
             return self._decision(_WRITE_PLAN, f, "start")
         if f.step_failed:
             if not f.retryable:
+                if llm_budget_granted(f):
+                    return self._decision(m.RETRY, f, "llm_budget_granted")
+                if llm_budget_spent(f):
+                    return self._decision(
+                        m.ESCALATE, f, "llm_budget", EscalationReason.LLM_BUDGET_EXHAUSTED
+                    )
                 return self._decision(m.FAIL, f, "fatal")
             if f.failures <= f.config.limits.max_step_retries:
                 return self._decision(m.RETRY, f, "retry")

@@ -24,10 +24,12 @@ from typing import Any
 
 from orchestrator.deciding.engine import Analysis
 from orchestrator.deciding.prompting import scores_block, state_summary
+from orchestrator.llm.metering import UsageMeter
 from orchestrator.llm.protocol import ChatModel, LLMRequest, Message
 from state.config import WorkflowConfig
 from state.decision import Decision
 from state.errors import ConfigError, LLMError
+from state.usage import Purpose
 from state.workflow import WorkflowState
 
 
@@ -97,24 +99,42 @@ def load_script(path: str | Path) -> ScriptFn:
     return fn  # type: ignore[no-any-return]
 
 
-def make_subagent(model: ChatModel | None) -> Callable[[str], Awaitable[str]]:
-    """An LLM helper for scripts: ``await ctx.subagent("question")`` returns the answer text."""
+def make_subagent(
+    model: ChatModel | None, meter: UsageMeter | None = None
+) -> Callable[[str], Awaitable[str]]:
+    """An LLM helper for scripts: ``await ctx.subagent("question")`` returns the answer text.
+
+    Args:
+        model: the LLM; None makes every question fail with ``LLMError``.
+        meter: counts each question as a ``script_subagent`` call and refuses it once the
+            workflow's LLM budget is spent (``LLMBudgetError``); None leaves calls uncounted.
+    """
 
     async def subagent(prompt: str) -> str:
         if model is None:
             raise LLMError("no LLM is configured for this workflow's coordinator script")
-        response = await model.complete(
-            LLMRequest(messages=(Message(role="user", content=prompt),), purpose="script")
-        )
+        request = LLMRequest(messages=(Message(role="user", content=prompt),), purpose="script")
+        if meter is None:
+            response = await model.complete(request)
+        else:
+            response = await meter.complete(model, request, Purpose.SCRIPT_SUBAGENT)
         return response.text
 
     return subagent
 
 
 async def run_script(
-    fn: ScriptFn, analysis: Analysis, config: WorkflowConfig, model: ChatModel | None
+    fn: ScriptFn,
+    analysis: Analysis,
+    config: WorkflowConfig,
+    model: ChatModel | None,
+    meter: UsageMeter | None = None,
 ) -> Any:
-    """Call the script; its exceptions propagate for the coordinator to fall back on."""
+    """Call the script; its exceptions propagate for the coordinator to fall back on.
+
+    Args:
+        meter: where the script's subagent calls are counted (see ``make_subagent``).
+    """
     f = analysis.facts
     ctx = ScriptContext(
         state=f.state,
@@ -126,7 +146,7 @@ async def run_script(
         summary=state_summary(f),
         scores=scores_block(f, config),
         tools=ScriptTools(Path(f.state.workspace or ".")),
-        subagent=make_subagent(model),
+        subagent=make_subagent(model, meter),
     )
     result = fn(ctx)
     if inspect.isawaitable(result):

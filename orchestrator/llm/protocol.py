@@ -4,7 +4,8 @@ A ``ChatModel`` takes an ``LLMRequest`` and returns an ``LLMResponse`` or raises
 ``LLMUnavailableError`` (the server could not answer in time: timeouts, connection errors,
 429, 5xx) or ``LLMOutputError`` (it answered, but not with usable JSON/text). Retries of
 transport faults happen inside the adapter, within the request's deadline; retries of bad
-output are the caller's business (it knows how to re-ask).
+output are the caller's business (it knows how to re-ask). Both errors carry ``requests``,
+the HTTP requests the failed call made, so failed calls are counted like answered ones.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class LLMRequest:
         timeout_s: limit of one HTTP call; None uses the adapter's default.
         deadline_s: limit of all attempts together; None uses the adapter's default.
         purpose: what the call is for, for logs ("decision", "step2_plan_validator", ...).
+        max_requests: the most HTTP requests this call may make, rejected output modes
+            included; None leaves it to the adapter's own attempt limit.
     """
 
     messages: tuple[Message, ...]
@@ -48,6 +51,7 @@ class LLMRequest:
     timeout_s: float | None = None
     deadline_s: float | None = None
     purpose: str = ""
+    max_requests: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,8 @@ class LLMResponse:
         model: the model that answered.
         prompt_tokens / completion_tokens: usage as reported by the server (0 if not).
         latency_ms: wall time of all attempts.
-        attempts: HTTP attempts made (1 when the first succeeded).
+        attempts: HTTP requests made (1 when the first succeeded), rejected output modes
+            and failed retries included.
         response_format: "json_schema", "json_object" or "text": what the server accepted.
         finish_reason: the server's finish reason ("length" means truncated).
     """

@@ -15,19 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
-from agents.base import StepAgents
+from agents.base import StepAgents, StepContext
 from agents.human import Human
 from orchestrator.clock import Clock
 from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.llm.backoff import Sleep, backoff_delay
+from orchestrator.llm.metering import UsageMeter
 from orchestrator.running.agent_context import build_step_context
 from orchestrator.running.consistency import check_consistency
 from orchestrator.running.updates import (
@@ -38,7 +41,7 @@ from orchestrator.running.updates import (
     record_answer,
 )
 from state.config import WorkflowConfig
-from state.decision import DecisionRecord
+from state.decision import DecisionRecord, RecoveryStrategy
 from state.errors import AgentError
 from state.reports import CodeChange, PlanDraft
 from state.steps import TERMINAL_STATES, Gate
@@ -50,6 +53,7 @@ from state.store import (
     StepResultEntry,
     Store,
 )
+from state.usage import charge_step
 from state.workflow import HumanAnswerKind, StepRecord, StepStatus, WorkflowState
 
 log = structlog.get_logger(__name__)
@@ -175,6 +179,8 @@ class WorkflowRunner:
         observers: Iterable[Observer] = (),
         lease_ttl_s: float = 60.0,
         new_id: Callable[[], str] | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.coordinator = coordinator
@@ -185,6 +191,9 @@ class WorkflowRunner:
         self.observers = list(observers)
         self.lease_ttl_s = lease_ttl_s
         self._new_id = new_id or (lambda: default_workflow_id(clock))
+        # Waits before backoff retries (tests pass a recorder); jitter needs no crypto.
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311
 
     def create(
         self,
@@ -301,11 +310,11 @@ class WorkflowRunner:
             if running is None or running.status is not StepStatus.RUNNING:
                 continue
             self._emit(ProgressEvent("step_started", state, config, decision=record, step=running))
-            state = await self._run_step(state, config, record)
+            state, waited = await self._run_step(state, config, record)
             done = state.history[-1]
             # Committed together with the next decision, microseconds from now, unless that
             # decision must wait for an LLM: then it is committed first (see _decide).
-            commit.hold(state, StepResultEntry(done))
+            commit.hold(state, StepResultEntry(done), *waited)
             self._record_artifacts(wid, done)
             self._emit(ProgressEvent("step_finished", state, config, step=done))
         self._emit(ProgressEvent("finished", state, config))
@@ -324,10 +333,26 @@ class WorkflowRunner:
 
     async def _run_step(
         self, state: WorkflowState, config: WorkflowConfig, record: DecisionRecord
+    ) -> tuple[WorkflowState, list[EventEntry]]:
+        """Run the step, its LLM calls charged to the workflow; any backoff wait as an event."""
+        meter = UsageMeter(state, config.llm)
+        waited: list[EventEntry] = []
+        done = await self._attempt(state, config, record, meter, waited)
+        return charge_step(done, meter.usage, meter.charged(done.counters)), waited
+
+    async def _attempt(
+        self,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        record: DecisionRecord,
+        meter: UsageMeter,
+        waited: list[EventEntry],
     ) -> WorkflowState:
         rec = state.history[-1]
         try:
-            ctx = build_step_context(state, config, record.decision)
+            ctx = replace(build_step_context(state, config, record.decision), meter=meter)
+            if ctx.recovery_strategy is RecoveryStrategy.BACKOFF:
+                waited.append(await self._back_off(ctx, config))
             result = await self.agents.run(ctx)
             return complete_step(state, result, self.clock.now())
         except AgentError as exc:
@@ -344,6 +369,18 @@ class WorkflowRunner:
         except Exception as exc:  # an agent bug must not crash the runner
             log.error("step.crashed", step=int(rec.step), error=repr(exc))
             return fail_step(state, "internal_error", repr(exc), self.clock.now(), retryable=False)
+
+    async def _back_off(self, ctx: StepContext, config: WorkflowConfig) -> EventEntry:
+        """Wait before a ``backoff`` retry: exponential in the failures so far, jittered."""
+        limits = config.limits
+        delay = backoff_delay(
+            ctx.attempt - 1, limits.backoff_base_s, limits.backoff_max_s, self._rng
+        )
+        log.info("step.backoff", step=int(ctx.step), attempt=ctx.attempt, delay_s=round(delay, 3))
+        await self._sleep(delay)
+        return EventEntry(
+            "step_backoff", {"step": int(ctx.step), "attempt": ctx.attempt, "waited_s": delay}
+        )
 
     def _record_artifacts(self, wid: str, rec: StepRecord) -> None:
         res = rec.result

@@ -198,5 +198,7 @@ def record_answer(
             plan_revisions=state.counters.plan_revisions,
             code_refinements=state.counters.code_refinements,
             decisions=len(state.decisions),
+            llm_calls=state.counters.llm_calls,
+            llm_tokens=state.counters.prompt_tokens + state.counters.completion_tokens,
         )
     return replace(state, **update)

@@ -137,6 +137,12 @@ class FakeOpenAIServer:
         with self._lock:
             return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
+    @property
+    def remaining(self) -> int:
+        """Scripted replies not yet sent."""
+        with self._lock:
+            return len(self._queue)
+
     def push(self, *replies: Reply) -> None:
         """Queue replies for the next chat requests."""
         with self._lock:
