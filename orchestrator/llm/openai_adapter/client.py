@@ -61,6 +61,19 @@ def make_client(base_url: str | None, api_key: str | None, *, timeout_s: float) 
     return AsyncOpenAI(base_url=url, api_key=api_key or _NO_KEY, max_retries=0, timeout=timeout_s)
 
 
+# Answers to GET /models that mean "no OpenAI-compatible API here" rather than "down".
+_NOT_AN_API = (404, 405)
+
+
+def not_an_api(where: str, answered: str) -> str:
+    """The message for an endpoint that answers, but not as an OpenAI-compatible API."""
+    return (
+        f"the endpoint {where} is not an OpenAI-compatible server (GET {where.rstrip('/')}"
+        f"/models {answered}); point --base-url or OPENAI_BASE_URL at the API root "
+        "(e.g. http://HOST:PORT/v1), or name the model with --model"
+    )
+
+
 async def list_models(client: AsyncOpenAI) -> list[str]:
     """The ids of the models the server lists at ``/v1/models``.
 
@@ -71,15 +84,29 @@ async def list_models(client: AsyncOpenAI) -> list[str]:
         The model ids, in the server's order.
 
     Raises:
-        LLMUnavailableError: the server could not be asked or refused.
+        LLMUnavailableError: the server could not be asked or refused, or what answered is
+            not an OpenAI-compatible API (a 404, or a body that is not a list of models,
+            such as a web page): the message says which.
     """
+    where = safe_url(str(client.base_url))
     try:
         return [model.id async for model in client.models.list()]
-    except openai.APIError as exc:
-        where = safe_url(str(client.base_url))
+    except openai.APIStatusError as exc:
+        if exc.status_code in _NOT_AN_API:
+            raise LLMUnavailableError(not_an_api(where, f"answered {exc.status_code}")) from exc
         raise LLMUnavailableError(
             f"could not list the models of the server at {where}: "
             f"{redact(clip(str(exc), 200), client.api_key)}. Check that the server is up."
+        ) from exc
+    except openai.APIError as exc:
+        raise LLMUnavailableError(
+            f"could not list the models of the server at {where}: "
+            f"{redact(clip(str(exc), 200), client.api_key)}. Check that the server is up."
+        ) from exc
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        # The client library fails this way on a body it cannot read as a model list.
+        raise LLMUnavailableError(
+            not_an_api(where, "did not answer with a list of models")
         ) from exc
 
 
