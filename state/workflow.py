@@ -65,6 +65,15 @@ class HumanAnswerKind(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
     REQUEST_CHANGES = "request_changes"
+    ACCEPT = "accept"  # at an escalation: take the work as it stands, converged or not
+
+
+def answer_kinds_at(gate: Gate) -> tuple[HumanAnswerKind, ...]:
+    """The answers a human may give at ``gate``: accepting unconverged work is an answer to
+    an escalation only (the other gates are reached by converged work)."""
+    if gate is Gate.ESCALATION:
+        return tuple(HumanAnswerKind)
+    return tuple(k for k in HumanAnswerKind if k is not HumanAnswerKind.ACCEPT)
 
 
 class HumanAnswer(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator.deciding.actions import build_decision
+from orchestrator.deciding.record import Choice
 from orchestrator.running.consistency import check_consistency, find_inconsistency
 from orchestrator.running.updates import mark_interrupted
 from state.config import Gates, Limits, WorkflowConfig
@@ -58,7 +59,7 @@ class RecordingDriver(Driver):
 
     def choose(self, trigger: str) -> None:
         """Apply a legal action other than the programmatic one, as an LLM would."""
-        analysis = self.engine.analyze(self.state, self.config)
+        analysis = self.pipeline.analyze(self.state, self.config)
         assert trigger in analysis.legal_actions, analysis.legal_actions
         answer = self.state.pending_answer
         decision = build_decision(
@@ -68,7 +69,7 @@ class RecordingDriver(Driver):
             confidence=0.9,
             change_requests=answer.changes if answer is not None else (),
         )
-        self.state, _ = self.engine.apply(analysis, decision, DecisionSource.LLM)
+        self.state, _ = self.pipeline.apply(analysis, Choice(decision, DecisionSource.LLM))
         self._keep()
 
     def until_human(self, plan: object = BAD_PLAN, code: object = BAD_CODE) -> None:

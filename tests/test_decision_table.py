@@ -328,9 +328,9 @@ def test_decision_row(
     d = Driver(config)
     setup(d)
     facts = compute_facts(d.state, d.config)
-    decision = d.engine.programmatic.decide(facts)
+    decision = d.pipeline.machine.decide(facts)
     assert trigger_of(decision) == expected
-    assert expected in d.engine.machine.legal_actions(facts)
+    assert expected in d.pipeline.machine.legal_actions(facts)
     d.decide()  # firing it through the machine succeeds
 
 

@@ -25,14 +25,14 @@ def test_unknown_action_is_refused() -> None:
     """An action the machine does not know is an error naming the known ones."""
     d = validated_plan(True)
     with pytest.raises(IllegalTransitionError, match=r"unknown action 'teleport'.*escalate"):
-        d.engine.machine.fire(compute_facts(d.state, d.config), "teleport")
+        d.pipeline.machine.fire(compute_facts(d.state, d.config), "teleport")
 
 
 def test_action_without_an_edge_is_refused() -> None:
     """'complete' has no edge out of plan validation."""
     d = validated_plan(True)
     with pytest.raises(IllegalTransitionError, match="no edge from state 'plan_validation'"):
-        d.engine.machine.fire(compute_facts(d.state, d.config), "complete")
+        d.pipeline.machine.fire(compute_facts(d.state, d.config), "complete")
 
 
 def test_guards_refuse_a_revision_of_a_converged_plan() -> None:
@@ -40,7 +40,7 @@ def test_guards_refuse_a_revision_of_a_converged_plan() -> None:
     d = validated_plan(True)
     facts = compute_facts(d.state, d.config)
     with pytest.raises(IllegalTransitionError, match=r"guards refuse it.*request_plan_approval"):
-        d.engine.machine.fire(facts, "invoke_step3")
+        d.pipeline.machine.fire(facts, "invoke_step3")
 
 
 def test_legal_actions_follow_convergence() -> None:
@@ -69,7 +69,9 @@ def test_answered_plan_gate_is_not_bounced_back() -> None:
     d = Driver()
     d.to_plan_gate()
     d.answer(HumanAnswerKind.APPROVE)
-    assert d.engine.machine.legal_actions(compute_facts(d.state, d.config)) == ("transition_phase",)
+    assert d.pipeline.machine.legal_actions(compute_facts(d.state, d.config)) == (
+        "transition_phase",
+    )
 
 
 def test_spent_retries_can_only_escalate() -> None:
@@ -81,7 +83,7 @@ def test_spent_retries_can_only_escalate() -> None:
         d.decide()
         d.fail("llm_unavailable")
     facts = compute_facts(d.state, d.config)
-    assert d.engine.machine.legal_actions(facts) == ("escalate",)
+    assert d.pipeline.machine.legal_actions(facts) == ("escalate",)
 
 
 def test_fatal_error_may_fail_the_workflow() -> None:
@@ -90,4 +92,4 @@ def test_fatal_error_may_fail_the_workflow() -> None:
     d.decide()
     d.fail("template_error", retryable=False)
     facts = compute_facts(d.state, d.config)
-    assert d.engine.machine.legal_actions(facts) == ("fail", "escalate")
+    assert d.pipeline.machine.legal_actions(facts) == ("fail", "escalate")

@@ -10,7 +10,7 @@ import click
 from orchestrator.cli.core import analysis_json, print_analysis
 from orchestrator.cli.inputs import read_config, read_state
 from orchestrator.composition import build_coordinator, open_chat_model, resolve_target
-from orchestrator.deciding.engine import Analysis
+from orchestrator.deciding.analysis import Analysis
 from orchestrator.running.consistency import check_consistency
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
@@ -25,7 +25,7 @@ async def _decide(
 ) -> tuple[Analysis, DecisionRecord]:
     needs_llm = config.coordinator in (Coordinator.HYBRID, Coordinator.LLM, Coordinator.SCRIPT)
     probe = build_coordinator(None)
-    analysis = probe.engine.analyze(state, config)
+    analysis = probe.analyze(state, config)
     wants_llm = needs_llm and (
         config.coordinator is not Coordinator.HYBRID or analysis.route.value != "standard"
     )
