@@ -124,7 +124,8 @@ def _finish(state: WorkflowState) -> None:
             f"  orchestrator approve {wid}\n"
             f"  orchestrator reject {wid} --comment TEXT\n"
             f"  orchestrator request-changes {wid} --change TEXT\n"
-            f"then: orchestrator resume {wid}"
+            + (f"  orchestrator accept {wid}\n" if gate is Gate.ESCALATION else "")
+            + f"then: orchestrator resume {wid}"
         )
     else:
         click.echo(
@@ -235,7 +236,9 @@ def _answer_command(kind: HumanAnswerKind) -> Callable[..., None]:
         click.echo(
             f"{workflow_id}: {kind.value} recorded at the {answer.gate.value} gate by {answer.by}"
         )
-        if resume_after:
+        if state.status is not WorkflowStatus.AWAITING_HUMAN:
+            click.echo(f"{workflow_id} {state.machine_state.value}")  # a rejection ends it
+        elif resume_after:
             ctx = click.get_current_context()
             ctx.invoke(
                 resume,
@@ -281,6 +284,12 @@ approve = _make_answer_command(
 )
 reject = _make_answer_command(
     "reject", HumanAnswerKind.REJECT, "Reject the work: the workflow ends as rejected."
+)
+accept = _make_answer_command(
+    "accept",
+    HumanAnswerKind.ACCEPT,
+    "At an escalation, accept the work as it stands: an unconverged plan goes on to "
+    "implementation, unconverged code to the final gate (or completes when that gate is off).",
 )
 request_changes = _make_answer_command(
     "request-changes",
@@ -484,6 +493,7 @@ COMMANDS: tuple[click.Command, ...] = (
     resume,
     approve,
     reject,
+    accept,
     request_changes,
     list_,
     status,

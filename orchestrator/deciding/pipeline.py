@@ -25,8 +25,8 @@ The runner then carries the decision out. Per workflow (``config.coordinator``):
 ``script``
     the user's ``coordinator_script`` decides, checked like the LLM.
 
-In every mode, a human's ``accept`` at an escalation is carried out by the machine: only a
-human may override convergence.
+In every mode, a human's ``accept`` (at an escalation) and ``reject`` are carried out by
+the machine: only a human may override convergence, and a rejection ends the workflow.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from state.build import replace
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord, LLMCallOutcome, Route
 from state.errors import ConfigError
-from state.fast import ANSWER_ACCEPT
+from state.fast import ANSWER_ACCEPT, ANSWER_REJECT
 from state.workflow import WorkflowState
 
 log = structlog.get_logger(__name__)
@@ -68,8 +68,8 @@ class Plan(StrEnum):
 def plan(analysis: Analysis, config: WorkflowConfig) -> Plan:
     """The deciders for ``analysis`` under the workflow's coordinator mode."""
     answer = analysis.facts.answer
-    if answer is not None and answer.answer is ANSWER_ACCEPT:
-        return Plan.MACHINE  # only a human overrides convergence, and the rules carry it out
+    if answer is not None and answer.answer in _CARRIED_OUT:
+        return Plan.MACHINE  # the human decided; the machine carries it out
     mode = config.coordinator
     match mode:
         case Coordinator.PROGRAMMATIC:
@@ -94,6 +94,9 @@ def plan(analysis: Analysis, config: WorkflowConfig) -> Plan:
 
 
 _FAST = frozenset({Plan.MACHINE, Plan.FORCED})
+# Answers no decider may reinterpret: accepting unconverged work (only a human overrides
+# convergence) and rejecting it (the workflow ends at once).
+_CARRIED_OUT = frozenset({ANSWER_ACCEPT, ANSWER_REJECT})
 
 
 class DecisionPipeline:

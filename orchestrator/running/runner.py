@@ -27,7 +27,8 @@ import structlog
 from agents.base import StepAgents
 from agents.human import Human
 from orchestrator.clock import Clock
-from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
 from orchestrator.running.agent_context import build_step_context
 from orchestrator.running.consistency import check_consistency
 from orchestrator.running.updates import (
@@ -134,10 +135,16 @@ def answer_workflow(
     by: str,
     changes: Sequence[str] = (),
     comment: str | None = None,
+    machine: WorkflowMachine | None = None,
 ) -> WorkflowState:
-    """Record a human answer at the gate the workflow waits at; nothing else changes.
+    """Record a human answer at the gate the workflow waits at.
 
-    The workflow continues at its next ``run`` (``orchestrator resume``).
+    A rejection ends the workflow at once: the reject decision is applied and committed with
+    the answer (status ``rejected``). Any other answer is carried out at the workflow's next
+    ``run`` (``orchestrator resume``).
+
+    Args:
+        machine: the shared workflow machine (one is built when not given).
 
     Raises:
         UnknownWorkflowError, HumanAnswerError: nothing is recorded.
@@ -147,16 +154,24 @@ def answer_workflow(
         stored.state, gate, kind, by=by, now=clock.now(), changes=tuple(changes), comment=comment
     )
     answer = state.human_answers[-1]
+    entries: list[LedgerEntryIn] = [HumanAnswerEntry(answer)]
+    record: DecisionRecord | None = None
+    if kind is HumanAnswerKind.REJECT:
+        pipeline = DecisionPipeline(machine or WorkflowMachine(), clock)
+        state, record = pipeline.decide_by_rule(state, stored.config)
+        entries.append(DecisionEntry(record))
     store.commit(
         workflow_id,
         state,
         expected_version=stored.version,
-        entries=[HumanAnswerEntry(answer)],
+        entries=entries,
         owner=None,
     )
     log.info(
         "human.answered", workflow_id=workflow_id, gate=answer.gate.value, answer=kind.value, by=by
     )
+    if record is not None:
+        log_decision(record, state)
     return state
 
 
@@ -216,7 +231,15 @@ class WorkflowRunner:
     ) -> WorkflowState:
         """Record a human answer at the gate the workflow waits at (see ``answer_workflow``)."""
         return answer_workflow(
-            self.store, self.clock, workflow_id, gate, kind, by=by, changes=changes, comment=comment
+            self.store,
+            self.clock,
+            workflow_id,
+            gate,
+            kind,
+            by=by,
+            changes=changes,
+            comment=comment,
+            machine=self.coordinator.machine,
         )
 
     async def run_many(
@@ -293,7 +316,12 @@ class WorkflowRunner:
                     changes=answer.changes,
                     comment=answer.comment,
                 )
-                state = commit(state, HumanAnswerEntry(state.human_answers[-1]))
+                entry = HumanAnswerEntry(state.human_answers[-1])
+                if answer.answer is HumanAnswerKind.REJECT:
+                    # A rejection ends the workflow at once: committed with its decision.
+                    commit.hold(state, entry)
+                else:
+                    state = commit(state, entry)
                 continue
             state, record = await self._decide(state, config, commit)
             self._emit(ProgressEvent("decision", state, config, decision=record))
