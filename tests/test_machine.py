@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from importlib.metadata import version
+
 import pytest
+from transitions import Event, Machine, Transition
+from transitions.core import Condition
 
 from orchestrator.deciding.facts import compute_facts
 from orchestrator.deciding.machine import WorkflowMachine
@@ -93,3 +98,57 @@ def test_fatal_error_may_fail_the_workflow() -> None:
     d.fail("template_error", retryable=False)
     facts = compute_facts(d.state, d.config)
     assert d.pipeline.machine.legal_actions(facts) == ("fail", "escalate")
+
+
+def test_transitions_internals_the_machine_overrides_are_there() -> None:
+    """The library entry points and tables machine.py replaces keep their shapes."""
+    major, minor, *_ = (int(p) for p in version("transitions").split("."))
+    assert (major, minor) == (0, 9), "machine.py is checked against transitions 0.9"
+    assert list(inspect.signature(Transition.execute).parameters) == ["self", "event_data"]
+    assert list(inspect.signature(Event.trigger).parameters) == ["self", "model", "args", "kwargs"]
+    assert list(inspect.signature(Condition.__init__).parameters)[:2] == ["self", "func"]
+    for name in ("transition_cls", "event_cls"):
+        assert isinstance(getattr(Machine, name), type)
+    machine = Machine(model=None, states=["a", "b"], initial="a", auto_transitions=False)
+    machine.add_transition("go", "a", "b", conditions=[lambda: True])
+    event = machine.events["go"]
+    (transition,) = event.transitions["a"]
+    assert transition.dest == "b"
+    assert callable(transition.conditions[0].func)
+    for attr in (
+        "has_queue",
+        "prepare_event",
+        "finalize_event",
+        "before_state_change",
+        "after_state_change",
+        "on_exception",
+    ):
+        assert hasattr(machine, attr), attr
+
+
+def test_the_decision_is_the_first_passing_rule_edge() -> None:
+    """decide picks the first rule edge out of the state, in table order, whose guards pass."""
+    m = WorkflowMachine()
+    d = validated_plan(False)
+    facts = compute_facts(d.state, d.config)
+    first = next(
+        s
+        for s in m.table
+        if s.source is facts.machine_state and s.is_rule and all(g(facts) for g in s.guards)
+    )
+    decision = m.decide(facts)
+    assert decision.rationale == first.rationale
+    assert first.trigger == "invoke_step3"
+
+
+def test_every_rule_escalation_says_why_and_offered_edges_are_never_chosen() -> None:
+    """Escalating rule edges carry their reason; offered-only edges carry no rationale."""
+    table = WorkflowMachine().table
+    for spec in table:
+        if spec.is_rule and spec.trigger == "escalate":
+            assert spec.reason is not None, spec
+        if not spec.is_rule:
+            assert spec.reason is None, spec
+    offered = {(s.source, s.trigger) for s in table if not s.is_rule}
+    assert (MachineState.PLAN_VALIDATION, "escalate") in offered
+    assert (MachineState.ESCALATED, "invoke_step3") in offered

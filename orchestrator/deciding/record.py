@@ -16,7 +16,7 @@ from orchestrator.clock import Clock
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
-from state.build import build, builder, replace
+from state.build import build, new_decision_record, replace
 from state.decision import ActionKind, Decision, DecisionRecord, DecisionSource, LLMCallInfo
 from state.fast import (
     ACTION_RETRY_STEP,
@@ -28,7 +28,6 @@ from state.fast import (
 from state.steps import GATE_OF_STATE
 from state.workflow import StepRecord, WorkflowState
 
-_new_record = builder(DecisionRecord)
 _STARTS_STEP = frozenset(
     {ActionKind.INVOKE_AGENT, ActionKind.RETRY_STEP, ActionKind.TRANSITION_PHASE}
 )
@@ -72,7 +71,7 @@ def record_decision(
     dest = machine.fire(facts, trigger_of(decision))
     now = clock.now()
     seq = len(state.decisions) + 1
-    record = _new_record(
+    record = new_decision_record(
         seq=seq,
         decided_at=now,
         decision=decision,

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.deciding.facts import work_to_accept
-from state.build import builder, replace
+from state.build import new_human_answer, replace
 from state.errors import DecisionError, HumanAnswerError
 from state.fast import (
     ANSWER_ACCEPT,
@@ -32,7 +32,6 @@ from state.reports import (
 from state.steps import GATE_OF_STATE, Gate, Step
 from state.workflow import (
     BudgetBase,
-    HumanAnswer,
     HumanAnswerKind,
     StepError,
     StepRecord,
@@ -51,9 +50,6 @@ _EXPECTED_RESULT: dict[Step, type[StepResultT]] = {
     STEP_CODE_REFINEMENT: CodeChange,
     Step.CONVERGENCE_VALIDATION: CodeValidationReport,
 }
-
-
-_new_answer = builder(HumanAnswer)
 
 
 def new_workflow(
@@ -209,7 +205,7 @@ def record_answer(
         raise HumanAnswerError(f"workflow {wid}: say who answers (--as NAME)")
     # Every value is checked above or typed by the caller; the builder shares the fields-set
     # across answers (memory of thousands of resident workflows).
-    record = _new_answer(
+    record = new_human_answer(
         gate=waiting,
         answer=answer,
         changes=changes,
