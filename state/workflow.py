@@ -32,12 +32,28 @@ class StepStatus(StrEnum):
     FAILED = "failed"
 
 
+class StepErrorType(StrEnum):
+    """What kind of failure ended an attempt (stored: the values never change)."""
+
+    TIMEOUT = "timeout"
+    LLM_UNAVAILABLE = "llm_unavailable"
+    LLM_ERROR = "llm_error"
+    INVALID_OUTPUT = "invalid_output"
+    TEMPLATE_ERROR = "template_error"
+    SANDBOX_ERROR = "sandbox_error"
+    WORKSPACE_ERROR = "workspace_error"
+    WORKSPACE_VIOLATION = "workspace_violation"
+    MISSING_INPUT = "missing_input"
+    INTERNAL_ERROR = "internal_error"
+    INTERRUPTED = "interrupted"  # the process running the step died
+
+
 class StepError(BaseModel):
     """Why an attempt at a step failed."""
 
     model_config = _FROZEN
 
-    type: str = Field(description="timeout, llm_error, invalid_output, workspace_violation, ...")
+    type: StepErrorType
     message: str
     attempts: int = Field(1, ge=1, description="attempts at this step so far, this one included")
     retryable: bool = True

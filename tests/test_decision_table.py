@@ -14,7 +14,7 @@ from state.decision import DecisionSource, EscalationReason, RecoveryStrategy
 from state.errors import AwaitingHumanError, HumanAnswerError, WorkflowFinishedError
 from state.reports import CodeChange, PlanDraft
 from state.steps import Gate, MachineState, Step
-from state.workflow import HumanAnswerKind
+from state.workflow import HumanAnswerKind, StepErrorType
 
 from builders import BAD_CODE, BAD_PLAN, Driver, code_report, plan_report
 
@@ -474,3 +474,13 @@ def test_no_one_but_a_human_can_accept() -> None:
     d.answer(HumanAnswerKind.APPROVE)
     legal = d.pipeline.machine.legal_actions(compute_facts(d.state, d.config))
     assert "transition_phase" not in legal
+
+
+def test_an_unknown_error_type_is_kept_in_the_message() -> None:
+    """A failure kind the enum lacks is recorded as internal_error, its name in the message."""
+    d = Driver()
+    d.decide()
+    state = d.fail("gpu_on_fire")
+    assert state.last_record is not None and state.last_record.error is not None
+    assert state.last_record.error.type is StepErrorType.INTERNAL_ERROR
+    assert state.last_record.error.message.startswith("(gpu_on_fire) ")

@@ -14,6 +14,7 @@ from state.decision import ActionKind, Decision, EscalationReason, RecoveryStrat
 from state.errors import IllegalTransitionError
 from state.fast import ACTION_INVOKE_AGENT, ACTION_REQUEST_APPROVAL, STEP_IMPLEMENTATION
 from state.steps import GATE_OF_STATE, STEP_OF_STATE, STEP_SPECS, MachineState, Step
+from state.workflow import StepErrorType
 
 STEP_CONTEXT: dict[Step, tuple[str, ...]] = {
     Step.INITIAL_PLANNING: ("requirements", "workspace_context"),
@@ -71,17 +72,21 @@ def target_step(trigger: str, facts: Facts) -> Step | None:
     return None
 
 
+_RECOVERY = {
+    StepErrorType.TIMEOUT: RecoveryStrategy.EXTENDED_TIMEOUT,
+    # Bad output or a bad workspace: retried with the problem in the agent's input.
+    StepErrorType.INVALID_OUTPUT: RecoveryStrategy.CORRECTED_INPUT,
+    StepErrorType.WORKSPACE_ERROR: RecoveryStrategy.CORRECTED_INPUT,
+    StepErrorType.WORKSPACE_VIOLATION: RecoveryStrategy.CORRECTED_INPUT,
+}
+
+
 def recovery_for(facts: Facts) -> RecoveryStrategy:
     """How to retry the current step, from the type of its last error."""
     err = facts.record.error if facts.record is not None else None
     if err is None:
         return RecoveryStrategy.BACKOFF  # interrupted: nothing wrong with the input
-    kind = err.type.lower()
-    if "timeout" in kind:
-        return RecoveryStrategy.EXTENDED_TIMEOUT
-    if any(word in kind for word in ("invalid", "parse", "malformed", "schema", "workspace")):
-        return RecoveryStrategy.CORRECTED_INPUT
-    return RecoveryStrategy.BACKOFF
+    return _RECOVERY.get(err.type, RecoveryStrategy.BACKOFF)
 
 
 _ACTION_OF_TRIGGER: dict[str, ActionKind] = {

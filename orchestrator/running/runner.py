@@ -19,6 +19,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -56,11 +57,22 @@ from state.workflow import HumanAnswerKind, StepRecord, StepStatus, WorkflowStat
 log = structlog.get_logger(__name__)
 
 
+class ProgressKind(StrEnum):
+    """What a progress event reports."""
+
+    DECISION = "decision"  # a decision was taken and committed
+    STEP_STARTED = "step_started"
+    STEP_FINISHED = "step_finished"
+    WAITING = "waiting"  # the workflow waits for a human at a gate
+    FINISHED = "finished"  # the workflow completed, was rejected or failed
+    INTERRUPTED = "interrupted"  # a step left running by a dead process was recorded
+
+
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
     """Something a progress display may show."""
 
-    kind: str  # decision | step_started | step_finished | waiting | finished | interrupted
+    kind: ProgressKind
     state: WorkflowState
     config: WorkflowConfig
     decision: DecisionRecord | None = None
@@ -298,14 +310,14 @@ class WorkflowRunner:
             )
             state = commit(state, StepResultEntry(failed), event)
             log.warning("step.interrupted", step=int(failed.step), attempt=failed.attempt)
-            self._emit(ProgressEvent("interrupted", state, config, step=failed))
+            self._emit(ProgressEvent(ProgressKind.INTERRUPTED, state, config, step=failed))
 
         while state.machine_state not in TERMINAL_STATES:
             gate = state.waiting_gate
             if gate is not None:
                 answer = await self.human.ask(state, gate) if self.human else None
                 if answer is None:
-                    self._emit(ProgressEvent("waiting", state, config, gate=gate))
+                    self._emit(ProgressEvent(ProgressKind.WAITING, state, config, gate=gate))
                     return state
                 state = record_answer(
                     state,
@@ -324,19 +336,23 @@ class WorkflowRunner:
                     state = commit(state, entry)
                 continue
             state, record = await self._decide(state, config, commit)
-            self._emit(ProgressEvent("decision", state, config, decision=record))
+            self._emit(ProgressEvent(ProgressKind.DECISION, state, config, decision=record))
             running = state.last_record
             if running is None or running.status is not StepStatus.RUNNING:
                 continue
-            self._emit(ProgressEvent("step_started", state, config, decision=record, step=running))
+            self._emit(
+                ProgressEvent(
+                    ProgressKind.STEP_STARTED, state, config, decision=record, step=running
+                )
+            )
             state = await self._run_step(state, config, record)
             done = state.history[-1]
             # Committed together with the next decision, microseconds from now, unless that
             # decision must wait for an LLM: then it is committed first (see _decide).
             commit.hold(state, StepResultEntry(done))
             self._record_artifacts(wid, done)
-            self._emit(ProgressEvent("step_finished", state, config, step=done))
-        self._emit(ProgressEvent("finished", state, config))
+            self._emit(ProgressEvent(ProgressKind.STEP_FINISHED, state, config, step=done))
+        self._emit(ProgressEvent(ProgressKind.FINISHED, state, config))
         return state
 
     async def _decide(

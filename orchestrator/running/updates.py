@@ -34,6 +34,7 @@ from state.workflow import (
     BudgetBase,
     HumanAnswerKind,
     StepError,
+    StepErrorType,
     StepRecord,
     WorkflowState,
     answer_kinds_at,
@@ -111,7 +112,7 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
 
 def fail_step(
     state: WorkflowState,
-    error_type: str,
+    error_type: StepErrorType | str,
     message: str,
     now: datetime,
     *,
@@ -123,7 +124,11 @@ def fail_step(
         DecisionError: no step is running.
     """
     rec = running_record(state)
-    error = StepError(type=error_type, message=message, attempts=rec.attempt, retryable=retryable)
+    try:
+        kind = StepErrorType(error_type)
+    except ValueError:  # an agent's new kind of failure: kept, in the message
+        kind, message = StepErrorType.INTERNAL_ERROR, f"({error_type}) {message}"
+    error = StepError(type=kind, message=message, attempts=rec.attempt, retryable=retryable)
     failed = replace(rec, status=STEP_STATUS_FAILED, finished_at=now, error=error)
     return replace(state, history=(*state.history[:-1], failed), updated_at=now)
 
@@ -131,7 +136,10 @@ def fail_step(
 def mark_interrupted(state: WorkflowState, now: datetime) -> WorkflowState:
     """Record that the running step was interrupted (its process died), so it is retried."""
     return fail_step(
-        state, "interrupted", "the process running this step stopped before it finished", now
+        state,
+        StepErrorType.INTERRUPTED,
+        "the process running this step stopped before it finished",
+        now,
     )
 
 
