@@ -45,5 +45,8 @@ def analyze(machine: WorkflowMachine, state: WorkflowState, config: WorkflowConf
         AwaitingHumanError: it waits at a gate for an answer.
     """
     facts = Facts(state, config)
-    decision = machine.decide(facts)  # also lists the legal actions, remembered in facts
-    return Analysis(facts, classify(facts), machine.legal_actions(facts), decision)
+    decision = machine.decide(facts)
+    legal = facts.legal  # listed by decide, and remembered in the facts
+    if legal is None:
+        legal = machine.legal_actions(facts)
+    return Analysis(facts, classify(facts), legal, decision)

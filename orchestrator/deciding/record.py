@@ -33,9 +33,13 @@ _STARTS_STEP = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Choice:
-    """The decision to apply and its envelope: who chose it, what it beat, what it cost."""
+    """The decision to apply and its envelope: who chose it, what it beat, what it cost.
+
+    Read-only by convention: not frozen, because a frozen dataclass costs a setattr call
+    per field, and one is made on every decision.
+    """
 
     decision: Decision
     source: DecisionSource
