@@ -65,6 +65,11 @@ class Plan(StrEnum):
     SCRIPT = "script"  # the user's script decides, the machine checks
 
 
+# Answers no decider may reinterpret: accepting unconverged work (only a human overrides
+# convergence) and rejecting it (the workflow ends at once).
+_CARRIED_OUT = frozenset({ANSWER_ACCEPT, ANSWER_REJECT})
+
+
 def plan(analysis: Analysis, config: WorkflowConfig) -> Plan:
     """The deciders for ``analysis`` under the workflow's coordinator mode."""
     answer = analysis.facts.answer
@@ -83,10 +88,10 @@ def plan(analysis: Analysis, config: WorkflowConfig) -> Plan:
             match route:
                 case Route.STANDARD:
                     return Plan.MACHINE
-                case Route.COMPLEX | Route.BORDERLINE:
-                    if len(analysis.legal_actions) == 1:
-                        return Plan.FORCED
-                    return Plan.LLM if route is Route.COMPLEX else Plan.BOTH
+                case Route.COMPLEX:
+                    return Plan.FORCED if len(analysis.legal_actions) == 1 else Plan.LLM
+                case Route.BORDERLINE:
+                    return Plan.FORCED if len(analysis.legal_actions) == 1 else Plan.BOTH
                 case _:
                     assert_never(route)
         case _:
@@ -94,9 +99,6 @@ def plan(analysis: Analysis, config: WorkflowConfig) -> Plan:
 
 
 _FAST = frozenset({Plan.MACHINE, Plan.FORCED})
-# Answers no decider may reinterpret: accepting unconverged work (only a human overrides
-# convergence) and rejecting it (the workflow ends at once).
-_CARRIED_OUT = frozenset({ANSWER_ACCEPT, ANSWER_REJECT})
 
 
 class DecisionPipeline:
