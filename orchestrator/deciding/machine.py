@@ -187,7 +187,8 @@ class _Carrier:
 
 
 class WorkflowMachine:
-    """The shared state machine: legal actions and firing, for any workflow's ``Facts``."""
+    """The shared state machine: the rules' decision, the legal actions and firing, for any
+    workflow's ``Facts``."""
 
     def __init__(self, table: Iterable[TransitionSpec] | None = None) -> None:
         self.table: tuple[TransitionSpec, ...] = tuple(table or build_transition_table())
@@ -235,7 +236,8 @@ class WorkflowMachine:
         return frozenset(self._events)
 
     def legal_actions(self, facts: Facts) -> tuple[str, ...]:
-        """The triggers whose guards pass in ``facts``' state, in table order, no repeats.
+        """The triggers whose guards pass in ``facts``' state, in table order with escalate
+        last, no repeats.
 
         The first passing edge of each trigger is remembered in ``facts.passed``: firing
         one of them then checks that memo instead of the guards again. The edges of a
