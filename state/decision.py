@@ -119,16 +119,6 @@ class LLMCallOutcome(StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"  # the workflow's LLM budget is spent
     NO_LLM = "no_llm"  # no LLM is configured
 
-    @property
-    def asked(self) -> bool:
-        """Whether the LLM was consulted at all."""
-        return self not in _NOT_ASKED
-
-
-_NOT_ASKED = frozenset(
-    {LLMCallOutcome.NOT_NEEDED, LLMCallOutcome.BUDGET_EXHAUSTED, LLMCallOutcome.NO_LLM}
-)
-
 
 class LLMCallInfo(BaseModel):
     """What an LLM decision cost and how it went."""
