@@ -134,7 +134,7 @@ class _Rule:
     gives one object (retries are keyed by their step and recovery strategy too).
     """
 
-    __slots__ = ("_decisions", "_fixed", "condition", "retry", "spec")
+    __slots__ = ("_decisions", "_fixed", "condition", "keeps_changes", "retry", "spec")
 
     def __init__(
         self, spec: TransitionSpec, condition: _AllOf, interned: dict[tuple[object, ...], Decision]
@@ -142,22 +142,24 @@ class _Rule:
         self.spec = spec
         self.condition = condition
         self.retry = spec.trigger == RETRY
+        self.keeps_changes = spec.keeps_changes
         self._decisions = interned
         self._fixed: Decision | None = None
 
     def decision(self, f: Facts) -> Decision:
         """This rule's decision in ``f``."""
-        spec = self.spec
-        if spec.keeps_changes:
+        if self.keeps_changes:
             answer = f.answer
             if answer is not None and answer.answer is ANSWER_REQUEST_CHANGES and answer.changes:
                 return self._build(f, answer.changes)
-        if not self.retry:
-            fixed = self._fixed
-            if fixed is None:
-                fixed = self._fixed = self._interned(f, (spec.trigger, spec.rationale, spec.reason))
+        fixed = self._fixed
+        if fixed is not None:
             return fixed
-        return self._interned(f, (spec.trigger, spec.rationale, recovery_for(f), f.step))
+        spec = self.spec
+        if self.retry:  # its step and recovery strategy depend on the failed attempt
+            return self._interned(f, (spec.trigger, spec.rationale, recovery_for(f), f.step))
+        fixed = self._fixed = self._interned(f, (spec.trigger, spec.rationale, spec.reason))
+        return fixed
 
     def _interned(self, f: Facts, key: tuple[object, ...]) -> Decision:
         hit = self._decisions.get(key)

@@ -154,8 +154,9 @@ class DecisionPipeline:
         The programmatic path in one call, without an event loop and without the log line
         (benchmarks, tests, and a human's answer that the rules carry out at once).
         """
-        analysis = self.analyze(state, config)
-        return self.apply(analysis, machine_choice(analysis))
+        analysis = analyze(self.machine, state, config)
+        # The machine's choice costs no LLM call: nothing to count.
+        return record_decision(self.machine, self.clock, analysis, machine_choice(analysis))
 
     def apply(self, analysis: Analysis, choice: Choice) -> tuple[WorkflowState, DecisionRecord]:
         """Stage 5: fire and record ``choice`` and count its LLM usage.
