@@ -1,7 +1,7 @@
 """A seeded corpus of workflow decision states, each labelled with its expected decision.
 
 Workflows are generated, not states: each one is driven through the real machine
-(``DecisionEngine`` with a fixed clock, as in ``tests/builders.py``, with the reports and step
+(``DecisionPipeline`` with a fixed clock, as in ``tests/builders.py``, with the reports and step
 results of ``state.examples``) from a new workflow to a terminal state (completed, rejected or
 failed). Every state in which the orchestrator must decide is captured as a ``CorpusState``
 together with the set of machine triggers a sensible human operator would accept there
@@ -109,11 +109,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from orchestrator.clock import FixedClock
-from orchestrator.deciding import machine as m
+from orchestrator.deciding import table as m
 from orchestrator.deciding.actions import build_decision, trigger_of
-from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.facts import compute_facts
 from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.deciding.record import Choice, machine_source
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.config import Gates, WorkflowConfig
 from state.decision import DecisionSource
@@ -372,7 +373,7 @@ class _Workflow:
 
     idx: int
     rng: random.Random
-    engine: DecisionEngine
+    engine: DecisionPipeline
     clock: FixedClock
     out: list[CorpusState]
     anomaly_rate: float
@@ -500,7 +501,7 @@ class _Workflow:
         analysis = self.engine.analyze(self.state, self.config)
         if trigger_of(analysis.programmatic) == trigger:
             decision = analysis.programmatic
-            source = self.engine.programmatic_source(analysis)
+            source = machine_source(analysis)
         else:
             answer = self.state.pending_answer
             decision = build_decision(
@@ -510,7 +511,7 @@ class _Workflow:
                 change_requests=answer.changes if answer is not None else (),
             )
             source = DecisionSource.HUMAN if answer is not None else DecisionSource.LLM
-        self.state, _ = self.engine.apply(analysis, decision, source)
+        self.state, _ = self.engine.apply(analysis, Choice(decision, source))
 
     # -- step results -----------------------------------------------------------------------
 
@@ -1011,7 +1012,7 @@ def generate(seed: int, min_states: int, anomaly_rate: float = 1.0) -> Corpus:
     """Workflows from ``seed`` until at least ``min_states`` decision states are captured."""
     rng = random.Random(seed)
     clock = FixedClock()
-    engine = DecisionEngine(WorkflowMachine(), clock)
+    engine = DecisionPipeline(WorkflowMachine(), clock)
     out: list[CorpusState] = []
     n = 0
     while len(out) < min_states:

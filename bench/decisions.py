@@ -26,8 +26,8 @@ from pathlib import Path
 
 from bench._peers import load_peers
 from orchestrator.clock import FixedClock
-from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, new_workflow, record_answer
 from state.config import Coordinator, WorkflowConfig
 from state.reports import (
@@ -77,13 +77,13 @@ def build_trace(peers: object) -> tuple[list[PlanValidationReport], list[CodeVal
     return plans, codes
 
 
-def make_runner(peers: object) -> tuple[Callable[[int], WorkflowState], DecisionEngine]:
+def make_runner(peers: object) -> tuple[Callable[[int], WorkflowState], DecisionPipeline]:
     """A function that drives workflow ``i`` through the trace and returns its final state."""
     plans, codes = build_trace(peers)
     plan_draft = PlanDraft(version=1, markdown="# plan")
     code = CodeChange(files=("prep.py",), summary="stub")
     clock = FixedClock()
-    engine = DecisionEngine(WorkflowMachine(), clock)
+    engine = DecisionPipeline(WorkflowMachine(), clock)
     config = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
     now = clock.now
     # Enum members as locals: the harness's own lookups should not count as ours.
@@ -97,7 +97,7 @@ def make_runner(peers: object) -> tuple[Callable[[int], WorkflowState], Decision
         state = new_workflow(f"wf-{i}", "create a data preprocessing step", "/tmp/ws", now())
         plan_i = code_i = 0
         while True:
-            state, _ = engine.decide(state, config)
+            state, _ = engine.decide_by_rule(state, config)
             rec = state.history[-1] if state.history else None
             if rec is not None and rec.status is running:
                 step = rec.step

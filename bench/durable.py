@@ -3,7 +3,7 @@
 Part 1 drives the scripted trace of bench/peers.py (the same trace as
 ``bench/decisions.py``: plan fails once then passes, code fails once then passes, both gates
 approved) through our programmatic path the way a real runner does, against a ``SQLiteStore``:
-per workflow ``create`` and ``acquire_lease``; per decision ``engine.decide`` and a ``commit``
+per workflow ``create`` and ``acquire_lease``; per decision ``decide_by_rule`` and a ``commit``
 of the new state with its ``DecisionEntry`` *before* the (instant stub) step runs; when the
 step ends, ``complete_step``, its ``StepResultEntry`` committed with the next decision (as
 ``WorkflowRunner`` does when that decision needs no LLM call); at a gate,
@@ -47,7 +47,6 @@ from langgraph.graph import StateGraph
 from bench._peers import load_peers
 from bench.decisions import build_trace, make_runner
 from orchestrator.clock import FixedClock, SystemClock
-from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.logsetup import configure_logging
@@ -88,10 +87,10 @@ def make_durable_runner(
     """
     plans, codes = build_trace(peers)
     clock = FixedClock()
-    engine = DecisionEngine(WorkflowMachine(), clock)
+    engine = DecisionPipeline(WorkflowMachine(), clock)
     config = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
     now = clock.now
-    decide = engine.decide
+    decide = engine.decide_by_rule
     commit = store.commit
 
     def run(i: int) -> WorkflowState:
@@ -325,7 +324,7 @@ def build_long_workflow(
     """
     plans, codes = build_trace(peers)
     clock = FixedClock()
-    engine = DecisionEngine(WorkflowMachine(), clock)
+    engine = DecisionPipeline(WorkflowMachine(), clock)
     config = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
     now = clock.now
     state = new_workflow(wid, "create a data preprocessing step", "/tmp/ws", now())
@@ -342,7 +341,7 @@ def build_long_workflow(
         entries += 1
 
     while True:
-        state, record = engine.decide(state, config)
+        state, record = engine.decide_by_rule(state, config)
         commit(DecisionEntry(record))
         rec = state.history[-1] if state.history else None
         if rec is not None and rec.status is StepStatus.RUNNING:
@@ -393,7 +392,7 @@ class _Prepared(Exception):  # a signal, not an error
 class FirstDecisionProbe(DecisionPipeline):
     """Stops ``WorkflowRunner.run`` at its first decision, after the analysis it starts with.
 
-    ``DecisionPipeline.decide`` begins with ``engine.analyze``; the probe does that much,
+    ``DecisionPipeline.decide`` begins with ``analyze``; the probe does that much,
     then raises, so nothing after the resume preparation is timed or written.
     """
 
@@ -403,7 +402,7 @@ class FirstDecisionProbe(DecisionPipeline):
         config: WorkflowConfig,
         before_slow_call: Callable[[], None] | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
-        self.engine.analyze(state, config)
+        self.analyze(state, config)
         raise _Prepared(time.perf_counter())
 
 
@@ -415,10 +414,10 @@ def pristine_copy(src: Path, dest: Path) -> Path:
 
 
 def time_service_resume(
-    src: Path, work: Path, wid: str, runs: int, durability: Durability, engine: DecisionEngine
+    src: Path, work: Path, wid: str, runs: int, durability: Durability, engine: DecisionPipeline
 ) -> list[float]:
     """Seconds from opening the store to ``WorkflowRunner.run``'s first decision, per run."""
-    coordinator = FirstDecisionProbe(engine)
+    coordinator = FirstDecisionProbe(engine.machine, engine.clock)
     out: list[float] = []
     for k in range(runs):
         data_dir = pristine_copy(src, work / f"service-{durability}-{k}")
@@ -447,7 +446,7 @@ PHASES = ("open", "lease", "load", "consistency", "interrupt", "analyze")
 
 
 def time_manual_resume(
-    src: Path, work: Path, wid: str, runs: int, durability: Durability, engine: DecisionEngine
+    src: Path, work: Path, wid: str, runs: int, durability: Durability, engine: DecisionPipeline
 ) -> list[dict[str, float]]:
     """Per run, seconds in each step of a resume done by hand, in the service's order."""
     clock = SystemClock()
@@ -550,7 +549,7 @@ def resume_report(peers: ModuleType, target: int, runs: int, base: Path) -> None
             "(the whole snapshot is rewritten at each commit)"
         )
         t = time.perf_counter()
-        engine = DecisionEngine(WorkflowMachine(), SystemClock())
+        engine = DecisionPipeline(WorkflowMachine(), SystemClock())
         engine_s = time.perf_counter() - t
         print(f"{'':44s} {'median':>8s} {'max':>8s}   ({runs} runs each, ms)")
         durabilities: tuple[Durability, ...] = ("normal", "full")

@@ -22,7 +22,6 @@ from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.llm_decider import LLMDecider
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
@@ -112,9 +111,8 @@ def build_coordinator(
 ) -> DecisionPipeline:
     """The coordinator with the shared machine and, when given, the LLM."""
     machine = machine or WorkflowMachine()
-    engine = DecisionEngine(machine, clock or SystemClock())
-    orchestrator = LLMDecider(llm, machine) if llm is not None else None
-    return DecisionPipeline(engine, orchestrator, script_model=llm)
+    decider = LLMDecider(llm, machine) if llm is not None else None
+    return DecisionPipeline(machine, clock or SystemClock(), decider, script_model=llm)
 
 
 def build_agents(

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Callable
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
+
+from state.decision import Decision, DecisionRecord, DecisionSource, LLMCallInfo, Route, Signal
+from state.steps import Gate, MachineState
+from state.workflow import HumanAnswer, HumanAnswerKind
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -121,3 +126,53 @@ def replace(obj: M, **update: Any) -> M:
     _set(new, "__pydantic_extra__", None)
     _set(new, "__pydantic_private__", None)
     return new
+
+
+# The generated constructors, typed: mypy checks every call's fields against these
+# signatures, and a test checks that each signature lists exactly its model's fields.
+
+
+class DecisionRecordBuilder(Protocol):
+    """The signature of ``builder(DecisionRecord)``."""
+
+    def __call__(
+        self,
+        *,
+        seq: int,
+        decided_at: datetime,
+        decision: Decision,
+        source: DecisionSource,
+        route: Route,
+        signals: tuple[Signal, ...],
+        legal_actions: tuple[str, ...],
+        programmatic_alternative: Decision | None,
+        conflict_reason: str | None,
+        state_before: MachineState,
+        state_after: MachineState,
+        llm: LLMCallInfo | None,
+    ) -> DecisionRecord: ...
+
+
+class HumanAnswerBuilder(Protocol):
+    """The signature of ``builder(HumanAnswer)``."""
+
+    def __call__(
+        self,
+        *,
+        gate: Gate,
+        answer: HumanAnswerKind,
+        changes: tuple[str, ...],
+        comment: str | None,
+        by: str,
+        at: datetime,
+        after_decision: int,
+    ) -> HumanAnswer: ...
+
+
+new_decision_record = cast(DecisionRecordBuilder, builder(DecisionRecord))
+new_human_answer = cast(HumanAnswerBuilder, builder(HumanAnswer))
+
+TYPED_BUILDERS: dict[type[BaseModel], type[Any]] = {
+    DecisionRecord: DecisionRecordBuilder,
+    HumanAnswer: HumanAnswerBuilder,
+}

@@ -19,7 +19,7 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 
 class ActionKind(StrEnum):
-    """The kinds of orchestration decision (WORKFLOW.md)."""
+    """The kinds of orchestration decision (see docs/workflow.md)."""
 
     INVOKE_AGENT = "invoke_agent"
     TRANSITION_PHASE = "transition_phase"
@@ -102,9 +102,23 @@ class Signal(BaseModel):
 
     model_config = _FROZEN
 
-    name: str
+    name: str = Field(description="the classifier's signal name (its SignalName value)")
     route: Route
     detail: str = ""
+
+
+class LLMCallOutcome(StrEnum):
+    """How an LLM consultation ended (stored: the values never change)."""
+
+    OK = "ok"  # a legal, confident answer
+    LOW_CONFIDENCE = "low_confidence"  # legal, but below the confidence threshold
+    INVALID = "invalid"  # every attempt was refused (not JSON, off-schema, illegal)
+    UNAVAILABLE = "unavailable"  # the server could not be reached or failed
+    TEMPLATE_ERROR = "template_error"  # the prompt could not be rendered
+    # Not asked (0 attempts):
+    NOT_NEEDED = "not_needed"  # one legal action: nothing to choose
+    BUDGET_EXHAUSTED = "budget_exhausted"  # the workflow's LLM budget is spent
+    NO_LLM = "no_llm"  # no LLM is configured
 
 
 class LLMCallInfo(BaseModel):
@@ -119,8 +133,8 @@ class LLMCallInfo(BaseModel):
     attempts: int = 0
     response_format: str | None = None
     validation_errors: tuple[str, ...] = ()
-    outcome: str = Field(
-        "ok",
+    outcome: LLMCallOutcome = Field(
+        LLMCallOutcome.OK,
         description="ok, or why the answer was not used; not_needed, budget_exhausted and "
         "no_llm with 0 attempts: the LLM was not asked",
     )

@@ -1,6 +1,9 @@
 """The 7 steps of the workflow, its agents, gates, prompt templates and machine states.
 
-These are the domain's fixed vocabulary (WORKFLOW.md); every other module refers to them.
+These are the domain's fixed vocabulary (described in docs/workflow.md); every other module
+refers to them. Adding a gate: its ``Gate`` and ``MachineState`` members here (with its
+phase in ``phase_of_state``), its switch in ``Gates`` (state/config.py, named like the
+gate), and its edges in the machine's rule table.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class WorkflowStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class StepSpec:
-    """What WORKFLOW.md says about one step."""
+    """What the workflow fixes about one step: its phase, agent, templates and state."""
 
     step: Step
     name: str

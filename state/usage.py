@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
-BUDGET_EXHAUSTED = "budget_exhausted"
+BUDGET_EXHAUSTED = "budget_exhausted"  # the step error type (StepErrorType.BUDGET_EXHAUSTED)
 """The step error type of an agent step refused because the workflow's LLM budget is spent."""
 
 

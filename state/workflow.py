@@ -33,12 +33,29 @@ class StepStatus(StrEnum):
     FAILED = "failed"
 
 
+class StepErrorType(StrEnum):
+    """What kind of failure ended an attempt (stored: the values never change)."""
+
+    TIMEOUT = "timeout"
+    LLM_UNAVAILABLE = "llm_unavailable"
+    LLM_ERROR = "llm_error"
+    INVALID_OUTPUT = "invalid_output"
+    TEMPLATE_ERROR = "template_error"
+    SANDBOX_ERROR = "sandbox_error"
+    WORKSPACE_ERROR = "workspace_error"
+    WORKSPACE_VIOLATION = "workspace_violation"
+    MISSING_INPUT = "missing_input"
+    INTERNAL_ERROR = "internal_error"
+    INTERRUPTED = "interrupted"  # the process running the step died
+    BUDGET_EXHAUSTED = "budget_exhausted"  # refused its LLM calls: the workflow's budget is spent
+
+
 class StepError(BaseModel):
     """Why an attempt at a step failed."""
 
     model_config = _FROZEN
 
-    type: str = Field(description="timeout, llm_error, invalid_output, workspace_violation, ...")
+    type: StepErrorType
     message: str
     attempts: int = Field(1, ge=1, description="attempts at this step so far, this one included")
     retryable: bool = True
@@ -67,6 +84,15 @@ class HumanAnswerKind(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
     REQUEST_CHANGES = "request_changes"
+    ACCEPT = "accept"  # at an escalation: take the work as it stands, converged or not
+
+
+def answer_kinds_at(gate: Gate) -> tuple[HumanAnswerKind, ...]:
+    """The answers a human may give at ``gate``: accepting unconverged work is an answer to
+    an escalation only (the other gates are reached by converged work)."""
+    if gate is Gate.ESCALATION:
+        return tuple(HumanAnswerKind)
+    return tuple(k for k in HumanAnswerKind if k is not HumanAnswerKind.ACCEPT)
 
 
 class HumanAnswer(BaseModel):

@@ -7,8 +7,8 @@ they are re-exported here so tests import one module.
 from __future__ import annotations
 
 from orchestrator.clock import FixedClock
-from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.config import WorkflowConfig
 from state.examples import (
@@ -40,14 +40,14 @@ class Driver:
     def __init__(self, config: WorkflowConfig | None = None, workflow_id: str = "wf-test") -> None:
         self.config = config or WorkflowConfig()
         self.clock = FixedClock()
-        self.engine = DecisionEngine(WorkflowMachine(), self.clock)
+        self.pipeline = DecisionPipeline(WorkflowMachine(), self.clock)
         self.state: WorkflowState = new_workflow(
             workflow_id, "build a tabular preprocessing step", "/tmp/ws", self.clock.now()
         )
 
     def decide(self) -> WorkflowState:
         """Apply the programmatic decision."""
-        self.state, _ = self.engine.decide(self.state, self.config)
+        self.state, _ = self.pipeline.decide_by_rule(self.state, self.config)
         return self.state
 
     def running(self) -> Step | None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import tracemalloc
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from state.build import build, builder, replace
+from state.build import TYPED_BUILDERS, build, builder, replace
 from state.decision import (
     ActionKind,
     Decision,
@@ -261,3 +262,15 @@ def test_build_refuses_a_misspelt_field() -> None:
     values["stat_after"] = values.pop("state_after")
     with pytest.raises(TypeError, match=r"missing \['state_after'\], unknown \['stat_after'\]"):
         build(DecisionRecord, **values)
+
+
+@pytest.mark.parametrize("cls", list(TYPED_BUILDERS))
+def test_typed_builder_signatures_list_the_models_fields(cls: type[BaseModel]) -> None:
+    """Each typed builder takes exactly its model's fields, keyword-only, with their types."""
+    protocol = TYPED_BUILDERS[cls]
+    params = list(inspect.signature(protocol.__call__).parameters.values())[1:]  # no self
+    assert [p.name for p in params] == list(cls.model_fields)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
+    hints = get_type_hints(protocol.__call__)
+    assert hints.pop("return") is cls
+    assert hints == {name: f.annotation for name, f in cls.model_fields.items()}

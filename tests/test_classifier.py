@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from orchestrator.deciding.classifier import Classification, classify
+from orchestrator.deciding.classifier import SIGNALS, Classification, SignalName, classify
 from orchestrator.deciding.facts import compute_facts
 from state.config import ClassifierSettings, Limits, WorkflowConfig
 from state.decision import Route
@@ -593,3 +593,16 @@ def test_complex_wins_over_borderline() -> None:
     assert sorted(names(c)) == ["near_threshold", "score_drop"]
     routes = {s.name: s.route for s in c.signals}
     assert routes == {"near_threshold": Route.BORDERLINE, "score_drop": Route.COMPLEX}
+
+
+def test_every_signal_is_defined_once_with_its_route() -> None:
+    """Each signal name has one definition; the report anomalies are the untrusted ones."""
+    assert set(SIGNALS) == set(SignalName)
+    untrusted = {name.value for name, d in SIGNALS.items() if d.untrusted_report}
+    assert untrusted == {
+        "score_missing",
+        "score_out_of_range",
+        "report_contradiction",
+        "tool_crashed",
+    }
+    assert all(d.route is not Route.STANDARD for d in SIGNALS.values())

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator.deciding.actions import build_decision
+from orchestrator.deciding.record import Choice
 from orchestrator.running.consistency import check_consistency, find_inconsistency
 from orchestrator.running.updates import mark_interrupted
 from state.config import Gates, Limits, WorkflowConfig
@@ -58,7 +59,7 @@ class RecordingDriver(Driver):
 
     def choose(self, trigger: str) -> None:
         """Apply a legal action other than the programmatic one, as an LLM would."""
-        analysis = self.engine.analyze(self.state, self.config)
+        analysis = self.pipeline.analyze(self.state, self.config)
         assert trigger in analysis.legal_actions, analysis.legal_actions
         answer = self.state.pending_answer
         decision = build_decision(
@@ -68,7 +69,7 @@ class RecordingDriver(Driver):
             confidence=0.9,
             change_requests=answer.changes if answer is not None else (),
         )
-        self.state, _ = self.engine.apply(analysis, decision, DecisionSource.LLM)
+        self.state, _ = self.pipeline.apply(analysis, Choice(decision, DecisionSource.LLM))
         self._keep()
 
     def until_human(self, plan: object = BAD_PLAN, code: object = BAD_CODE) -> None:
@@ -282,6 +283,40 @@ def escalated_from_a_gate(d: RecordingDriver) -> None:
     d.decide()  # converged: the final gate
 
 
+def accepted_first_plan(d: RecordingDriver) -> None:
+    d.config = WorkflowConfig(limits=Limits(max_decisions=1))
+    d.run_step(PLAN)
+    d.decide()  # decision limit: escalate, the plan never validated
+    assert d.state.machine_state is MachineState.ESCALATED
+    d.answer(HumanAnswerKind.ACCEPT)
+    d.decide()  # step 1 straight to step 4
+    d.finish(CODE)
+
+
+def accepted_plan_after_the_limit(d: RecordingDriver) -> None:
+    d.run_step(PLAN)
+    d.run_step(BAD_PLAN)
+    for _ in range(d.config.limits.max_plan_revisions):
+        d.run_step(PLAN)
+        d.run_step(BAD_PLAN)
+    d.decide()  # plan revision limit: escalate
+    d.answer(HumanAnswerKind.ACCEPT)
+    d.decide()  # an unconverged plan goes on to phase 2
+    d.finish(CODE)
+    d.until_human(code=code_report())
+
+
+def accepted_code(d: RecordingDriver) -> None:
+    d.to_phase2()
+    d.run_step(BAD_CODE)
+    for _ in range(d.config.limits.max_code_refinements):
+        d.run_step(CODE)
+        d.run_step(BAD_CODE)
+    d.decide()  # code refinement limit: escalate
+    d.answer(HumanAnswerKind.ACCEPT)
+    d.decide()  # unconverged code goes to the final gate
+
+
 S = MachineState
 FLOWS: dict[str, tuple[Callable[[RecordingDriver], None], MachineState]] = {
     "happy path with both loops": (happy_path, S.COMPLETED),
@@ -307,6 +342,9 @@ FLOWS: dict[str, tuple[Callable[[RecordingDriver], None], MachineState]] = {
     ),
     "guided revision of the first plan": (guided_revision_of_the_first_plan, S.ESCALATED),
     "escalated from a gate": (escalated_from_a_gate, S.AWAITING_FINAL_APPROVAL),
+    "accepted first plan": (accepted_first_plan, S.IMPLEMENTATION),
+    "accepted plan after the limit": (accepted_plan_after_the_limit, S.AWAITING_FINAL_APPROVAL),
+    "accepted code": (accepted_code, S.AWAITING_FINAL_APPROVAL),
 }
 
 

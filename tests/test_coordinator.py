@@ -10,7 +10,8 @@ from structlog.testing import capture_logs
 
 from orchestrator.clock import FixedClock
 from orchestrator.composition import build_coordinator
-from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.deciding.classifier import Classification
+from orchestrator.deciding.pipeline import DecisionPipeline, Plan, plan
 from orchestrator.llm.scripted import ScriptedChatModel
 from state.config import Coordinator, LLMSettings, WorkflowConfig
 from state.decision import DecisionRecord, DecisionSource, Route
@@ -324,3 +325,39 @@ async def test_tool_crash_routes_complex() -> None:
     d.run_step(code_report(tools=(ToolStatus.PASSED, ToolStatus.CRASHED)))
     state, rec = await decide(d, ScriptedChatModel([answer("invoke_step6")]))
     assert rec.route is Route.COMPLEX and "tool_crashed" in [s.name for s in rec.signals]
+
+
+PLANS = {
+    (Coordinator.PROGRAMMATIC, Route.STANDARD): Plan.MACHINE,
+    (Coordinator.PROGRAMMATIC, Route.COMPLEX): Plan.MACHINE,
+    (Coordinator.PROGRAMMATIC, Route.BORDERLINE): Plan.MACHINE,
+    (Coordinator.HYBRID, Route.STANDARD): Plan.MACHINE,
+    (Coordinator.HYBRID, Route.COMPLEX): Plan.LLM,
+    (Coordinator.HYBRID, Route.BORDERLINE): Plan.BOTH,
+    (Coordinator.LLM, Route.STANDARD): Plan.LLM,
+    (Coordinator.LLM, Route.COMPLEX): Plan.LLM,
+    (Coordinator.LLM, Route.BORDERLINE): Plan.LLM,
+    (Coordinator.SCRIPT, Route.STANDARD): Plan.SCRIPT,
+    (Coordinator.SCRIPT, Route.COMPLEX): Plan.SCRIPT,
+    (Coordinator.SCRIPT, Route.BORDERLINE): Plan.SCRIPT,
+}
+
+
+@pytest.mark.parametrize(("mode", "route"), [(m, r) for m in Coordinator for r in Route])
+def test_every_mode_and_route_has_its_deciders(mode: Coordinator, route: Route) -> None:
+    """Each coordinator mode and route pair is routed explicitly (none falls into the LLM)."""
+    d = borderline_state()  # two legal actions: request_plan_approval, escalate
+    config = WorkflowConfig(coordinator=mode, coordinator_script="x.py")
+    analysis = d.pipeline.analyze(d.state, config)
+    analysis.classification = Classification(route, analysis.classification.signals)
+    assert plan(analysis, config) is PLANS[(mode, route)]
+
+
+def test_a_routed_state_with_one_legal_action_is_a_forced_move() -> None:
+    """Hybrid: a complex state with a single legal action is the machine's move."""
+    d = borderline_state()
+    config = WorkflowConfig()
+    analysis = d.pipeline.analyze(d.state, config)
+    analysis.classification = Classification(Route.COMPLEX, ())
+    analysis.legal_actions = analysis.legal_actions[:1]
+    assert plan(analysis, config) is Plan.FORCED

@@ -8,12 +8,13 @@ import pytest
 
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.facts import compute_facts
+from orchestrator.running.consistency import find_inconsistency
 from state.config import Gates, Limits, WorkflowConfig
-from state.decision import EscalationReason, RecoveryStrategy
-from state.errors import AwaitingHumanError, WorkflowFinishedError
+from state.decision import DecisionSource, EscalationReason, RecoveryStrategy
+from state.errors import AwaitingHumanError, HumanAnswerError, WorkflowFinishedError
 from state.reports import CodeChange, PlanDraft
 from state.steps import Gate, MachineState, Step
-from state.workflow import HumanAnswerKind
+from state.workflow import HumanAnswerKind, StepErrorType
 
 from builders import BAD_CODE, BAD_PLAN, Driver, code_report, plan_report
 
@@ -136,6 +137,15 @@ def decision_limit(d: Driver) -> None:
 def escalated_then(kind: HumanAnswerKind, *changes: str) -> Callable[[Driver], None]:
     def setup(d: Driver) -> None:
         plan_limit(d)
+        d.decide()  # escalate
+        d.answer(kind, *changes)
+
+    return setup
+
+
+def code_escalated_then(kind: HumanAnswerKind, *changes: str) -> Callable[[Driver], None]:
+    def setup(d: Driver) -> None:
+        code_limit(d)
         d.decide()  # escalate
         d.answer(kind, *changes)
 
@@ -315,6 +325,24 @@ ROWS: list[tuple[str, WorkflowConfig, Callable[[Driver], None], str]] = [
         escalated_then(HumanAnswerKind.REJECT),
         "reject",
     ),
+    (
+        "escalation accept, plan not converged -> phase 2",
+        WorkflowConfig(),
+        escalated_then(HumanAnswerKind.ACCEPT),
+        "transition_phase",
+    ),
+    (
+        "escalation accept, code not converged -> final gate",
+        WorkflowConfig(),
+        code_escalated_then(HumanAnswerKind.ACCEPT),
+        "request_final_approval",
+    ),
+    (
+        "escalation accept, code not converged, final off -> complete",
+        _gates(final=False),
+        code_escalated_then(HumanAnswerKind.ACCEPT),
+        "complete",
+    ),
 ]
 
 
@@ -328,9 +356,9 @@ def test_decision_row(
     d = Driver(config)
     setup(d)
     facts = compute_facts(d.state, d.config)
-    decision = d.engine.programmatic.decide(facts)
+    decision = d.pipeline.machine.decide(facts)
     assert trigger_of(decision) == expected
-    assert expected in d.engine.machine.legal_actions(facts)
+    assert expected in d.pipeline.machine.legal_actions(facts)
     d.decide()  # firing it through the machine succeeds
 
 
@@ -405,3 +433,54 @@ def test_fresh_budget_after_escalation_answer() -> None:
         # within the new budget the decision is still a revision or an escalation at the end
     d.decide()
     assert d.state.decisions[-1].decision.escalation_reason is EscalationReason.PLAN_REVISION_LIMIT
+
+
+def test_accept_overrides_convergence_and_says_so() -> None:
+    """An accepted unconverged plan enters phase 2, recorded as a human override."""
+    d = Driver()
+    escalated_then(HumanAnswerKind.ACCEPT)(d)
+    state = d.decide()
+    rec = state.decisions[-1]
+    assert rec.source is DecisionSource.HUMAN
+    assert "overriding convergence" in rec.decision.rationale
+    assert state.phase == 2 and state.machine_state is MachineState.IMPLEMENTATION
+    assert find_inconsistency(state, d.config) is None
+
+
+def test_accept_is_only_an_answer_to_an_escalation() -> None:
+    """accept at the plan gate is refused and nothing is recorded."""
+    d = Driver()
+    d.to_plan_gate()
+    with pytest.raises(HumanAnswerError, match="accept answers an escalation only"):
+        d.answer(HumanAnswerKind.ACCEPT)
+    assert d.state.human_answers == ()
+
+
+def test_accept_needs_work_to_accept() -> None:
+    """An escalation before any plan was written cannot be accepted."""
+    d = Driver(_limits(max_step_retries=0))
+    failed_times(1)(d)
+    d.decide()  # retries spent: escalate
+    assert d.state.machine_state is MachineState.ESCALATED
+    with pytest.raises(HumanAnswerError, match="no plan to accept"):
+        d.answer(HumanAnswerKind.ACCEPT)
+
+
+def test_no_one_but_a_human_can_accept() -> None:
+    """Without a human's accept, an escalation offers no edge that skips convergence."""
+    d = Driver()
+    plan_limit(d)
+    d.decide()  # escalate
+    d.answer(HumanAnswerKind.APPROVE)
+    legal = d.pipeline.machine.legal_actions(compute_facts(d.state, d.config))
+    assert "transition_phase" not in legal
+
+
+def test_an_unknown_error_type_is_kept_in_the_message() -> None:
+    """A failure kind the enum lacks is recorded as internal_error, its name in the message."""
+    d = Driver()
+    d.decide()
+    state = d.fail("gpu_on_fire")
+    assert state.last_record is not None and state.last_record.error is not None
+    assert state.last_record.error.type is StepErrorType.INTERNAL_ERROR
+    assert state.last_record.error.message.startswith("(gpu_on_fire) ")

@@ -244,9 +244,9 @@ def test_the_cli_itself_may_import_click() -> None:
         ),
         ("state/x.py", "import click\n", "state/x.py:1: only orchestrator.cli"),
         (
-            "orchestrator/deciding/engine.py",
+            "orchestrator/deciding/record.py",
             "from rich.console import Console\n",
-            "orchestrator/deciding/engine.py:1: only orchestrator.cli",
+            "orchestrator/deciding/record.py:1: only orchestrator.cli",
         ),
         ("agents/x.py", "def f():\n    import rich\n", "agents/x.py:2: only orchestrator.cli"),
         (

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from importlib.metadata import version
+
 import pytest
+from transitions import Event, Machine, Transition
+from transitions.core import Condition
 
 from orchestrator.deciding.facts import compute_facts
 from orchestrator.deciding.machine import WorkflowMachine
@@ -25,14 +30,14 @@ def test_unknown_action_is_refused() -> None:
     """An action the machine does not know is an error naming the known ones."""
     d = validated_plan(True)
     with pytest.raises(IllegalTransitionError, match=r"unknown action 'teleport'.*escalate"):
-        d.engine.machine.fire(compute_facts(d.state, d.config), "teleport")
+        d.pipeline.machine.fire(compute_facts(d.state, d.config), "teleport")
 
 
 def test_action_without_an_edge_is_refused() -> None:
     """'complete' has no edge out of plan validation."""
     d = validated_plan(True)
     with pytest.raises(IllegalTransitionError, match="no edge from state 'plan_validation'"):
-        d.engine.machine.fire(compute_facts(d.state, d.config), "complete")
+        d.pipeline.machine.fire(compute_facts(d.state, d.config), "complete")
 
 
 def test_guards_refuse_a_revision_of_a_converged_plan() -> None:
@@ -40,7 +45,7 @@ def test_guards_refuse_a_revision_of_a_converged_plan() -> None:
     d = validated_plan(True)
     facts = compute_facts(d.state, d.config)
     with pytest.raises(IllegalTransitionError, match=r"guards refuse it.*request_plan_approval"):
-        d.engine.machine.fire(facts, "invoke_step3")
+        d.pipeline.machine.fire(facts, "invoke_step3")
 
 
 def test_legal_actions_follow_convergence() -> None:
@@ -69,7 +74,9 @@ def test_answered_plan_gate_is_not_bounced_back() -> None:
     d = Driver()
     d.to_plan_gate()
     d.answer(HumanAnswerKind.APPROVE)
-    assert d.engine.machine.legal_actions(compute_facts(d.state, d.config)) == ("transition_phase",)
+    assert d.pipeline.machine.legal_actions(compute_facts(d.state, d.config)) == (
+        "transition_phase",
+    )
 
 
 def test_spent_retries_can_only_escalate() -> None:
@@ -81,7 +88,7 @@ def test_spent_retries_can_only_escalate() -> None:
         d.decide()
         d.fail("llm_unavailable")
     facts = compute_facts(d.state, d.config)
-    assert d.engine.machine.legal_actions(facts) == ("escalate",)
+    assert d.pipeline.machine.legal_actions(facts) == ("escalate",)
 
 
 def test_fatal_error_may_fail_the_workflow() -> None:
@@ -90,4 +97,58 @@ def test_fatal_error_may_fail_the_workflow() -> None:
     d.decide()
     d.fail("template_error", retryable=False)
     facts = compute_facts(d.state, d.config)
-    assert d.engine.machine.legal_actions(facts) == ("fail", "escalate")
+    assert d.pipeline.machine.legal_actions(facts) == ("fail", "escalate")
+
+
+def test_transitions_internals_the_machine_overrides_are_there() -> None:
+    """The library entry points and tables machine.py replaces keep their shapes."""
+    major, minor, *_ = (int(p) for p in version("transitions").split("."))
+    assert (major, minor) == (0, 9), "machine.py is checked against transitions 0.9"
+    assert list(inspect.signature(Transition.execute).parameters) == ["self", "event_data"]
+    assert list(inspect.signature(Event.trigger).parameters) == ["self", "model", "args", "kwargs"]
+    assert list(inspect.signature(Condition.__init__).parameters)[:2] == ["self", "func"]
+    for name in ("transition_cls", "event_cls"):
+        assert isinstance(getattr(Machine, name), type)
+    machine = Machine(model=None, states=["a", "b"], initial="a", auto_transitions=False)
+    machine.add_transition("go", "a", "b", conditions=[lambda: True])
+    event = machine.events["go"]
+    (transition,) = event.transitions["a"]
+    assert transition.dest == "b"
+    assert callable(transition.conditions[0].func)
+    for attr in (
+        "has_queue",
+        "prepare_event",
+        "finalize_event",
+        "before_state_change",
+        "after_state_change",
+        "on_exception",
+    ):
+        assert hasattr(machine, attr), attr
+
+
+def test_the_decision_is_the_first_passing_rule_edge() -> None:
+    """decide picks the first rule edge out of the state, in table order, whose guards pass."""
+    m = WorkflowMachine()
+    d = validated_plan(False)
+    facts = compute_facts(d.state, d.config)
+    first = next(
+        s
+        for s in m.table
+        if s.source is facts.machine_state and s.is_rule and all(g(facts) for g in s.guards)
+    )
+    decision = m.decide(facts)
+    assert decision.rationale == first.rationale
+    assert first.trigger == "invoke_step3"
+
+
+def test_every_rule_escalation_says_why_and_offered_edges_are_never_chosen() -> None:
+    """Escalating rule edges carry their reason; offered-only edges carry no rationale."""
+    table = WorkflowMachine().table
+    for spec in table:
+        if spec.is_rule and spec.trigger == "escalate":
+            assert spec.reason is not None, spec
+        if not spec.is_rule:
+            assert spec.reason is None, spec
+    offered = {(s.source, s.trigger) for s in table if not s.is_rule}
+    assert (MachineState.PLAN_VALIDATION, "escalate") in offered
+    assert (MachineState.ESCALATED, "invoke_step3") in offered

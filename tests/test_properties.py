@@ -7,10 +7,12 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.deciding import machine as m
+from orchestrator.deciding import table as m
 from orchestrator.deciding.actions import build_decision, trigger_of
 from orchestrator.deciding.facts import code_converged, compute_facts, plan_converged
+from orchestrator.deciding.record import Choice
 from orchestrator.running.consistency import find_inconsistency
+from orchestrator.running.updates import allowed_answers
 from state.config import Gates, Limits, WorkflowConfig
 from state.decision import DecisionSource
 from state.reports import (
@@ -87,9 +89,15 @@ def _check_safety(d: Driver, before: MachineState, trigger: str) -> None:
     rec = s.decisions[-1]
     answers = [a for a in s.human_answers if a.after_decision == rec.seq - 1]
     approved_here = bool(answers) and answers[-1].answer is HumanAnswerKind.APPROVE
+    # Only a human's accept at an escalation overrides convergence.
+    accepted_here = bool(answers) and answers[-1].answer is HumanAnswerKind.ACCEPT
+    if accepted_here:
+        assert before is MachineState.ESCALATED, "accepted work outside an escalation"
     if trigger == m.TRANSITION_PHASE:
         if before is MachineState.AWAITING_PLAN_APPROVAL:
             assert approved_here, "left the plan gate without an approval"
+        elif accepted_here:
+            assert s.phase == 2
         else:
             assert facts_plan, "entered phase 2 with a plan that did not converge"
             assert not d.config.gates.plan, "skipped the plan gate"
@@ -101,7 +109,7 @@ def _check_safety(d: Driver, before: MachineState, trigger: str) -> None:
         if before is MachineState.AWAITING_FINAL_APPROVAL:
             assert approved_here, "completed without a final approval"
         else:
-            assert facts_code, "completed with code that did not converge"
+            assert facts_code or accepted_here, "completed with code that did not converge"
             assert not d.config.gates.final, "skipped the final gate"
     if trigger == m.REJECT:
         assert answers and answers[-1].answer is HumanAnswerKind.REJECT
@@ -129,7 +137,7 @@ def test_random_workflows_stay_legal_and_safe(config: WorkflowConfig, data: st.D
         if s.machine_state in TERMINAL_STATES:
             break
         if s.machine_state in GATE_OF_STATE and s.pending_answer is None:
-            kind = data.draw(st.sampled_from(list(HumanAnswerKind)))
+            kind = data.draw(st.sampled_from(allowed_answers(s)))
             d.answer(kind, *(["make it faster"] if kind is HumanAnswerKind.REQUEST_CHANGES else []))
             continue
         rec = s.last_record
@@ -143,14 +151,14 @@ def test_random_workflows_stay_legal_and_safe(config: WorkflowConfig, data: st.D
                 d.finish(_result_for(rec.step, data))
             continue
         assert find_inconsistency(s, config) is None, find_inconsistency(s, config)
-        analysis = d.engine.analyze(s, config)
+        analysis = d.pipeline.analyze(s, config)
         # The programmatic decision is always legal.
         assert trigger_of(analysis.programmatic) in analysis.legal_actions
         # An LLM (here: chance) picks any legal action; the machine must keep it safe.
         trigger = data.draw(st.sampled_from(analysis.legal_actions))
         decision = build_decision(trigger, analysis.facts, rationale="random", confidence=0.9)
         before = s.machine_state
-        d.state, _ = d.engine.apply(analysis, decision, DecisionSource.LLM)
+        d.state, _ = d.pipeline.apply(analysis, Choice(decision, DecisionSource.LLM))
         _check_safety(d, before, trigger)
 
 
@@ -186,5 +194,5 @@ def test_escalation_gate_is_never_passed_without_answer() -> None:
     d.decide()
     assert d.state.machine_state is MachineState.ESCALATED
     facts = compute_facts(d.state, d.config)
-    assert set(d.engine.machine.legal_actions(facts)) <= {m.ESCALATE}
+    assert set(d.pipeline.machine.legal_actions(facts)) <= {m.ESCALATE}
     assert d.state.waiting_gate is Gate.ESCALATION

@@ -86,7 +86,7 @@ async def test_real_model_outcome_is_legal_and_logged(
     d = Driver(WorkflowConfig(llm=SETTINGS))
     setup(d)
     config = d.config.model_copy(update={"coordinator": mode, "llm": SETTINGS})
-    legal = d.engine.machine.legal_actions(compute_facts(d.state, config))
+    legal = d.pipeline.machine.legal_actions(compute_facts(d.state, config))
     with capture_logs() as logs:
         state, rec = await build_coordinator(model, clock=FixedClock()).decide(d.state, config)
     assert trigger_of(rec.decision) in legal

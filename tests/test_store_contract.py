@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clock import FixedClock
-from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.config import Gates, WorkflowConfig
 from state.errors import (
@@ -125,8 +125,8 @@ def dead_pid() -> int:
 # -- realistic states, made by the real engine -----------------------------------------------
 
 
-def _engine() -> DecisionEngine:
-    return DecisionEngine(WorkflowMachine(), FixedClock(T0))
+def _engine() -> DecisionPipeline:
+    return DecisionPipeline(WorkflowMachine(), FixedClock(T0))
 
 
 def _history(wid: str) -> list[tuple[WorkflowState, list[LedgerEntryIn]]]:
@@ -140,7 +140,7 @@ def _history(wid: str) -> list[tuple[WorkflowState, list[LedgerEntryIn]]]:
 
     def decide() -> None:
         nonlocal state
-        state, record = engine.decide(state, config)
+        state, record = engine.decide_by_rule(state, config)
         out.append((state, [DecisionEntry(record)]))
 
     decide()  # step 1

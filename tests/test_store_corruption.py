@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clock import FixedClock
-from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, new_workflow
 from state.config import WorkflowConfig
 from state.errors import StoreCorruptError, StoreVersionError
@@ -32,19 +32,19 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     """A store holding wf-1 (two decisions, a step result, an event) and an empty wf-2."""
-    engine = DecisionEngine(WorkflowMachine(), FixedClock(T0))
+    engine = DecisionPipeline(WorkflowMachine(), FixedClock(T0))
     config = WorkflowConfig()
     state = new_workflow("wf-1", "create a data preprocessing step", "/ws", T0)
     with SQLiteStore(tmp_path) as store:
         version = store.create(state, config)
         store.create(new_workflow("wf-2", "r", "/ws", T0), config)
-        state, record = engine.decide(state, config)
+        state, record = engine.decide_by_rule(state, config)
         commits: list[list[LedgerEntryIn]] = [[DecisionEntry(record)]]
         states = [state]
         state = complete_step(state, PlanDraft(version=1, markdown="# Plan"), T0)
         commits.append([StepResultEntry(state.history[-1]), EventEntry("checkpoint")])
         states.append(state)
-        state, record = engine.decide(state, config)
+        state, record = engine.decide_by_rule(state, config)
         commits.append([DecisionEntry(record)])
         states.append(state)
         for st, entries in zip(states, commits, strict=True):

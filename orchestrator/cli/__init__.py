@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.cli.answers import approve, reject, request_changes
+from orchestrator.cli.answers import accept, approve, reject, request_changes
 from orchestrator.cli.app import cli
 from orchestrator.cli.core import graph, schema
 from orchestrator.cli.decide import decide
@@ -17,6 +17,7 @@ COMMANDS = (
     resume,
     approve,
     reject,
+    accept,
     request_changes,
     list_,
     status,

@@ -18,7 +18,7 @@ from orchestrator.cli.printable import printable
 from orchestrator.cli.running import resume
 from orchestrator.clock import SystemClock
 from orchestrator.running.runner import answer_workflow
-from state.steps import Gate
+from state.steps import Gate, WorkflowStatus
 from state.workflow import HumanAnswerKind
 
 
@@ -53,7 +53,9 @@ def _answer_command(kind: HumanAnswerKind) -> Callable[..., None]:
             f"{workflow_id}: {kind.value} recorded at the {answer.gate.value} gate by "
             f"{printable(answer.by)}"
         )
-        if resume_after:
+        if state.status is not WorkflowStatus.AWAITING_HUMAN:
+            click.echo(f"{workflow_id} {state.machine_state.value}")  # a rejection ends it
+        elif resume_after:
             ctx = click.get_current_context()
             ctx.invoke(
                 resume,
@@ -99,6 +101,12 @@ approve = _make_answer_command(
 )
 reject = _make_answer_command(
     "reject", HumanAnswerKind.REJECT, "Reject the work: the workflow ends as rejected."
+)
+accept = _make_answer_command(
+    "accept",
+    HumanAnswerKind.ACCEPT,
+    "At an escalation, accept the work as it stands: an unconverged plan goes on to "
+    "implementation, unconverged code to the final gate (or completes when that gate is off).",
 )
 request_changes = _make_answer_command(
     "request-changes",

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from orchestrator.cli.printable import printable
-from orchestrator.deciding.engine import Analysis
+from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.graph import to_dot, to_mermaid
 from orchestrator.running.consistency import check_consistency

@@ -13,7 +13,7 @@ from orchestrator.cli.inputs import check_runnable, read_config, read_state
 from orchestrator.cli.llm_access import UnreachableModel, enter_llm
 from orchestrator.cli.printable import printable
 from orchestrator.composition import build_coordinator, resolve_target
-from orchestrator.deciding.engine import Analysis
+from orchestrator.deciding.analysis import Analysis
 from orchestrator.llm.protocol import ChatModel
 from orchestrator.running.consistency import check_consistency
 from state.config import Coordinator, WorkflowConfig
@@ -31,7 +31,7 @@ async def _decide(
     """Decide on ``state``; the third value says why the LLM could not be opened, if so."""
     needs_llm = config.coordinator in (Coordinator.HYBRID, Coordinator.LLM, Coordinator.SCRIPT)
     probe = build_coordinator(None)
-    analysis = probe.engine.analyze(state, config)
+    analysis = probe.analyze(state, config)
     wants_llm = needs_llm and (
         config.coordinator is not Coordinator.HYBRID or analysis.route.value != "standard"
     )

@@ -33,7 +33,7 @@ from orchestrator.running.runner import Observer, WorkflowRunner, default_workfl
 from state.config import Coordinator, WorkflowConfig
 from state.errors import ConfigError, UnknownWorkflowError
 from state.sqlite_store import SQLiteStore
-from state.steps import WorkflowStatus
+from state.steps import Gate, WorkflowStatus
 from state.workflow import WorkflowState
 
 
@@ -136,7 +136,8 @@ def _finish(state: WorkflowState) -> None:
             f"  orchestrator approve {wid}\n"
             f"  orchestrator reject {wid} --comment TEXT\n"
             f"  orchestrator request-changes {wid} --change TEXT\n"
-            f"then: orchestrator resume {wid}"
+            + (f"  orchestrator accept {wid}\n" if gate is Gate.ESCALATION else "")
+            + f"then: orchestrator resume {wid}"
         )
     else:
         click.echo(

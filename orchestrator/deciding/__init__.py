@@ -1,1 +1,8 @@
-"""Deciding: from a workflow state to one checked, recorded decision."""
+"""Deciding: from a workflow state to one checked, recorded decision.
+
+The stages, in the order a decision goes through them (``pipeline.DecisionPipeline``):
+``facts`` -> ``classifier`` (route and signals) -> ``machine`` reading ``table`` through
+``guards`` (legal actions and the rules' decision; together ``analysis``) -> the deciders the
+route calls for (``llm_decider`` with ``prompting``, ``script_decider``) -> ``reconcile`` ->
+``record`` (fired and recorded). ``actions`` turns triggers into decisions and back.
+"""

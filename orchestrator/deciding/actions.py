@@ -1,22 +1,20 @@
 """Turning a machine trigger into a ``Decision`` and back.
 
-The LLM and scripts choose a trigger among the legal actions; the programmatic orchestrator
-chooses one by rule. Either way the ``Decision`` is built here, with the agent, templates and
-context WORKFLOW.md assigns to the step, so every source describes an action the same way.
+The LLM and scripts choose a trigger among the legal actions; the machine's rules choose one
+by priority. Either way the ``Decision`` is built here, with the agent, templates and context
+the workflow assigns to the step (see docs/workflow.md), so every source describes an action
+the same way.
 """
 
 from __future__ import annotations
 
-from orchestrator.deciding import machine as m
+from orchestrator.deciding import table as m
 from orchestrator.deciding.facts import Facts
 from state.decision import ActionKind, Decision, EscalationReason, RecoveryStrategy
 from state.errors import IllegalTransitionError
+from state.fast import ACTION_INVOKE_AGENT, ACTION_REQUEST_APPROVAL, STEP_IMPLEMENTATION
 from state.steps import GATE_OF_STATE, STEP_OF_STATE, STEP_SPECS, MachineState, Step
-
-# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
-_INVOKE_AGENT = ActionKind.INVOKE_AGENT
-_REQUEST_APPROVAL = ActionKind.REQUEST_APPROVAL
-_IMPLEMENTATION = Step.IMPLEMENTATION
+from state.workflow import StepErrorType
 
 STEP_CONTEXT: dict[Step, tuple[str, ...]] = {
     Step.INITIAL_PLANNING: ("requirements", "workspace_context"),
@@ -47,13 +45,13 @@ def trigger_of(decision: Decision) -> str:
         IllegalTransitionError: the decision names no action the machine has.
     """
     action = decision.action
-    if action is _INVOKE_AGENT:
+    if action is ACTION_INVOKE_AGENT:
         if decision.step is None or decision.step not in m.INVOKE:
             raise IllegalTransitionError("an invoke_agent decision must name a step 1-7")
-        if decision.step is _IMPLEMENTATION:
+        if decision.step is STEP_IMPLEMENTATION:
             return m.TRANSITION_PHASE
         return m.INVOKE[decision.step]
-    if action is _REQUEST_APPROVAL:
+    if action is ACTION_REQUEST_APPROVAL:
         for trig, gate in _GATE_OF_TRIGGER.items():
             if gate is decision.gate:
                 return trig
@@ -68,10 +66,19 @@ def target_step(trigger: str, facts: Facts) -> Step | None:
     if trigger in _INVOKE_STEP:
         return _INVOKE_STEP[trigger]
     if trigger == m.TRANSITION_PHASE:
-        return _IMPLEMENTATION
+        return STEP_IMPLEMENTATION
     if trigger == m.RETRY:
         return facts.step
     return None
+
+
+_RECOVERY = {
+    StepErrorType.TIMEOUT: RecoveryStrategy.EXTENDED_TIMEOUT,
+    # Bad output or a bad workspace: retried with the problem in the agent's input.
+    StepErrorType.INVALID_OUTPUT: RecoveryStrategy.CORRECTED_INPUT,
+    StepErrorType.WORKSPACE_ERROR: RecoveryStrategy.CORRECTED_INPUT,
+    StepErrorType.WORKSPACE_VIOLATION: RecoveryStrategy.CORRECTED_INPUT,
+}
 
 
 def recovery_for(facts: Facts) -> RecoveryStrategy:
@@ -79,12 +86,7 @@ def recovery_for(facts: Facts) -> RecoveryStrategy:
     err = facts.record.error if facts.record is not None else None
     if err is None:
         return RecoveryStrategy.BACKOFF  # interrupted: nothing wrong with the input
-    kind = err.type.lower()
-    if "timeout" in kind:
-        return RecoveryStrategy.EXTENDED_TIMEOUT
-    if any(word in kind for word in ("invalid", "parse", "malformed", "schema", "workspace")):
-        return RecoveryStrategy.CORRECTED_INPUT
-    return RecoveryStrategy.BACKOFF
+    return _RECOVERY.get(err.type, RecoveryStrategy.BACKOFF)
 
 
 _ACTION_OF_TRIGGER: dict[str, ActionKind] = {

@@ -1,9 +1,13 @@
 """The decision classifier: which signals fire in a state, and so who decides.
 
-Every signal WORKFLOW.md names is one small pure function from ``Facts`` to an optional
-``Signal``. A state with no signal is **standard** (the machine decides alone); any complex
-signal makes it **complex** (the LLM decides, the machine checks); otherwise any borderline
-signal makes it **borderline** (both decide, then reconcile).
+Each signal is defined once, in ``SIGNALS``: its name, its route and whether it means the
+report the rules would judge cannot be trusted (then, without a usable LLM answer, a human
+decides instead of the rules). Small pure functions from ``Facts`` detect them. A state with
+no signal is **standard** (the machine decides alone); any complex signal makes it
+**complex** (the LLM decides, the machine checks); otherwise any borderline signal makes it
+**borderline** (both decide, then reconcile). Adding a signal: a ``SignalName``, its entry
+in ``SIGNALS``, and the check that emits it (with its threshold in ``ClassifierSettings``
+if it has one).
 
 Complex signals
     ``step_errors_high``      more than ``complex_error_count`` (2) errors on the current step
@@ -28,7 +32,9 @@ Borderline signals
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from orchestrator.deciding.facts import (
     PLAN_SCORE_FIELDS,
@@ -40,26 +46,81 @@ from orchestrator.deciding.facts import (
     valid_score,
 )
 from state.decision import Route, Signal
+from state.fast import (
+    ANSWER_REQUEST_CHANGES,
+    STATE_ESCALATED,
+    STEP_IMPLEMENTATION,
+    STEP_PLAN_VALIDATION,
+    STEP_STATUS_COMPLETED,
+    TOOL_CRASHED,
+    VERDICT_FAIL,
+    VERDICT_PASS,
+)
 from state.reports import (
     CodeValidationReport,
     PlanValidationReport,
-    ToolStatus,
-    Verdict,
 )
-from state.steps import GATE_OF_STATE, MachineState, Step
-from state.workflow import HumanAnswerKind, StepStatus
-
-# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
-_PLAN_VALIDATION = Step.PLAN_VALIDATION
-_PASS = Verdict.PASS
-_FAIL = Verdict.FAIL
-_CRASHED = ToolStatus.CRASHED
-_COMPLETED = StepStatus.COMPLETED
-_IMPLEMENTATION = Step.IMPLEMENTATION
-_ESCALATED = MachineState.ESCALATED
-_REQUEST_CHANGES = HumanAnswerKind.REQUEST_CHANGES
+from state.steps import GATE_OF_STATE
 
 C, B = Route.COMPLEX, Route.BORDERLINE
+
+
+class SignalName(StrEnum):
+    """The classifier's signals (stored in decision records: the values never change)."""
+
+    STEP_ERRORS_HIGH = "step_errors_high"
+    SCORE_MISSING = "score_missing"
+    SCORE_OUT_OF_RANGE = "score_out_of_range"
+    REPORT_CONTRADICTION = "report_contradiction"
+    TOOL_CRASHED = "tool_crashed"
+    NO_IMPROVEMENT = "no_improvement"
+    SCORE_OSCILLATION = "score_oscillation"
+    SCORE_DROP = "score_drop"
+    HUMAN_FREE_TEXT = "human_free_text"
+    STEP_ERRORS = "step_errors"
+    NEAR_THRESHOLD = "near_threshold"
+    LAST_ROUND = "last_round"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalDef:
+    """What a signal means: who decides when it fires, and whether the rules' verdict on
+    the report it fired on can be trusted."""
+
+    route: Route
+    untrusted_report: bool = False
+
+
+N = SignalName
+SIGNALS: dict[SignalName, SignalDef] = {
+    N.STEP_ERRORS_HIGH: SignalDef(C),
+    N.SCORE_MISSING: SignalDef(C, untrusted_report=True),
+    N.SCORE_OUT_OF_RANGE: SignalDef(C, untrusted_report=True),
+    N.REPORT_CONTRADICTION: SignalDef(C, untrusted_report=True),
+    N.TOOL_CRASHED: SignalDef(C, untrusted_report=True),
+    N.NO_IMPROVEMENT: SignalDef(C),
+    N.SCORE_OSCILLATION: SignalDef(C),
+    N.SCORE_DROP: SignalDef(C),
+    N.HUMAN_FREE_TEXT: SignalDef(C),
+    N.STEP_ERRORS: SignalDef(B),
+    N.NEAR_THRESHOLD: SignalDef(B),
+    N.LAST_ROUND: SignalDef(B),
+}
+
+
+def signal(name: SignalName, detail: str) -> Signal:
+    """The ``Signal`` record of ``name`` firing, with its defined route."""
+    return Signal(name=name.value, route=SIGNALS[name].route, detail=detail)
+
+
+def untrusted_reports(signals: Iterable[Signal]) -> list[str]:
+    """The names, sorted, of the signals in ``signals`` that make the judged report
+    untrustworthy."""
+    return sorted(
+        s.name
+        for s in signals
+        if s.name in SIGNALS and SIGNALS[SignalName(s.name)].untrusted_report
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,21 +140,21 @@ def _score_vectors(f: Facts, n: int) -> tuple[tuple[str, ...], list[tuple[float 
     """The gating scores of the last ``n`` validation rounds of the current phase, oldest
     first (one pass over the history, newest first: this runs after every validation)."""
     out: list[tuple[float | None, ...]] = []
-    if f.step is _PLAN_VALIDATION:
+    if f.step is STEP_PLAN_VALIDATION:
         for rec in reversed(f.state.history):
             result = rec.result
-            if rec.status is _COMPLETED and isinstance(result, PlanValidationReport):
+            if rec.status is STEP_STATUS_COMPLETED and isinstance(result, PlanValidationReport):
                 out.append(plan_scores(result))
                 if len(out) == n:
                     break
         out.reverse()
         return PLAN_SCORE_FIELDS, out
-    floor = _IMPLEMENTATION  # code is validated only in phase 2
+    floor = STEP_IMPLEMENTATION  # code is validated only in phase 2
     for rec in reversed(f.state.history):
         if rec.step < floor:
             break
         result = rec.result
-        if rec.status is _COMPLETED and isinstance(result, CodeValidationReport):
+        if rec.status is STEP_STATUS_COMPLETED and isinstance(result, CodeValidationReport):
             out.append((result.review.overall_score,))
             if len(out) == n:
                 break
@@ -106,10 +167,9 @@ def step_errors(f: Facts) -> Signal | None:
     if f.step_failed and f.failures > 0:
         high = f.failures > f.config.classifier.complex_error_count
         kind = f.record.error.type if f.record and f.record.error else "interrupted"
-        return Signal(
-            name="step_errors_high" if high else "step_errors",
-            route=C if high else B,
-            detail=f"{f.failures} failed attempt(s) at step {int(f.step or 0)} (last: {kind})",
+        return signal(
+            N.STEP_ERRORS_HIGH if high else N.STEP_ERRORS,
+            f"{f.failures} failed attempt(s) at step {int(f.step or 0)} (last: {kind})",
         )
     return None
 
@@ -119,7 +179,7 @@ _Gauge = tuple[str, float | None, float, float]
 
 def _gauges(f: Facts) -> tuple[_Gauge, ...]:
     """(name, value, top of scale, threshold) of each gating score in the fresh report."""
-    if f.step is _PLAN_VALIDATION:
+    if f.step is STEP_PLAN_VALIDATION:
         r = f.plan_report
         if r is None:
             return ()
@@ -141,7 +201,7 @@ def _gauges(f: Facts) -> tuple[_Gauge, ...]:
 
 def _missing_counts(f: Facts) -> tuple[str, ...]:
     """Issue counts and statuses the fresh report lacks (scores are checked as gauges)."""
-    if f.step is _PLAN_VALIDATION:
+    if f.step is STEP_PLAN_VALIDATION:
         r = f.plan_report
         if r is None:
             return ("plan report",)
@@ -158,13 +218,13 @@ def _missing_counts(f: Facts) -> tuple[str, ...]:
 
 
 def _contradiction(f: Facts) -> str | None:
-    if f.step is _PLAN_VALIDATION:
+    if f.step is STEP_PLAN_VALIDATION:
         r = f.plan_report
         if r is None:
             return None
-        if r.verdict is _PASS and (r.critical_issues or 0) > 0:
+        if r.verdict is VERDICT_PASS and (r.critical_issues or 0) > 0:
             return f"verdict PASS with {r.critical_issues} critical issue(s)"
-        if r.verdict is _FAIL and f.plan_converged:
+        if r.verdict is VERDICT_FAIL and f.plan_converged:
             return "every score passes its threshold but the verdict is FAIL"
         return None
     c = f.code_report
@@ -172,9 +232,9 @@ def _contradiction(f: Facts) -> str | None:
         return None
     if c.standardization.status == "PASSED" and (c.standardization.critical_issues or 0) > 0:
         return f"standardization PASSED with {c.standardization.critical_issues} critical issue(s)"
-    if c.review.verdict is _PASS and (c.review.critical_issues or 0) > 0:
+    if c.review.verdict is VERDICT_PASS and (c.review.critical_issues or 0) > 0:
         return f"review PASS with {c.review.critical_issues} critical issue(s)"
-    if c.review.verdict is _FAIL and f.code_converged:
+    if c.review.verdict is VERDICT_FAIL and f.code_converged:
         return (
             "every metric passes (tools, issues, standardization, coverage) but the review "
             "verdict is FAIL"
@@ -190,7 +250,7 @@ def _pivotal(f: Facts, name: str) -> bool:
     converge). A near-threshold score beside another criterion that fails cannot change the
     decision, so it does not make the state borderline.
     """
-    short = f.plan_shortfalls if f.step is _PLAN_VALIDATION else f.code_shortfalls
+    short = f.plan_shortfalls if f.step is STEP_PLAN_VALIDATION else f.code_shortfalls
     return not short or short == (name,)
 
 
@@ -214,21 +274,17 @@ def report_signals(
             close.append(f"{name} {value:g} vs {limit:g}")
     missing += _missing_counts(f)
     if missing:
-        anomalies.append(
-            Signal(name="score_missing", route=C, detail="missing: " + ", ".join(missing))
-        )
+        anomalies.append(signal(N.SCORE_MISSING, "missing: " + ", ".join(missing)))
     if bad:
-        anomalies.append(Signal(name="score_out_of_range", route=C, detail=", ".join(bad)))
+        anomalies.append(signal(N.SCORE_OUT_OF_RANGE, ", ".join(bad)))
     contradiction = _contradiction(f)
     if contradiction:
-        anomalies.append(Signal(name="report_contradiction", route=C, detail=contradiction))
-    if f.step is not _PLAN_VALIDATION and f.code_report is not None:
-        crashed = [t.name for t in f.code_report.tools if t.status is _CRASHED]
+        anomalies.append(signal(N.REPORT_CONTRADICTION, contradiction))
+    if f.step is not STEP_PLAN_VALIDATION and f.code_report is not None:
+        crashed = [t.name for t in f.code_report.tools if t.status is TOOL_CRASHED]
         if crashed:
-            anomalies.append(
-                Signal(name="tool_crashed", route=C, detail="crashed: " + ", ".join(crashed))
-            )
-    near = Signal(name="near_threshold", route=B, detail=", ".join(close)) if close else None
+            anomalies.append(signal(N.TOOL_CRASHED, "crashed: " + ", ".join(crashed)))
+    near = signal(N.NEAR_THRESHOLD, ", ".join(close)) if close else None
     return anomalies, near
 
 
@@ -239,7 +295,7 @@ def convergence_problems(f: Facts) -> list[Signal]:
     """
     # A phase has at most one validation round more than its revisions or refinements.
     counters = f.state.counters
-    done = counters.plan_revisions if f.step is _PLAN_VALIDATION else counters.code_refinements
+    done = counters.plan_revisions if f.step is STEP_PLAN_VALIDATION else counters.code_refinements
     if done == 0:
         return []
     names, rounds = _score_vectors(f, 3)
@@ -262,18 +318,16 @@ def convergence_problems(f: Facts) -> list[Signal]:
         if p - q > drop:  # type: ignore[operator]
             drops.append(f"{names[i]} {p:g}->{q:g}")
     if drops:
-        found.append(Signal(name="score_drop", route=C, detail=", ".join(drops)))
+        found.append(signal(N.SCORE_DROP, ", ".join(drops)))
     if len(rounds) < 3:
         return found
     if all(valid_score(v) for r in rounds for v in r):
         sums = [math.fsum(v for v in r if v is not None) for r in rounds]
         if max(sums[1], sums[2]) <= sums[0]:
             found.append(
-                Signal(
-                    name="no_improvement",
-                    route=C,
-                    detail="score totals over the last three rounds: "
-                    + ", ".join(f"{s:g}" for s in sums),
+                signal(
+                    N.NO_IMPROVEMENT,
+                    "score totals over the last three rounds: " + ", ".join(f"{s:g}" for s in sums),
                 )
             )
     swings = []
@@ -286,7 +340,7 @@ def convergence_problems(f: Facts) -> list[Signal]:
         if d1 * d2 < 0 and min(abs(d1), abs(d2)) >= margin:
             swings.append(f"{n} {a:g}->{b:g}->{c:g}")
     if swings:
-        found.append(Signal(name="score_oscillation", route=C, detail=", ".join(swings)))
+        found.append(signal(N.SCORE_OSCILLATION, ", ".join(swings)))
     return found
 
 
@@ -295,25 +349,25 @@ def human_free_text(f: Facts) -> Signal | None:
     a = f.answer
     if (
         a is not None
-        and f.machine_state is _ESCALATED
-        and a.answer is _REQUEST_CHANGES
+        and f.machine_state is STATE_ESCALATED
+        and a.answer is ANSWER_REQUEST_CHANGES
         and a.changes
     ):
-        return Signal(name="human_free_text", route=C, detail=" | ".join(a.changes)[:200])
+        return signal(N.HUMAN_FREE_TEXT, " | ".join(a.changes)[:200])
     return None
 
 
 def last_round(f: Facts, validated: bool) -> Signal | None:
     """One round left before a limit, at the decision that would spend it."""
     if f.decisions_left == 1:
-        return Signal(name="last_round", route=B, detail="one decision left before max_decisions")
+        return signal(N.LAST_ROUND, "one decision left before max_decisions")
     if not validated:
         return None
-    if f.step is _PLAN_VALIDATION:
+    if f.step is STEP_PLAN_VALIDATION:
         if not f.plan_converged and f.plan_revisions_left == 1:
-            return Signal(name="last_round", route=B, detail="one plan revision left")
+            return signal(N.LAST_ROUND, "one plan revision left")
     elif not f.code_converged and f.code_refinements_left == 1:
-        return Signal(name="last_round", route=B, detail="one code refinement left")
+        return signal(N.LAST_ROUND, "one code refinement left")
     return None
 
 

@@ -1,23 +1,17 @@
 """The workflow's rules, evaluated once per decision into a ``Facts`` view.
 
-Guards of the state machine, the classifier's signals and the programmatic orchestrator all
-read the same ``Facts``, so a rule is written once: convergence, limits, gate answers and
+The guards of the machine's rule table and the classifier's signals all read the same
+``Facts``, so a rule is written once: convergence, limits, gate answers and
 step failures mean the same thing wherever they are checked.
 """
 
 from __future__ import annotations
 
 from state.config import CodeThresholds, PlanThresholds, WorkflowConfig
-from state.reports import CodeValidationReport, PlanValidationReport, ToolStatus
-from state.steps import STEP_OF_STATE, MachineState, Step
-from state.workflow import StepRecord, StepStatus, WorkflowState
-
-# Enum members read on every decision, bound once: on Python 3.11 each lookup on an
-# Enum class goes through EnumType.__getattr__ (~90 ns, ten times a global read).
-_COMPLETED = StepStatus.COMPLETED
-_ESCALATED = MachineState.ESCALATED
-_IMPLEMENTATION = Step.IMPLEMENTATION
-_PASSED = ToolStatus.PASSED
+from state.fast import STATE_ESCALATED, STEP_IMPLEMENTATION, STEP_STATUS_COMPLETED, TOOL_PASSED
+from state.reports import CodeValidationReport, PlanValidationReport
+from state.steps import STEP_OF_STATE, MachineState, Step, phase_of_state
+from state.workflow import StepRecord, WorkflowState
 
 PLAN_SCORE_FIELDS = ("alignment_score", "standardization_score", "compatibility_score")
 _PLAN_THRESHOLD_OF = {
@@ -90,7 +84,7 @@ def tools_ran(report: CodeValidationReport, t: CodeThresholds) -> bool:
 
 
 def code_shortfalls(report: CodeValidationReport | None, t: CodeThresholds) -> tuple[str, ...]:
-    """The phase-2 criteria (WORKFLOW.md) ``report`` misses (empty: the code converged).
+    """The phase-2 criteria (see docs/workflow.md) ``report`` misses (empty: the code converged).
 
     ``overall_score``: the review scored under the bar for the tools (so they did not run);
     ``tools``: they were skipped or produced nothing; ``tool_pass_rate``; ``issue_counts``
@@ -105,7 +99,7 @@ def code_shortfalls(report: CodeValidationReport | None, t: CodeThresholds) -> t
     elif report.tools_skipped_reason is not None or not report.tools:
         out.append("tools")
     else:
-        passed = sum(1 for tool in report.tools if tool.status is _PASSED)
+        passed = sum(1 for tool in report.tools if tool.status is TOOL_PASSED)
         if passed / len(report.tools) < t.tool_pass_rate:
             out.append("tool_pass_rate")
     critical, minor = code_issue_counts(report)
@@ -125,7 +119,7 @@ def code_shortfalls(report: CodeValidationReport | None, t: CodeThresholds) -> t
 
 
 def code_converged(report: CodeValidationReport | None, t: CodeThresholds) -> bool:
-    """Phase 2 convergence (WORKFLOW.md): tools, issues, standardization and coverage."""
+    """Phase 2 convergence: tools, issues, standardization and coverage."""
     return not code_shortfalls(report, t)
 
 
@@ -164,7 +158,7 @@ class Facts:
         self.state = state
         self.config = config
         ms = self.machine_state = state.machine_state
-        origin = self.origin = escalation_origin(state) if ms is _ESCALATED else ms
+        origin = self.origin = escalation_origin(state) if ms is STATE_ESCALATED else ms
         step = self.step = STEP_OF_STATE.get(origin)
         base = state.budget_base
         record: StepRecord | None = None
@@ -175,13 +169,13 @@ class Facts:
                     break
                 if record is None:
                     record = rec
-                if rec.status is _COMPLETED:
+                if rec.status is STEP_STATUS_COMPLETED:
                     break
                 if rec.decision_seq > base.decisions:
                     failures += 1
         self.record = record
         self.failures = failures
-        self.step_ok = ok = record is not None and record.status is _COMPLETED
+        self.step_ok = ok = record is not None and record.status is STEP_STATUS_COMPLETED
         self.step_failed = record is not None and not ok
         error = record.error if record is not None else None
         self.retryable = error is None or error.retryable
@@ -282,7 +276,7 @@ _CODE_WRITING = (Step.IMPLEMENTATION, Step.CODE_REFINEMENT)
 def latest_plan_report(history: tuple[StepRecord, ...]) -> PlanValidationReport | None:
     """The latest completed plan validation report in ``history``."""
     for rec in reversed(history):
-        if rec.status is _COMPLETED:
+        if rec.status is STEP_STATUS_COMPLETED:
             result = rec.result
             if isinstance(result, PlanValidationReport):
                 return result
@@ -295,9 +289,9 @@ def latest_code_report(history: tuple[StepRecord, ...]) -> CodeValidationReport 
     Code is validated only in phase 2, so the scan stops at the first phase-1 step.
     """
     for rec in reversed(history):
-        if rec.step < _IMPLEMENTATION:
+        if rec.step < STEP_IMPLEMENTATION:
             return None
-        if rec.status is _COMPLETED:
+        if rec.status is STEP_STATUS_COMPLETED:
             result = rec.result
             if isinstance(result, CodeValidationReport):
                 return result
@@ -305,15 +299,24 @@ def latest_code_report(history: tuple[StepRecord, ...]) -> CodeValidationReport 
 
 
 def _wrote(history: tuple[StepRecord, ...], steps: tuple[Step, Step]) -> bool:
-    return any(rec.status is _COMPLETED and rec.step in steps for rec in history)
+    return any(rec.status is STEP_STATUS_COMPLETED and rec.step in steps for rec in history)
 
 
 def escalation_origin(state: WorkflowState) -> MachineState:
     """The machine state an escalation interrupted (its decision's ``state_before``)."""
     for rec in reversed(state.decisions):
-        if rec.state_after is _ESCALATED and rec.state_before is not rec.state_after:
+        if rec.state_after is STATE_ESCALATED and rec.state_before is not rec.state_after:
             return rec.state_before
-    return _ESCALATED
+    return STATE_ESCALATED
+
+
+def work_to_accept(state: WorkflowState) -> str | None:
+    """What a human's accept at an escalation takes as it stands: the plan (the escalation
+    interrupted phase 1), the code (phase 2), or None when that work was never written."""
+    origin = escalation_origin(state)
+    if (phase_of_state(origin) or state.phase) == 1:
+        return "plan" if _wrote(state.history, _PLAN_WRITING) else None
+    return "code" if _wrote(state.history, _CODE_WRITING) else None
 
 
 def compute_facts(state: WorkflowState, config: WorkflowConfig) -> Facts:

@@ -1,20 +1,20 @@
 """Guards of the workflow state machine: named predicates over ``Facts``.
 
-Each guard is one rule of WORKFLOW.md (convergence, a limit, a gate's switch or answer).
-Their names appear in the rendered graph, so they read as conditions.
+Each guard is one condition of the workflow's rules (convergence, a limit, a gate's switch
+or a human's answer; see docs/workflow.md). Their names appear in the rendered graph, so
+they read as conditions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 
 from orchestrator.deciding.facts import Facts
-from state.steps import MachineState, phase_of_state
-from state.usage import BUDGET_EXHAUSTED
-from state.workflow import HumanAnswerKind
+from state.steps import Gate, MachineState, phase_of_state
+from state.workflow import HumanAnswerKind, StepErrorType
 
-# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
-_REJECT = HumanAnswerKind.REJECT
+_CONTINUE = frozenset({HumanAnswerKind.APPROVE, HumanAnswerKind.REQUEST_CHANGES})
 
 Guard = Callable[[Facts], bool]
 
@@ -37,8 +37,8 @@ def can_retry(f: Facts) -> bool:
 def cannot_retry(f: Facts) -> bool:
     """The latest attempt failed with an error retrying cannot fix.
 
-    A spent retry budget is not enough: WORKFLOW.md escalates it to a human, so no one (an
-    LLM included) may fail the workflow on those grounds.
+    A spent retry budget is not enough: the rules hand that to a human, so no one (an LLM
+    included) may fail the workflow on those grounds.
     """
     return f.step_failed and not f.retryable and not llm_budget_spent(f)
 
@@ -50,7 +50,7 @@ def llm_budget_spent(f: Facts) -> bool:
     human's call, so the workflow escalates.
     """
     error = f.record.error if f.record is not None else None
-    return error is not None and error.type == BUDGET_EXHAUSTED
+    return error is not None and error.type is StepErrorType.BUDGET_EXHAUSTED
 
 
 def llm_budget_granted(f: Facts) -> bool:
@@ -58,9 +58,19 @@ def llm_budget_granted(f: Facts) -> bool:
     return f.machine_state is MachineState.ESCALATED and llm_budget_spent(f)
 
 
+def retries_spent(f: Facts) -> bool:
+    """The latest attempt failed with a retryable error, and the retry budget is spent."""
+    return f.step_failed and f.retryable and f.failures > f.config.limits.max_step_retries
+
+
 def decisions_left(f: Facts) -> bool:
     """The workflow has not reached max_decisions since its last budget reset."""
     return f.decisions_left > 0
+
+
+def no_decisions_left(f: Facts) -> bool:
+    """The workflow reached max_decisions since its last budget reset."""
+    return f.decisions_left <= 0
 
 
 def plan_converged(f: Facts) -> bool:
@@ -78,6 +88,11 @@ def plan_revisions_left(f: Facts) -> bool:
     return f.plan_revisions_left > 0
 
 
+def no_plan_revisions_left(f: Facts) -> bool:
+    """max_plan_revisions revisions were done."""
+    return f.plan_revisions_left <= 0
+
+
 def code_converged(f: Facts) -> bool:
     """The latest code reports meet every phase-2 criterion."""
     return f.code_converged
@@ -93,34 +108,33 @@ def code_refinements_left(f: Facts) -> bool:
     return f.code_refinements_left > 0
 
 
-def plan_gate_on(f: Facts) -> bool:
-    """The plan gate is on."""
-    return f.config.gates.plan
+def no_code_refinements_left(f: Facts) -> bool:
+    """max_code_refinements refinements were done."""
+    return f.code_refinements_left <= 0
 
 
-def plan_gate_off(f: Facts) -> bool:
-    """The plan gate is off."""
-    return not f.config.gates.plan
+def gate_on(gate: Gate) -> Guard:
+    """The switch of ``gate`` (the ``Gates`` field of the same name) is on."""
+    switch = attrgetter(f"config.gates.{gate.value}")
+
+    def guard(f: Facts) -> bool:
+        return switch(f)  # type: ignore[no-any-return]
+
+    guard.__name__ = f"{gate.value}_gate_on"
+    guard.__doc__ = f"The {gate.value} gate is on."
+    return guard
 
 
-def code_review_gate_on(f: Facts) -> bool:
-    """The code_review gate is on."""
-    return f.config.gates.code_review
+def gate_off(gate: Gate) -> Guard:
+    """The switch of ``gate`` (the ``Gates`` field of the same name) is off."""
+    switch = attrgetter(f"config.gates.{gate.value}")
 
+    def guard(f: Facts) -> bool:
+        return not switch(f)
 
-def code_review_gate_off(f: Facts) -> bool:
-    """The code_review gate is off."""
-    return not f.config.gates.code_review
-
-
-def final_gate_on(f: Facts) -> bool:
-    """The final gate is on."""
-    return f.config.gates.final
-
-
-def final_gate_off(f: Facts) -> bool:
-    """The final gate is off."""
-    return not f.config.gates.final
+    guard.__name__ = f"{gate.value}_gate_off"
+    guard.__doc__ = f"The {gate.value} gate is off."
+    return guard
 
 
 def _answered(kind: HumanAnswerKind) -> Guard:
@@ -135,11 +149,13 @@ def _answered(kind: HumanAnswerKind) -> Guard:
 human_approved = _answered(HumanAnswerKind.APPROVE)
 human_rejected = _answered(HumanAnswerKind.REJECT)
 human_requested_changes = _answered(HumanAnswerKind.REQUEST_CHANGES)
+human_accepted = _answered(HumanAnswerKind.ACCEPT)
 
 
 def human_continues(f: Facts) -> bool:
     """A human answered an escalation with approve or with guidance: carry on."""
-    return f.answer is not None and f.answer.answer is not _REJECT
+    answer = f.answer
+    return answer is not None and answer.answer in _CONTINUE
 
 
 def has_plan(f: Facts) -> bool:

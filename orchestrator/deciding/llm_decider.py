@@ -1,11 +1,11 @@
-"""The LLM orchestrator: asks a model to choose among the legal actions, and checks it.
+"""The LLM decider: asks a model to choose among the legal actions, and checks it.
 
 Each call gets a JSON schema built from the state's legal actions, so a server with
 structured output cannot even name an illegal action. The answer is still validated with
 jsonschema and pydantic and re-checked against the machine: servers without structured
 output, and schema-ignoring models, are common. Bad answers are re-asked with the reason,
 within ``max_attempts`` and the per-decision deadline; when the budget is spent the caller
-falls back (see ``coordinator``). Nothing here raises for an LLM problem: every outcome is
+falls back (see ``reconcile``). Nothing here raises for an LLM problem: every outcome is
 an ``LLMOutcome`` carrying what happened.
 """
 
@@ -20,13 +20,13 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.deciding.actions import build_decision
-from orchestrator.deciding.engine import Analysis
+from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.prompting import prompt_variables
 from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse, Message
 from prompt_templates.loader import TemplateLoader
 from state.config import WorkflowConfig
-from state.decision import Decision, LLMCallInfo
+from state.decision import Decision, LLMCallInfo, LLMCallOutcome
 from state.errors import LLMError, LLMOutputError, LLMUnavailableError, OrchestratorError
 
 log = structlog.get_logger(__name__)
@@ -75,7 +75,7 @@ def clip_rationale(text: str, limit: int = MAX_RATIONALE) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LLMOutcome:
-    """What the LLM orchestrator got: a checked decision, or why there is none."""
+    """What the LLM decider got: a checked decision, or why there is none."""
 
     decision: Decision | None
     info: LLMCallInfo
@@ -117,7 +117,7 @@ class LLMDecider:
             messages = list(self.messages(analysis, config))
         except OrchestratorError as exc:
             tally.errors.append(f"template: {exc}")
-            return tally.outcome(None, "template_error")
+            return tally.outcome(None, LLMCallOutcome.TEMPLATE_ERROR)
         schema = answer_schema(analysis.legal_actions)
         while tally.attempts < settings.max_attempts:
             remaining = settings.decision_deadline_s - (time.monotonic() - tally.started)
@@ -146,7 +146,7 @@ class LLMDecider:
                     "llm.call.failed", workflow_id=wid, attempt=tally.attempts, error=str(exc)
                 )
                 # The adapter already retried transport faults within the deadline.
-                return tally.outcome(None, "unavailable")
+                return tally.outcome(None, LLMCallOutcome.UNAVAILABLE)
             except LLMOutputError as exc:
                 tally.attempts += max(exc.requests, 1)
                 tally.errors.append(f"invalid output: {exc}")
@@ -158,7 +158,7 @@ class LLMDecider:
             except LLMError as exc:
                 tally.attempts += max(exc.requests, 1)
                 tally.errors.append(f"llm error: {exc}")
-                return tally.outcome(None, "unavailable")
+                return tally.outcome(None, LLMCallOutcome.UNAVAILABLE)
             tally.attempts += response.attempts
             tally.add(response)
             problem, answer = self._check(response, schema, analysis)
@@ -171,18 +171,18 @@ class LLMDecider:
                 )
                 threshold = settings.confidence_threshold
                 if answer.confidence >= threshold:
-                    return tally.outcome(decision, "ok", confident=True)
+                    return tally.outcome(decision, LLMCallOutcome.OK, confident=True)
                 tally.errors.append(
                     f"confidence {answer.confidence:g} below the threshold {threshold:g}"
                 )
-                return tally.outcome(decision, "low_confidence")
+                return tally.outcome(decision, LLMCallOutcome.LOW_CONFIDENCE)
             assert problem is not None
             tally.errors.append(problem)
             log.warning(
                 "llm.answer.rejected", workflow_id=wid, attempt=tally.attempts, problem=problem
             )
             messages += self._correction(response.text, problem)
-        return tally.outcome(None, "invalid")
+        return tally.outcome(None, LLMCallOutcome.INVALID)
 
     def _check(
         self, response: LLMResponse, schema: dict[str, Any], analysis: Analysis
@@ -242,7 +242,7 @@ class _Tally:
         self.response_format = response.response_format
 
     def outcome(
-        self, decision: Decision | None, outcome: str, confident: bool = False
+        self, decision: Decision | None, outcome: LLMCallOutcome, confident: bool = False
     ) -> LLMOutcome:
         info = LLMCallInfo(
             model=self.model,

@@ -1,223 +1,46 @@
 """The one ``transitions`` state machine of the 7-step workflow, behind a typed adapter.
 
-The machine is built once (``WorkflowMachine()``) and shared by every workflow: it is never
-given a model (no ``add_model``, whose cost grows with the number of models); each ``fire``
-triggers the event on a throw-away carrier of the workflow's machine state, with the
-decision's ``Facts`` passed to the guards. ``legal_actions`` reads the same transition table
-and guards, so what is offered to an LLM is exactly what the machine will accept.
+The machine is built once (``WorkflowMachine()``) from the rule table (``table.py``) and
+shared by every workflow: it is never given a model (no ``add_model``, whose cost grows with
+the number of models); each ``fire`` triggers the event on a throw-away carrier of the
+workflow's machine state, with the decision's ``Facts`` passed to the guards.
+
+The same table is read three ways: ``decide`` is the first rule edge out of the state whose
+guards pass (the programmatic decision), ``legal_actions`` every trigger with a passing edge
+(what an LLM or a script may choose), and ``fire`` what the machine accepts. So what is
+offered is exactly what the machine will accept, and the rules cannot drift from it.
+
+``transitions`` is pinned in pyproject.toml to the versions whose ``Transition.execute``,
+``Event.trigger`` and event/transition tables this module relies on (a test checks them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from transitions import Event, Machine, MachineError, Transition
 
-from orchestrator.deciding import guards as g
+from orchestrator.deciding.actions import build_decision, recovery_for
 from orchestrator.deciding.facts import Facts
 from orchestrator.deciding.guards import Guard
-from state.errors import IllegalTransitionError
-from state.steps import GATE_OF_STATE, TERMINAL_STATES, MachineState, Step
-
-S = MachineState
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionSpec:
-    """One edge of the machine: trigger, source, destination and the guards that allow it."""
-
-    trigger: str
-    source: MachineState
-    dest: MachineState
-    guards: tuple[Guard, ...] = ()
-    continuation: bool = False  # an escalated workflow resuming where it stopped
-
-
-INVOKE = {step: f"invoke_step{int(step)}" for step in Step}
-TRANSITION_PHASE = "transition_phase"
-REQUEST_APPROVAL = {
-    S.AWAITING_PLAN_APPROVAL: "request_plan_approval",
-    S.AWAITING_CODE_REVIEW: "request_code_review",
-    S.AWAITING_FINAL_APPROVAL: "request_final_approval",
-}
-RETRY = "retry_step"
-ESCALATE = "escalate"
-COMPLETE = "complete"
-FAIL = "fail"
-REJECT = "reject"
-
-WORKING_STATES: tuple[MachineState, ...] = (
-    S.INITIAL_PLANNING,
-    S.PLAN_VALIDATION,
-    S.PLAN_REVISION,
-    S.IMPLEMENTATION,
-    S.CODE_VALIDATION,
-    S.CODE_REFINEMENT,
-    S.CONVERGENCE_VALIDATION,
+from orchestrator.deciding.table import (
+    ESCALATE,
+    RETRY,
+    TransitionSpec,
+    build_transition_table,
 )
-_GO = (g.step_ok, g.decisions_left)
+from state.decision import Decision
+from state.errors import (
+    AwaitingHumanError,
+    DecisionError,
+    IllegalTransitionError,
+    WorkflowFinishedError,
+)
+from state.fast import ANSWER_REQUEST_CHANGES
+from state.steps import GATE_OF_STATE, TERMINAL_STATES, MachineState
 
-
-def _forward_edges() -> list[TransitionSpec]:
-    """Edges of the two loops, the gates and the phase change (everything but escalation)."""
-    t = TransitionSpec
-    edges = [
-        t(INVOKE[Step.INITIAL_PLANNING], S.NEW, S.INITIAL_PLANNING, (g.decisions_left,)),
-        # Phase 1: plan -> validate -> (revise -> validate)* -> plan gate -> phase 2
-        t(INVOKE[Step.PLAN_VALIDATION], S.INITIAL_PLANNING, S.PLAN_VALIDATION, _GO),
-        t(INVOKE[Step.PLAN_VALIDATION], S.PLAN_REVISION, S.PLAN_VALIDATION, _GO),
-        t(
-            INVOKE[Step.PLAN_REVISION],
-            S.PLAN_VALIDATION,
-            S.PLAN_REVISION,
-            (*_GO, g.plan_not_converged, g.plan_revisions_left),
-        ),
-        t(
-            REQUEST_APPROVAL[S.AWAITING_PLAN_APPROVAL],
-            S.PLAN_VALIDATION,
-            S.AWAITING_PLAN_APPROVAL,
-            (*_GO, g.plan_converged, g.plan_gate_on),
-        ),
-        t(
-            TRANSITION_PHASE,
-            S.PLAN_VALIDATION,
-            S.IMPLEMENTATION,
-            (*_GO, g.plan_converged, g.plan_gate_off),
-        ),
-        t(TRANSITION_PHASE, S.AWAITING_PLAN_APPROVAL, S.IMPLEMENTATION, (g.human_approved,)),
-        t(
-            INVOKE[Step.PLAN_REVISION],
-            S.AWAITING_PLAN_APPROVAL,
-            S.PLAN_REVISION,
-            (g.human_requested_changes,),
-        ),
-        # Phase 2: implement -> validate -> (refine -> validate)* -> final gate -> done
-        t(INVOKE[Step.CODE_VALIDATION], S.IMPLEMENTATION, S.CODE_VALIDATION, _GO),
-        t(
-            REQUEST_APPROVAL[S.AWAITING_CODE_REVIEW],
-            S.CODE_VALIDATION,
-            S.AWAITING_CODE_REVIEW,
-            (*_GO, g.code_review_gate_on),
-        ),
-        t(
-            INVOKE[Step.CODE_REFINEMENT],
-            S.AWAITING_CODE_REVIEW,
-            S.CODE_REFINEMENT,
-            (g.human_requested_changes,),
-        ),
-        t(
-            INVOKE[Step.CODE_REFINEMENT],
-            S.AWAITING_CODE_REVIEW,
-            S.CODE_REFINEMENT,
-            (g.human_approved, g.code_not_converged, g.code_refinements_left),
-        ),
-        t(
-            REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL],
-            S.AWAITING_CODE_REVIEW,
-            S.AWAITING_FINAL_APPROVAL,
-            (g.human_approved, g.code_converged, g.final_gate_on),
-        ),
-        t(
-            COMPLETE,
-            S.AWAITING_CODE_REVIEW,
-            S.COMPLETED,
-            (g.human_approved, g.code_converged, g.final_gate_off),
-        ),
-        t(INVOKE[Step.CONVERGENCE_VALIDATION], S.CODE_REFINEMENT, S.CONVERGENCE_VALIDATION, _GO),
-        t(
-            INVOKE[Step.CODE_REFINEMENT],
-            S.AWAITING_FINAL_APPROVAL,
-            S.CODE_REFINEMENT,
-            (g.human_requested_changes,),
-        ),
-        t(COMPLETE, S.AWAITING_FINAL_APPROVAL, S.COMPLETED, (g.human_approved,)),
-    ]
-    for validated, extra in (
-        (S.CODE_VALIDATION, (g.code_review_gate_off,)),
-        (S.CONVERGENCE_VALIDATION, ()),
-    ):
-        edges += [
-            t(
-                INVOKE[Step.CODE_REFINEMENT],
-                validated,
-                S.CODE_REFINEMENT,
-                (*_GO, *extra, g.code_not_converged, g.code_refinements_left),
-            ),
-            t(
-                REQUEST_APPROVAL[S.AWAITING_FINAL_APPROVAL],
-                validated,
-                S.AWAITING_FINAL_APPROVAL,
-                (*_GO, *extra, g.code_converged, g.final_gate_on),
-            ),
-            t(COMPLETE, validated, S.COMPLETED, (*_GO, *extra, g.code_converged, g.final_gate_off)),
-        ]
-    # A failed or interrupted step is retried in place, or the workflow fails.
-    for st in WORKING_STATES:
-        edges.append(t(RETRY, st, st, (g.can_retry,)))
-        edges.append(t(FAIL, st, S.FAILED, (g.cannot_retry,)))
-    for gate_state in GATE_OF_STATE:
-        edges.append(t(REJECT, gate_state, S.REJECTED, (g.human_rejected,)))
-    return edges
-
-
-def _escalation_edges(forward: list[TransitionSpec]) -> list[TransitionSpec]:
-    """Into the escalation gate from anywhere, and out of it once a human answers."""
-    t = TransitionSpec
-    # A human's answer at the plan or final gate, or at an escalation, is carried out, never
-    # bounced back to a human (an LLM that always escalates would loop with a human who
-    # always approves). The code-review gate keeps it: the rules escalate there when an
-    # approved but unconverged review has no refinement left.
-    answered_gates = (S.AWAITING_PLAN_APPROVAL, S.AWAITING_FINAL_APPROVAL, S.ESCALATED)
-    edges = [
-        t(ESCALATE, st, S.ESCALATED)
-        for st in MachineState
-        if st not in TERMINAL_STATES and st not in answered_gates
-    ]
-    # A human who approves or gives guidance continues the workflow where it stopped, with
-    # fresh budgets: every forward edge out of a working state is offered again from there.
-    for spec in forward:
-        if spec.source in WORKING_STATES or spec.source is S.NEW:
-            edges.append(
-                t(
-                    spec.trigger,
-                    S.ESCALATED,
-                    spec.dest,
-                    (g.human_continues, g.origin_is(spec.source), *spec.guards),
-                    True,
-                )
-            )
-    for gate_state, trigger in REQUEST_APPROVAL.items():
-        edges.append(
-            t(trigger, S.ESCALATED, gate_state, (g.human_continues, g.origin_is(gate_state)), True)
-        )
-    # Guidance at an escalation goes to the planner or the programmer.
-    edges.append(
-        t(
-            INVOKE[Step.PLAN_REVISION],
-            S.ESCALATED,
-            S.PLAN_REVISION,
-            (g.human_requested_changes, g.origin_in_phase(1), g.has_plan),
-            True,
-        )
-    )
-    edges.append(
-        t(
-            INVOKE[Step.CODE_REFINEMENT],
-            S.ESCALATED,
-            S.CODE_REFINEMENT,
-            (g.human_requested_changes, g.origin_in_phase(2), g.has_code),
-            True,
-        )
-    )
-    return edges
-
-
-def build_transition_table() -> tuple[TransitionSpec, ...]:
-    """Every edge of the workflow machine."""
-    forward = _forward_edges()
-    return (*forward, *_escalation_edges(forward))
+__all__ = ["TransitionSpec", "WorkflowMachine", "build_transition_table"]
 
 
 class _GuardedTransition(Transition):
@@ -304,6 +127,58 @@ class _AllOf:
 _STATE_OF_VALUE = {st.value: st for st in MachineState}
 
 
+class _Rule:
+    """A rule edge as the programmatic decision reads it: its condition and its decision.
+
+    Decisions without human text are interned: the same rule in thousands of workflows
+    gives one object (retries are keyed by their step and recovery strategy too).
+    """
+
+    __slots__ = ("_decisions", "_fixed", "condition", "keeps_changes", "retry", "spec")
+
+    def __init__(
+        self, spec: TransitionSpec, condition: _AllOf, interned: dict[tuple[object, ...], Decision]
+    ) -> None:
+        self.spec = spec
+        self.condition = condition
+        self.retry = spec.trigger == RETRY
+        self.keeps_changes = spec.keeps_changes
+        self._decisions = interned
+        self._fixed: Decision | None = None
+
+    def decision(self, f: Facts) -> Decision:
+        """This rule's decision in ``f``."""
+        if self.keeps_changes:
+            answer = f.answer
+            if answer is not None and answer.answer is ANSWER_REQUEST_CHANGES and answer.changes:
+                return self._build(f, answer.changes)
+        fixed = self._fixed
+        if fixed is not None:
+            return fixed
+        spec = self.spec
+        if self.retry:  # its step and recovery strategy depend on the failed attempt
+            return self._interned(f, (spec.trigger, spec.rationale, recovery_for(f), f.step))
+        fixed = self._fixed = self._interned(f, (spec.trigger, spec.rationale, spec.reason))
+        return fixed
+
+    def _interned(self, f: Facts, key: tuple[object, ...]) -> Decision:
+        hit = self._decisions.get(key)
+        if hit is None:
+            hit = self._decisions[key] = self._build(f, ())
+        return hit
+
+    def _build(self, f: Facts, changes: tuple[str, ...]) -> Decision:
+        spec = self.spec
+        assert spec.rationale is not None  # only rule edges become _Rule
+        return build_decision(
+            spec.trigger,
+            f,
+            rationale=spec.rationale,
+            escalation_reason=spec.reason,
+            change_requests=changes,
+        )
+
+
 class _Carrier:
     """What the shared machine fires on: just a machine state."""
 
@@ -314,7 +189,8 @@ class _Carrier:
 
 
 class WorkflowMachine:
-    """The shared state machine: legal actions and firing, for any workflow's ``Facts``."""
+    """The shared state machine: the rules' decision, the legal actions and firing, for any
+    workflow's ``Facts``."""
 
     def __init__(self, table: Iterable[TransitionSpec] | None = None) -> None:
         self.table: tuple[TransitionSpec, ...] = tuple(table or build_transition_table())
@@ -334,14 +210,24 @@ class WorkflowMachine:
             or (machine.before_state_change or machine.after_state_change or machine.on_exception)
         ):
             raise AssertionError("the lean transition classes assume no queue and no callbacks")
-        candidates: dict[MachineState, list[tuple[str, _AllOf]]] = {st: [] for st in MachineState}
+        offered: dict[MachineState, list[tuple[str, _AllOf]]] = {st: [] for st in MachineState}
+        rules: dict[MachineState, list[_Rule]] = {st: [] for st in MachineState}
+        decisions: dict[tuple[object, ...], Decision] = {}
         for spec in self.table:
             condition = _AllOf(spec.guards)
             self._machine.add_transition(
                 spec.trigger, spec.source.value, spec.dest.value, conditions=[condition]
             )
-            candidates[spec.source].append((spec.trigger, condition))
-        self._candidates = {st: tuple(c) for st, c in candidates.items()}
+            offered[spec.source].append((spec.trigger, condition))
+            if spec.is_rule:
+                rules[spec.source].append(_Rule(spec, condition, decisions))
+        # Legal actions are listed with escalate last, the safe choice beside the others. The
+        # order within a trigger is the table's, which is also the order fire tries them in.
+        self._candidates = {
+            st: tuple(sorted(c, key=lambda tc: tc[0] == ESCALATE)) for st, c in offered.items()
+        }
+        self._rules = {st: tuple(r) for st, r in rules.items()}
+        _check_memo_order(self.table)
         # event_cls makes every event a _LeanEvent.
         self._events: dict[str, _LeanEvent] = self._machine.events  # type: ignore[assignment]
         self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -352,7 +238,8 @@ class WorkflowMachine:
         return frozenset(self._events)
 
     def legal_actions(self, facts: Facts) -> tuple[str, ...]:
-        """The triggers whose guards pass in ``facts``' state, in table order, no repeats.
+        """The triggers whose guards pass in ``facts``' state, in table order with escalate
+        last, no repeats.
 
         The first passing edge of each trigger is remembered in ``facts.passed``: firing
         one of them then checks that memo instead of the guards again. The edges of a
@@ -373,6 +260,39 @@ class WorkflowMachine:
         legal = facts.legal = self._interned.setdefault(key, key)
         facts.passed = passed
         return legal
+
+    def decide(self, facts: Facts) -> Decision:
+        """The programmatic decision: the first rule edge out of the state whose guards pass.
+
+        Raises:
+            WorkflowFinishedError: the workflow is completed, rejected or failed.
+            AwaitingHumanError: the workflow waits at a gate and no human has answered yet.
+            DecisionError: no rule applies (a state the rules cannot reach).
+        """
+        ms = facts.machine_state
+        if ms in TERMINAL_STATES:
+            raise WorkflowFinishedError(
+                f"workflow {facts.state.workflow_id} is {ms.value}: there is nothing left to decide"
+            )
+        if facts.answer is None and ms in GATE_OF_STATE:
+            kinds = "approve, accept, reject" if ms is MachineState.ESCALATED else "approve, reject"
+            raise AwaitingHumanError(
+                f"workflow {facts.state.workflow_id} waits for a human at the "
+                f"'{GATE_OF_STATE[ms].value}' gate: answer with orchestrator {kinds} or "
+                "request-changes"
+            )
+        self.legal_actions(facts)
+        # legal_actions remembered the first passing edge of each trigger; the first passing
+        # rule edge is always one of them (see _check_memo_order).
+        passed = facts.passed
+        assert passed is not None
+        for rule in self._rules[ms]:
+            if rule.condition in passed:
+                return rule.decision(facts)
+        raise DecisionError(
+            f"workflow {facts.state.workflow_id}: no rule decides state '{ms.value}'; legal "
+            f"actions: {', '.join(self.legal_actions(facts)) or 'none'}; escalate or inspect it"
+        )
 
     def is_legal(self, facts: Facts, trigger: str) -> bool:
         """Whether ``trigger`` is legal in ``facts``' state."""
@@ -407,3 +327,22 @@ class WorkflowMachine:
                 f"{', '.join(self.legal_actions(facts)) or 'none'}"
             )
         return _STATE_OF_VALUE[carrier.state]
+
+
+def _check_memo_order(table: tuple[TransitionSpec, ...]) -> None:
+    """Refuse a table where an offered-only edge precedes a rule edge of the same trigger.
+
+    ``legal_actions`` remembers only the first passing edge of each trigger out of a state,
+    and ``decide`` reads that memo: the first passing rule edge is in it as long as no
+    offered-only edge of its trigger comes before it.
+    """
+    seen_offered: set[tuple[MachineState, str]] = set()
+    for spec in table:
+        key = (spec.source, spec.trigger)
+        if not spec.is_rule:
+            seen_offered.add(key)
+        elif key in seen_offered:
+            raise AssertionError(
+                f"rule edge {spec.trigger} from {spec.source.value} is listed after an "
+                "offered-only edge of the same trigger"
+            )

@@ -1,13 +1,22 @@
-"""The coordinator: who decides each state, reconciliation, budgets and the decision log.
+"""The decision pipeline: one decision, stage by stage.
 
-Per workflow (``config.coordinator``):
+``DecisionPipeline.decide`` reads as the stages, in order:
+
+1. ``analyze`` (``analysis.py``): the facts of the state (``facts.py``), the classifier's
+   route and signals (``classifier.py``), the legal actions and the machine's own decision
+   (``machine.py`` reading the rule table of ``table.py``);
+2. ``plan``: which deciders the route calls for under the workflow's coordinator mode;
+3. the deciders: the machine alone, the LLM (``llm_decider.py``), both, or the user's
+   script (``script_decider.py``);
+4. reconciliation and fallbacks (``reconcile.py``);
+5. ``record_decision`` (``record.py``): fired through the machine, recorded, the new state.
+
+The runner then carries the decision out. Per workflow (``config.coordinator``):
 
 ``hybrid`` (default)
     standard -> the machine decides alone; complex -> the LLM decides, the machine checks;
-    borderline -> both decide and are reconciled (WORKFLOW.md). A *forced move*, a state
-    whose only legal action is the machine's, is not put to the LLM: whatever it answered,
-    the outcome would be that action (the LLM chooses an action, never its parameters), so
-    the call would cost seconds and tokens for nothing. It is recorded with its route and
+    borderline -> both decide and are reconciled. A *forced move*, a state whose only legal
+    action is the machine's, is not put to the LLM; it is recorded with its route and
     signals, and the reason no LLM was asked.
 ``programmatic``
     the machine alone, never an LLM call.
@@ -16,75 +25,103 @@ Per workflow (``config.coordinator``):
 ``script``
     the user's ``coordinator_script`` decides, checked like the LLM.
 
-Whatever the mode, the decision applied is legal in the machine. When the LLM or the script
-cannot give a usable answer, the programmatic decision stands (``programmatic_fallback``),
-or, where the rules have no trustworthy answer (the report they would judge is anomalous),
-the workflow escalates to a human.
+In every mode, a human's ``accept`` (at an escalation) and ``reject`` are carried out by
+the machine: only a human may override convergence, and a rejection ends the workflow.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, assert_never
 
 import structlog
 
-from orchestrator.deciding import machine as m
-from orchestrator.deciding.actions import build_decision
-from orchestrator.deciding.engine import Analysis, DecisionEngine
-from orchestrator.deciding.llm_decider import LLMDecider, LLMOutcome
-from orchestrator.deciding.script_decider import ScriptFn, load_script, run_script
+from orchestrator.clock import Clock
+from orchestrator.deciding import reconcile
+from orchestrator.deciding.analysis import Analysis, analyze
+from orchestrator.deciding.llm_decider import LLMDecider
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.record import Choice, machine_choice, record_decision
+from orchestrator.deciding.script_decider import ScriptDecider
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.llm.protocol import ChatModel
 from state.build import replace
 from state.config import Coordinator, WorkflowConfig
-from state.decision import (
-    Decision,
-    DecisionRecord,
-    DecisionSource,
-    EscalationReason,
-    LLMCallInfo,
-    Route,
-)
+from state.decision import DecisionRecord, LLMCallOutcome, Route
+from state.errors import ConfigError
+from state.fast import ANSWER_ACCEPT, ANSWER_REJECT
 from state.usage import budget_spent, charge_decision
 from state.workflow import WorkflowState
 
 log = structlog.get_logger(__name__)
 
-# Signals under which the programmatic verdict rests on a report that cannot be trusted.
-UNTRUSTED_REPORT = frozenset(
-    {"score_missing", "score_out_of_range", "report_contradiction", "tool_crashed"}
-)
+
+class Plan(StrEnum):
+    """Which deciders a state calls for."""
+
+    MACHINE = "machine"  # the machine decides alone
+    FORCED = "forced"  # routed to the LLM, but only one action is legal: the machine's move
+    LLM = "llm"  # the LLM decides, the machine checks
+    BOTH = "both"  # the machine and the LLM decide, then are reconciled
+    SCRIPT = "script"  # the user's script decides, the machine checks
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """The decision to apply and its envelope."""
+# Answers no decider may reinterpret: accepting unconverged work (only a human overrides
+# convergence) and rejecting it (the workflow ends at once).
+_CARRIED_OUT = frozenset({ANSWER_ACCEPT, ANSWER_REJECT})
 
-    decision: Decision
-    source: DecisionSource
-    alternative: Decision | None = None
-    conflict: str | None = None
-    llm: LLMCallInfo | None = None
-    script_usage: UsageMeter | None = None  # the script's subagent calls
+
+def plan(analysis: Analysis, config: WorkflowConfig) -> Plan:
+    """The deciders for ``analysis`` under the workflow's coordinator mode."""
+    answer = analysis.facts.answer
+    if answer is not None and answer.answer in _CARRIED_OUT:
+        return Plan.MACHINE  # the human decided; the machine carries it out
+    mode = config.coordinator
+    match mode:
+        case Coordinator.PROGRAMMATIC:
+            return Plan.MACHINE
+        case Coordinator.LLM:
+            return Plan.LLM
+        case Coordinator.SCRIPT:
+            return Plan.SCRIPT
+        case Coordinator.HYBRID:
+            route = analysis.route
+            match route:
+                case Route.STANDARD:
+                    return Plan.MACHINE
+                case Route.COMPLEX:
+                    return Plan.FORCED if len(analysis.legal_actions) == 1 else Plan.LLM
+                case Route.BORDERLINE:
+                    return Plan.FORCED if len(analysis.legal_actions) == 1 else Plan.BOTH
+                case _:
+                    assert_never(route)
+        case _:
+            assert_never(mode)
+
+
+_FAST = frozenset({Plan.MACHINE, Plan.FORCED})
 
 
 class DecisionPipeline:
-    """Routes each state to the machine, the LLM, both, or a script, and logs the result."""
+    """Decides each state through the stages above and logs the result."""
 
     def __init__(
         self,
-        engine: DecisionEngine,
+        machine: WorkflowMachine,
+        clock: Clock,
         llm: LLMDecider | None = None,
         *,
         script_model: ChatModel | None = None,
     ) -> None:
-        self.engine = engine
+        self.machine = machine
+        self.clock = clock
         self.llm = llm
-        self.script_model = script_model
-        self._scripts: dict[str, ScriptFn] = {}
+        self.script = ScriptDecider(script_model)
+
+    def analyze(self, state: WorkflowState, config: WorkflowConfig) -> Analysis:
+        """Stage 1: facts, route, legal actions and the machine's decision (see ``analyze``)."""
+        return analyze(self.machine, state, config)
 
     async def decide(
         self,
@@ -102,214 +139,92 @@ class DecisionPipeline:
             WorkflowFinishedError, AwaitingHumanError: nothing to decide.
             ConfigError: ``coordinator: script`` with a script that cannot be loaded.
         """
-        analysis = self.engine.analyze(state, config)
-        if before_slow_call is not None and not self._machine_alone(analysis, config):
+        analysis = self.analyze(state, config)
+        deciders = plan(analysis, config)
+        if before_slow_call is not None and deciders not in _FAST:
             before_slow_call()
-        choice = await self._choose(analysis, config)
-        new_state, record = self.engine.apply(
-            analysis,
-            choice.decision,
-            choice.source,
-            programmatic_alternative=choice.alternative,
-            conflict_reason=choice.conflict,
-            llm=choice.llm,
-        )
+        choice = await self._consult(deciders, analysis, config)
+        new_state, record = self.apply(analysis, choice)
+        log_decision(record, new_state)
+        return new_state, record
+
+    def decide_by_rule(
+        self, state: WorkflowState, config: WorkflowConfig
+    ) -> tuple[WorkflowState, DecisionRecord]:
+        """The machine's decision for ``state``, applied and recorded, whatever the mode.
+
+        The programmatic path in one call, without an event loop and without the log line
+        (benchmarks, tests, and a human's answer that the rules carry out at once).
+        """
+        analysis = analyze(self.machine, state, config)
+        # The machine's choice costs no LLM call: nothing to count.
+        return record_decision(self.machine, self.clock, analysis, machine_choice(analysis))
+
+    def apply(self, analysis: Analysis, choice: Choice) -> tuple[WorkflowState, DecisionRecord]:
+        """Stage 5: fire and record ``choice`` and count its LLM usage.
+
+        Raises:
+            IllegalTransitionError: the decision is not legal in the state; nothing changes.
+        """
+        new_state, record = record_decision(self.machine, self.clock, analysis, choice)
         if choice.llm is not None and choice.llm.attempts:
-            counters = charge_decision(new_state.counters, choice.llm, config.llm.prices)
+            prices = analysis.facts.config.llm.prices
+            counters = charge_decision(new_state.counters, choice.llm, prices)
             new_state = replace(new_state, counters=counters)
         if choice.script_usage is not None:
             new_state = replace(new_state, counters=choice.script_usage.charged(new_state.counters))
-        log_decision(record, new_state)
         return new_state, record
+
+    async def _consult(self, deciders: Plan, analysis: Analysis, config: WorkflowConfig) -> Choice:
+        """Stages 3 and 4: ask the deciders ``deciders`` names, and reconcile."""
+        match deciders:
+            case Plan.MACHINE:
+                return machine_choice(analysis)
+            case Plan.FORCED:
+                return reconcile.forced(analysis, self._model_name)
+            case Plan.SCRIPT:
+                return await self._script(analysis, config)
+            case Plan.LLM | Plan.BOTH:
+                spent = self._budget_spent(analysis.facts.state, config)
+                if spent is not None:
+                    return reconcile.not_asked(
+                        analysis, self._model_name, LLMCallOutcome.BUDGET_EXHAUSTED, spent
+                    )
+                if self.llm is None:
+                    return reconcile.not_asked(
+                        analysis, self._model_name, LLMCallOutcome.NO_LLM, "no LLM is configured"
+                    )
+                outcome = await self.llm.decide(analysis, config)
+                if deciders is Plan.BOTH:
+                    return reconcile.reconcile(analysis, outcome)
+                return reconcile.from_llm(analysis, outcome)
+            case _:
+                assert_never(deciders)
 
     @property
     def _model_name(self) -> str:
         """The LLM's model name for records of decisions it was not asked about."""
         return self.llm.model.model_name if self.llm else "none"
 
-    @staticmethod
-    def _machine_alone(analysis: Analysis, config: WorkflowConfig) -> bool:
-        """Whether the machine decides this state without an LLM or a script."""
-        mode = config.coordinator
-        return mode is Coordinator.PROGRAMMATIC or (
-            mode is Coordinator.HYBRID
-            and (analysis.route is Route.STANDARD or len(analysis.legal_actions) == 1)
-        )
-
-    async def _choose(self, analysis: Analysis, config: WorkflowConfig) -> Choice:
-        mode = config.coordinator
-        route = analysis.route
-        if self._machine_alone(analysis, config):
-            if mode is Coordinator.HYBRID and route is not Route.STANDARD:
-                return self._forced(analysis)
-            return self._programmatic(analysis)
-        if mode is Coordinator.SCRIPT:
-            return await self._script(analysis, config)
-        spent = self._budget_spent(analysis.facts.state, config)
-        if spent is not None or self.llm is None:
-            why = spent or "no LLM is configured"
-            info = LLMCallInfo(
-                model=self._model_name,
-                outcome="budget_exhausted" if spent else "no_llm",
-                validation_errors=(why,),
-            )
-            return self._fallback(analysis, info, why)
-        outcome = await self.llm.decide(analysis, config)
-        if mode is Coordinator.HYBRID and route is Route.BORDERLINE:
-            return self._reconcile(analysis, outcome)
-        return self._from_llm(analysis, outcome)
-
-    def _programmatic(self, analysis: Analysis) -> Choice:
-        return Choice(analysis.programmatic, self.engine.programmatic_source(analysis))
-
-    def _forced(self, analysis: Analysis) -> Choice:
-        """A routed state with one legal action: the machine's move, the LLM not asked."""
-        only = analysis.legal_actions[0]
-        info = LLMCallInfo(
-            model=self._model_name,
-            outcome="not_needed",
-            validation_errors=(f"only one legal action ({only}): nothing for the LLM to choose",),
-        )
-        return Choice(analysis.programmatic, self.engine.programmatic_source(analysis), llm=info)
-
-    def _from_llm(self, analysis: Analysis, outcome: LLMOutcome) -> Choice:
-        """Complex states and ``llm`` mode: the LLM's checked decision, or the fallback."""
-        if outcome.decision is not None and outcome.confident:
-            prog = analysis.programmatic
-            differs = not outcome.decision.same_action(prog)
-            return Choice(
-                outcome.decision,
-                DecisionSource.LLM,
-                alternative=prog if differs else None,
-                conflict=_conflict(outcome.decision, prog) if differs else None,
-                llm=outcome.info,
-            )
-        why = "; ".join(outcome.info.validation_errors) or outcome.info.outcome
-        return self._fallback(analysis, outcome.info, why)
-
-    def _reconcile(self, analysis: Analysis, outcome: LLMOutcome) -> Choice:
-        """Borderline states: agree -> programmatic; conflict -> LLM only if legal and sure."""
-        prog = analysis.programmatic
-        llm_decision = outcome.decision
-        if llm_decision is None:
-            why = "; ".join(outcome.info.validation_errors) or outcome.info.outcome
-            return Choice(
-                prog,
-                DecisionSource.PROGRAMMATIC_FALLBACK,
-                conflict=f"no usable LLM decision: {why}",
-                llm=outcome.info,
-            )
-        if llm_decision.same_action(prog):
-            return Choice(prog, DecisionSource.RECONCILED_AGREE, llm=outcome.info)
-        conflict = _conflict(llm_decision, prog)
-        if outcome.confident:
-            return Choice(
-                llm_decision,
-                DecisionSource.LLM_OVERRIDE,
-                alternative=prog,
-                conflict=conflict,
-                llm=outcome.info,
-            )
-        return Choice(
-            prog,
-            DecisionSource.PROGRAMMATIC_FALLBACK,
-            alternative=llm_decision,
-            conflict=f"{conflict}; the LLM's confidence is below the threshold",
-            llm=outcome.info,
-        )
-
-    def _fallback(self, analysis: Analysis, info: LLMCallInfo | None, why: str) -> Choice:
-        """The programmatic decision, or an escalation where the rules cannot be trusted."""
-        names = {s.name for s in analysis.classification.signals}
-        untrusted = names & UNTRUSTED_REPORT
-        if untrusted and m.ESCALATE in analysis.legal_actions:
-            decision = build_decision(
-                m.ESCALATE,
-                analysis.facts,
-                rationale="no usable LLM decision and the report the rules would judge is "
-                f"anomalous ({', '.join(sorted(untrusted))}): a human must decide",
-                escalation_reason=EscalationReason.UNDECIDABLE,
-            )
-            return Choice(
-                decision,
-                DecisionSource.PROGRAMMATIC_FALLBACK,
-                alternative=analysis.programmatic,
-                conflict=why,
-                llm=info,
-            )
-        return Choice(
-            analysis.programmatic, DecisionSource.PROGRAMMATIC_FALLBACK, conflict=why, llm=info
-        )
-
     async def _script(self, analysis: Analysis, config: WorkflowConfig) -> Choice:
-        state = analysis.facts.state
-        meter = UsageMeter(state, config.llm)
-        choice = await self._run_script(analysis, config, meter)
-        return dataclasses.replace(choice, script_usage=meter)
-
-    async def _run_script(
-        self, analysis: Analysis, config: WorkflowConfig, meter: UsageMeter
-    ) -> Choice:
-        path = config.coordinator_script or ""
-        fn = self._scripts.get(path)
-        if fn is None:
-            fn = self._scripts[path] = load_script(path)
+        meter = UsageMeter(analysis.facts.state, config.llm)
         try:
-            result = await run_script(fn, analysis, config, self.script_model, meter)
-            decision = self._script_decision(result, analysis)
+            decision = await self.script.decide(analysis, config, meter)
+        except ConfigError:
+            raise  # the script cannot be loaded: a configuration problem, not a bad answer
         except Exception as exc:  # the user's code: every failure falls back
             log.warning(
                 "script.failed", workflow_id=analysis.facts.state.workflow_id, error=repr(exc)
             )
-            return self._fallback(analysis, None, f"coordinator script failed: {exc!r}")
-        if decision is None:
-            return Choice(analysis.programmatic, DecisionSource.SCRIPT)
-        prog = analysis.programmatic
-        differs = not decision.same_action(prog)
-        return Choice(
-            decision,
-            DecisionSource.SCRIPT,
-            alternative=prog if differs else None,
-            conflict=_conflict(decision, prog) if differs else None,
-        )
-
-    @staticmethod
-    def _script_decision(result: Any, analysis: Analysis) -> Decision | None:
-        if result is None:
-            return None
-        if isinstance(result, str):
-            result = {"action": result}
-        if not isinstance(result, dict) or not isinstance(result.get("action"), str):
-            raise ValueError(f"decide() returned {result!r}; return an action name or a dict")
-        action = result["action"]
-        if action not in analysis.legal_actions:
-            raise ValueError(
-                f"action '{action}' is not legal here; legal: {', '.join(analysis.legal_actions)}"
-            )
-        confidence = result.get("confidence")
-        if confidence is not None and not (
-            isinstance(confidence, int | float) and 0 <= confidence <= 1
-        ):
-            raise ValueError(f"confidence {confidence!r} is not a number in [0, 1]")
-        return build_decision(
-            action,
-            analysis.facts,
-            rationale=str(result.get("rationale") or "decided by the coordinator script"),
-            confidence=float(confidence) if confidence is not None else None,
-        )
+            choice = reconcile.fallback(analysis, None, f"coordinator script failed: {exc!r}")
+        else:
+            choice = reconcile.from_script(analysis, decision)
+        choice.script_usage = meter
+        return choice
 
     @staticmethod
     def _budget_spent(state: WorkflowState, config: WorkflowConfig) -> str | None:
         return budget_spent(state.counters, config.llm, state.budget_base)
-
-
-def _conflict(chosen: Decision, other: Decision) -> str:
-    def name(d: Decision) -> str:
-        step = f" step {int(d.step)}" if d.step is not None else ""
-        gate = f" gate {d.gate.value}" if d.gate is not None else ""
-        return f"{d.action.value}{step}{gate}"
-
-    return f"LLM chose {name(chosen)}, the rules chose {name(other)}"
 
 
 def log_decision(record: DecisionRecord, state: WorkflowState) -> None:
@@ -343,7 +258,7 @@ def log_decision(record: DecisionRecord, state: WorkflowState) -> None:
             completion_tokens=i.completion_tokens,
             latency_ms=round(i.latency_ms, 1),
             attempts=i.attempts,
-            llm_outcome=i.outcome,
+            llm_outcome=i.outcome.value,
             validation_errors=list(i.validation_errors),
         )
     log.info("decision.made", **fields)

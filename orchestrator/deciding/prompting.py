@@ -1,4 +1,4 @@
-"""What the LLM orchestrator is shown: a compact, factual summary of the workflow state.
+"""What the LLM decider is shown: a compact, factual summary of the workflow state.
 
 Reports, plans and human text are quoted as data (truncated), never spliced into the
 instructions, so a report that says "ignore the rules" stays a report.
@@ -6,7 +6,7 @@ instructions, so a report that says "ignore the rules" stays a report.
 
 from __future__ import annotations
 
-from orchestrator.deciding import machine as m
+from orchestrator.deciding import table as m
 from orchestrator.deciding.actions import action_of, target_step
 from orchestrator.deciding.facts import Facts, plan_scores, valid_score
 from state.config import WorkflowConfig

@@ -10,7 +10,7 @@ same tools and files the LLM sees, and ``await ctx.subagent(prompt)`` to ask the
 script wants judgement. Return a legal action name (``"invoke_step3"``), a mapping
 ``{"action": ..., "rationale": ..., "confidence": ...}``, or None to take the programmatic
 decision. The result is checked against the machine like an LLM's; an exception, an unknown
-or illegal action falls back like an LLM error.
+or illegal action falls back like an LLM error (see ``reconcile``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.deciding.engine import Analysis
+from orchestrator.deciding.actions import build_decision
+from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.prompting import scores_block, state_summary
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.llm.protocol import ChatModel, LLMRequest, Message
@@ -130,7 +131,7 @@ async def run_script(
     model: ChatModel | None,
     meter: UsageMeter | None = None,
 ) -> Any:
-    """Call the script; its exceptions propagate for the coordinator to fall back on.
+    """Call the script; its exceptions propagate for the pipeline to fall back on.
 
     Args:
         meter: where the script's subagent calls are counted (see ``make_subagent``).
@@ -152,3 +153,63 @@ async def run_script(
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def script_decision(result: Any, analysis: Analysis) -> Decision | None:
+    """The decision a script's ``result`` names (None: take the machine's).
+
+    Raises:
+        ValueError: the result is not an action name or mapping, names an illegal action,
+            or carries a confidence outside [0, 1].
+    """
+    if result is None:
+        return None
+    if isinstance(result, str):
+        result = {"action": result}
+    if not isinstance(result, dict) or not isinstance(result.get("action"), str):
+        raise ValueError(f"decide() returned {result!r}; return an action name or a dict")
+    action = result["action"]
+    if action not in analysis.legal_actions:
+        raise ValueError(
+            f"action '{action}' is not legal here; legal: {', '.join(analysis.legal_actions)}"
+        )
+    confidence = result.get("confidence")
+    if confidence is not None and not (
+        isinstance(confidence, int | float) and 0 <= confidence <= 1
+    ):
+        raise ValueError(f"confidence {confidence!r} is not a number in [0, 1]")
+    return build_decision(
+        action,
+        analysis.facts,
+        rationale=str(result.get("rationale") or "decided by the coordinator script"),
+        confidence=float(confidence) if confidence is not None else None,
+    )
+
+
+class ScriptDecider:
+    """Decides with the workflow's coordinator script (each file imported once)."""
+
+    def __init__(self, model: ChatModel | None = None) -> None:
+        self.model = model
+        self._scripts: dict[str, ScriptFn] = {}
+
+    async def decide(
+        self, analysis: Analysis, config: WorkflowConfig, meter: UsageMeter | None = None
+    ) -> Decision | None:
+        """The script's checked decision, or None to take the machine's.
+
+        Args:
+            analysis: the state to decide.
+            config: the workflow's configuration (its ``coordinator_script``).
+            meter: where the script's subagent calls are counted and budgeted.
+
+        Raises:
+            ConfigError: the script cannot be loaded.
+            Exception: whatever the script raised, or ValueError for an unusable result.
+        """
+        path = config.coordinator_script or ""
+        fn = self._scripts.get(path)
+        if fn is None:
+            fn = self._scripts[path] = load_script(path)
+        result = await run_script(fn, analysis, config, self.model, meter)
+        return script_decision(result, analysis)

@@ -111,7 +111,11 @@ def _history_problem(state: WorkflowState) -> str | None:
                 f"step {int(rec.step)} followed step {int(prev.step)}, which "
                 f"{prev.status.value} and was never completed"
             )
-        elif prev.status is StepStatus.COMPLETED and rec.step not in NEXT_STEPS[prev.step]:
+        elif (
+            prev.status is StepStatus.COMPLETED
+            and rec.step not in NEXT_STEPS[prev.step]
+            and not _accepted(state, prev, rec)
+        ):
             return f"the history skips steps: step {int(prev.step)} is followed by {int(rec.step)}"
         prev = rec
     if STEP_SPECS[history[-1].step].phase > state.phase:
@@ -147,8 +151,20 @@ def _guided(state: WorkflowState, failed: StepRecord, after: StepRecord) -> bool
     )
 
 
+def _accepted(state: WorkflowState, before: StepRecord, after: StepRecord) -> bool:
+    """A human accepted the plan as it stands at an escalation between two steps: the
+    implementation may follow any plan step."""
+    return after.step is Step.IMPLEMENTATION and any(
+        a.gate is Gate.ESCALATION
+        and a.answer is HumanAnswerKind.ACCEPT
+        and before.decision_seq <= a.after_decision < after.decision_seq
+        for a in state.human_answers
+    )
+
+
 def _plan_approval_problem(state: WorkflowState, config: WorkflowConfig) -> str | None:
-    """Code steps need a plan that converged (and, with the plan gate on, an approval)."""
+    """Code steps need a plan that converged (and, with the plan gate on, an approval), or
+    a human who accepted the plan as it stands at an escalation."""
     first_code = next(
         (i for i, r in enumerate(state.history) if STEP_SPECS[r.step].phase == 2), None
     )
@@ -162,13 +178,17 @@ def _plan_approval_problem(state: WorkflowState, config: WorkflowConfig) -> str 
         ),
         None,
     )
-    approved = any(
+    accepted = any(
+        a.gate is Gate.ESCALATION and a.answer is HumanAnswerKind.ACCEPT
+        for a in state.human_answers
+    )
+    approved = accepted or any(
         a.gate in (Gate.PLAN, Gate.ESCALATION) and a.answer is HumanAnswerKind.APPROVE
         for a in state.human_answers
     )
-    if report is None:
+    if report is None and not accepted:
         return "code steps ran before any plan was validated"
-    if not plan_converged(report, config.plan_thresholds) and not approved:
+    if report is not None and not plan_converged(report, config.plan_thresholds) and not approved:
         return "code steps ran before the plan converged or was approved"
     if config.gates.plan and not approved:
         return "code steps ran before the plan was approved at the plan gate"

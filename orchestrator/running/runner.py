@@ -20,6 +20,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -28,7 +29,8 @@ import structlog
 from agents.base import StepAgents, StepContext
 from agents.human import Human
 from orchestrator.clock import Clock
-from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
 from orchestrator.llm.backoff import Sleep, backoff_delay
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.running.agent_context import build_step_context
@@ -59,11 +61,22 @@ from state.workflow import HumanAnswerKind, StepRecord, StepStatus, WorkflowStat
 log = structlog.get_logger(__name__)
 
 
+class ProgressKind(StrEnum):
+    """What a progress event reports."""
+
+    DECISION = "decision"  # a decision was taken and committed
+    STEP_STARTED = "step_started"
+    STEP_FINISHED = "step_finished"
+    WAITING = "waiting"  # the workflow waits for a human at a gate
+    FINISHED = "finished"  # the workflow completed, was rejected or failed
+    INTERRUPTED = "interrupted"  # a step left running by a dead process was recorded
+
+
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
     """Something a progress display may show."""
 
-    kind: str  # decision | step_started | step_finished | waiting | finished | interrupted
+    kind: ProgressKind
     state: WorkflowState
     config: WorkflowConfig
     decision: DecisionRecord | None = None
@@ -138,10 +151,16 @@ def answer_workflow(
     by: str,
     changes: Sequence[str] = (),
     comment: str | None = None,
+    machine: WorkflowMachine | None = None,
 ) -> WorkflowState:
-    """Record a human answer at the gate the workflow waits at; nothing else changes.
+    """Record a human answer at the gate the workflow waits at.
 
-    The workflow continues at its next ``run`` (``orchestrator resume``).
+    A rejection ends the workflow at once: the reject decision is applied and committed with
+    the answer (status ``rejected``). Any other answer is carried out at the workflow's next
+    ``run`` (``orchestrator resume``).
+
+    Args:
+        machine: the shared workflow machine (one is built when not given).
 
     Raises:
         UnknownWorkflowError, HumanAnswerError: nothing is recorded.
@@ -151,16 +170,24 @@ def answer_workflow(
         stored.state, gate, kind, by=by, now=clock.now(), changes=tuple(changes), comment=comment
     )
     answer = state.human_answers[-1]
+    entries: list[LedgerEntryIn] = [HumanAnswerEntry(answer)]
+    record: DecisionRecord | None = None
+    if kind is HumanAnswerKind.REJECT:
+        pipeline = DecisionPipeline(machine or WorkflowMachine(), clock)
+        state, record = pipeline.decide_by_rule(state, stored.config)
+        entries.append(DecisionEntry(record))
     store.commit(
         workflow_id,
         state,
         expected_version=stored.version,
-        entries=[HumanAnswerEntry(answer)],
+        entries=entries,
         owner=None,
     )
     log.info(
         "human.answered", workflow_id=workflow_id, gate=answer.gate.value, answer=kind.value, by=by
     )
+    if record is not None:
+        log_decision(record, state)
     return state
 
 
@@ -225,7 +252,15 @@ class WorkflowRunner:
     ) -> WorkflowState:
         """Record a human answer at the gate the workflow waits at (see ``answer_workflow``)."""
         return answer_workflow(
-            self.store, self.clock, workflow_id, gate, kind, by=by, changes=changes, comment=comment
+            self.store,
+            self.clock,
+            workflow_id,
+            gate,
+            kind,
+            by=by,
+            changes=changes,
+            comment=comment,
+            machine=self.coordinator.machine,
         )
 
     async def run_many(
@@ -284,14 +319,14 @@ class WorkflowRunner:
             )
             state = commit(state, StepResultEntry(failed), event)
             log.warning("step.interrupted", step=int(failed.step), attempt=failed.attempt)
-            self._emit(ProgressEvent("interrupted", state, config, step=failed))
+            self._emit(ProgressEvent(ProgressKind.INTERRUPTED, state, config, step=failed))
 
         while state.machine_state not in TERMINAL_STATES:
             gate = state.waiting_gate
             if gate is not None:
                 answer = await self.human.ask(state, gate) if self.human else None
                 if answer is None:
-                    self._emit(ProgressEvent("waiting", state, config, gate=gate))
+                    self._emit(ProgressEvent(ProgressKind.WAITING, state, config, gate=gate))
                     return state
                 state = record_answer(
                     state,
@@ -302,22 +337,31 @@ class WorkflowRunner:
                     changes=answer.changes,
                     comment=answer.comment,
                 )
-                state = commit(state, HumanAnswerEntry(state.human_answers[-1]))
+                entry = HumanAnswerEntry(state.human_answers[-1])
+                if answer.answer is HumanAnswerKind.REJECT:
+                    # A rejection ends the workflow at once: committed with its decision.
+                    commit.hold(state, entry)
+                else:
+                    state = commit(state, entry)
                 continue
             state, record = await self._decide(state, config, commit)
-            self._emit(ProgressEvent("decision", state, config, decision=record))
+            self._emit(ProgressEvent(ProgressKind.DECISION, state, config, decision=record))
             running = state.last_record
             if running is None or running.status is not StepStatus.RUNNING:
                 continue
-            self._emit(ProgressEvent("step_started", state, config, decision=record, step=running))
+            self._emit(
+                ProgressEvent(
+                    ProgressKind.STEP_STARTED, state, config, decision=record, step=running
+                )
+            )
             state, waited = await self._run_step(state, config, record)
             done = state.history[-1]
             # Committed together with the next decision, microseconds from now, unless that
             # decision must wait for an LLM: then it is committed first (see _decide).
             commit.hold(state, StepResultEntry(done), *waited)
             self._record_artifacts(wid, done)
-            self._emit(ProgressEvent("step_finished", state, config, step=done))
-        self._emit(ProgressEvent("finished", state, config))
+            self._emit(ProgressEvent(ProgressKind.STEP_FINISHED, state, config, step=done))
+        self._emit(ProgressEvent(ProgressKind.FINISHED, state, config))
         return state
 
     async def _decide(

@@ -9,49 +9,48 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from state.build import builder, replace
+from orchestrator.deciding.facts import work_to_accept
+from state.build import new_human_answer, replace
 from state.errors import DecisionError, HumanAnswerError
+from state.fast import (
+    ANSWER_ACCEPT,
+    ANSWER_REJECT,
+    ANSWER_REQUEST_CHANGES,
+    STATE_ESCALATED,
+    STEP_CODE_REFINEMENT,
+    STEP_PLAN_REVISION,
+    STEP_STATUS_COMPLETED,
+    STEP_STATUS_FAILED,
+    STEP_STATUS_RUNNING,
+)
 from state.reports import (
     CodeChange,
     CodeValidationReport,
     PlanDraft,
     PlanValidationReport,
 )
-from state.steps import GATE_OF_STATE, Gate, MachineState, Step
+from state.steps import GATE_OF_STATE, Gate, Step
 from state.workflow import (
     BudgetBase,
-    HumanAnswer,
     HumanAnswerKind,
     StepError,
+    StepErrorType,
     StepRecord,
-    StepStatus,
     WorkflowState,
+    answer_kinds_at,
 )
-
-# Enum members bound once for the hot path (see orchestrator/deciding/facts.py).
-_RUNNING = StepStatus.RUNNING
-_COMPLETED = StepStatus.COMPLETED
-_FAILED = StepStatus.FAILED
-_PLAN_REVISION = Step.PLAN_REVISION
-_CODE_REFINEMENT = Step.CODE_REFINEMENT
-_ESCALATED = MachineState.ESCALATED
-_REQUEST_CHANGES = HumanAnswerKind.REQUEST_CHANGES
-_REJECT = HumanAnswerKind.REJECT
 
 StepResultT = PlanDraft | PlanValidationReport | CodeValidationReport | CodeChange
 
 _EXPECTED_RESULT: dict[Step, type[StepResultT]] = {
     Step.INITIAL_PLANNING: PlanDraft,
     Step.PLAN_VALIDATION: PlanValidationReport,
-    _PLAN_REVISION: PlanDraft,
+    STEP_PLAN_REVISION: PlanDraft,
     Step.IMPLEMENTATION: CodeChange,
     Step.CODE_VALIDATION: CodeValidationReport,
-    _CODE_REFINEMENT: CodeChange,
+    STEP_CODE_REFINEMENT: CodeChange,
     Step.CONVERGENCE_VALIDATION: CodeValidationReport,
 }
-
-
-_new_answer = builder(HumanAnswer)
 
 
 def new_workflow(
@@ -74,7 +73,7 @@ def running_record(state: WorkflowState) -> StepRecord:
         DecisionError: no step is running.
     """
     rec = state.last_record
-    if rec is None or rec.status is not _RUNNING:
+    if rec is None or rec.status is not STEP_STATUS_RUNNING:
         raise DecisionError(
             f"workflow {state.workflow_id}: no step is running (state "
             f"'{state.machine_state.value}'); decide first"
@@ -96,13 +95,13 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
             f"workflow {state.workflow_id}: step {int(step)} produces a "
             f"{expected.__name__}, not a {type(result).__name__}"
         )
-    done = replace(rec, status=_COMPLETED, finished_at=now, result=result)
+    done = replace(rec, status=STEP_STATUS_COMPLETED, finished_at=now, result=result)
     history = (*state.history[:-1], done)
-    if step is _PLAN_REVISION or step is _CODE_REFINEMENT:
+    if step is STEP_PLAN_REVISION or step is STEP_CODE_REFINEMENT:
         c = state.counters
         counters = (
             replace(c, plan_revisions=c.plan_revisions + 1)
-            if step is _PLAN_REVISION
+            if step is STEP_PLAN_REVISION
             else replace(c, code_refinements=c.code_refinements + 1)
         )
         return replace(
@@ -113,7 +112,7 @@ def complete_step(state: WorkflowState, result: StepResultT, now: datetime) -> W
 
 def fail_step(
     state: WorkflowState,
-    error_type: str,
+    error_type: StepErrorType | str,
     message: str,
     now: datetime,
     *,
@@ -125,16 +124,38 @@ def fail_step(
         DecisionError: no step is running.
     """
     rec = running_record(state)
-    error = StepError(type=error_type, message=message, attempts=rec.attempt, retryable=retryable)
-    failed = replace(rec, status=_FAILED, finished_at=now, error=error)
+    try:
+        kind = StepErrorType(error_type)
+    except ValueError:  # an agent's new kind of failure: kept, in the message
+        kind, message = StepErrorType.INTERNAL_ERROR, f"({error_type}) {message}"
+    error = StepError(type=kind, message=message, attempts=rec.attempt, retryable=retryable)
+    failed = replace(rec, status=STEP_STATUS_FAILED, finished_at=now, error=error)
     return replace(state, history=(*state.history[:-1], failed), updated_at=now)
 
 
 def mark_interrupted(state: WorkflowState, now: datetime) -> WorkflowState:
     """Record that the running step was interrupted (its process died), so it is retried."""
     return fail_step(
-        state, "interrupted", "the process running this step stopped before it finished", now
+        state,
+        StepErrorType.INTERRUPTED,
+        "the process running this step stopped before it finished",
+        now,
     )
+
+
+def allowed_answers(state: WorkflowState) -> tuple[HumanAnswerKind, ...]:
+    """The answers a human may give where ``state`` waits (none when it does not wait).
+
+    Accepting work as it stands answers an escalation only, and only once there is work to
+    accept: a plan when the escalation interrupted phase 1, code in phase 2.
+    """
+    gate = GATE_OF_STATE.get(state.machine_state)
+    if gate is None:
+        return ()
+    kinds = answer_kinds_at(gate)
+    if ANSWER_ACCEPT in kinds and work_to_accept(state) is None:
+        return tuple(k for k in kinds if k is not ANSWER_ACCEPT)
+    return kinds
 
 
 def record_answer(
@@ -173,8 +194,18 @@ def record_answer(
             f"workflow {wid} waits at the '{waiting.value}' gate, not '{gate.value}'; "
             "nothing was recorded"
         )
+    if answer is ANSWER_ACCEPT and answer not in allowed_answers(state):
+        if waiting is not Gate.ESCALATION:
+            raise HumanAnswerError(
+                f"workflow {wid} waits at the '{waiting.value}' gate: accept answers an "
+                "escalation only; answer approve, reject or request-changes; nothing was recorded"
+            )
+        raise HumanAnswerError(
+            f"workflow {wid}: there is no {'plan' if state.phase == 1 else 'code'} to accept "
+            "yet; answer approve, reject or request-changes; nothing was recorded"
+        )
     changes = tuple(c.strip() for c in changes if c.strip())
-    if answer is _REQUEST_CHANGES and not changes:
+    if answer is ANSWER_REQUEST_CHANGES and not changes:
         raise HumanAnswerError(
             f"workflow {wid}: request-changes needs at least one change (--change TEXT)"
         )
@@ -182,7 +213,7 @@ def record_answer(
         raise HumanAnswerError(f"workflow {wid}: say who answers (--as NAME)")
     # Every value is checked above or typed by the caller; the builder shares the fields-set
     # across answers (memory of thousands of resident workflows).
-    record = _new_answer(
+    record = new_human_answer(
         gate=waiting,
         answer=answer,
         changes=changes,
@@ -192,7 +223,7 @@ def record_answer(
         after_decision=len(state.decisions),
     )
     update: dict[str, Any] = {"human_answers": (*state.human_answers, record), "updated_at": now}
-    if state.machine_state is _ESCALATED and answer is not _REJECT:
+    if state.machine_state is STATE_ESCALATED and answer is not ANSWER_REJECT:
         # A human who lets an escalated workflow go on grants it fresh budgets.
         update["budget_base"] = BudgetBase(
             plan_revisions=state.counters.plan_revisions,
