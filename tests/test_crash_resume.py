@@ -118,13 +118,13 @@ def wait_for(proc: subprocess.Popen[str], marker: str, timeout: float = 60.0) ->
             seen += chunk
             if marker.encode() in seen:
                 return seen.decode(errors="replace")
-    proc.kill()
+    kill(proc)
     raise AssertionError(f"never saw {marker!r}; output:\n{seen.decode(errors='replace')}")
 
 
 def kill(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    proc.communicate(timeout=10)  # reaps it and closes its pipes
 
 
 def resume(env: dict[str, str], wid: str = "wf-kill") -> subprocess.CompletedProcess[str]:
@@ -280,7 +280,8 @@ def test_two_resumers_one_proceeds(env: dict[str, str], tmp_path: Path, world: S
 def test_export_is_the_whole_ledger(env: dict[str, str], tmp_path: Path) -> None:
     """export prints every ledger entry as one JSON object per line."""
     proc = start_run(env, tmp_path)
-    proc.wait(timeout=60)
+    _, run_err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, run_err
     out = subprocess.run(
         cli("export", "wf-kill"), env=env, capture_output=True, text=True, timeout=60, check=False
     )
