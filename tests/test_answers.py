@@ -185,3 +185,31 @@ def test_cli_reject_says_the_workflow_ended(tmp_path: Path) -> None:
     assert f"{wid} rejected" in result.output
     with SQLiteStore(data) as s:
         assert s.load(wid).state.status is WorkflowStatus.REJECTED
+
+
+def _ask_in_terminal(d: Driver, gate: Gate, typed: str) -> tuple[object, str]:
+    """What ``TerminalHuman`` returns, and what it printed, when ``typed`` is entered."""
+    from orchestrator.cli.display import TerminalHuman  # noqa: PLC0415 -- the CLI layer
+
+    runner = CliRunner()
+    with runner.isolation(input=typed) as streams:
+        answer = TerminalHuman("ana")._ask(d.state, gate)
+    return answer, streams[1].getvalue().decode()
+
+
+def test_the_terminal_offers_accept_at_an_escalation() -> None:
+    """At an escalation with work to accept, the interactive prompt offers and records accept."""
+    d = plan_escalated()
+    answer, shown = _ask_in_terminal(d, Gate.ESCALATION, "p\nlooks fine\n")
+    assert "acce[p]t as it stands" in shown
+    assert answer is not None
+    assert answer.answer is HumanAnswerKind.ACCEPT  # type: ignore[attr-defined]
+    assert answer.comment == "looks fine"  # type: ignore[attr-defined]
+
+
+def test_the_terminal_does_not_offer_accept_at_other_gates() -> None:
+    """At the plan gate accept is neither offered nor taken (the prompt refuses 'p')."""
+    d = at_plan_gate()
+    answer, shown = _ask_in_terminal(d, Gate.PLAN, "p\nl\n")
+    assert "acce[p]t" not in shown
+    assert answer is None  # 'p' was refused, then 'l' (later) was taken

@@ -14,6 +14,7 @@ from orchestrator.cli.core import describe_decision
 from orchestrator.cli.printable import printable
 from orchestrator.reporting import scores_line
 from orchestrator.running.runner import ProgressEvent
+from orchestrator.running.updates import allowed_answers
 from state.steps import STEP_SPECS, Gate
 from state.workflow import HumanAnswerKind, WorkflowState
 
@@ -87,26 +88,32 @@ class TerminalHuman:
         self.name = name or getpass.getuser()
 
     async def ask(self, state: WorkflowState, gate: Gate) -> HumanInput | None:
-        """Prompt for approve / reject / request changes / later."""
+        """Prompt for approve / reject / request changes / accept (at an escalation) / later."""
         return await asyncio.to_thread(self._ask, state, gate)
 
     def _ask(self, state: WorkflowState, gate: Gate) -> HumanInput | None:
         click.echo(f"\n{printable(state.workflow_id)} waits at the {gate.value} gate.", err=True)
         if gate is Gate.ESCALATION and state.decisions:
             click.echo(f"  reason: {printable(state.decisions[-1].decision.rationale)}", err=True)
+        can_accept = HumanAnswerKind.ACCEPT in allowed_answers(state)
+        offered = "  [a]pprove, [r]eject, request [c]hanges, "
+        offered += "acce[p]t as it stands, " if can_accept else ""
         choice = click.prompt(
-            "  [a]pprove, [r]eject, request [c]hanges, or [l]ater",
-            type=click.Choice(["a", "r", "c", "l"]),
+            offered + "or [l]ater",
+            type=click.Choice(["a", "r", "c", *(["p"] if can_accept else []), "l"]),
             default="l",
             err=True,
         )
         if choice == "l":
             return None
         comment = click.prompt("  comment (optional)", default="", show_default=False, err=True)
-        if choice == "a":
-            return HumanInput(HumanAnswerKind.APPROVE, self.name, comment=comment or None)
-        if choice == "r":
-            return HumanInput(HumanAnswerKind.REJECT, self.name, comment=comment or None)
+        simple = {
+            "a": HumanAnswerKind.APPROVE,
+            "r": HumanAnswerKind.REJECT,
+            "p": HumanAnswerKind.ACCEPT,
+        }
+        if choice in simple:
+            return HumanInput(simple[choice], self.name, comment=comment or None)
         changes: list[str] = []
         while True:
             text = click.prompt(
