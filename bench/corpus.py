@@ -107,13 +107,13 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from orchestrator.clock import FixedClock
 from orchestrator.deciding import machine as m
 from orchestrator.deciding.actions import build_decision, trigger_of
 from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.facts import compute_facts
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
+from state.clock import FixedClock
 from state.config import Gates, WorkflowConfig
 from state.decision import DecisionSource
 from state.reports import (

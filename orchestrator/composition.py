@@ -21,7 +21,6 @@ from agents.base import LLMOptions, StepAgents
 from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
-from orchestrator.clock import Clock, SystemClock
 from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.llm_decider import LLMDecider
 from orchestrator.deciding.machine import WorkflowMachine
@@ -31,6 +30,7 @@ from orchestrator.llm.local_server import LocalModelServer
 from orchestrator.llm.openai_adapter import connect
 from orchestrator.llm.protocol import ChatModel
 from prompt_templates.loader import TemplateLoader
+from state.clock import Clock, SystemClock
 from state.config import LLMSettings
 
 log = structlog.get_logger(__name__)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from orchestrator.clock import FixedClock
 from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
+from state.clock import FixedClock
 from state.config import WorkflowConfig
 from state.reports import (
     CodeChange,

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.clock import SystemClock
 from orchestrator.composition import build_agents, build_coordinator
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.execution.sandbox import SandboxLimits
 from orchestrator.running.consistency import find_inconsistency
 from orchestrator.running.runner import WorkflowRunner
+from state.clock import SystemClock
 from state.config import Coordinator, Limits, LLMSettings, WorkflowConfig
 from state.sqlite_store import SQLiteStore
 from state.steps import GATE_OF_STATE, TERMINAL_STATES

@@ -14,7 +14,6 @@ from agents.human import HumanInput
 from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
-from orchestrator.clock import SystemClock
 from orchestrator.composition import build_coordinator
 from orchestrator.execution.sandbox import Sandbox, SandboxLimits
 from orchestrator.llm.protocol import LLMRequest, LLMResponse
@@ -22,6 +21,7 @@ from orchestrator.llm.scripted import ScriptedChatModel
 from orchestrator.running.consistency import find_inconsistency
 from orchestrator.running.runner import ProgressEvent, WorkflowRunner
 from prompt_templates.loader import TemplateLoader
+from state.clock import SystemClock
 from state.config import Coordinator, Limits, WorkflowConfig
 from state.decision import DecisionSource
 from state.errors import LLMUnavailableError

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.clock import FixedClock
 from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
+from state.clock import FixedClock
 from state.config import Gates, WorkflowConfig
 from state.errors import (
     ConcurrencyError,

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.clock import FixedClock
 from orchestrator.deciding.engine import DecisionEngine
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.running.updates import complete_step, new_workflow
+from state.clock import FixedClock
 from state.config import WorkflowConfig
 from state.errors import StoreCorruptError, StoreVersionError
 from state.reports import PlanDraft

@@ -23,7 +23,6 @@ from rich.table import Table
 from orchestrator.cli.core import describe_decision, describe_llm
 from orchestrator.cli.display import ProgressDisplay, TerminalHuman
 from orchestrator.cli.inputs import read_config
-from orchestrator.clock import SystemClock
 from orchestrator.composition import (
     build_agents,
     build_coordinator,
@@ -32,6 +31,7 @@ from orchestrator.composition import (
 )
 from orchestrator.reporting import validation_rounds
 from orchestrator.running.runner import Observer, WorkflowRunner, answer_workflow
+from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
 from state.errors import ConfigError

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.clock import Clock
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.classifier import Classification, classify
 from orchestrator.deciding.facts import Facts
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.programmatic import ProgrammaticDecider
 from state.build import build, builder, replace
+from state.clock import Clock
 from state.config import WorkflowConfig
 from state.decision import (
     ActionKind,

@@ -25,7 +25,6 @@ import json
 import math
 import random
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,11 +38,11 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from orchestrator.llm.protocol import LLMRequest, LLMResponse, Message
+from state.clock import Clock, SystemClock
 from state.errors import ConfigError, LLMOutputError, LLMUnavailableError
 
 FormatMode = Literal["json_schema", "json_object", "text"]
 Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
 
 _NEXT_MODE: dict[FormatMode, FormatMode] = {"json_schema": "json_object", "json_object": "text"}
 _RETRYABLE_4XX = {408: "request timeout", 409: "conflict", 429: "rate limited"}
@@ -95,7 +94,7 @@ class OpenAIChatModel:
         backoff_max_s: float = 8.0,
         response_format: FormatMode = "json_schema",
         sleep: Sleep = asyncio.sleep,
-        clock: Clock = time.monotonic,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """Wrap ``client``.
@@ -112,7 +111,8 @@ class OpenAIChatModel:
             backoff_max_s: the longest backoff delay.
             response_format: the structured-output mode to try first.
             sleep: awaited between attempts (tests pass a recorder).
-            clock: monotonic seconds, for deadlines and latency.
+            clock: its ``monotonic`` readings time deadlines and latency (default: the
+                system clock).
             rng: jitter source.
 
         Raises:
@@ -133,7 +133,7 @@ class OpenAIChatModel:
         self._backoff = (backoff_base_s, backoff_max_s)
         self._mode: FormatMode = response_format
         self._sleep = sleep
-        self._clock = clock
+        self._clock = (clock or SystemClock()).monotonic
         # Jitter only spreads retries apart; it needs no cryptographic randomness.
         self._rng = rng or random.Random()  # noqa: S311
         self._where = _safe_url(str(self._client.base_url))

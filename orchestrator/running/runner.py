@@ -26,7 +26,6 @@ import structlog
 
 from agents.base import StepAgents
 from agents.human import Human
-from orchestrator.clock import Clock
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.agent_context import build_step_context
 from orchestrator.running.consistency import check_consistency
@@ -37,6 +36,7 @@ from orchestrator.running.updates import (
     new_workflow,
     record_answer,
 )
+from state.clock import Clock
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord
 from state.errors import AgentError
