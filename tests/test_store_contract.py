@@ -71,6 +71,9 @@ class ManualClock:
     def now(self) -> datetime:
         return self.t
 
+    def monotonic(self) -> float:
+        return (self.t - T0).total_seconds()
+
     def advance(self, seconds: float) -> None:
         self.t += timedelta(seconds=seconds)
 
@@ -79,7 +82,7 @@ StoreFactory = Callable[[], Store]
 
 
 def _sqlite_backend(tmp_path: Path, clock: ManualClock) -> StoreFactory:
-    return lambda: SQLiteStore(tmp_path / "data", now=clock.now)
+    return lambda: SQLiteStore(tmp_path / "data", clock=clock)
 
 
 BACKENDS: dict[str, Callable[[Path, ManualClock], StoreFactory]] = {

@@ -296,6 +296,6 @@ def test_a_damaged_lease_row_is_named(data_dir: Path) -> None:
 def test_damage_in_one_workflow_leaves_the_others_usable(data_dir: Path) -> None:
     """A damaged wf-1 does not stop wf-2 from loading or listing."""
     _tamper(data_dir, "UPDATE workflows SET snapshot = 'garbage' WHERE id = 'wf-1'")
-    with SQLiteStore(data_dir, now=lambda: T0 + timedelta(hours=1)) as store:
+    with SQLiteStore(data_dir, clock=FixedClock(T0 + timedelta(hours=1))) as store:
         assert store.load("wf-2").state.workflow_id == "wf-2"
         assert {s.workflow_id for s in store.list_workflows()} == {"wf-1", "wf-2"}
