@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator import composition
 from orchestrator.cli.core import describe_decision, describe_llm
 from orchestrator.cli.display import ProgressDisplay, TerminalHuman
 from orchestrator.cli.inputs import read_config
@@ -35,9 +36,9 @@ from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
 from state.errors import ConfigError
-from state.sqlite_store import SQLiteStore, default_data_dir
+from state.sqlite_store import default_data_dir
 from state.steps import Gate, WorkflowStatus
-from state.store import LedgerEntry
+from state.store import LedgerEntry, Store
 from state.workflow import HumanAnswerKind, WorkflowState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,9 +72,13 @@ def llm_options(fn: F) -> F:
     )(fn)
 
 
-def open_store(data_dir: Path | None) -> SQLiteStore:
-    """The store under ``data_dir`` (or the default data directory)."""
-    return SQLiteStore(data_dir or default_data_dir())
+def open_store(data_dir: Path | None) -> Store:
+    """The store under ``data_dir`` (or the default data directory), from the composition root.
+
+    A directory that cannot be written is opened read-only: list, status, inspect and
+    export still work there, and writing commands fail with a message saying why.
+    """
+    return composition.open_store(data_dir or default_data_dir())
 
 
 def _interactive(no_input: bool) -> bool:
@@ -81,7 +86,7 @@ def _interactive(no_input: bool) -> bool:
 
 
 async def _drive(
-    store: SQLiteStore,
+    store: Store,
     config: WorkflowConfig,
     base_url: str | None,
     model: str | None,
@@ -174,7 +179,7 @@ def run(
     with open_store(data_dir) as store:
         create = {
             "requirements": text.strip(),
-            "workspace_root": store.data_dir / "workspaces",
+            "workspace_root": (data_dir or default_data_dir()) / "workspaces",
             "workspace": workspace,
             "workflow_id": workflow_id,
         }

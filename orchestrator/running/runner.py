@@ -36,6 +36,7 @@ from orchestrator.running.updates import (
     new_workflow,
     record_answer,
 )
+from state.async_store import AsyncStore
 from state.clock import Clock
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord
@@ -89,20 +90,24 @@ class _Committer:
     """Commits one workflow's snapshots with their ledger entries, tracking the version.
 
     A commit can be held (a step's result) and written with the next one (the decision that
-    follows it), so a step result and its next decision cost one transaction.
+    follows it), so a step result and its next decision cost one transaction. When the next
+    decision must wait for an LLM, ``start_flush`` sends what is held on its way at once,
+    and the next commit waits for it first.
     """
 
-    def __init__(self, store: Store, workflow_id: str, version: int, owner: str) -> None:
+    def __init__(self, store: AsyncStore, workflow_id: str, version: int, owner: str) -> None:
         self.store = store
         self.workflow_id = workflow_id
         self.version = version
         self.owner = owner
         self._held: tuple[WorkflowState, list[LedgerEntryIn]] | None = None
+        self._in_flight: asyncio.Future[int] | None = None
 
-    def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
+    async def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
+        await self._settle()
         held = self._held[1] if self._held is not None else []
         self._held = None
-        self.version = self.store.commit(
+        self.version = await self.store.commit(
             self.workflow_id,
             state,
             expected_version=self.version,
@@ -116,12 +121,29 @@ class _Committer:
         assert self._held is None, "one held commit at a time"
         self._held = (state, list(entries))
 
-    def flush(self) -> None:
-        """Commit what is held, now."""
-        if self._held is not None:
-            state, entries = self._held
-            self._held = None
-            self(state, *entries)
+    def start_flush(self) -> None:
+        """Send what is held to the store now, without waiting (a plain callback)."""
+        if self._held is None or self._in_flight is not None:
+            return
+        state, entries = self._held
+        self._held = None
+        self._in_flight = self.store.start_commit(
+            self.workflow_id,
+            state,
+            expected_version=self.version,
+            entries=entries,
+            owner=self.owner,
+        )
+
+    async def flush(self) -> None:
+        """Commit what is held, and wait for a commit already on its way."""
+        self.start_flush()
+        await self._settle()
+
+    async def _settle(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            self.version = await in_flight
 
 
 def answer_workflow(
@@ -234,36 +256,40 @@ class WorkflowRunner:
     async def run(self, workflow_id: str) -> WorkflowState:
         """Drive a workflow until it finishes or waits for a human; resumes where it stopped.
 
+        Every store call is awaited through an ``AsyncStore``, so the event loop (other
+        workflows, lease renewals, LLM calls) never waits on the store's disk or locks.
+
         Raises:
             UnknownWorkflowError: no such workflow.
             ConcurrencyError: another live process runs it.
             InconsistentStateError: its stored state breaks the workflow's rules.
         """
-        self.store.acquire_lease(workflow_id, self.owner, self.lease_ttl_s)
-        renewer = asyncio.create_task(self._renew(workflow_id))
-        try:
-            with structlog.contextvars.bound_contextvars(workflow_id=workflow_id):
-                return await self._drive(workflow_id)
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(Exception):  # releasing is best effort: leases expire
-                self.store.release_lease(workflow_id, self.owner)
+        async with AsyncStore(self.store) as store:
+            await store.acquire_lease(workflow_id, self.owner, self.lease_ttl_s)
+            renewer = asyncio.create_task(self._renew(store, workflow_id))
+            try:
+                with structlog.contextvars.bound_contextvars(workflow_id=workflow_id):
+                    return await self._drive(store, workflow_id)
+            finally:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+                with contextlib.suppress(Exception):  # releasing is best effort: leases expire
+                    await store.release_lease(workflow_id, self.owner)
 
-    async def _renew(self, workflow_id: str) -> None:
+    async def _renew(self, store: AsyncStore, workflow_id: str) -> None:
         while True:
             await asyncio.sleep(self.lease_ttl_s / 3)
             try:
-                self.store.renew_lease(workflow_id, self.owner, self.lease_ttl_s)
+                await store.renew_lease(workflow_id, self.owner, self.lease_ttl_s)
             except Exception as exc:  # a lost lease shows up at the next commit
                 log.warning("lease.renew.failed", workflow_id=workflow_id, error=str(exc))
 
-    async def _drive(self, wid: str) -> WorkflowState:
-        stored = self.store.load(wid)
+    async def _drive(self, store: AsyncStore, wid: str) -> WorkflowState:
+        stored = await store.load(wid)
         state, config = stored.state, stored.config
         check_consistency(state, config)
-        commit = _Committer(self.store, wid, stored.version, self.owner)
+        commit = _Committer(store, wid, stored.version, self.owner)
 
         rec = state.last_record
         if rec is not None and rec.status is StepStatus.RUNNING:
@@ -273,7 +299,7 @@ class WorkflowRunner:
             event = EventEntry(
                 "step_interrupted", {"step": int(failed.step), "attempt": failed.attempt}
             )
-            state = commit(state, StepResultEntry(failed), event)
+            state = await commit(state, StepResultEntry(failed), event)
             log.warning("step.interrupted", step=int(failed.step), attempt=failed.attempt)
             self._emit(ProgressEvent("interrupted", state, config, step=failed))
 
@@ -293,7 +319,7 @@ class WorkflowRunner:
                     changes=answer.changes,
                     comment=answer.comment,
                 )
-                state = commit(state, HumanAnswerEntry(state.human_answers[-1]))
+                state = await commit(state, HumanAnswerEntry(state.human_answers[-1]))
                 continue
             state, record = await self._decide(state, config, commit)
             self._emit(ProgressEvent("decision", state, config, decision=record))
@@ -304,9 +330,9 @@ class WorkflowRunner:
             state = await self._run_step(state, config, record)
             done = state.history[-1]
             # Committed together with the next decision, microseconds from now, unless that
-            # decision must wait for an LLM: then it is committed first (see _decide).
+            # decision must wait for an LLM: then it is sent first (see _decide).
             commit.hold(state, StepResultEntry(done))
-            self._record_artifacts(wid, done)
+            await self._record_artifacts(store, wid, done)
             self._emit(ProgressEvent("step_finished", state, config, step=done))
         self._emit(ProgressEvent("finished", state, config))
         return state
@@ -314,13 +340,17 @@ class WorkflowRunner:
     async def _decide(
         self, state: WorkflowState, config: WorkflowConfig, commit: _Committer
     ) -> tuple[WorkflowState, DecisionRecord]:
-        """Decide and commit the decision before its action starts (with any held result)."""
+        """Decide and commit the decision before its action starts (with any held result).
+
+        A held step result is sent to the store before an LLM is consulted (the pipeline
+        calls ``start_flush`` then), so a long or failing call cannot lose it.
+        """
         try:
-            state, record = await self.coordinator.decide(state, config, commit.flush)
+            state, record = await self.coordinator.decide(state, config, commit.start_flush)
         except BaseException:
-            commit.flush()  # a finished step's result is never lost
+            await commit.flush()  # a finished step's result is never lost
             raise
-        return commit(state, DecisionEntry(record)), record
+        return await commit(state, DecisionEntry(record)), record
 
     async def _run_step(
         self, state: WorkflowState, config: WorkflowConfig, record: DecisionRecord
@@ -345,13 +375,13 @@ class WorkflowRunner:
             log.error("step.crashed", step=int(rec.step), error=repr(exc))
             return fail_step(state, "internal_error", repr(exc), self.clock.now(), retryable=False)
 
-    def _record_artifacts(self, wid: str, rec: StepRecord) -> None:
+    async def _record_artifacts(self, store: AsyncStore, wid: str, rec: StepRecord) -> None:
         res = rec.result
         if isinstance(res, PlanDraft) and res.path:
-            self.store.add_artifact(wid, f"plan_v{res.version}", res.path)
+            await store.add_artifact(wid, f"plan_v{res.version}", res.path)
         elif isinstance(res, CodeChange):
             for path in res.files:
-                self.store.add_artifact(wid, "code", path)
+                await store.add_artifact(wid, "code", path)
 
     def _emit(self, event: ProgressEvent) -> None:
         for observer in self.observers:

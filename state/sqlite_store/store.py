@@ -12,8 +12,9 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Concatenate, Literal, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Concatenate, Literal, ParamSpec, Self, TypeVar
 
+from state import leasing
 from state.clock import Clock, SystemClock
 from state.codec import (
     Damaged,
@@ -115,7 +116,7 @@ class SQLiteStore:
         StoreError: the directory or file cannot be created, read or written.
     """
 
-    blocking: ClassVar[bool] = True
+    blocking: bool = True
     """Calls wait on the disk and on other processes' locks: async callers offload them."""
 
     def __init__(
@@ -340,7 +341,7 @@ class SQLiteStore:
                     "committed to it; nothing was written. Load it again and redo the step"
                 )
             if owner is not None:
-                lease_rows.check_holder(lease_rows.read(conn, workflow_id), workflow_id, owner, now)
+                leasing.check_holder(lease_rows.read(conn, workflow_id), workflow_id, owner, now)
             if payloads:
                 (last,) = conn.execute(
                     "SELECT COALESCE(MAX(seq), 0) FROM ledger WHERE workflow_id = ?",
@@ -421,7 +422,7 @@ class SQLiteStore:
         with self._writing("acquire the lease", workflow_id) as conn:
             self._require(conn, workflow_id)
             current = lease_rows.read(conn, workflow_id)
-            lease_rows.refuse_unless_free(current, owner, now=now, host=self.host)
+            leasing.refuse_unless_free(current, owner, now=now, host=self.host)
             lease_rows.put(conn, lease)
         return lease
 
@@ -433,7 +434,7 @@ class SQLiteStore:
             current = lease_rows.read(conn, workflow_id)
             if current is None:
                 self._require(conn, workflow_id)
-            held = lease_rows.refuse_unless_holder(current, workflow_id, owner)
+            held = leasing.refuse_unless_holder(current, workflow_id, owner)
             renewed = Lease(workflow_id, owner, held.host, held.pid, expires)
             lease_rows.put(conn, renewed)
         return renewed
