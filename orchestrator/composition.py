@@ -58,6 +58,7 @@ def open_store(
     *,
     clock: Clock | None = None,
     durability: Durability = "normal",
+    busy_timeout_s: float = 10.0,
     read_only: bool | None = None,
 ) -> Store:
     """The store at ``url_or_dir``, opened.
@@ -71,6 +72,7 @@ def open_store(
             means ``default_data_dir()``.
         clock: the store's clock (default: the system clock).
         durability: the SQLite store's ``"normal"`` or ``"full"``.
+        busy_timeout_s: how long the SQLite store waits for another process's write.
         read_only: the SQLite store's read-only switch (None: when it cannot be written).
 
     Raises:
@@ -82,7 +84,13 @@ def open_store(
             default_data_dir(), durability=durability, clock=clock, read_only=read_only
         )
     if isinstance(url_or_dir, Path) or "://" not in url_or_dir:
-        return SQLiteStore(url_or_dir, durability=durability, clock=clock, read_only=read_only)
+        return SQLiteStore(
+            url_or_dir,
+            durability=durability,
+            clock=clock,
+            read_only=read_only,
+            busy_timeout_s=busy_timeout_s,
+        )
     scheme, _, rest = url_or_dir.partition("://")
     match scheme.lower():
         case "memory":
@@ -95,7 +103,13 @@ def open_store(
                 )
             path = Path(rest)
             data_dir = path.parent if path.name == DB_FILENAME else path
-            return SQLiteStore(data_dir, durability=durability, clock=clock, read_only=read_only)
+            return SQLiteStore(
+                data_dir,
+                durability=durability,
+                clock=clock,
+                read_only=read_only,
+                busy_timeout_s=busy_timeout_s,
+            )
         case _:
             raise ConfigError(
                 f"unknown store URL scheme {scheme!r} in {url_or_dir!r}; use a data "

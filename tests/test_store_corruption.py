@@ -21,9 +21,9 @@ from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.running.updates import complete_step, new_workflow
 from state.clock import FixedClock
 from state.config import WorkflowConfig
-from state.errors import StoreCorruptError, StoreVersionError
+from state.errors import StoreCorruptError, StoreError, StoreVersionError
 from state.reports import PlanDraft
-from state.sqlite_store import DB_FILENAME, STORE_SCHEMA_VERSION, SQLiteStore
+from state.sqlite_store import DB_FILENAME, MIGRATIONS, STORE_SCHEMA_VERSION, SQLiteStore
 from state.store import DecisionEntry, EventEntry, LedgerEntryIn, StepResultEntry
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -186,6 +186,46 @@ def test_a_snapshot_from_a_newer_state_schema_is_refused(data_dir: Path) -> None
         with pytest.raises(StoreVersionError, match=r"workflow wf-1: .*newer schema \(version 2"):
             store.load("wf-1")
         assert store.load("wf-2").version == 1  # the other workflows still load
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+
+def test_sqlite_applies_new_migrations_once(tmp_path: Path) -> None:
+    """A migration added after the file was made runs once on open and bumps the version."""
+    SQLiteStore(tmp_path).close()
+    runs: list[int] = []
+
+    def add_notes(conn: sqlite3.Connection) -> None:
+        runs.append(1)
+        conn.execute("CREATE TABLE notes (workflow_id TEXT, text TEXT)")
+
+    for _ in range(2):
+        SQLiteStore(tmp_path, migrations=(*MIGRATIONS, add_notes)).close()
+    assert runs == [1]
+    with closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn:
+        (version,) = conn.execute(
+            "SELECT value FROM schema_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    assert int(version) == STORE_SCHEMA_VERSION + 1
+
+
+def test_sqlite_failed_migration_changes_nothing(data_dir: Path) -> None:
+    """A migration that fails rolls back every migration of that open; the file is unchanged."""
+    tmp_path = data_dir
+    before = (tmp_path / DB_FILENAME).read_bytes()
+
+    def adds_a_table(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+
+    def breaks(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(StoreError, match=r"migration 3 .*failed \(boom\); nothing was changed"):
+        SQLiteStore(tmp_path, migrations=(*MIGRATIONS, adds_a_table, breaks))
+    assert (tmp_path / DB_FILENAME).read_bytes() == before
+    with SQLiteStore(tmp_path) as store:
+        assert store.load("wf-1").version == 4
 
 
 # -- rows that fail validation -------------------------------------------------------------
