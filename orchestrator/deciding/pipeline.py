@@ -24,7 +24,7 @@ the workflow escalates to a human.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +86,14 @@ class DecisionPipeline:
         self,
         state: WorkflowState,
         config: WorkflowConfig,
-        before_slow_call: Callable[[], None] | None = None,
+        before_slow_call: Callable[[], Awaitable[None] | None] | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Decide the next action for ``state``, apply it and log it.
 
         Args:
             before_slow_call: called once before an LLM or script is consulted (not for
-                decisions the machine takes alone), e.g. to commit pending results first.
+                decisions the machine takes alone), e.g. to commit pending results first;
+                what it returns, when awaitable, is awaited before the consultation.
 
         Raises:
             WorkflowFinishedError, AwaitingHumanError: nothing to decide.
@@ -100,7 +101,9 @@ class DecisionPipeline:
         """
         analysis = self.engine.analyze(state, config)
         if before_slow_call is not None and not self._machine_alone(analysis, config):
-            before_slow_call()
+            pending = before_slow_call()
+            if pending is not None:
+                await pending
         choice = await self._choose(analysis, config)
         new_state, record = self.engine.apply(
             analysis,

@@ -90,9 +90,7 @@ class _Committer:
     """Commits one workflow's snapshots with their ledger entries, tracking the version.
 
     A commit can be held (a step's result) and written with the next one (the decision that
-    follows it), so a step result and its next decision cost one transaction. When the next
-    decision must wait for an LLM, ``start_flush`` sends what is held on its way at once,
-    and the next commit waits for it first.
+    follows it), so a step result and its next decision cost one transaction.
     """
 
     def __init__(self, store: AsyncStore, workflow_id: str, version: int, owner: str) -> None:
@@ -101,10 +99,8 @@ class _Committer:
         self.version = version
         self.owner = owner
         self._held: tuple[WorkflowState, list[LedgerEntryIn]] | None = None
-        self._in_flight: asyncio.Future[int] | None = None
 
     async def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
-        await self._settle()
         held = self._held[1] if self._held is not None else []
         self._held = None
         self.version = await self.store.commit(
@@ -121,29 +117,12 @@ class _Committer:
         assert self._held is None, "one held commit at a time"
         self._held = (state, list(entries))
 
-    def start_flush(self) -> None:
-        """Send what is held to the store now, without waiting (a plain callback)."""
-        if self._held is None or self._in_flight is not None:
-            return
-        state, entries = self._held
-        self._held = None
-        self._in_flight = self.store.start_commit(
-            self.workflow_id,
-            state,
-            expected_version=self.version,
-            entries=entries,
-            owner=self.owner,
-        )
-
     async def flush(self) -> None:
-        """Commit what is held, and wait for a commit already on its way."""
-        self.start_flush()
-        await self._settle()
-
-    async def _settle(self) -> None:
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            self.version = await in_flight
+        """Commit what is held, now."""
+        if self._held is not None:
+            state, entries = self._held
+            self._held = None
+            await self(state, *entries)
 
 
 def answer_workflow(
@@ -330,7 +309,7 @@ class WorkflowRunner:
             state = await self._run_step(state, config, record)
             done = state.history[-1]
             # Committed together with the next decision, microseconds from now, unless that
-            # decision must wait for an LLM: then it is sent first (see _decide).
+            # decision must wait for an LLM: then it is committed first (see _decide).
             commit.hold(state, StepResultEntry(done))
             await self._record_artifacts(store, wid, done)
             self._emit(ProgressEvent("step_finished", state, config, step=done))
@@ -342,11 +321,11 @@ class WorkflowRunner:
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Decide and commit the decision before its action starts (with any held result).
 
-        A held step result is sent to the store before an LLM is consulted (the pipeline
-        calls ``start_flush`` then), so a long or failing call cannot lose it.
+        A held step result is committed before an LLM is consulted (the pipeline awaits
+        ``flush`` then), so a long or failing call cannot lose it.
         """
         try:
-            state, record = await self.coordinator.decide(state, config, commit.start_flush)
+            state, record = await self.coordinator.decide(state, config, commit.flush)
         except BaseException:
             await commit.flush()  # a finished step's result is never lost
             raise
