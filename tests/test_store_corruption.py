@@ -8,7 +8,10 @@ read.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -339,3 +342,63 @@ def test_damage_in_one_workflow_leaves_the_others_usable(data_dir: Path) -> None
     with SQLiteStore(data_dir, clock=FixedClock(T0 + timedelta(hours=1))) as store:
         assert store.load("wf-2").state.workflow_id == "wf-2"
         assert {s.workflow_id for s in store.list_workflows()} == {"wf-1", "wf-2"}
+
+
+# -- after damage is found -----------------------------------------------------------------
+
+
+def test_a_handle_that_met_a_damaged_row_writes_nothing_more(data_dir: Path) -> None:
+    """After a snapshot fails to decode, writes to any workflow raise; reads still work."""
+    _tamper(
+        data_dir, "UPDATE workflows SET snapshot = '{\"schema_version\": 1, ' WHERE id = 'wf-1'"
+    )
+    with _left_unchanged(data_dir), SQLiteStore(data_dir) as store:
+        healthy = store.load("wf-2")
+        with pytest.raises(StoreCorruptError, match="stored snapshot is damaged"):
+            store.load("wf-1")
+        with pytest.raises(
+            StoreCorruptError,
+            match=r"workflow wf-2: will not commit: this store was found damaged \(workflow "
+            r"wf-1: the stored snapshot.*nothing more is written.*list, status, inspect, export",
+        ):
+            store.commit("wf-2", healthy.state, expected_version=1, owner=None)
+        with pytest.raises(StoreCorruptError, match="will not acquire the lease"):
+            store.acquire_lease("wf-2", "w2", 30)
+        assert store.load("wf-2").version == 1  # reading goes on
+        assert {s.workflow_id for s in store.list_workflows()} == {"wf-1", "wf-2"}
+
+
+def test_a_handle_that_met_a_damaged_page_writes_nothing_more(data_dir: Path) -> None:
+    """After SQLite reports a corrupt page, no write is attempted on the file."""
+    db = _db(data_dir)
+    with closing(sqlite3.connect(db)) as conn:
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'ledger'"
+        ).fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * page_size : root * page_size] = b"\x5a" * page_size
+    db.write_bytes(bytes(data))
+    with _left_unchanged(data_dir), SQLiteStore(data_dir) as store:
+        with pytest.raises(StoreCorruptError):
+            store.ledger("wf-1")
+        with pytest.raises(StoreCorruptError, match="will not record the artifact"):
+            store.add_artifact("wf-2", "plan", "p.md")
+
+
+def test_the_cli_reports_a_damaged_row_with_exit_2(data_dir: Path) -> None:
+    """`orchestrator status` on a damaged snapshot prints one line saying what to do; exit 2."""
+    _tamper(data_dir, "UPDATE workflows SET snapshot = 'garbage' WHERE id = 'wf-1'")
+    with _left_unchanged(data_dir):
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "status", "wf-1", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(Path(__file__).parents[1])},
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: workflow wf-1: the stored snapshot is damaged")
+    assert "restore it from a backup" in line
