@@ -186,6 +186,24 @@ def connect(path: Path, *, read_only: bool, busy_timeout_s: float) -> sqlite3.Co
     )
 
 
+def configure(conn: sqlite3.Connection, path: Path, durability: str) -> None:
+    """Switch a writable connection to WAL and the synchronous level of ``durability``.
+
+    Raises:
+        StoreError: the file system cannot do WAL (network file systems, some containers).
+    """
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(
+            f"{path}: SQLite cannot use WAL mode on this file system (got "
+            f"{mode!r}); set {DATA_DIR_ENV} to a directory on a local disk"
+        )
+    sync = "FULL" if durability == "full" else "NORMAL"
+    conn.execute(f"PRAGMA synchronous = {sync}")
+    if durability == "full":
+        conn.execute("PRAGMA fullfsync = ON")  # macOS: fsync alone skips the disk cache
+
+
 def translate(
     exc: sqlite3.Error,
     doing: str,

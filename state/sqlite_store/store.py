@@ -37,12 +37,14 @@ from state.errors import (
 )
 from state.sqlite_store import artifacts as artifact_rows
 from state.sqlite_store import leases as lease_rows
+from state.sqlite_store import workflows as workflow_rows
 from state.sqlite_store.codec import summary_of, summary_values
 from state.sqlite_store.connection import (
     DATA_DIR_ENV,
     DB_FILENAME,
     can_write,
     check_header,
+    configure,
     connect,
     default_data_dir,
     prepare_data_dir,
@@ -182,16 +184,7 @@ class SQLiteStore:
                 )
             return
         # From here on the file may be written: it is ours and not from the future.
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(
-                f"{self.path}: SQLite cannot use WAL mode on this file system (got "
-                f"{mode!r}); set {DATA_DIR_ENV} to a directory on a local disk"
-            )
-        sync = "FULL" if self.durability == "full" else "NORMAL"
-        conn.execute(f"PRAGMA synchronous = {sync}")
-        if self.durability == "full":
-            conn.execute("PRAGMA fullfsync = ON")  # macOS: fsync alone skips the disk cache
+        configure(conn, self.path, self.durability)
         if version < len(migrations):
             migrate(conn, self.path, migrations)
 
@@ -260,7 +253,7 @@ class SQLiteStore:
         )
 
     def _require(self, conn: sqlite3.Connection, workflow_id: str) -> None:
-        if conn.execute("SELECT 1 FROM workflows WHERE id = ?", (workflow_id,)).fetchone() is None:
+        if not workflow_rows.exists(conn, workflow_id):
             raise self._unknown(workflow_id)
 
     # -- workflows -------------------------------------------------------------------------
@@ -279,25 +272,18 @@ class SQLiteStore:
             self._encoder.encode(state),
         )
         with self._writing("create the workflow", wid) as conn:
-            if conn.execute("SELECT 1 FROM workflows WHERE id = ?", (wid,)).fetchone():
+            if workflow_rows.exists(conn, wid):
                 raise StoreError(
                     f"workflow {wid} already exists in {self.path}; choose another id, or resume it"
                 )
-            conn.execute(
-                "INSERT INTO workflows (id, version, status, phase, machine_state, "
-                "current_step, waiting_gate, updated_at, created_at, config, snapshot) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+            workflow_rows.insert(conn, row)
         return 1
 
     @_noting_damage
     def load(self, workflow_id: str) -> StoredWorkflow:
         """The latest snapshot, configuration and version of a workflow (see ``Store``)."""
         with self._reading("load the workflow", workflow_id) as conn:
-            row = conn.execute(
-                "SELECT version, config, snapshot FROM workflows WHERE id = ?", (workflow_id,)
-            ).fetchone()
+            row = workflow_rows.select_stored(conn, workflow_id)
         if row is None:
             raise self._unknown(workflow_id)
         version, config_text, snapshot = row
@@ -323,55 +309,28 @@ class SQLiteStore:
         payloads = [encode_entry(self._encoder, workflow_id, entry) for entry in entries]
         now = self._now()
         with self._writing("commit", workflow_id) as conn:
-            cur = conn.execute(
-                "UPDATE workflows SET version = version + 1, status = ?, phase = ?, "
-                "machine_state = ?, current_step = ?, waiting_gate = ?, updated_at = ?, "
-                "snapshot = ? WHERE id = ? AND version = ?",
-                (*summary_values(state, now), snapshot, workflow_id, expected_version),
-            )
-            if cur.rowcount != 1:
-                row = conn.execute(
-                    "SELECT version FROM workflows WHERE id = ?", (workflow_id,)
-                ).fetchone()
-                if row is None:
+            if not workflow_rows.replace_snapshot(
+                conn, workflow_id, summary_values(state, now), snapshot, expected_version
+            ):
+                stored = workflow_rows.stored_version(conn, workflow_id)
+                if stored is None:
                     raise self._unknown(workflow_id)
                 raise ConcurrencyError(
                     f"workflow {workflow_id} changed since it was loaded (version "
-                    f"{expected_version} expected, {row[0]} stored): another process "
+                    f"{expected_version} expected, {stored} stored): another process "
                     "committed to it; nothing was written. Load it again and redo the step"
                 )
             if owner is not None:
                 leasing.check_holder(lease_rows.read(conn, workflow_id), workflow_id, owner, now)
             if payloads:
-                (last,) = conn.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM ledger WHERE workflow_id = ?",
-                    (workflow_id,),
-                ).fetchone()
-                recorded = ts(now)
-                conn.executemany(
-                    "INSERT INTO ledger (workflow_id, seq, kind, recorded_at, payload) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (workflow_id, last + i, kind, recorded, payload)
-                        for i, (kind, payload) in enumerate(payloads, start=1)
-                    ],
-                )
+                workflow_rows.append(conn, workflow_id, payloads, ts(now))
         return expected_version + 1
 
     @_noting_damage
     def list_workflows(self, status: WorkflowStatus | None = None) -> list[WorkflowSummary]:
         """Every workflow (or those with ``status``), the most recently updated first."""
-        sql = (
-            "SELECT id, status, phase, machine_state, current_step, waiting_gate, version, "
-            "created_at, updated_at FROM workflows"
-        )
-        params: tuple[str, ...] = ()
-        if status is not None:
-            sql += " WHERE status = ?"
-            params = (WorkflowStatus(status).value,)
-        sql += " ORDER BY updated_at DESC, id"
         with self._reading("list the workflows") as conn:
-            rows = conn.execute(sql, params).fetchall()
+            rows = workflow_rows.select_summaries(conn, status)
         return [summary_of(row) for row in rows]
 
     # -- ledger ----------------------------------------------------------------------------
@@ -385,15 +344,8 @@ class SQLiteStore:
         kinds: Collection[LedgerKind] | None = None,
     ) -> list[LedgerEntry]:
         """The workflow's ledger entries with ``seq > after_seq``, in order (see ``Store``)."""
-        sql = "SELECT seq, kind, recorded_at, payload FROM ledger WHERE workflow_id = ? AND seq > ?"
-        params: list[object] = [workflow_id, after_seq]
-        if kinds is not None:
-            wanted = sorted({LedgerKind(k).value for k in kinds})
-            sql += f" AND kind IN ({', '.join('?' * len(wanted))})"
-            params += wanted
-        sql += " ORDER BY seq"
         with self._reading("read the ledger", workflow_id) as conn:
-            rows = conn.execute(sql, params).fetchall()
+            rows = workflow_rows.select_ledger(conn, workflow_id, after_seq, kinds)
             if not rows:
                 self._require(conn, workflow_id)
         return [decode_entry(workflow_id, *row) for row in rows]
