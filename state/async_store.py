@@ -4,7 +4,7 @@ Each call of a blocking store runs on one worker thread that belongs to this wra
 the order the calls were made, and its result comes back to the loop as a future; the loop
 serves other tasks meanwhile (sqlite3 releases the GIL while SQLite works). One thread per
 wrapper keeps the calls of concurrent tasks in the order they were made, which a pool would
-not, and costs one thread wake-up per call (tens of microseconds). A store whose
+not, and costs two thread wake-ups per call (see ``bench/awaited.py``). A store whose
 ``blocking`` is False is called inline, since its calls only take a lock for microseconds.
 
 A call whose awaiting task is cancelled still finishes on the worker (a transaction cannot

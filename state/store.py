@@ -24,8 +24,11 @@ waits on the disk, on fsync with ``durability="full"``, and on other processes' 
 for up to its busy timeout) on one worker thread of its own, in order, so the loop keeps
 serving the other workflows, lease renewals and LLM calls meanwhile; a store that never
 blocks (memory) is called inline. An async protocol instead would have made every
-synchronous caller start a loop, or every backend carry two faces; the hop to the worker
-costs tens of microseconds per call, paid only where there is a loop to keep free.
+synchronous caller start a loop, or every backend carry two faces. The price is a thread
+hand-off per call, paid only where there is a loop to keep free: 40 to 100 microseconds
+on a loaded 2-core machine (``python -m bench.awaited``), which costs a trace of instant
+stub steps about a third of its durable decisions per second with ``durability="normal"``
+and nothing measurable with ``"full"``, and is lost in the noise beside a real step.
 
 The caller commits each decision, in one ``commit`` with its ledger entry, before the action
 it starts; a crash after that commit leaves the started step visible as running.
