@@ -686,6 +686,8 @@ def test_pid_alive_treats_an_unreaped_zombie_as_gone() -> None:
 
 
 # -- SQLite specifics ----------------------------------------------------------------------
+# These run once, not per backend: they pin where the SQLite file goes, its pragmas and
+# what several processes do to it; an in-memory store has no file and lives in one process.
 
 
 def test_default_data_dir_prefers_env_then_xdg_then_home() -> None:
