@@ -217,6 +217,9 @@ def test_read_commands_work_on_a_read_only_mount(tmp_path: Path) -> None:
     if not _can_mount_read_only(data):
         pytest.skip("no mount namespaces here (unshare -rm); read_only=True is tested above")
     before = (data / DB_FILENAME).read_bytes()
+    # Read-only by mode too, as a user would leave it (root ignores modes: the mount decides).
+    (data / DB_FILENAME).chmod(0o400)
+    data.chmod(0o500)
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
     script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'
 
@@ -252,3 +255,5 @@ def test_read_commands_work_on_a_read_only_mount(tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "read-only" in refused.stderr and "Traceback" not in refused.stderr
     assert (data / DB_FILENAME).read_bytes() == before
+    assert sorted(p.name for p in data.iterdir()) == [DB_FILENAME]  # no -wal, no -shm
+    data.chmod(0o700)
