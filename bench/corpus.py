@@ -108,7 +108,6 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from orchestrator.clock import FixedClock
 from orchestrator.deciding import table as m
 from orchestrator.deciding.actions import build_decision, trigger_of
 from orchestrator.deciding.facts import compute_facts
@@ -116,6 +115,7 @@ from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.deciding.record import Choice, machine_source
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
+from state.clock import FixedClock
 from state.config import Gates, WorkflowConfig
 from state.decision import DecisionSource
 from state.examples import (

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench._peers import load_peers
-from orchestrator.clock import FixedClock
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, new_workflow, record_answer
+from state.clock import FixedClock
 from state.config import Coordinator, WorkflowConfig
 from state.reports import (
     CodeChange,

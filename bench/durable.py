@@ -46,7 +46,6 @@ from langgraph.graph import StateGraph
 
 from bench._peers import load_peers
 from bench.decisions import build_trace, make_runner
-from orchestrator.clock import FixedClock, SystemClock
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.logsetup import configure_logging
@@ -59,6 +58,7 @@ from orchestrator.running.updates import (
     new_workflow,
     record_answer,
 )
+from state.clock import FixedClock, SystemClock
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
 from state.reports import CodeChange, PlanDraft

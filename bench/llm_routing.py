@@ -40,7 +40,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import Corpus, CorpusState, generate
-from orchestrator.clock import FixedClock
 from orchestrator.composition import build_coordinator
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.facts import compute_facts
@@ -48,6 +47,7 @@ from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.llm.local_server import LocalModelServer
 from orchestrator.llm.openai_adapter import OpenAIChatModel
 from orchestrator.logsetup import configure_logging
+from state.clock import FixedClock
 from state.config import Coordinator, LLMSettings
 
 MODES = (Coordinator.PROGRAMMATIC, Coordinator.HYBRID, Coordinator.LLM)
@@ -125,7 +125,7 @@ async def decide_one(
 ) -> None:
     """Decide one corpus state and tally the outcome."""
     config = cs.config.model_copy(update={"coordinator": mode, "llm": SETTINGS})
-    legal = coordinator.engine.machine.legal_actions(compute_facts(cs.state, config))
+    legal = coordinator.machine.legal_actions(compute_facts(cs.state, config))
     stats.states += 1
     t0 = time.perf_counter()
     try:

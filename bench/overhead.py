@@ -32,13 +32,13 @@ sys.path.insert(0, str(ROOT / "tests"))  # the scripted world lives with the tes
 
 from agents.base import StepAgents, StepContext  # noqa: E402
 from agents.human import HumanInput  # noqa: E402
-from orchestrator.clock import SystemClock  # noqa: E402
 from orchestrator.composition import build_agents, build_coordinator  # noqa: E402
 from orchestrator.llm.local_server import LocalModelServer  # noqa: E402
 from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse  # noqa: E402
 from orchestrator.llm.scripted import ScriptedChatModel  # noqa: E402
 from orchestrator.logsetup import configure_logging  # noqa: E402
 from orchestrator.running.runner import WorkflowRunner  # noqa: E402
+from state.clock import SystemClock  # noqa: E402
 from state.config import Coordinator, WorkflowConfig  # noqa: E402
 from state.reports import CodeChange  # noqa: E402
 from state.sqlite_store import SQLiteStore  # noqa: E402

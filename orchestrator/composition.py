@@ -1,5 +1,8 @@
 """The composition root: the one place that wires real components together.
 
+Which store: ``open_store`` takes a data directory or a URL (``sqlite:///PATH``,
+``memory://``); nothing else names a backend class.
+
 Which LLM: flags first, then the workflow config, then ``OPENAI_BASE_URL`` /
 ``OPENAI_API_KEY`` / ``OPENAI_MODEL``. With none of them set, the embedded default starts:
 the bundled SmolLM2-135M model served by llama-cpp-python on a free loopback port, stopped
@@ -13,6 +16,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,7 +25,6 @@ from agents.base import LLMOptions, StepAgents
 from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
-from orchestrator.clock import Clock, SystemClock
 from orchestrator.deciding.llm_decider import LLMDecider
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
@@ -30,7 +33,12 @@ from orchestrator.llm.local_server import LocalModelServer
 from orchestrator.llm.openai_adapter import connect
 from orchestrator.llm.protocol import ChatModel
 from prompt_templates.loader import TemplateLoader
+from state.clock import Clock, SystemClock
 from state.config import LLMSettings
+from state.errors import ConfigError
+from state.memory_store import MemoryStore
+from state.sqlite_store import DB_FILENAME, Durability, SQLiteStore, default_data_dir
+from state.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +46,75 @@ LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct (embedded)"
 EMBEDDED_CONTEXT_TOKENS = 8192
 # The embedded model has a small context window: ask for short answers, show less code.
 _COMPACT = {"tokens": 1024, "context_chars": 8_000}
+
+
+STORE_SCHEMES = ("sqlite", "memory")
+"""The URL schemes ``open_store`` knows, besides a plain directory."""
+
+
+def open_store(
+    url_or_dir: str | Path | None = None,
+    *,
+    clock: Clock | None = None,
+    durability: Durability = "normal",
+    busy_timeout_s: float = 10.0,
+    read_only: bool | None = None,
+) -> Store:
+    """The store at ``url_or_dir``, opened.
+
+    Args:
+        url_or_dir: a data directory (the SQLite store's ``orchestrator.db`` is in it);
+            ``sqlite:///PATH`` for the same with PATH absolute (a PATH ending in
+            ``orchestrator.db`` names the file, so its directory is used); ``memory://``
+            for a new, empty in-memory store; ``memory://NAME`` for this process's
+            in-memory store called NAME (made on first use, shared by every handle). None
+            means ``default_data_dir()``.
+        clock: the store's clock (default: the system clock).
+        durability: the SQLite store's ``"normal"`` or ``"full"``.
+        busy_timeout_s: how long the SQLite store waits for another process's write.
+        read_only: the SQLite store's read-only switch (None: when it cannot be written).
+
+    Raises:
+        ConfigError: an unknown URL scheme (the message names the supported ones).
+        StoreError: the store cannot be opened (see ``SQLiteStore``).
+    """
+    if url_or_dir is None:
+        return SQLiteStore(
+            default_data_dir(), durability=durability, clock=clock, read_only=read_only
+        )
+    if isinstance(url_or_dir, Path) or "://" not in url_or_dir:
+        return SQLiteStore(
+            url_or_dir,
+            durability=durability,
+            clock=clock,
+            read_only=read_only,
+            busy_timeout_s=busy_timeout_s,
+        )
+    scheme, _, rest = url_or_dir.partition("://")
+    match scheme.lower():
+        case "memory":
+            return MemoryStore.named(rest, clock=clock) if rest else MemoryStore(clock=clock)
+        case "sqlite":
+            if not rest.startswith("/"):
+                raise ConfigError(
+                    f"the store URL {url_or_dir!r} needs an absolute path after "
+                    "'sqlite://' (sqlite:///home/me/data); or give the directory itself"
+                )
+            path = Path(rest)
+            data_dir = path.parent if path.name == DB_FILENAME else path
+            return SQLiteStore(
+                data_dir,
+                durability=durability,
+                clock=clock,
+                read_only=read_only,
+                busy_timeout_s=busy_timeout_s,
+            )
+        case _:
+            raise ConfigError(
+                f"unknown store URL scheme {scheme!r} in {url_or_dir!r}; use a data "
+                "directory, sqlite:///ABSOLUTE/PATH or memory:// (supported schemes: "
+                f"{', '.join(STORE_SCHEMES)})"
+            )
 
 
 @dataclass(frozen=True, slots=True)

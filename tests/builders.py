@@ -6,10 +6,10 @@ they are re-exported here so tests import one module.
 
 from __future__ import annotations
 
-from orchestrator.clock import FixedClock
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
+from state.clock import FixedClock
 from state.config import WorkflowConfig
 from state.examples import (
     BAD_CODE,

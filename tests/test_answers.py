@@ -10,10 +10,10 @@ import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
-from orchestrator.clock import FixedClock
 from orchestrator.composition import build_coordinator
 from orchestrator.llm.scripted import ScriptedChatModel
 from orchestrator.running.runner import answer_workflow
+from state.clock import FixedClock
 from state.config import Coordinator, Gates, WorkflowConfig
 from state.decision import ActionKind, DecisionSource
 from state.errors import HumanAnswerError

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.clock import FixedClock
 from orchestrator.composition import build_coordinator
 from orchestrator.deciding.classifier import Classification
 from orchestrator.deciding.pipeline import DecisionPipeline, Plan, plan
 from orchestrator.llm.scripted import ScriptedChatModel
+from state.clock import FixedClock
 from state.config import Coordinator, LLMSettings, WorkflowConfig
 from state.decision import DecisionRecord, DecisionSource, Route
 from state.errors import LLMOutputError, LLMUnavailableError

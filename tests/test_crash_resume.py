@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.composition import open_store
 from orchestrator.running.consistency import find_inconsistency
-from state.sqlite_store import SQLiteStore
 from state.steps import Gate
 from state.store import LedgerKind
 from state.workflow import StepStatus
@@ -140,7 +140,7 @@ def resume(env: dict[str, str], wid: str = "wf-kill") -> subprocess.CompletedPro
 
 def check_invariants(tmp_path: Path, wid: str = "wf-kill") -> Any:
     """Nothing lost, nothing run twice, everything consistent."""
-    with SQLiteStore(tmp_path / "data") as store:
+    with open_store(tmp_path / "data") as store:
         stored = store.load(wid)
         ledger = store.ledger(wid)
     state = stored.state
@@ -185,7 +185,7 @@ def test_kill_right_after_a_decision_commit(
     proc = start_run(env, tmp_path)
     wait_for(proc, "decision #2")
     kill(proc)
-    with SQLiteStore(tmp_path / "data") as store:
+    with open_store(tmp_path / "data") as store:
         assert len(store.load("wf-kill").state.decisions) == 2
     world.slow.clear()
     done = resume(env)

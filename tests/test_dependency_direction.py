@@ -3,10 +3,10 @@
 Layers, innermost first (a module may import its own layer and the layers listed for it):
 
 ``state``
-    data and persistence; knows nothing of ours.
-``prompt_templates``, ``orchestrator.llm``, ``orchestrator.execution``, ``orchestrator.clock``
+    data, persistence and time (the one clock); knows nothing of ours.
+``prompt_templates``, ``orchestrator.llm``, ``orchestrator.execution``
     shared infrastructure: the templates and their loader, the chat-model seam and the
-    OpenAI-compatible adapter, the sandbox and the deterministic tools, time.
+    OpenAI-compatible adapter, the sandbox and the deterministic tools.
 ``agents``
     the planner, validator and programmer, built on the infrastructure.
 ``orchestrator.deciding``
@@ -37,7 +37,6 @@ _INFRA = (
     "prompt_templates",
     "orchestrator.llm",
     "orchestrator.execution",
-    "orchestrator.clock",
 )
 # layer -> the layers it may import besides itself
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -45,7 +44,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "prompt_templates": ("state", "orchestrator.llm"),
     "orchestrator.llm": ("state",),
     "orchestrator.execution": ("state",),
-    "orchestrator.clock": ("state",),
     "agents": _INFRA,
     "orchestrator.deciding": _INFRA,
     "orchestrator.reporting": (*_INFRA, "orchestrator.deciding"),

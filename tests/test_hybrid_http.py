@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.clock import FixedClock
 from orchestrator.composition import build_coordinator
 from orchestrator.llm.openai_adapter import openai_chat_model
 from orchestrator.llm.protocol import ChatModel
+from state.clock import FixedClock
 from state.config import LLMSettings, WorkflowConfig
 from state.decision import DecisionSource
 from state.reports import PlanDraft

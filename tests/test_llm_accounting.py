@@ -16,7 +16,6 @@ from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
 from orchestrator.cli import cli
-from orchestrator.clock import FixedClock, SystemClock
 from orchestrator.composition import LLMTarget, build_coordinator, open_chat_model
 from orchestrator.deciding.llm_decider import MAX_RATIONALE
 from orchestrator.execution.sandbox import Sandbox
@@ -25,6 +24,7 @@ from orchestrator.llm.protocol import ChatModel
 from orchestrator.llm.scripted import ScriptedChatModel
 from orchestrator.running.runner import WorkflowRunner
 from prompt_templates.loader import TemplateLoader
+from state.clock import FixedClock, SystemClock
 from state.config import Coordinator, Limits, LLMSettings, WorkflowConfig
 from state.decision import DecisionSource, EscalationReason
 from state.errors import LLMUnavailableError

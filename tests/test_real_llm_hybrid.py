@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.clock import FixedClock
 from orchestrator.composition import build_coordinator
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.facts import compute_facts
 from orchestrator.llm.protocol import ChatModel
+from state.clock import FixedClock
 from state.config import Coordinator, LLMSettings, WorkflowConfig
 from state.reports import PlanDraft, ToolStatus
 from state.workflow import HumanAnswerKind

@@ -16,16 +16,15 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.clock import SystemClock
-from orchestrator.composition import build_agents, build_coordinator
+from orchestrator.composition import build_agents, build_coordinator, open_store
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.execution.sandbox import SandboxLimits
 from orchestrator.running.consistency import find_inconsistency
 from orchestrator.running.runner import WorkflowRunner
+from state.clock import SystemClock
 from state.config import Coordinator, Limits, LLMSettings, WorkflowConfig
-from state.sqlite_store import SQLiteStore
 from state.steps import GATE_OF_STATE, TERMINAL_STATES
-from state.store import LedgerKind
+from state.store import LedgerKind, Store
 from state.workflow import StepStatus
 
 pytestmark = [pytest.mark.real_llm, pytest.mark.slow]
@@ -47,13 +46,13 @@ WAITING_OR_DONE = GATE_OF_STATE.keys() | TERMINAL_STATES
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "data") as s:
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "data") as s:
         yield s
 
 
 async def test_whole_workflow_on_the_local_model_is_legal_and_logged(
-    local_llm: Any, store: SQLiteStore, tmp_path: Path
+    local_llm: Any, store: Store, tmp_path: Path
 ) -> None:
     async with local_llm.chat_model(timeout_s=180, deadline_s=400) as model:
         service = WorkflowRunner(

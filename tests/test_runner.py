@@ -14,20 +14,19 @@ from agents.human import HumanInput
 from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
-from orchestrator.clock import SystemClock
-from orchestrator.composition import build_coordinator
+from orchestrator.composition import build_coordinator, open_store
 from orchestrator.execution.sandbox import Sandbox, SandboxLimits
 from orchestrator.llm.protocol import LLMRequest, LLMResponse
 from orchestrator.llm.scripted import ScriptedChatModel
 from orchestrator.running.consistency import find_inconsistency
 from orchestrator.running.runner import ProgressEvent, WorkflowRunner
 from prompt_templates.loader import TemplateLoader
+from state.clock import SystemClock
 from state.config import Coordinator, Limits, WorkflowConfig
 from state.decision import DecisionSource
 from state.errors import LLMUnavailableError
-from state.sqlite_store import SQLiteStore
 from state.steps import Gate, MachineState, Step
-from state.store import LedgerKind
+from state.store import LedgerKind, Store
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
 
 from support.world import BAD_PLAN, GOOD_PLAN, GOOD_REVIEW, World
@@ -60,9 +59,11 @@ class Recorder:
 APPROVE = HumanInput(HumanAnswerKind.APPROVE, by="alice")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "data") as s:
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each runner test on the SQLite store (calls on the worker thread) and in memory (inline)."""
+    where = tmp_path / "data" if request.param == "sqlite" else "memory://"
+    with open_store(where) as s:
         yield s
 
 
@@ -77,7 +78,7 @@ class Waits:
 
 
 def make_service(
-    store: SQLiteStore,
+    store: Store,
     model: object,
     human: Answers | None = None,
     recorder: Recorder | None = None,
@@ -115,7 +116,7 @@ def steps_of(state: WorkflowState) -> list[int]:
 
 
 async def test_plan_and_code_converge_with_both_gates_approved(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     """One plan revision, one code refinement, both gates approved: completed."""
     world = World()
@@ -143,7 +144,7 @@ async def test_plan_and_code_converge_with_both_gates_approved(
     assert {e.kind for e in rec.events} >= {"decision", "step_started", "step_finished", "finished"}
 
 
-async def test_rejection_ends_the_workflow(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_rejection_ends_the_workflow(store: Store, tmp_path: Path) -> None:
     """A human rejection at the plan gate ends the workflow as rejected."""
     world = World(plan_reports=[GOOD_PLAN])
     service = make_service(
@@ -157,7 +158,7 @@ async def test_rejection_ends_the_workflow(store: SQLiteStore, tmp_path: Path) -
     assert state.human_answers[-1].comment == "wrong scope"
 
 
-async def test_change_request_reaches_the_next_step(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_change_request_reaches_the_next_step(store: Store, tmp_path: Path) -> None:
     """Changes requested at the plan gate are in the revision planner's prompt."""
     world = World(plan_reports=[GOOD_PLAN])
     changes = HumanInput(
@@ -171,7 +172,7 @@ async def test_change_request_reaches_the_next_step(store: SQLiteStore, tmp_path
     assert "add a data-quality report" in revision_prompts[0]
 
 
-async def test_escalation_at_the_revision_limit(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_escalation_at_the_revision_limit(store: Store, tmp_path: Path) -> None:
     """A plan that never converges escalates at the limit and the process stops waiting."""
     world = World(plan_reports=[BAD_PLAN])
     config = CONFIG.model_copy(update={"limits": Limits(max_plan_revisions=1)})
@@ -201,7 +202,7 @@ class SlowFirstCall:
         return await self.inner.complete(request)
 
 
-async def test_agent_timeout_is_recovered_by_a_retry(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_agent_timeout_is_recovered_by_a_retry(store: Store, tmp_path: Path) -> None:
     """An agent that times out is retried with a longer timeout and the workflow goes on."""
     world = World(plan_reports=[GOOD_PLAN])
     config = CONFIG.model_copy(update={"limits": Limits(step_timeout_s=0.5)})
@@ -218,7 +219,7 @@ async def test_agent_timeout_is_recovered_by_a_retry(store: SQLiteStore, tmp_pat
     assert state.waiting_gate is Gate.PLAN
 
 
-async def test_answer_then_resume(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_answer_then_resume(store: Store, tmp_path: Path) -> None:
     """A workflow left at a gate is answered later and resumed to completion."""
     world = World(plan_reports=[GOOD_PLAN], reviews=[GOOD_REVIEW])
     service = make_service(store, ScriptedChatModel(responder=world))
@@ -232,7 +233,7 @@ async def test_answer_then_resume(store: SQLiteStore, tmp_path: Path) -> None:
     assert state.machine_state is MachineState.COMPLETED
 
 
-async def test_many_workflows_run_concurrently(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_many_workflows_run_concurrently(store: Store, tmp_path: Path) -> None:
     """Several workflows progress together, each to its own gate."""
     world = World(plan_reports=[GOOD_PLAN])
     service = make_service(store, ScriptedChatModel(responder=world))
@@ -241,7 +242,7 @@ async def test_many_workflows_run_concurrently(store: SQLiteStore, tmp_path: Pat
     assert all(isinstance(r, WorkflowState) and r.waiting_gate is Gate.PLAN for r in results)
 
 
-async def test_llm_failure_becomes_a_step_error(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_llm_failure_becomes_a_step_error(store: Store, tmp_path: Path) -> None:
     """An LLM that is down makes steps fail and retry, then escalate; the runner never crashes."""
     model = ScriptedChatModel(responder=lambda r: LLMUnavailableError("server down"))
     waits = Waits()
@@ -258,7 +259,7 @@ async def test_llm_failure_becomes_a_step_error(store: SQLiteStore, tmp_path: Pa
 class LedgerProbe:
     """A chat model that, when asked for a decision, looks at what the store already holds."""
 
-    def __init__(self, inner: ScriptedChatModel, store: SQLiteStore) -> None:
+    def __init__(self, inner: ScriptedChatModel, store: Store) -> None:
         self.inner = inner
         self.store = store
         self.seen: list[list[str]] = []
@@ -275,7 +276,7 @@ class LedgerProbe:
 
 
 async def test_step_result_is_committed_before_an_llm_decision(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     """A finished step is in the store before the LLM is consulted on what follows it."""
     borderline = {**GOOD_PLAN, "alignment_score": 9.1}  # near its threshold: LLM consulted

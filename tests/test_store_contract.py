@@ -2,9 +2,10 @@
 
 A new backend plugs in with one entry in ``BACKENDS``: a function that, given a fresh
 temporary directory and the test clock, returns a factory opening handles on one fresh,
-empty store (every call a new handle, as another process would open it). The tests at the
-end of the file pin what is particular to SQLite (data directory, pragmas, migrations, real
-processes).
+empty store (every call a new handle, as another process would open it), through the
+composition root's ``open_store`` like every other caller. The tests at the end of the file
+pin what is particular to SQLite (data directory, pragmas, real processes): each says why
+it cannot run on the in-memory store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -24,10 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.clock import FixedClock
+from orchestrator import composition
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
+from state.clock import FixedClock
 from state.config import Gates, WorkflowConfig
 from state.errors import (
     ConcurrencyError,
@@ -36,13 +39,7 @@ from state.errors import (
     UnknownWorkflowError,
 )
 from state.reports import PlanDraft, PlanValidationReport
-from state.sqlite_store import (
-    DB_FILENAME,
-    MIGRATIONS,
-    STORE_SCHEMA_VERSION,
-    SQLiteStore,
-    default_data_dir,
-)
+from state.sqlite_store import DB_FILENAME, default_data_dir
 from state.steps import Gate, MachineState, Step, WorkflowStatus
 from state.store import (
     DecisionEntry,
@@ -71,6 +68,9 @@ class ManualClock:
     def now(self) -> datetime:
         return self.t
 
+    def monotonic(self) -> float:
+        return (self.t - T0).total_seconds()
+
     def advance(self, seconds: float) -> None:
         self.t += timedelta(seconds=seconds)
 
@@ -79,11 +79,18 @@ StoreFactory = Callable[[], Store]
 
 
 def _sqlite_backend(tmp_path: Path, clock: ManualClock) -> StoreFactory:
-    return lambda: SQLiteStore(tmp_path / "data", now=clock.now)
+    return lambda: composition.open_store(tmp_path / "data", clock=clock)
+
+
+def _memory_backend(tmp_path: Path, clock: ManualClock) -> StoreFactory:
+    # A name of its own per test, so that every handle of this test shares one store.
+    name = f"contract-{tmp_path.name}-{uuid.uuid4().hex}"
+    return lambda: composition.open_store(f"memory://{name}", clock=clock)
 
 
 BACKENDS: dict[str, Callable[[Path, ManualClock], StoreFactory]] = {
     "sqlite": _sqlite_backend,
+    "memory": _memory_backend,
 }
 
 
@@ -679,6 +686,8 @@ def test_pid_alive_treats_an_unreaped_zombie_as_gone() -> None:
 
 
 # -- SQLite specifics ----------------------------------------------------------------------
+# These run once, not per backend: they pin where the SQLite file goes, its pragmas and
+# what several processes do to it; an in-memory store has no file and lives in one process.
 
 
 def test_default_data_dir_prefers_env_then_xdg_then_home() -> None:
@@ -694,20 +703,20 @@ def test_default_data_dir_prefers_env_then_xdg_then_home() -> None:
 def test_sqlite_store_without_a_directory_uses_the_env_var(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLiteStore() creates its database file under $ORCHESTRATOR_DATA_DIR."""
+    """open_store() creates its database file under $ORCHESTRATOR_DATA_DIR (a file: SQLite)."""
     monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path / "orch"))
-    with SQLiteStore() as store:
-        assert store.path == tmp_path / "orch" / DB_FILENAME
-    assert store.path.is_file()
+    with composition.open_store() as store:
+        assert store.path == tmp_path / "orch" / DB_FILENAME  # type: ignore[attr-defined]
+    assert (tmp_path / "orch" / DB_FILENAME).is_file()
 
 
 @pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
 def test_sqlite_durability_sets_wal_and_synchronous(
     tmp_path: Path, durability: str, synchronous: int
 ) -> None:
-    """The file is in WAL mode; durability picks synchronous NORMAL (1) or FULL (2)."""
-    with SQLiteStore(tmp_path, durability=durability) as store:  # type: ignore[arg-type]
-        conn = store._conn  # white-box: the pragma is per connection
+    """The file is in WAL mode; durability picks synchronous NORMAL (1) or FULL (2) (SQLite)."""
+    with composition.open_store(tmp_path, durability=durability) as store:  # type: ignore[arg-type]
+        conn = store._conn  # type: ignore[attr-defined]  # white-box: pragmas are per connection
         assert conn is not None
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
     with closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn:
@@ -715,55 +724,17 @@ def test_sqlite_durability_sets_wal_and_synchronous(
 
 
 def test_sqlite_rejects_an_unknown_durability(tmp_path: Path) -> None:
-    """A durability other than normal or full raises ConfigError naming it."""
+    """A durability other than normal or full raises ConfigError naming it (SQLite's knob)."""
     with pytest.raises(ConfigError, match="'fast'"):
-        SQLiteStore(tmp_path, durability="fast")  # type: ignore[arg-type]
-
-
-def test_sqlite_applies_new_migrations_once(tmp_path: Path) -> None:
-    """A migration added after the file was made runs once on open and bumps the version."""
-    SQLiteStore(tmp_path).close()
-    runs: list[int] = []
-
-    def add_notes(conn: sqlite3.Connection) -> None:
-        runs.append(1)
-        conn.execute("CREATE TABLE notes (workflow_id TEXT, text TEXT)")
-
-    for _ in range(2):
-        SQLiteStore(tmp_path, migrations=(*MIGRATIONS, add_notes)).close()
-    assert runs == [1]
-    with closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn:
-        (version,) = conn.execute(
-            "SELECT value FROM schema_meta WHERE key = 'schema_version'"
-        ).fetchone()
-    assert int(version) == STORE_SCHEMA_VERSION + 1
-
-
-def test_sqlite_failed_migration_changes_nothing(tmp_path: Path) -> None:
-    """A migration that fails rolls back every migration of that open; the file is unchanged."""
-    with SQLiteStore(tmp_path) as store:
-        _replay(store)
-    before = (tmp_path / DB_FILENAME).read_bytes()
-
-    def adds_a_table(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE notes (text TEXT)")
-
-    def breaks(conn: sqlite3.Connection) -> None:
-        raise RuntimeError("boom")
-
-    with pytest.raises(StoreError, match=r"migration 3 .*failed \(boom\); nothing was changed"):
-        SQLiteStore(tmp_path, migrations=(*MIGRATIONS, adds_a_table, breaks))
-    assert (tmp_path / DB_FILENAME).read_bytes() == before
-    with SQLiteStore(tmp_path) as store:
-        assert store.load("wf-1").version == 9
+        composition.open_store(tmp_path, durability="fast")  # type: ignore[arg-type]
 
 
 _WORKER = """
 import sys
+from orchestrator.composition import open_store
 from state.errors import ConcurrencyError
-from state.sqlite_store import SQLiteStore
 from state.store import EventEntry
-with SQLiteStore(sys.argv[1], busy_timeout_s=30) as store:
+with open_store(sys.argv[1], busy_timeout_s=30) as store:
     done = 0
     while done < int(sys.argv[2]):
         loaded = store.load("wf-1")
@@ -777,8 +748,11 @@ with SQLiteStore(sys.argv[1], busy_timeout_s=30) as store:
 
 
 def test_sqlite_processes_commit_concurrently_without_lock_errors(tmp_path: Path) -> None:
-    """Three processes committing at once all finish: no 'database is locked', no lost seq."""
-    with SQLiteStore(tmp_path) as store:
+    """Three processes committing at once all finish: no 'database is locked', no lost seq.
+
+    SQLite only: an in-memory store cannot be shared between processes.
+    """
+    with composition.open_store(tmp_path) as store:
         _created(store)
     n, procs = 40, 3
     workers = [
@@ -793,6 +767,6 @@ def test_sqlite_processes_commit_concurrently_without_lock_errors(tmp_path: Path
     for w in workers:
         _, err = w.communicate(timeout=120)
         assert w.returncode == 0, err
-    with SQLiteStore(tmp_path) as store:
+    with composition.open_store(tmp_path) as store:
         assert [e.seq for e in store.ledger("wf-1")] == list(range(1, n * procs + 1))
         assert store.load("wf-1").version == 1 + n * procs

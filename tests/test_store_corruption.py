@@ -8,7 +8,10 @@ read.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -16,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.clock import FixedClock
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, new_workflow
+from state.clock import FixedClock
 from state.config import WorkflowConfig
-from state.errors import StoreCorruptError, StoreVersionError
+from state.errors import StoreCorruptError, StoreError, StoreVersionError
 from state.reports import PlanDraft
-from state.sqlite_store import DB_FILENAME, STORE_SCHEMA_VERSION, SQLiteStore
+from state.sqlite_store import DB_FILENAME, MIGRATIONS, STORE_SCHEMA_VERSION, SQLiteStore
 from state.store import DecisionEntry, EventEntry, LedgerEntryIn, StepResultEntry
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -188,6 +191,46 @@ def test_a_snapshot_from_a_newer_state_schema_is_refused(data_dir: Path) -> None
         assert store.load("wf-2").version == 1  # the other workflows still load
 
 
+# -- migrations ----------------------------------------------------------------------------
+
+
+def test_sqlite_applies_new_migrations_once(tmp_path: Path) -> None:
+    """A migration added after the file was made runs once on open and bumps the version."""
+    SQLiteStore(tmp_path).close()
+    runs: list[int] = []
+
+    def add_notes(conn: sqlite3.Connection) -> None:
+        runs.append(1)
+        conn.execute("CREATE TABLE notes (workflow_id TEXT, text TEXT)")
+
+    for _ in range(2):
+        SQLiteStore(tmp_path, migrations=(*MIGRATIONS, add_notes)).close()
+    assert runs == [1]
+    with closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn:
+        (version,) = conn.execute(
+            "SELECT value FROM schema_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    assert int(version) == STORE_SCHEMA_VERSION + 1
+
+
+def test_sqlite_failed_migration_changes_nothing(data_dir: Path) -> None:
+    """A migration that fails rolls back every migration of that open; the file is unchanged."""
+    tmp_path = data_dir
+    before = (tmp_path / DB_FILENAME).read_bytes()
+
+    def adds_a_table(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+
+    def breaks(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(StoreError, match=r"migration 3 .*failed \(boom\); nothing was changed"):
+        SQLiteStore(tmp_path, migrations=(*MIGRATIONS, adds_a_table, breaks))
+    assert (tmp_path / DB_FILENAME).read_bytes() == before
+    with SQLiteStore(tmp_path) as store:
+        assert store.load("wf-1").version == 4
+
+
 # -- rows that fail validation -------------------------------------------------------------
 
 
@@ -296,6 +339,66 @@ def test_a_damaged_lease_row_is_named(data_dir: Path) -> None:
 def test_damage_in_one_workflow_leaves_the_others_usable(data_dir: Path) -> None:
     """A damaged wf-1 does not stop wf-2 from loading or listing."""
     _tamper(data_dir, "UPDATE workflows SET snapshot = 'garbage' WHERE id = 'wf-1'")
-    with SQLiteStore(data_dir, now=lambda: T0 + timedelta(hours=1)) as store:
+    with SQLiteStore(data_dir, clock=FixedClock(T0 + timedelta(hours=1))) as store:
         assert store.load("wf-2").state.workflow_id == "wf-2"
         assert {s.workflow_id for s in store.list_workflows()} == {"wf-1", "wf-2"}
+
+
+# -- after damage is found -----------------------------------------------------------------
+
+
+def test_a_handle_that_met_a_damaged_row_writes_nothing_more(data_dir: Path) -> None:
+    """After a snapshot fails to decode, writes to any workflow raise; reads still work."""
+    _tamper(
+        data_dir, "UPDATE workflows SET snapshot = '{\"schema_version\": 1, ' WHERE id = 'wf-1'"
+    )
+    with _left_unchanged(data_dir), SQLiteStore(data_dir) as store:
+        healthy = store.load("wf-2")
+        with pytest.raises(StoreCorruptError, match="stored snapshot is damaged"):
+            store.load("wf-1")
+        with pytest.raises(
+            StoreCorruptError,
+            match=r"workflow wf-2: will not commit: this store was found damaged \(workflow "
+            r"wf-1: the stored snapshot.*nothing more is written.*list, status, inspect, export",
+        ):
+            store.commit("wf-2", healthy.state, expected_version=1, owner=None)
+        with pytest.raises(StoreCorruptError, match="will not acquire the lease"):
+            store.acquire_lease("wf-2", "w2", 30)
+        assert store.load("wf-2").version == 1  # reading goes on
+        assert {s.workflow_id for s in store.list_workflows()} == {"wf-1", "wf-2"}
+
+
+def test_a_handle_that_met_a_damaged_page_writes_nothing_more(data_dir: Path) -> None:
+    """After SQLite reports a corrupt page, no write is attempted on the file."""
+    db = _db(data_dir)
+    with closing(sqlite3.connect(db)) as conn:
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'ledger'"
+        ).fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * page_size : root * page_size] = b"\x5a" * page_size
+    db.write_bytes(bytes(data))
+    with _left_unchanged(data_dir), SQLiteStore(data_dir) as store:
+        with pytest.raises(StoreCorruptError):
+            store.ledger("wf-1")
+        with pytest.raises(StoreCorruptError, match="will not record the artifact"):
+            store.add_artifact("wf-2", "plan", "p.md")
+
+
+def test_the_cli_reports_a_damaged_row_with_exit_2(data_dir: Path) -> None:
+    """`orchestrator status` on a damaged snapshot prints one line saying what to do; exit 2."""
+    _tamper(data_dir, "UPDATE workflows SET snapshot = 'garbage' WHERE id = 'wf-1'")
+    with _left_unchanged(data_dir):
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "status", "wf-1", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(Path(__file__).parents[1])},
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: workflow wf-1: the stored snapshot is damaged")
+    assert "restore it from a backup" in line

@@ -16,8 +16,8 @@ from orchestrator.cli.inputs import check_answer_text, check_workflow_id
 from orchestrator.cli.options import data_dir_option, open_store
 from orchestrator.cli.printable import printable
 from orchestrator.cli.running import resume
-from orchestrator.clock import SystemClock
 from orchestrator.running.runner import answer_workflow
+from state.clock import SystemClock
 from state.steps import Gate, WorkflowStatus
 from state.workflow import HumanAnswerKind
 

@@ -8,9 +8,11 @@ from typing import Any, TypeVar
 
 import click
 
+from orchestrator import composition
 from state.config import Coordinator
 from state.errors import ConfigError
-from state.sqlite_store import SQLiteStore, default_data_dir
+from state.sqlite_store import default_data_dir
+from state.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,10 +51,13 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
     return data_dir or default_data_dir()
 
 
-def open_store(data_dir: Path | None) -> SQLiteStore:
+def open_store(data_dir: Path | None) -> Store:
     """The store under ``data_dir`` (or the default data directory).
 
-    Every command opens its store here, so how the store is built changes in one place.
+    Every command opens its store here, through the composition root, so how the store is
+    built changes in one place. A directory that cannot be written is opened read-only:
+    list, status, inspect and export still work there, and writing commands fail with a
+    message saying why.
 
     Raises:
         ConfigError: the data directory is a file; nothing is created.
@@ -63,4 +68,4 @@ def open_store(data_dir: Path | None) -> SQLiteStore:
             f"data directory {folder} is a file, not a directory; choose a directory with "
             "--data-dir or ORCHESTRATOR_DATA_DIR"
         )
-    return SQLiteStore(folder)
+    return composition.open_store(folder)

@@ -25,15 +25,15 @@ from orchestrator.cli.inputs import (
     read_requirements,
 )
 from orchestrator.cli.llm_access import enter_llm
-from orchestrator.cli.options import data_dir_option, llm_options, open_store
+from orchestrator.cli.options import data_dir_option, llm_options, open_store, resolve_data_dir
 from orchestrator.cli.printable import printable
-from orchestrator.clock import SystemClock
 from orchestrator.composition import build_agents, build_coordinator, resolve_target
 from orchestrator.running.runner import Observer, WorkflowRunner, default_workflow_id
+from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
 from state.errors import ConfigError, UnknownWorkflowError
-from state.sqlite_store import SQLiteStore
 from state.steps import Gate, WorkflowStatus
+from state.store import Store
 from state.workflow import WorkflowState
 
 
@@ -84,7 +84,7 @@ def _remove(made: list[Path]) -> None:
 
 
 async def _drive(
-    store: SQLiteStore,
+    store: Store,
     config: WorkflowConfig,
     base_url: str | None,
     model: str | None,
@@ -148,7 +148,7 @@ def _finish(state: WorkflowState) -> None:
         sys.exit(1)
 
 
-def _refuse_taken(store: SQLiteStore, workflow_id: str) -> None:
+def _refuse_taken(store: Store, workflow_id: str) -> None:
     try:
         store.load(workflow_id)
     except UnknownWorkflowError:
@@ -159,11 +159,11 @@ def _refuse_taken(store: SQLiteStore, workflow_id: str) -> None:
     )
 
 
-def _workspace_path(store: SQLiteStore, workflow_id: str, workspace: Path | None) -> Path:
+def _workspace_path(data_dir: Path, workflow_id: str, workspace: Path | None) -> Path:
     """Where the workflow's files go; a default workspace never leaves the data directory."""
     if workspace is not None:
         return workspace.expanduser().resolve()
-    root = (store.data_dir / "workspaces").resolve()
+    root = (data_dir / "workspaces").resolve()
     path = (root / workflow_id).resolve()
     if path.parent != root:  # the id charset makes this impossible; keep it so
         raise ConfigError(
@@ -215,7 +215,7 @@ def run(
     wid = workflow_id or default_workflow_id(SystemClock())
     with open_store(data_dir) as store:
         _refuse_taken(store, wid)
-        create = (text, _workspace_path(store, wid, workspace))
+        create = (text, _workspace_path(resolve_data_dir(data_dir), wid, workspace))
         state = asyncio.run(
             _drive(store, config, base_url, model, _interactive(no_input), quiet, wid, create)
         )

@@ -31,13 +31,12 @@ the machine: only a human may override convergence, and a rejection ends the wor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any, assert_never
 
 import structlog
 
-from orchestrator.clock import Clock
 from orchestrator.deciding import reconcile
 from orchestrator.deciding.analysis import Analysis, analyze
 from orchestrator.deciding.llm_decider import LLMDecider
@@ -47,6 +46,7 @@ from orchestrator.deciding.script_decider import ScriptDecider
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.llm.protocol import ChatModel
 from state.build import replace
+from state.clock import Clock
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord, LLMCallOutcome, Route
 from state.errors import ConfigError
@@ -127,13 +127,14 @@ class DecisionPipeline:
         self,
         state: WorkflowState,
         config: WorkflowConfig,
-        before_slow_call: Callable[[], None] | None = None,
+        before_slow_call: Callable[[], Awaitable[None] | None] | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Decide the next action for ``state``, apply it and log it.
 
         Args:
             before_slow_call: called once before an LLM or script is consulted (not for
-                decisions the machine takes alone), e.g. to commit pending results first.
+                decisions the machine takes alone), e.g. to commit pending results first;
+                what it returns, when awaitable, is awaited before the consultation.
 
         Raises:
             WorkflowFinishedError, AwaitingHumanError: nothing to decide.
@@ -142,7 +143,9 @@ class DecisionPipeline:
         analysis = self.analyze(state, config)
         deciders = plan(analysis, config)
         if before_slow_call is not None and deciders not in _FAST:
-            before_slow_call()
+            pending = before_slow_call()
+            if pending is not None:
+                await pending
         choice = await self._consult(deciders, analysis, config)
         new_state, record = self.apply(analysis, choice)
         log_decision(record, new_state)

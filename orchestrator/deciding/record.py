@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.clock import Clock
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.llm.metering import UsageMeter
 from state.build import build, new_decision_record, replace
+from state.clock import Clock
 from state.decision import ActionKind, Decision, DecisionRecord, DecisionSource, LLMCallInfo
 from state.fast import (
     ACTION_RETRY_STEP,

@@ -28,7 +28,6 @@ import structlog
 
 from agents.base import StepAgents, StepContext
 from agents.human import Human
-from orchestrator.clock import Clock
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
 from orchestrator.llm.backoff import Sleep, backoff_delay
@@ -42,6 +41,8 @@ from orchestrator.running.updates import (
     new_workflow,
     record_answer,
 )
+from state.async_store import AsyncStore
+from state.clock import Clock
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord, RecoveryStrategy
 from state.errors import AgentError
@@ -109,17 +110,17 @@ class _Committer:
     follows it), so a step result and its next decision cost one transaction.
     """
 
-    def __init__(self, store: Store, workflow_id: str, version: int, owner: str) -> None:
+    def __init__(self, store: AsyncStore, workflow_id: str, version: int, owner: str) -> None:
         self.store = store
         self.workflow_id = workflow_id
         self.version = version
         self.owner = owner
         self._held: tuple[WorkflowState, list[LedgerEntryIn]] | None = None
 
-    def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
+    async def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
         held = self._held[1] if self._held is not None else []
         self._held = None
-        self.version = self.store.commit(
+        self.version = await self.store.commit(
             self.workflow_id,
             state,
             expected_version=self.version,
@@ -133,12 +134,12 @@ class _Committer:
         assert self._held is None, "one held commit at a time"
         self._held = (state, list(entries))
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Commit what is held, now."""
         if self._held is not None:
             state, entries = self._held
             self._held = None
-            self(state, *entries)
+            await self(state, *entries)
 
 
 def answer_workflow(
@@ -278,36 +279,40 @@ class WorkflowRunner:
     async def run(self, workflow_id: str) -> WorkflowState:
         """Drive a workflow until it finishes or waits for a human; resumes where it stopped.
 
+        Every store call is awaited through an ``AsyncStore``, so the event loop (other
+        workflows, lease renewals, LLM calls) never waits on the store's disk or locks.
+
         Raises:
             UnknownWorkflowError: no such workflow.
             ConcurrencyError: another live process runs it.
             InconsistentStateError: its stored state breaks the workflow's rules.
         """
-        self.store.acquire_lease(workflow_id, self.owner, self.lease_ttl_s)
-        renewer = asyncio.create_task(self._renew(workflow_id))
-        try:
-            with structlog.contextvars.bound_contextvars(workflow_id=workflow_id):
-                return await self._drive(workflow_id)
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(Exception):  # releasing is best effort: leases expire
-                self.store.release_lease(workflow_id, self.owner)
+        async with AsyncStore(self.store) as store:
+            await store.acquire_lease(workflow_id, self.owner, self.lease_ttl_s)
+            renewer = asyncio.create_task(self._renew(store, workflow_id))
+            try:
+                with structlog.contextvars.bound_contextvars(workflow_id=workflow_id):
+                    return await self._drive(store, workflow_id)
+            finally:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+                with contextlib.suppress(Exception):  # releasing is best effort: leases expire
+                    await store.release_lease(workflow_id, self.owner)
 
-    async def _renew(self, workflow_id: str) -> None:
+    async def _renew(self, store: AsyncStore, workflow_id: str) -> None:
         while True:
             await asyncio.sleep(self.lease_ttl_s / 3)
             try:
-                self.store.renew_lease(workflow_id, self.owner, self.lease_ttl_s)
+                await store.renew_lease(workflow_id, self.owner, self.lease_ttl_s)
             except Exception as exc:  # a lost lease shows up at the next commit
                 log.warning("lease.renew.failed", workflow_id=workflow_id, error=str(exc))
 
-    async def _drive(self, wid: str) -> WorkflowState:
-        stored = self.store.load(wid)
+    async def _drive(self, store: AsyncStore, wid: str) -> WorkflowState:
+        stored = await store.load(wid)
         state, config = stored.state, stored.config
         check_consistency(state, config)
-        commit = _Committer(self.store, wid, stored.version, self.owner)
+        commit = _Committer(store, wid, stored.version, self.owner)
 
         rec = state.last_record
         if rec is not None and rec.status is StepStatus.RUNNING:
@@ -317,7 +322,7 @@ class WorkflowRunner:
             event = EventEntry(
                 "step_interrupted", {"step": int(failed.step), "attempt": failed.attempt}
             )
-            state = commit(state, StepResultEntry(failed), event)
+            state = await commit(state, StepResultEntry(failed), event)
             log.warning("step.interrupted", step=int(failed.step), attempt=failed.attempt)
             self._emit(ProgressEvent(ProgressKind.INTERRUPTED, state, config, step=failed))
 
@@ -342,7 +347,7 @@ class WorkflowRunner:
                     # A rejection ends the workflow at once: committed with its decision.
                     commit.hold(state, entry)
                 else:
-                    state = commit(state, entry)
+                    state = await commit(state, entry)
                 continue
             state, record = await self._decide(state, config, commit)
             self._emit(ProgressEvent(ProgressKind.DECISION, state, config, decision=record))
@@ -359,7 +364,7 @@ class WorkflowRunner:
             # Committed together with the next decision, microseconds from now, unless that
             # decision must wait for an LLM: then it is committed first (see _decide).
             commit.hold(state, StepResultEntry(done), *waited)
-            self._record_artifacts(wid, done)
+            await self._record_artifacts(store, wid, done)
             self._emit(ProgressEvent(ProgressKind.STEP_FINISHED, state, config, step=done))
         self._emit(ProgressEvent(ProgressKind.FINISHED, state, config))
         return state
@@ -367,13 +372,17 @@ class WorkflowRunner:
     async def _decide(
         self, state: WorkflowState, config: WorkflowConfig, commit: _Committer
     ) -> tuple[WorkflowState, DecisionRecord]:
-        """Decide and commit the decision before its action starts (with any held result)."""
+        """Decide and commit the decision before its action starts (with any held result).
+
+        A held step result is committed before an LLM is consulted (the pipeline awaits
+        ``flush`` then), so a long or failing call cannot lose it.
+        """
         try:
             state, record = await self.coordinator.decide(state, config, commit.flush)
         except BaseException:
-            commit.flush()  # a finished step's result is never lost
+            await commit.flush()  # a finished step's result is never lost
             raise
-        return commit(state, DecisionEntry(record)), record
+        return await commit(state, DecisionEntry(record)), record
 
     async def _run_step(
         self, state: WorkflowState, config: WorkflowConfig, record: DecisionRecord
@@ -426,13 +435,13 @@ class WorkflowRunner:
             "step_backoff", {"step": int(ctx.step), "attempt": ctx.attempt, "waited_s": delay}
         )
 
-    def _record_artifacts(self, wid: str, rec: StepRecord) -> None:
+    async def _record_artifacts(self, store: AsyncStore, wid: str, rec: StepRecord) -> None:
         res = rec.result
         if isinstance(res, PlanDraft) and res.path:
-            self.store.add_artifact(wid, f"plan_v{res.version}", res.path)
+            await store.add_artifact(wid, f"plan_v{res.version}", res.path)
         elif isinstance(res, CodeChange):
             for path in res.files:
-                self.store.add_artifact(wid, "code", path)
+                await store.add_artifact(wid, "code", path)
 
     def _emit(self, event: ProgressEvent) -> None:
         for observer in self.observers:

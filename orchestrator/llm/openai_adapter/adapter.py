@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -35,10 +34,10 @@ from orchestrator.llm.openai_adapter.json_extract import parse_json_object
 from orchestrator.llm.openai_adapter.redaction import clip, redact, root_cause, safe_url
 from orchestrator.llm.openai_adapter.retry import Failure, RetryPolicy, status_failure
 from orchestrator.llm.protocol import LLMRequest, LLMResponse
+from state.clock import Clock, SystemClock
 from state.errors import ConfigError, LLMOutputError, LLMUnavailableError
 
 Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +73,7 @@ class OpenAIChatModel:
         backoff_max_s: float = 8.0,
         response_format: FormatMode = "json_schema",
         sleep: Sleep = asyncio.sleep,
-        clock: Clock = time.monotonic,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """Wrap ``client``.
@@ -92,7 +91,8 @@ class OpenAIChatModel:
             backoff_max_s: the longest backoff delay.
             response_format: the structured-output mode to try first.
             sleep: awaited between attempts (tests pass a recorder).
-            clock: monotonic seconds, for deadlines and latency.
+            clock: its ``monotonic`` readings time deadlines and latency (default: the
+                system clock).
             rng: jitter source.
 
         Raises:
@@ -111,7 +111,7 @@ class OpenAIChatModel:
         self._policy = RetryPolicy(max_attempts, max_retry_after_s, backoff_base_s, backoff_max_s)
         self._mode: FormatMode = response_format
         self._sleep = sleep
-        self._clock = clock
+        self._clock = (clock or SystemClock()).monotonic
         # Jitter only spreads retries apart; it needs no cryptographic randomness.
         self._rng = rng or random.Random()  # noqa: S311
         self._where = safe_url(str(self._client.base_url))

@@ -1,0 +1,44 @@
+"""``SQLiteStore``: the embedded default store, one SQLite file under a data directory.
+
+The file is ``orchestrator.db`` in ``default_data_dir()`` unless another directory is given.
+It runs in WAL mode, so readers never wait for the writer, and every write is one
+``BEGIN IMMEDIATE`` transaction, so two processes queue on the write lock (``busy_timeout``)
+instead of failing half-way. ``durability="normal"`` (synchronous=NORMAL) survives a crash of
+the process; ``durability="full"`` (synchronous=FULL) also survives a power loss, at the cost
+of an fsync per commit.
+
+The file is never overwritten or repaired: a file that is not a SQLite database, a damaged
+one, one written by a newer schema, or a row that fails validation raises an error and leaves
+the file as it was. Migrations (``MIGRATIONS``, one function per schema version) run on open,
+all in one transaction.
+
+Modules: ``connection`` (where the file lives, its permissions, opening it read-write or
+read-only, sqlite3 errors in our words), ``schema`` (tables and migrations), ``codec`` (the
+listing columns), ``leases``, ``artifacts`` and ``store`` (the class). Code outside the
+store builds one through ``orchestrator.composition.open_store``.
+"""
+
+from state.sqlite_store.connection import (
+    APP_DIR_NAME,
+    DATA_DIR_ENV,
+    DB_FILENAME,
+    DIR_MODE,
+    FILE_MODE,
+    default_data_dir,
+)
+from state.sqlite_store.schema import MIGRATIONS, STORE_SCHEMA_VERSION, Migration
+from state.sqlite_store.store import Durability, SQLiteStore
+
+__all__ = [
+    "APP_DIR_NAME",
+    "DATA_DIR_ENV",
+    "DB_FILENAME",
+    "DIR_MODE",
+    "FILE_MODE",
+    "MIGRATIONS",
+    "STORE_SCHEMA_VERSION",
+    "Durability",
+    "Migration",
+    "SQLiteStore",
+    "default_data_dir",
+]
