@@ -5,9 +5,10 @@ from __future__ import annotations
 from orchestrator.cli.app import cli
 from orchestrator.cli.core import graph, schema
 from orchestrator.cli.decide import decide
+from orchestrator.cli.serve import serve
 from orchestrator.cli.workflows import COMMANDS
 
-for _command in (schema, graph, decide, *COMMANDS):
+for _command in (schema, graph, decide, serve, *COMMANDS):
     cli.add_command(_command)
 
 
