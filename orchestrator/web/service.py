@@ -203,14 +203,12 @@ def edge_uses(state: WorkflowState) -> list[EdgeUse]:
 def drawn_edges(table: Iterable[TransitionSpec]) -> set[tuple[MachineState, MachineState]]:
     """The machine's edges worth drawing even when not taken.
 
-    Every state may escalate, and an answered escalation may resume almost anywhere, so
-    those edges show only when a workflow took them.
+    Every step may fail or escalate, and an answered escalation may resume almost
+    anywhere, so those edges show only when a workflow took them.
     """
     out: set[tuple[MachineState, MachineState]] = set()
     for spec in table:
-        if spec.continuation or (
-            spec.trigger == "escalate" and spec.source is not MachineState.NEW
-        ):
+        if spec.continuation or spec.trigger in ("escalate", "fail"):
             continue
         out.add((spec.source, spec.dest))
     return out

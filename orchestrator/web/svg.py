@@ -261,6 +261,9 @@ def render_diagram(
             f"{escape(st.value.replace('_', ' '))}</text></g>"
         )
     legend = " · ".join(f"{_SOURCE_LETTER[w]} = {w}" for w in SOURCES)
-    out.append(f'<text x="20" y="{height - 6}" class="legend">edge counts: {legend}</text>')
+    out.append(
+        f'<text x="20" y="{height - 6}" class="legend">edge counts: {legend}; every step '
+        "may also fail or escalate, and those edges are drawn once taken</text>"
+    )
     out.append("</svg>")
     return "\n".join(out)

@@ -76,6 +76,11 @@ function badge(text, kind) {
 
 let me = { name: null, open: true, can_run: false };
 
+// replaceChildren would write "null" for the parts a page leaves out.
+function fill(node, ...parts) {
+  node.replaceChildren(...parts.flat().filter((p) => p !== null && p !== undefined && p !== false));
+}
+
 // --- pages ---------------------------------------------------------------------------
 
 async function renderInbox(main) {
@@ -87,7 +92,7 @@ async function renderInbox(main) {
       el("td", { class: "asked", text: w.asked || (w.reason ? `escalated: ${w.reason}` : "") }),
       el("td", { class: "waited", title: when(w.waiting_since), text: ago(w.waiting_since) }),
       el("td", { class: "req", text: w.requirements })));
-  main.replaceChildren(
+  fill(main, 
     el("h1", { text: "Inbox" }),
     el("p", { class: "hint", text: "Workflows waiting for a human answer, the longest waiting first." }),
     items.length ? table(["workflow", "gate", "what is asked", "waiting for", "requirement"], rows, "inbox")
@@ -135,7 +140,7 @@ async function renderWorkflows(main) {
     el("textarea", { name: "config", rows: 2 })),
   el("button", { type: "submit", text: me.can_run ? "Start" : "Record (run it with orchestrator resume)" }),
   result);
-  main.replaceChildren(
+  fill(main, 
     el("h1", { text: "Workflows" }),
     el("div", { class: "filters" }, select("status", ["running", "awaiting_human", "completed", "rejected", "failed"]),
       select("gate", ["plan", "code_review", "final", "escalation"])),
@@ -203,9 +208,9 @@ function timelineRow(d) {
 
 async function showFile(wid, path, box) {
   try {
-    box.replaceChildren(el("h3", { text: path }), el("pre", { text: await api(`/api/workflows/${encodeURIComponent(wid)}/file?path=${encodeURIComponent(path)}`) }));
+    fill(box, el("h3", { text: path }), el("pre", { text: await api(`/api/workflows/${encodeURIComponent(wid)}/file?path=${encodeURIComponent(path)}`) }));
   } catch (err) {
-    box.replaceChildren(el("p", { class: "result error", text: err.message }));
+    fill(box, el("p", { class: "result error", text: err.message }));
   }
 }
 
@@ -219,7 +224,7 @@ async function renderWorkflow(main) {
   const svg = (id, text) => { const box = el("div", { id, class: "svgbox" }); box.innerHTML = text; return box; };
   const fileBox = el("div", { id: "file" });
   const pending = wf.pending_answer;
-  main.replaceChildren(
+  fill(main, 
     el("h1", {}, `Workflow ${wid} `, badge(wf.status)),
     el("dl", { class: "summary" },
       el("dt", { text: "state" }), el("dd", { id: "machine-state", text: wf.machine_state + (wf.running ? " (running)" : "") }),
@@ -247,7 +252,7 @@ async function renderWorkflow(main) {
 
 async function renderLogin(main) {
   const result = el("p", { class: "result" });
-  main.replaceChildren(el("h1", { text: "Log in" }), el("form", { class: "card", onsubmit: async (e) => {
+  fill(main, el("h1", { text: "Log in" }), el("form", { class: "card", onsubmit: async (e) => {
     e.preventDefault();
     try {
       await api("/api/session", { body: { token: new FormData(e.target).get("token") } });
@@ -275,7 +280,7 @@ async function refresh() {
     main.dataset.rendered = String(Date.now());
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 401)) {
-      main.replaceChildren(el("h1", { text: "Error" }), el("p", { class: "result error", text: err.message }));
+      fill(main, el("h1", { text: "Error" }), el("p", { class: "result error", text: err.message }));
     }
   } finally {
     busy = false;
