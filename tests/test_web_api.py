@@ -21,11 +21,13 @@ from orchestrator.web.access import AccessPolicy, parse_tokens
 from orchestrator.web.app import STATIC, create_app
 from orchestrator.web.events import Watcher
 from orchestrator.web.notify import GateWait, HookKind, Notifier, Webhook, parse_webhook
-from orchestrator.web.service import ConsoleService
+from orchestrator.web.service import ConsoleService, build_service
 from state.errors import ConfigError
 from state.sqlite_store import SQLiteStore
 
-from support.console import ServerThread, make_service, store_waiting
+from support.console import ServerThread, make_service, run_to_plan_gate, store_waiting
+from support.fake_openai import FakeOpenAIServer
+from support.world import GOOD_PLAN, World
 
 ALICE = "alice-token-0123456789"
 LOCAL = "http://127.0.0.1"
@@ -472,3 +474,42 @@ def test_the_event_stream_announces_a_change(service: ConsoleService) -> None:
                 events.append(json.loads(line[6:]))
                 break
         assert events[0]["workflow_id"] == "wf-a" and events[0]["waiting_gate"] is None
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeOpenAIServer]:
+    world = World(plan_reports=[GOOD_PLAN])
+    with FakeOpenAIServer(responder=world.http_responder) as server:
+        yield server
+
+
+@pytest.fixture
+def at_plan_gate(tmp_path: Path, llm: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data dir holding wf-r, run by the CLI to the plan gate (outside the test's loop)."""
+    run_to_plan_gate(tmp_path / "data", llm, monkeypatch, wid="wf-r")
+    return tmp_path / "data"
+
+
+async def test_resume_runs_the_workflow_on_and_refuses_a_second_run(
+    at_plan_gate: Path, llm: FakeOpenAIServer
+) -> None:
+    """After an answer, resume runs the workflow in the console; a second resume is 409."""
+    service = build_service(at_plan_gate, base_url=llm.base_url, model="fake-model")
+    app = create_app(service, AccessPolicy())
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=LOCAL) as c:
+            answered = await c.post("/api/workflows/wf-r/answer", json=approve())
+            assert answered.status_code == 200 and answered.json()["resumed"] is False
+            first = await c.post("/api/workflows/wf-r/resume", json={})
+            assert first.status_code == 202, first.text
+            again = await c.post("/api/workflows/wf-r/resume", json={})
+            assert again.status_code == 409 and "running already" in again.json()["error"]
+            for _ in range(3000):  # until the run stops at the next gate
+                status = (await c.get("/api/workflows/wf-r/status")).json()
+                if status["waiting_gate"] == "final" and not status["running"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert status["waiting_gate"] == "final", status
+    finally:
+        await service.close()

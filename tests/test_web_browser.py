@@ -12,16 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from click.testing import CliRunner
 
-from orchestrator.cli import cli
 from orchestrator.web.access import AccessPolicy
 from orchestrator.web.app import create_app
 from orchestrator.web.service import build_service
 from state.sqlite_store import SQLiteStore
 
-from support.console import ServerThread
+from support.console import ServerThread, run_to_plan_gate
 from support.fake_openai import FakeOpenAIServer
 from support.world import GOOD_PLAN, World
 
@@ -80,42 +77,12 @@ def _shot(driver: Any, name: str) -> None:
         driver.save_screenshot(str(Path(folder) / f"{name}.png"))
 
 
-def _run_to_plan_gate(data: Path, llm: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    saved = structlog.get_config()
-    try:
-        result = CliRunner().invoke(
-            cli,
-            [
-                "run",
-                "-r",
-                "fill missing values in a table",
-                "--id",
-                "wf-web",
-                "--coordinator",
-                "programmatic",
-                "--no-input",
-                "--quiet",
-                "--base-url",
-                llm.base_url,
-                "--model",
-                "fake-model",
-                "--data-dir",
-                str(data),
-            ],
-            catch_exceptions=False,
-        )
-    finally:
-        structlog.configure(**saved)
-    assert result.exit_code == 0, result.output
-
-
 def test_approve_a_waiting_workflow_in_the_browser(
     browser: Any, llm: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Inbox -> workflow -> chart and diagram -> approve with a comment -> it moves on."""
     data = tmp_path / "data"
-    _run_to_plan_gate(data, llm, monkeypatch)
+    run_to_plan_gate(data, llm, monkeypatch)
     service = build_service(data, base_url=llm.base_url, model="fake-model")
     app = create_app(service, AccessPolicy(), watch_interval_s=0.2)
     # Live updates redraw the page at any time: a read that meets a redrawn element retries.

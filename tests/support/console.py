@@ -9,8 +9,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import pytest
+import structlog
 import uvicorn
+from click.testing import CliRunner
 
+from orchestrator.cli import cli
 from orchestrator.clock import FixedClock
 from orchestrator.web.service import ConsoleService, RunLauncher
 from state.config import WorkflowConfig
@@ -19,6 +23,7 @@ from state.sqlite_store import SQLiteStore
 from state.workflow import WorkflowState
 
 from builders import Driver
+from support.fake_openai import FakeOpenAIServer
 
 
 def plan_gate_state(workflow_id: str, workspace: Path) -> WorkflowState:
@@ -56,6 +61,39 @@ def make_service(
         workspace_root=root,
         new_id=lambda: f"wf-web-{next(counter)}",
     )
+
+
+def run_to_plan_gate(
+    data: Path, llm: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, wid: str = "wf-web"
+) -> None:
+    """Run a new workflow with ``orchestrator run`` against ``llm`` to the plan gate."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    saved = structlog.get_config()
+    try:
+        result = CliRunner().invoke(
+            cli,
+            [
+                "run",
+                "-r",
+                "fill missing values in a table",
+                "--id",
+                wid,
+                "--coordinator",
+                "programmatic",
+                "--no-input",
+                "--quiet",
+                "--base-url",
+                llm.base_url,
+                "--model",
+                "fake-model",
+                "--data-dir",
+                str(data),
+            ],
+            catch_exceptions=False,
+        )
+    finally:
+        structlog.configure(**saved)
+    assert result.exit_code == 0, result.output
 
 
 class ServerThread:
