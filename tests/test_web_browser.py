@@ -18,7 +18,7 @@ from orchestrator.web.app import create_app
 from orchestrator.web.service import build_service
 from state.sqlite_store import SQLiteStore
 
-from support.console import ServerThread, run_to_plan_gate
+from support.console import ServerThread, make_service, run_to_plan_gate, store_waiting
 from support.fake_openai import FakeOpenAIServer
 from support.world import GOOD_PLAN, World
 
@@ -129,10 +129,15 @@ def test_approve_a_waiting_workflow_in_the_browser(
             if not d.find_element(By.ID, "machine-state").text.startswith("awaiting_final"):
                 return None
             gate = d.find_element(By.ID, "answer-form").get_attribute("data-gate")
-            return gate, d.find_element(By.ID, "answers").text
+            left = d.find_element(
+                By.CSS_SELECTOR,
+                '#diagram g.edge[data-from="awaiting_plan_approval"][data-to="implementation"]',
+            )
+            return gate, d.find_element(By.ID, "answers").text, left.get_attribute("data-human")
 
-        gate, answers = wait.until(at_final_gate)
+        gate, answers, by_human = wait.until(at_final_gate)
         assert gate == "final" and "fatima approve at plan" in answers
+        assert by_human == "1"  # leaving a gate is the human's move
         _shot(browser, "workflow-final-gate")
         browser.get(server.url + "/workflows")
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "table.workflows"))
@@ -140,3 +145,31 @@ def test_approve_a_waiting_workflow_in_the_browser(
     with SQLiteStore(data) as store:
         answer = store.load("wf-web").state.human_answers[0]
     assert (answer.by, answer.comment) == ("fatima", "looks right")
+
+
+def test_log_in_with_a_token_and_answer_as_its_holder(browser: Any, tmp_path: Path) -> None:
+    """With tokens, the browser logs in, and its answer (cookie + CSRF header) is the holder's."""
+    token = "alice-token-0123456789"
+    with SQLiteStore(tmp_path / "data") as store:
+        store_waiting(store, "wf-a", tmp_path / "ws")
+        app = create_app(
+            make_service(store, tmp_path / "ws"), AccessPolicy(tokens={token: "alice"})
+        )
+        wait = WebDriverWait(
+            browser, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        )
+        with ServerThread(app) as server:
+            browser.get(server.url + "/workflows/wf-a")
+            field = wait.until(lambda d: d.find_element(By.NAME, "token"))
+            assert "/login" in browser.current_url
+            field.send_keys(token)
+            browser.find_element(By.CSS_SELECTOR, "form button").click()
+            wait.until(lambda d: d.find_element(By.ID, "answer-form"))
+            assert "signed in as alice" in browser.find_element(By.ID, "whoami").text
+            assert not browser.find_elements(By.ID, "by")  # the token names the answerer
+            browser.find_element(By.ID, "comment").send_keys("out of scope")
+            browser.find_element(By.CSS_SELECTOR, 'button[value="reject"]').click()
+            result = wait.until(lambda d: d.find_element(By.ID, "answer-result").text or None)
+            assert "reject recorded at the plan gate by alice" in result
+        answer = store.load("wf-a").state.human_answers[-1]
+        assert (answer.by, answer.comment) == ("alice", "out of scope")

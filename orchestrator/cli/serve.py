@@ -74,4 +74,5 @@ def serve(
     app = create_app(service, policy, notifier=Notifier(hooks) if hooks else None, public_url=url)
     access = "open (loopback)" if policy.open else f"{len(tokens)} token(s)"
     click.echo(f"console at {url}/ ({access}); Ctrl-C stops it", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # Open event streams never end by themselves: give them 3 s to go at shutdown.
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)

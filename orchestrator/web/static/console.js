@@ -256,7 +256,9 @@ async function renderLogin(main) {
     e.preventDefault();
     try {
       await api("/api/session", { body: { token: new FormData(e.target).get("token") } });
-      location.href = new URLSearchParams(location.search).get("next") || "/";
+      const next = new URLSearchParams(location.search).get("next") || "/";
+      // Only a path on this console: "//host" or "https://..." would send the user elsewhere.
+      location.href = next.startsWith("/") && !next.startsWith("//") ? next : "/";
     } catch (err) {
       result.textContent = err.message;
       result.className = "result error";
