@@ -257,7 +257,7 @@ async function renderLogin(main) {
     try {
       await api("/api/session", { body: { token: new FormData(e.target).get("token") } });
       const next = new URLSearchParams(location.search).get("next") || "/";
-      // Only a path on this console: "//host" or "https://..." would send the user elsewhere.
+      // Only a path on this console: "//host" or a full address would send the user elsewhere.
       location.href = next.startsWith("/") && !next.startsWith("//") ? next : "/";
     } catch (err) {
       result.textContent = err.message;
