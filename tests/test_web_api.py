@@ -22,9 +22,12 @@ from orchestrator.web.app import STATIC, create_app
 from orchestrator.web.events import Watcher
 from orchestrator.web.notify import GateWait, HookKind, Notifier, Webhook, parse_webhook
 from orchestrator.web.service import ConsoleService, build_service
+from state.config import WorkflowConfig
 from state.errors import ConfigError
+from state.examples import plan_draft, plan_report
 from state.sqlite_store import SQLiteStore
 
+from builders import Driver
 from support.console import ServerThread, make_service, run_to_plan_gate, store_waiting
 from support.fake_openai import FakeOpenAIServer
 from support.world import GOOD_PLAN, World
@@ -513,3 +516,27 @@ async def test_resume_runs_the_workflow_on_and_refuses_a_second_run(
             assert status["waiting_gate"] == "final", status
     finally:
         await service.close()
+
+
+async def test_rounds_and_nan_scores_are_served_as_json(
+    client: httpx.AsyncClient, store: SQLiteStore, tmp_path: Path
+) -> None:
+    """Each attempt's plan and report is served; a NaN score arrives as "NaN", not a 500."""
+    rounds = (await client.get("/api/workflows/wf-a/rounds")).json()
+    assert [(r["step"], r["status"]) for r in rounds] == [
+        (1, "completed"),
+        (2, "completed"),
+        (3, "completed"),
+        (2, "completed"),
+    ]
+    assert rounds[2]["result"]["markdown"] == "# plan v2"
+    assert "alignment 7/9" in rounds[1]["summary"] and "not converged" in rounds[1]["summary"]
+    d = Driver(workflow_id="wf-nan")
+    d.run_step(plan_draft(1))
+    d.run_step(plan_report(a=float("nan")))
+    store.create(d.state.model_copy(update={"workspace": str(tmp_path)}), WorkflowConfig())
+    for path in ("", "/rounds"):
+        response = await client.get(f"/api/workflows/wf-nan{path}")
+        assert response.status_code == 200, path
+        assert '"NaN"' in response.text
+    assert (await client.get("/api/workflows/wf-nan/chart.svg")).status_code == 200

@@ -116,6 +116,10 @@ def test_approve_a_waiting_workflow_in_the_browser(
         current = browser.find_element(By.CSS_SELECTOR, "#diagram g.node.current")
         assert current.get_attribute("data-state") == "awaiting_plan_approval"
         assert len(browser.find_elements(By.CSS_SELECTOR, "table.timeline tr.decision")) == 3
+        first = browser.find_element(By.CSS_SELECTOR, "details.round")
+        first.find_element(By.TAG_NAME, "summary").click()
+        heading = first.find_element(By.CSS_SELECTOR, ".md h3").text
+        assert heading == "Implementation Plan: tabular preprocessing"  # the plan, rendered
         _shot(browser, "workflow")
 
         browser.find_element(By.ID, "by").send_keys("fatima")

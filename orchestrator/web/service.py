@@ -11,6 +11,7 @@ other browsers.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from orchestrator.composition import (
     resolve_target,
 )
 from orchestrator.deciding.machine import TransitionSpec, WorkflowMachine
-from orchestrator.reporting import validation_rounds
+from orchestrator.reporting import scores_line, validation_rounds
 from orchestrator.running.runner import WorkflowRunner, answer_workflow, default_workflow_id
 from orchestrator.running.updates import new_workflow
 from orchestrator.web.svg import EdgeUse, render_chart, render_diagram
@@ -36,7 +37,7 @@ from state.config import WorkflowConfig, parse_config
 from state.decision import Decision, DecisionRecord, DecisionSource
 from state.errors import ConcurrencyError, ConfigError, HumanAnswerError, StoreError
 from state.sqlite_store import SQLiteStore, default_data_dir
-from state.steps import GATE_OF_STATE, Gate, MachineState, WorkflowStatus
+from state.steps import GATE_OF_STATE, STEP_SPECS, Gate, MachineState, WorkflowStatus
 from state.store import (
     DecisionEntry,
     EventEntry,
@@ -214,6 +215,20 @@ def drawn_edges(table: Iterable[TransitionSpec]) -> set[tuple[MachineState, Mach
     return out
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as the strings "NaN", "Infinity", "-Infinity".
+
+    JSON has no such numbers, and a NaN score is an anomaly worth showing, not a missing one.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _question(state: WorkflowState) -> dict[str, Any]:
     """What a waiting workflow asks and since when (the decision that stopped it there)."""
     last = state.decisions[-1] if state.decisions else None
@@ -352,7 +367,7 @@ class ConsoleService:
         artifacts = await self._io(self._store.artifacts, workflow_id)
         running = await self._io(self._running, workflow_id)
         c = state.counters
-        return {
+        info = {
             "workflow": {
                 "workflow_id": state.workflow_id,
                 "status": state.status.value,
@@ -384,11 +399,36 @@ class ConsoleService:
             ],
             "config": config.model_dump(mode="json"),
         }
+        return dict(json_safe(info))
+
+    async def rounds(self, workflow_id: str) -> list[dict[str, Any]]:
+        """Every attempt at every step with what it produced: plans (their markdown),
+        validation reports (scores against thresholds, tool results), code changes, errors."""
+        stored = await self._load(workflow_id)
+        out: list[dict[str, Any]] = []
+        for rec in stored.state.history:
+            out.append(
+                {
+                    "step": int(rec.step),
+                    "name": STEP_SPECS[rec.step].name,
+                    "attempt": rec.attempt,
+                    "status": rec.status.value,
+                    "started_at": _iso(rec.started_at),
+                    "finished_at": _iso(rec.finished_at),
+                    "change_requests": list(rec.change_requests),
+                    "summary": scores_line(rec, stored.config),
+                    "result": rec.result.model_dump(mode="json")
+                    if rec.result is not None
+                    else None,
+                    "error": rec.error.model_dump(mode="json") if rec.error is not None else None,
+                }
+            )
+        return list(json_safe(out))
 
     async def export(self, workflow_id: str) -> list[dict[str, Any]]:
         """The workflow's whole ledger."""
         entries = await self._io(self._store.ledger, workflow_id)
-        return [ledger_json(e) for e in entries]
+        return list(json_safe([ledger_json(e) for e in entries]))
 
     async def chart_svg(self, workflow_id: str) -> str:
         """The convergence chart: each score per round against its threshold, per phase."""

@@ -206,6 +206,63 @@ function timelineRow(d) {
     el("td", { class: "llm", text: llm }));
 }
 
+// Markdown from agents, drawn with DOM nodes only (headings, lists, code blocks,
+// paragraphs): nothing in it can become markup or script.
+function markdown(text) {
+  const out = el("div", { class: "md" });
+  let list = null;
+  let code = null;
+  let para = [];
+  const flush = () => {
+    if (para.length) out.append(el("p", { text: para.join(" ") }));
+    para = [];
+  };
+  for (const line of String(text || "").split("\n")) {
+    if (code !== null) {
+      if (line.startsWith("```")) { out.append(el("pre", { text: code.join("\n") })); code = null; }
+      else code.push(line);
+      continue;
+    }
+    if (line.startsWith("```")) { flush(); list = null; code = []; continue; }
+    const heading = /^(#{1,6})\s+(.*)$/.exec(line);
+    const item = /^\s*(?:[-*+]|\d+[.)])\s+(.*)$/.exec(line);
+    if (heading) { flush(); list = null; out.append(el(`h${Math.min(6, heading[1].length + 2)}`, { text: heading[2] })); }
+    else if (item) { flush(); if (!list) { list = el("ul"); out.append(list); } list.append(el("li", { text: item[1] })); }
+    else if (!line.trim()) { flush(); list = null; }
+    else { list = null; para.push(line.trim()); }
+  }
+  flush();
+  if (code !== null) out.append(el("pre", { text: code.join("\n") }));
+  return out;
+}
+
+function roundBody(r) {
+  const res = r.result;
+  const parts = [];
+  if (r.change_requests.length) parts.push(el("p", { class: "beat", text: "change requests: " + r.change_requests.join("; ") }));
+  if (r.error) parts.push(el("p", { class: "result error", text: `${r.error.type}: ${r.error.message}` }));
+  if (!res) return parts;
+  if (r.summary) parts.push(el("p", { class: "scores", text: r.summary }));
+  if (res.kind === "plan") parts.push(markdown(res.markdown));
+  if (res.kind === "plan_validation") parts.push(markdown(res.markdown));
+  if (res.kind === "code") {
+    parts.push(el("p", { text: res.summary || "" }), el("ul", {}, res.files.map((f) => el("li", { text: f }))));
+    if (res.refused_paths.length) parts.push(el("p", { class: "result error", text: "refused: " + res.refused_paths.join(", ") }));
+  }
+  if (res.kind === "code_validation") {
+    if (res.tools.length) {
+      parts.push(table(["tool", "status", "exit", "seconds", "detail"], res.tools.map((t) => el("tr", {},
+        el("td", { text: t.name }), el("td", {}, badge(t.status, t.status === "passed" ? "completed" : "failed")),
+        el("td", { text: t.exit_code ?? "-" }), el("td", { text: Number(t.duration_s).toFixed(1) }),
+        el("td", {}, el("pre", { class: "detail", text: t.detail })))), "tools"));
+    } else if (res.tools_skipped_reason) {
+      parts.push(el("p", { class: "hint", text: `tools skipped: ${res.tools_skipped_reason}` }));
+    }
+    parts.push(markdown(res.review.markdown));
+  }
+  return parts;
+}
+
 async function showFile(wid, path, box) {
   try {
     fill(box, el("h3", { text: path }), el("pre", { text: await api(`/api/workflows/${encodeURIComponent(wid)}/file?path=${encodeURIComponent(path)}`) }));
@@ -217,8 +274,10 @@ async function showFile(wid, path, box) {
 async function renderWorkflow(main) {
   const wid = main.dataset.workflowId;
   const enc = encodeURIComponent(wid);
-  const [info, chart, diagram] = await Promise.all([
-    api(`/api/workflows/${enc}`), api(`/api/workflows/${enc}/chart.svg`), api(`/api/workflows/${enc}/diagram.svg`)]);
+  const [info, chart, diagram, rounds] = await Promise.all([
+    api(`/api/workflows/${enc}`), api(`/api/workflows/${enc}/chart.svg`), api(`/api/workflows/${enc}/diagram.svg`),
+    api(`/api/workflows/${enc}/rounds`)]);
+  const open = new Set([...document.querySelectorAll("details.round[open]")].map((d) => d.dataset.key));
   const wf = info.workflow;
   const kept = $("#answer-result");
   const svg = (id, text) => { const box = el("div", { id, class: "svgbox" }); box.innerHTML = text; return box; };
@@ -240,6 +299,13 @@ async function renderWorkflow(main) {
     el("section", {}, el("h2", { text: "State machine" }), svg("diagram", diagram)),
     el("section", {}, el("h2", { text: "Decisions" }),
       table(["#", "source", "route", "transition", "chosen (and why)", "signals", "legal actions", "LLM"], info.decisions.map(timelineRow), "timeline")),
+    el("section", {}, el("h2", { text: "Rounds" }),
+      rounds.length ? rounds.map((r) => {
+        const key = `${r.step}-${r.attempt}-${r.started_at}`;
+        return el("details", { class: "round", "data-key": key, open: open.has(key) },
+          el("summary", {}, `step ${r.step} (${r.name}), attempt ${r.attempt}: `, badge(r.status, r.status === "failed" ? "failed" : r.status)),
+          roundBody(r));
+      }) : el("p", { class: "empty", text: "no step run yet" })),
     el("section", {}, el("h2", { text: "Human answers" }),
       info.human_answers.length ? el("ul", { id: "answers" }, info.human_answers.map((a) =>
         el("li", { text: `${when(a.at)}: ${a.by} ${a.answer} at ${a.gate}` + (a.changes.length ? ` — ${a.changes.join("; ")}` : "") + (a.comment ? ` (“${a.comment}”)` : "") })))
