@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -540,3 +545,29 @@ async def test_rounds_and_nan_scores_are_served_as_json(
         assert response.status_code == 200, path
         assert '"NaN"' in response.text
     assert (await client.get("/api/workflows/wf-nan/chart.svg")).status_code == 200
+
+
+def test_orchestrator_serve_starts_a_console_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The real command serves the API on loopback, open, and stops cleanly on SIGTERM."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "orchestrator", "serve", "--port", str(port)]
+    argv += ["--data-dir", str(tmp_path / "data"), "--no-run"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        whoami = None
+        for _ in range(600):  # until it listens (startup, not a timing assertion)
+            try:
+                whoami = httpx.get(f"http://127.0.0.1:{port}/api/whoami").json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()[1]
+                time.sleep(0.05)
+        assert whoami == {"name": None, "open": True, "can_run": False}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.returncode == -signal.SIGTERM and "Traceback" not in err, err
+    assert f"console at http://127.0.0.1:{port}/ (open (loopback))" in err
