@@ -74,7 +74,11 @@ def _shot(driver: Any, name: str) -> None:
     folder = os.environ.get("ORCHESTRATOR_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
+        # The whole page, not just the window: grow the window to the page's height.
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1400, min(int(height) + 40, 6000))
         driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+        driver.set_window_size(1400, 1800)
 
 
 def test_approve_a_waiting_workflow_in_the_browser(

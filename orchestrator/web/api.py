@@ -110,8 +110,9 @@ async def session(body: SessionIn, request: Request) -> Response:
     if name is None:
         return error(401, "unknown access token; ask the console's operator for one")
     response = JSONResponse({"name": name})
-    response.set_cookie(TOKEN_COOKIE, body.token, httponly=True, samesite="strict")
-    response.set_cookie(CSRF_COOKIE, new_csrf_token(), samesite="strict")
+    secure = request.url.scheme == "https"  # behind TLS the token never travels in clear
+    response.set_cookie(TOKEN_COOKIE, body.token, httponly=True, samesite="strict", secure=secure)
+    response.set_cookie(CSRF_COOKIE, new_csrf_token(), samesite="strict", secure=secure)
     return response
 
 

@@ -51,18 +51,22 @@ def build_pages() -> APIRouter:
 
     @pages.get("/")
     async def inbox() -> HTMLResponse:
+        """Workflows waiting at a gate."""
         return page("Inbox", "inbox")
 
     @pages.get("/workflows")
     async def workflows() -> HTMLResponse:
+        """Every workflow, filtered; the start form."""
         return page("Workflows", "workflows")
 
     @pages.get("/workflows/{workflow_id}")
     async def workflow(workflow_id: str) -> HTMLResponse:
+        """One workflow: answer form, chart, diagram, timeline, rounds, artifacts."""
         return page(f"Workflow {workflow_id}", "workflow", workflow_id=workflow_id)
 
     @pages.get("/login")
     async def login() -> HTMLResponse:
+        """The token form."""
         return page("Log in", "login")
 
     return pages

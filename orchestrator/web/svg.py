@@ -260,10 +260,10 @@ def render_diagram(
             f'<text x="{x + _NW / 2}" y="{y + _NH / 2 + 4}" text-anchor="middle">'
             f"{escape(st.value.replace('_', ' '))}</text></g>"
         )
-    legend = " · ".join(f"{_SOURCE_LETTER[w]} = {w}" for w in SOURCES)
+    legend = " · ".join(f"{_SOURCE_LETTER[w]} {w}" for w in SOURCES)
     out.append(
-        f'<text x="20" y="{height - 6}" class="legend">edge counts: {legend}; every step '
-        "may also fail or escalate, and those edges are drawn once taken</text>"
+        f'<text x="20" y="{height - 6}" class="legend">edge counts: {legend}. '
+        "Fail and escalate edges appear once taken.</text>"
     )
     out.append("</svg>")
     return "\n".join(out)
