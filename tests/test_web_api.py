@@ -519,6 +519,10 @@ async def test_resume_runs_the_workflow_on_and_refuses_a_second_run(
                     break
                 await asyncio.sleep(0.05)
             assert status["waiting_gate"] == "final", status
+            chart = (await c.get("/api/workflows/wf-r/chart.svg")).text
+            panel = re.search(r'data-phase="2" data-metric="overall">(.*?)</g>', chart, re.S)
+            assert panel is not None  # code rounds: step 5, then step 7 after a refinement
+            assert len(re.findall(r'data-round="\d"', panel.group(1))) == 2
     finally:
         await service.close()
 
@@ -571,3 +575,15 @@ def test_orchestrator_serve_starts_a_console_and_stops_on_sigterm(tmp_path: Path
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert proc.returncode == -signal.SIGTERM and "Traceback" not in err, err
     assert f"console at http://127.0.0.1:{port}/ (open (loopback))" in err
+
+
+async def test_the_inbox_lists_the_longest_waiting_first(
+    client: httpx.AsyncClient, store: SQLiteStore, tmp_path: Path
+) -> None:
+    """Waiting workflows come oldest first (by when they reached the gate), not by id or update."""
+    store_waiting(store, "wf-z-quick", tmp_path / "ws", revised=False)  # reached its gate first
+    inbox = (await client.get("/api/inbox")).json()
+    assert [i["workflow_id"] for i in inbox] == ["wf-z-quick", "wf-a"]
+    assert inbox[0]["waited_s"] > inbox[1]["waited_s"] > 0
+    await client.post("/api/workflows/wf-z-quick/answer", json=approve())
+    assert [i["workflow_id"] for i in (await client.get("/api/inbox")).json()] == ["wf-a"]

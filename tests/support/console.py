@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,24 +27,28 @@ from builders import Driver
 from support.fake_openai import FakeOpenAIServer
 
 
-def plan_gate_state(workflow_id: str, workspace: Path) -> WorkflowState:
-    """A workflow whose plan failed once, was revised, passed, and waits at the plan gate."""
+def plan_gate_state(workflow_id: str, workspace: Path, *, revised: bool = True) -> WorkflowState:
+    """A workflow whose plan failed once, was revised, passed, and waits at the plan gate
+    (``revised=False``: passed at once, so it reached the gate earlier)."""
     d = Driver(workflow_id=workflow_id)
     d.run_step(plan_draft(1, "# plan v1"))
-    d.run_step(BAD_PLAN)
-    d.run_step(plan_draft(2, "# plan v2"))
+    if revised:
+        d.run_step(BAD_PLAN)
+        d.run_step(plan_draft(2, "# plan v2"))
     d.run_step(plan_report())
     state = d.decide()
     assert state.waiting_gate is not None, state.machine_state
     return state.model_copy(update={"workspace": str(workspace)})
 
 
-def store_waiting(store: SQLiteStore, workflow_id: str, root: Path) -> WorkflowState:
+def store_waiting(
+    store: SQLiteStore, workflow_id: str, root: Path, *, revised: bool = True
+) -> WorkflowState:
     """Store a plan-gate workflow with a plan file in its workspace, recorded as artifact."""
     workspace = root / workflow_id
     (workspace / "plans").mkdir(parents=True, exist_ok=True)
     (workspace / "plans" / "plan_v2.md").write_text("# plan v2\n", encoding="utf-8")
-    state = plan_gate_state(workflow_id, workspace)
+    state = plan_gate_state(workflow_id, workspace, revised=revised)
     store.create(state, WorkflowConfig())
     store.add_artifact(workflow_id, "plan_v2", "plans/plan_v2.md")
     return state
@@ -56,7 +61,8 @@ def make_service(
     counter = iter(range(1, 1_000_000))
     return ConsoleService(
         store,
-        FixedClock(),
+        # A day after the workflows' own clock: waiting times are positive.
+        FixedClock(start=datetime(2026, 1, 2, tzinfo=UTC)),
         launcher=launcher,
         workspace_root=root,
         new_id=lambda: f"wf-web-{next(counter)}",
