@@ -8,6 +8,7 @@ from orchestrator.cli.core import graph, schema
 from orchestrator.cli.decide import decide
 from orchestrator.cli.inspection import export, inspect, list_, state_, status
 from orchestrator.cli.running import resume, run
+from orchestrator.cli.serve import serve
 
 COMMANDS = (
     schema,
@@ -24,6 +25,7 @@ COMMANDS = (
     inspect,
     export,
     state_,
+    serve,
 )
 
 for _command in COMMANDS:
