@@ -253,7 +253,7 @@ GUIDANCE: dict[str, tuple[str, ...]] = {
 
 def _weighted(rng: random.Random, table: Iterable[tuple[str, float]]) -> str:
     names, weights = zip(*table, strict=True)
-    return rng.choices(names, weights=weights)[0]
+    return str(rng.choices(names, weights=weights)[0])
 
 
 def _tenths(x: float) -> float:

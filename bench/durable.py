@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -214,9 +214,9 @@ def langgraph_durability(mode: str | None) -> Iterator[None]:
         invoke = app.invoke
 
         def invoke_durably(*a: Any, **k: Any) -> Any:
-            return invoke(*a, durability=mode, **k)
+            return invoke(*a, durability=mode, **k)  # type: ignore[call-overload]
 
-        app.invoke = invoke_durably
+        app.invoke = invoke_durably  # type: ignore[method-assign]
         return app
 
     StateGraph.compile = compile_with_durability  # type: ignore[method-assign]
@@ -229,8 +229,10 @@ def langgraph_durability(mode: str | None) -> Iterator[None]:
 def bench_langgraph_sqlite(
     peers: ModuleType, n: int, base: Path, mode: str | None, synchronous: str | None = None
 ) -> Sample:
-    """peers.bench_langgraph with SqliteSaver on a connection opened as peers.py opens it
-    (optionally with ``PRAGMA synchronous`` set first, for a like-for-like durability)."""
+    """peers.bench_langgraph with SqliteSaver on a connection opened as peers.py opens it.
+
+    Optionally with ``PRAGMA synchronous`` set first, for a like-for-like durability.
+    """
     with tempfile.TemporaryDirectory(dir=base) as d:
         conn = sqlite3.connect(f"{d}/lg.sqlite", check_same_thread=False)
         if synchronous is not None:
@@ -400,7 +402,7 @@ class FirstDecisionProbe(DecisionPipeline):
         self,
         state: WorkflowState,
         config: WorkflowConfig,
-        before_slow_call: Callable[[], None] | None = None,
+        before_slow_call: Callable[[], Awaitable[None] | None] | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         self.analyze(state, config)
         raise _Prepared(time.perf_counter())
@@ -618,7 +620,8 @@ def main() -> None:
     samples: dict[str, list[Sample]] = {k: [] for k in names}
     tx: dict[str, float] = {}
     for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits all alike
-        for key, durability in (("normal", "normal"), ("full", "full")):
+        modes: tuple[tuple[str, Durability], ...] = (("normal", "normal"), ("full", "full"))
+        for key, durability in modes:
             # As the runner commits: a step's result goes with the decision that follows it.
             sample, tx[key] = bench_ours(peers, n, durability, base, coalesce=True)
             samples[key].append(sample)

@@ -136,14 +136,14 @@ def _router(out: list[tuple[str, str | None]]) -> Callable[[_Counters], str]:
 
 def bench_burr(n: int) -> float:
     """``n`` workflows through a Burr application (one built per workflow, no persister)."""
-    from burr.core import ApplicationBuilder, State, default, expr  # noqa: PLC0415
+    from burr.core import ApplicationBuilder, default, expr  # noqa: PLC0415
     from burr.core.action import action  # noqa: PLC0415
 
     def burr_action(node: str) -> Any:
         writes = list(_step(node, _fresh()))
 
         @action(reads=writes, writes=writes)
-        def run(state: State) -> State:
+        def run(state: Any) -> Any:
             counters: Any = {k: state[k] for k in writes}
             return state.update(**_step(node, counters)) if writes else state
 

@@ -4,3 +4,16 @@
 the model and run code through them); ``orchestrator.deciding`` and ``orchestrator.running``
 sit above it. ``tests/test_dependency_direction.py`` holds each subpackage to its layer.
 """
+
+__all__ = [
+    "cli",
+    "composition",
+    "deciding",
+    "execution",
+    "graph",
+    "llm",
+    "logsetup",
+    "reporting",
+    "running",
+    "web",
+]

@@ -1,1 +1,5 @@
-"""Prompt templates, one per workflow step (WORKFLOW.md), plus the orchestrator's own."""
+"""Prompt templates, one per workflow step (docs/workflow.md), plus the orchestrator's own."""
+
+__all__ = [
+    "loader",
+]

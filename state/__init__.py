@@ -2,3 +2,25 @@
 
 This package knows nothing of the agents or the orchestrator.
 """
+
+__all__ = [
+    "async_store",
+    "build",
+    "clock",
+    "codec",
+    "config",
+    "decision",
+    "errors",
+    "examples",
+    "fast",
+    "leasing",
+    "memory_store",
+    "reports",
+    "sandbox_settings",
+    "sqlite_store",
+    "steps",
+    "store",
+    "usage",
+    "validation",
+    "workflow",
+]

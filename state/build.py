@@ -150,7 +150,9 @@ class DecisionRecordBuilder(Protocol):
         state_before: MachineState,
         state_after: MachineState,
         llm: LLMCallInfo | None,
-    ) -> DecisionRecord: ...
+    ) -> DecisionRecord:
+        """A record with these fields, built without validation (see ``builder``)."""
+        ...
 
 
 class HumanAnswerBuilder(Protocol):
@@ -166,7 +168,9 @@ class HumanAnswerBuilder(Protocol):
         by: str,
         at: datetime,
         after_decision: int,
-    ) -> HumanAnswer: ...
+    ) -> HumanAnswer:
+        """An answer with these fields, built without validation (see ``builder``)."""
+        ...
 
 
 new_decision_record = cast(DecisionRecordBuilder, builder(DecisionRecord))

@@ -349,5 +349,5 @@ class MemoryStore:
 if TYPE_CHECKING:
 
     def _conforms(store: MemoryStore) -> Store:
-        """mypy checks here that MemoryStore implements the Store protocol."""
+        """Mypy checks here that MemoryStore implements the Store protocol."""
         return store

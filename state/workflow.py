@@ -88,8 +88,11 @@ class HumanAnswerKind(StrEnum):
 
 
 def answer_kinds_at(gate: Gate) -> tuple[HumanAnswerKind, ...]:
-    """The answers a human may give at ``gate``: accepting unconverged work is an answer to
-    an escalation only (the other gates are reached by converged work)."""
+    """The answers a human may give at ``gate``.
+
+    Accepting unconverged work is an answer to an escalation only (the other gates are
+    reached by converged work).
+    """
     if gate is Gate.ESCALATION:
         return tuple(HumanAnswerKind)
     return tuple(k for k in HumanAnswerKind if k is not HumanAnswerKind.ACCEPT)

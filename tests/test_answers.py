@@ -10,7 +10,7 @@ import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
-from orchestrator.composition import build_coordinator
+from orchestrator.composition import build_coordinator, open_store
 from orchestrator.llm.scripted import ScriptedChatModel
 from orchestrator.running.runner import answer_workflow
 from state.clock import FixedClock
@@ -18,9 +18,8 @@ from state.config import Coordinator, Gates, WorkflowConfig
 from state.decision import ActionKind, DecisionSource
 from state.errors import HumanAnswerError
 from state.reports import CodeChange, PlanDraft
-from state.sqlite_store import SQLiteStore
 from state.steps import Gate, MachineState, WorkflowStatus
-from state.store import LedgerKind
+from state.store import LedgerKind, Store
 from state.workflow import HumanAnswerKind
 
 from builders import BAD_CODE, BAD_PLAN, Driver
@@ -30,8 +29,8 @@ CODE = CodeChange(files=("prep.py",))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "data") as s:
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "data") as s:
         yield s
 
 
@@ -75,12 +74,12 @@ def code_escalated(config: WorkflowConfig | None = None) -> Driver:
     return d
 
 
-def stored(store: SQLiteStore, d: Driver) -> str:
+def stored(store: Store, d: Driver) -> str:
     store.create(d.state, d.config)
     return d.state.workflow_id
 
 
-def test_reject_ends_the_workflow_in_the_same_commit(store: SQLiteStore) -> None:
+def test_reject_ends_the_workflow_in_the_same_commit(store: Store) -> None:
     """Recording a rejection also applies it: rejected, with its decision, one commit."""
     wid = stored(store, at_plan_gate())
     version = store.load(wid).version
@@ -96,7 +95,7 @@ def test_reject_ends_the_workflow_in_the_same_commit(store: SQLiteStore) -> None
     assert kinds == [LedgerKind.HUMAN_ANSWER, LedgerKind.DECISION]
 
 
-def test_other_answers_wait_for_resume(store: SQLiteStore) -> None:
+def test_other_answers_wait_for_resume(store: Store) -> None:
     """An approval is recorded and nothing else: the workflow still waits at its gate."""
     wid = stored(store, at_plan_gate())
     state = answer_workflow(store, FixedClock(), wid, None, HumanAnswerKind.APPROVE, by="dana")
@@ -136,8 +135,8 @@ def test_accepted_code_goes_to_the_final_gate_or_completes(
     assert d.decide().machine_state is after
 
 
-def test_accept_is_refused_outside_an_escalation(store: SQLiteStore) -> None:
-    """accept at the plan gate records nothing and says what to answer instead."""
+def test_accept_is_refused_outside_an_escalation(store: Store) -> None:
+    """Accept at the plan gate records nothing and says what to answer instead."""
     wid = stored(store, at_plan_gate())
     with pytest.raises(HumanAnswerError, match="approve, reject or request-changes"):
         answer_workflow(store, FixedClock(), wid, None, HumanAnswerKind.ACCEPT, by="eve")
@@ -150,22 +149,22 @@ def _cli(data: Path, *args: str) -> Result:
 
 
 def test_cli_accept_at_an_escalation(tmp_path: Path) -> None:
-    """orchestrator accept records the answer at the escalation gate."""
+    """Orchestrator accept records the answer at the escalation gate."""
     data = tmp_path / "data"
-    with SQLiteStore(data) as s:
+    with open_store(data) as s:
         wid = stored(s, plan_escalated())
     result = _cli(data, "accept", wid, "--comment", "good enough", "--as", "ann")
     assert result.exit_code == 0, result.output
     assert "accept recorded at the escalation gate by ann" in result.output
-    with SQLiteStore(data) as s:
+    with open_store(data) as s:
         answer = s.load(wid).state.human_answers[-1]
     assert answer.answer is HumanAnswerKind.ACCEPT and answer.comment == "good enough"
 
 
 def test_cli_accept_elsewhere_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    """accept at the plan gate: one line on stderr, exit 2, nothing recorded."""
+    """Accept at the plan gate: one line on stderr, exit 2, nothing recorded."""
     data = tmp_path / "data"
-    with SQLiteStore(data) as s:
+    with open_store(data) as s:
         wid = stored(s, at_plan_gate())
     result = CliRunner().invoke(
         cli, ["accept", wid], env={"ORCHESTRATOR_DATA_DIR": str(data)}, catch_exceptions=False
@@ -176,14 +175,14 @@ def test_cli_accept_elsewhere_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_cli_reject_says_the_workflow_ended(tmp_path: Path) -> None:
-    """orchestrator reject ends the workflow without a resume."""
+    """Orchestrator reject ends the workflow without a resume."""
     data = tmp_path / "data"
-    with SQLiteStore(data) as s:
+    with open_store(data) as s:
         wid = stored(s, at_plan_gate())
     result = _cli(data, "reject", wid, "--comment", "wrong scope")
     assert result.exit_code == 0, result.output
     assert f"{wid} rejected" in result.output
-    with SQLiteStore(data) as s:
+    with open_store(data) as s:
         assert s.load(wid).state.status is WorkflowStatus.REJECTED
 
 

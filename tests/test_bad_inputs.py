@@ -23,9 +23,9 @@ import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
+from orchestrator.composition import open_store
 from orchestrator.running.updates import new_workflow
 from state.config import WorkflowConfig, load_config
-from state.sqlite_store import SQLiteStore
 
 from builders import Driver
 from support.fake_openai import FakeOpenAIServer
@@ -237,7 +237,7 @@ def test_lax_config_values_are_refused(tmp_path: Path, text: str, name: str, pro
 def test_lax_config_is_refused_before_run_stores(
     env: dict[str, str], tmp_path: Path, stored: Snapshot
 ) -> None:
-    """run with an infinite timeout stores nothing (such a workflow could never be loaded)."""
+    """Run with an infinite timeout stores nothing (such a workflow could never be loaded)."""
     config = tmp_path / "c.yaml"
     config.write_text("limits:\n  step_timeout_s: .inf\n", encoding="utf-8")
     before = snapshot(env, tmp_path)
@@ -359,7 +359,7 @@ BAD_IDS = ["../escaped", "{tmp}/absolute", "a/b", ".hidden", "-flag", "sp ace", 
 def test_unsafe_id_is_refused_by_run(
     env: dict[str, str], tmp_path: Path, stored: Snapshot, wid: str
 ) -> None:
-    """run --id with a path, a separator or an odd character is refused; nothing is written."""
+    """Run --id with a path, a separator or an odd character is refused; nothing is written."""
     result = invoke(env, *run_args(wid.format(tmp=tmp_path), "-r", "x"))
     refused(result, "workflow id", ID_RULE)
     assert snapshot(env, tmp_path) == stored
@@ -501,7 +501,7 @@ def test_stored_control_characters_are_escaped_on_display(env: dict[str, str], d
     d.to_plan_gate()
     state = d.state.model_copy(update={"requirements": EVIL, "workspace": f"/tmp/{EVIL}"})
     data.mkdir()
-    with SQLiteStore(data) as store:
+    with open_store(data) as store:
         store.create(state, WorkflowConfig())
         odd_id = new_workflow("wf-\x1b[31mred", EVIL, "/tmp/x", d.clock.now())
         store.create(odd_id, WorkflowConfig())
@@ -540,7 +540,7 @@ def test_state_config_out_that_cannot_be_written_is_one_line(
 def test_run_against_a_non_openai_endpoint_is_one_line(
     env: dict[str, str], tmp_path: Path, stored: Snapshot, kind: str
 ) -> None:
-    """run pointed at a web page or a 404 says so in one line and stores nothing."""
+    """Run pointed at a web page or a 404 says so in one line and stores nothing."""
     no_model = {k: v for k, v in env.items() if k != "OPENAI_MODEL"}
     with not_an_api(kind) as url:
         result = invoke(no_model, *run_args("wf-web", "-r", "x", "--base-url", url))

@@ -473,8 +473,10 @@ def test_near_threshold_plan(report: PlanValidationReport, shown: str) -> None:
     ],
 )
 def test_near_threshold_beside_another_miss_is_not_borderline(d: Driver) -> None:
-    """A near-threshold score that cannot change convergence (another criterion already
-    fails) leaves the decision standard: only a score that decides on its own is borderline."""
+    """A near-threshold score beside another failing criterion leaves the state standard.
+
+    Only a score that decides convergence on its own is borderline.
+    """
     c = classified(d)
     assert (c.route, names(c)) == (Route.STANDARD, [])
 

@@ -12,8 +12,8 @@ import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
+from orchestrator.composition import open_store
 from state.config import load_config
-from state.sqlite_store import SQLiteStore
 
 from support.fake_openai import FakeOpenAIServer
 from support.world import GOOD_PLAN, World
@@ -73,7 +73,7 @@ def test_run_stops_at_the_plan_gate_and_says_how_to_answer(env: dict[str, str]) 
 
 
 def test_run_needs_a_requirement(env: dict[str, str]) -> None:
-    """run without --requirements or --requirements-file is a usage error."""
+    """Run without --requirements or --requirements-file is a usage error."""
     result = invoke(env, "run")
     assert result.exit_code == 2 and "--requirements" in result.output
 
@@ -112,7 +112,7 @@ def test_approve_then_resume_reaches_the_final_gate(env: dict[str, str]) -> None
 
 
 def test_reject_ends_the_workflow(env: dict[str, str]) -> None:
-    """reject --resume ends the workflow as rejected."""
+    """Reject --resume ends the workflow as rejected."""
     run_to_plan_gate(env)
     result = invoke(env, "reject", "wf-cli", "--comment", "out of scope", "--resume")
     assert result.exit_code == 0, result.output
@@ -176,7 +176,7 @@ def test_answering_twice_or_when_not_waiting_is_refused(env: dict[str, str]) -> 
 
 
 def test_export_lines_are_the_ledger(env: dict[str, str]) -> None:
-    """export prints one JSON object per ledger entry, in order."""
+    """Export prints one JSON object per ledger entry, in order."""
     run_to_plan_gate(env)
     lines = [json.loads(line) for line in invoke(env, "export", "wf-cli").output.splitlines()]
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
@@ -198,7 +198,7 @@ def test_damaged_database_is_reported_and_left_alone(env: dict[str, str], tmp_pa
 
 
 def test_state_round_trips_through_decide(env: dict[str, str], tmp_path: Path) -> None:
-    """state ID > f; decide f --config c: the prediction is what resume then does."""
+    """State ID > f; decide f --config c: the prediction is what resume then does."""
     mine = tmp_path / "mine.yaml"
     mine.write_text(
         "limits: {max_plan_revisions: 1}\ngates: {code_review: true}\n"
@@ -213,7 +213,7 @@ def test_state_round_trips_through_decide(env: dict[str, str], tmp_path: Path) -
     assert printed.exit_code == 0 and printed.stderr == ""
     snapshot_file = tmp_path / "s.json"
     snapshot_file.write_text(printed.stdout, encoding="utf-8")
-    with SQLiteStore(tmp_path / "data") as store:
+    with open_store(tmp_path / "data") as store:
         stored = store.load("wf-cli").config
     assert load_config(config_out) == stored and stored.limits.max_plan_revisions == 1
     predicted = invoke(env, "decide", str(snapshot_file), "--config", str(config_out), "--json")

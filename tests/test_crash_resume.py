@@ -25,7 +25,7 @@ import pytest
 from orchestrator.composition import open_store
 from orchestrator.running.consistency import find_inconsistency
 from state.steps import Gate
-from state.store import LedgerKind
+from state.store import DecisionEntry, LedgerKind
 from state.workflow import StepStatus
 
 from support.fake_openai import Content, Delay, FakeOpenAIServer, Reply
@@ -145,7 +145,7 @@ def check_invariants(tmp_path: Path, wid: str = "wf-kill") -> Any:
         ledger = store.ledger(wid)
     state = stored.state
     assert find_inconsistency(state, stored.config) is None
-    decisions = [e.content.record for e in ledger if e.kind is LedgerKind.DECISION]
+    decisions = [e.content.record for e in ledger if isinstance(e.content, DecisionEntry)]
     assert [d.seq for d in decisions] == list(range(1, len(state.decisions) + 1))
     assert decisions == list(state.decisions)  # the ledger and the snapshot agree
     # A step that completed never ran again (retries only follow failures).
@@ -278,7 +278,7 @@ def test_two_resumers_one_proceeds(env: dict[str, str], tmp_path: Path, world: S
 
 
 def test_export_is_the_whole_ledger(env: dict[str, str], tmp_path: Path) -> None:
-    """export prints every ledger entry as one JSON object per line."""
+    """Export prints every ledger entry as one JSON object per line."""
     proc = start_run(env, tmp_path)
     _, run_err = proc.communicate(timeout=60)
     assert proc.returncode == 0, run_err

@@ -152,7 +152,7 @@ def code_escalated_then(kind: HumanAnswerKind, *changes: str) -> Callable[[Drive
     return setup
 
 
-ROWS: list[tuple[str, WorkflowConfig, Callable[[Driver], None], str]] = [
+ROWS: list[tuple[str, WorkflowConfig, Callable[[Driver], object], str]] = [
     ("new workflow -> step 1", WorkflowConfig(), lambda d: None, "invoke_step1"),
     ("step 1 done -> step 2", WorkflowConfig(), after_step1, "invoke_step2"),
     ("plan not converged -> step 3", WorkflowConfig(), plan_not_converged, "invoke_step3"),
@@ -448,7 +448,7 @@ def test_accept_overrides_convergence_and_says_so() -> None:
 
 
 def test_accept_is_only_an_answer_to_an_escalation() -> None:
-    """accept at the plan gate is refused and nothing is recorded."""
+    """Accept at the plan gate is refused and nothing is recorded."""
     d = Driver()
     d.to_plan_gate()
     with pytest.raises(HumanAnswerError, match="accept answers an escalation only"):

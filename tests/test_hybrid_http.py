@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -61,7 +62,9 @@ def anomalous() -> Driver:
     return d
 
 
-async def run(d: Driver, model: ChatModel, server: FakeOpenAIServer, *replies: Reply) -> tuple:
+async def run(
+    d: Driver, model: ChatModel, server: FakeOpenAIServer, *replies: Reply
+) -> tuple[Any, ...]:
     server.push(*replies)
     with capture_logs() as logs:
         state, rec = await build_coordinator(model, clock=FixedClock()).decide(d.state, d.config)

@@ -16,7 +16,7 @@ from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
 from orchestrator.cli import cli
-from orchestrator.composition import LLMTarget, build_coordinator, open_chat_model
+from orchestrator.composition import LLMTarget, build_coordinator, open_chat_model, open_store
 from orchestrator.deciding.llm_decider import MAX_RATIONALE
 from orchestrator.execution.sandbox import Sandbox
 from orchestrator.llm.backoff import backoff_delay
@@ -29,9 +29,8 @@ from state.config import Coordinator, Limits, LLMSettings, WorkflowConfig
 from state.decision import DecisionSource, EscalationReason
 from state.errors import LLMUnavailableError
 from state.reports import PlanDraft
-from state.sqlite_store import SQLiteStore
 from state.steps import Gate, MachineState, Step
-from state.store import LedgerKind
+from state.store import EventEntry, Store
 from state.usage import ModelPrice, Purpose
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
 
@@ -56,13 +55,13 @@ class Sleeps:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+def store(tmp_path: Path) -> Iterator[Store]:
     """A real SQLite store in a temporary directory."""
-    with SQLiteStore(tmp_path / "data") as s:
+    with open_store(tmp_path / "data") as s:
         yield s
 
 
-def runner(store: SQLiteStore, model: ChatModel, *, sleep: Sleeps | None = None) -> WorkflowRunner:
+def runner(store: Store, model: ChatModel, *, sleep: Sleeps | None = None) -> WorkflowRunner:
     """The real runner with the real agents and coordinator on ``model``."""
     templates = TemplateLoader()
     agents = StepAgents(
@@ -87,7 +86,7 @@ async def run_new(service: WorkflowRunner, tmp_path: Path, config: WorkflowConfi
 
 
 async def test_agent_calls_are_counted_per_purpose_and_per_step(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     """A programmatic run's planner and validator calls all show in the counters (old: 0)."""
     model = ScriptedChatModel(responder=World())
@@ -109,7 +108,7 @@ async def test_agent_calls_are_counted_per_purpose_and_per_step(
 
 
 async def test_every_http_request_is_counted_through_the_real_adapter(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     """Through a loopback server, failed requests included, the count is the server's count."""
     world = World()
@@ -128,7 +127,7 @@ async def test_every_http_request_is_counted_through_the_real_adapter(
 
 
 async def test_a_failed_call_is_charged_and_a_backoff_retry_waits(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     """A planner call that fails is counted; the backoff retry waits 2-4 s, recorded as an event."""
     model = ScriptedChatModel([LLMUnavailableError("down")], responder=World())
@@ -147,7 +146,9 @@ async def test_a_failed_call_is_charged_and_a_backoff_retry_waits(
     assert state.decisions[1].decision.recovery_strategy.value == "backoff"
     (waited,) = sleeps.calls
     assert 2.0 <= waited <= 4.0
-    events = [e.content for e in store.ledger(state.workflow_id) if e.kind is LedgerKind.EVENT]
+    events = [
+        e.content for e in store.ledger(state.workflow_id) if isinstance(e.content, EventEntry)
+    ]
     assert [(e.event, dict(e.data)) for e in events] == [
         ("step_backoff", {"step": 1, "attempt": 2, "waited_s": waited})
     ]
@@ -162,9 +163,7 @@ def test_backoff_waits_grow_and_are_capped() -> None:
     assert all(2.5 <= w <= 5.0 for w in waits[3:])
 
 
-async def test_a_spent_call_budget_escalates_the_agent_step(
-    store: SQLiteStore, tmp_path: Path
-) -> None:
+async def test_a_spent_call_budget_escalates_the_agent_step(store: Store, tmp_path: Path) -> None:
     """With 2 calls allowed, step 3 is refused (budget_exhausted, not retried) and escalates."""
     model = ScriptedChatModel(responder=World())
     config = WorkflowConfig(
@@ -197,7 +196,7 @@ class ApproveEscalations:
 
 
 async def test_a_human_going_on_after_a_budget_escalation_grants_fresh_budget(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     """Approved at the escalation, the refused step is retried with 2 more calls, and goes on."""
     model = ScriptedChatModel(responder=World())
@@ -219,9 +218,7 @@ async def test_a_human_going_on_after_a_budget_escalation_grants_fresh_budget(
     assert state.counters.llm_calls == len(model.calls) == 4
 
 
-async def test_a_spent_token_budget_stops_agent_calls_too(
-    store: SQLiteStore, tmp_path: Path
-) -> None:
+async def test_a_spent_token_budget_stops_agent_calls_too(store: Store, tmp_path: Path) -> None:
     """A token budget spent by the first call refuses the second, and the workflow escalates."""
     model = ScriptedChatModel(responder=World())
     config = WorkflowConfig(
@@ -236,7 +233,7 @@ async def test_a_spent_token_budget_stops_agent_calls_too(
 
 
 async def test_prices_give_an_estimated_cost_beside_the_counters(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     """$1 per 1k prompt and $2 per 1k completion tokens: 0.14 USD per scripted call."""
     model = ScriptedChatModel(responder=World())
@@ -359,7 +356,7 @@ async def test_a_spent_budget_refuses_script_subagent_calls(tmp_path: Path) -> N
 
 
 def test_status_and_inspect_show_the_split(tmp_path: Path) -> None:
-    """status and inspect JSON carry the calls and tokens of each purpose beside the totals."""
+    """Status and inspect JSON carry the calls and tokens of each purpose beside the totals."""
     world = World()
     with FakeOpenAIServer(responder=world.http_responder) as server:
         env = {

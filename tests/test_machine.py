@@ -127,7 +127,7 @@ def test_transitions_internals_the_machine_overrides_are_there() -> None:
 
 
 def test_the_decision_is_the_first_passing_rule_edge() -> None:
-    """decide picks the first rule edge out of the state, in table order, whose guards pass."""
+    """Decide picks the first rule edge out of the state, in table order, whose guards pass."""
     m = WorkflowMachine()
     d = validated_plan(False)
     facts = compute_facts(d.state, d.config)

@@ -285,6 +285,7 @@ async def test_the_text_fallback_call_is_counted_too(
         make_ctx(workspace, meter=meter)
     )
 
+    assert isinstance(change, CodeChange)
     assert change.files == ("prep.py",)
     assert [c.purpose for c in model.calls] == ["step4_programmer", "step4_programmer:text"]
     counters = meter.charged(state.counters)

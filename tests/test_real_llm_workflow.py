@@ -54,6 +54,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 async def test_whole_workflow_on_the_local_model_is_legal_and_logged(
     local_llm: Any, store: Store, tmp_path: Path
 ) -> None:
+    """A whole workflow on SmolLM2 ends or waits, every decision legal, chained and logged."""
     async with local_llm.chat_model(timeout_s=180, deadline_s=400) as model:
         service = WorkflowRunner(
             store,

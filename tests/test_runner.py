@@ -16,7 +16,7 @@ from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
 from orchestrator.composition import build_coordinator, open_store
 from orchestrator.execution.sandbox import Sandbox, SandboxLimits
-from orchestrator.llm.protocol import LLMRequest, LLMResponse
+from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse
 from orchestrator.llm.scripted import ScriptedChatModel
 from orchestrator.running.consistency import find_inconsistency
 from orchestrator.running.runner import ProgressEvent, WorkflowRunner
@@ -25,6 +25,7 @@ from state.clock import SystemClock
 from state.config import Coordinator, Limits, WorkflowConfig
 from state.decision import DecisionSource
 from state.errors import LLMUnavailableError
+from state.reports import CodeValidationReport
 from state.steps import Gate, MachineState, Step
 from state.store import LedgerKind, Store
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
@@ -79,25 +80,25 @@ class Waits:
 
 def make_service(
     store: Store,
-    model: object,
+    model: ChatModel,
     human: Answers | None = None,
     recorder: Recorder | None = None,
     waits: Waits | None = None,
 ) -> WorkflowRunner:
     templates = TemplateLoader()
     agents = StepAgents(
-        planner=PlannerAgent(model, templates),  # type: ignore[arg-type]
+        planner=PlannerAgent(model, templates),
         validator=ValidatorAgent(
             model,
-            templates,  # type: ignore[arg-type]
+            templates,
             sandbox=Sandbox(SandboxLimits(wall_timeout_s=60)),
         ),
-        programmer=ProgrammerAgent(model, templates),  # type: ignore[arg-type]
+        programmer=ProgrammerAgent(model, templates),
     )
     return WorkflowRunner(
         store,
         build_coordinator(model),
-        agents,  # type: ignore[arg-type]
+        agents,
         clock=SystemClock(),
         human=human,
         observers=[recorder] if recorder else [],
@@ -129,8 +130,8 @@ async def test_plan_and_code_converge_with_both_gates_approved(
     assert steps_of(state) == [1, 2, 3, 2, 4, 5, 6, 7]
     assert human.asked == [Gate.PLAN, Gate.FINAL]
     final = state.history[-1].result
-    assert final is not None and final.kind == "code_validation"
-    assert {t.name: t.status.value for t in final.tools}["pytest"] == "passed"  # type: ignore[union-attr]
+    assert isinstance(final, CodeValidationReport)
+    assert {t.name: t.status.value for t in final.tools}["pytest"] == "passed"
     assert (Path(state.workspace) / "prep.py").exists()
     assert find_inconsistency(state, CONFIG) is None
     # Everything is in the store: each decision and step result, in order.

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,12 +96,12 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 async def run_python(
-    sandbox: Sandbox, workspace: Path, code: str, *args: str, **kwargs: object
+    sandbox: Sandbox, workspace: Path, code: str, *args: str, **kwargs: Any
 ) -> SandboxResult:
     """Run a Python snippet in the sandbox."""
     return await sandbox.run(
         workspace, [sys.executable, "-c", textwrap.dedent(code), *args], **kwargs
-    )  # type: ignore[arg-type]
+    )
 
 
 async def test_command_sees_a_copy_and_exit_code_is_recorded(workspace: Path) -> None:

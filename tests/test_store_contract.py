@@ -386,7 +386,7 @@ def test_event_entries_keep_their_data(store: Store) -> None:
     [
         (EventEntry(""), "non-empty name"),
         (EventEntry("x", {"event": "y"}), "no 'event' key"),
-        (EventEntry("x", {"when": datetime(2026, 1, 1)}), "cannot be stored as JSON"),
+        (EventEntry("x", {"when": datetime(2026, 1, 1, tzinfo=UTC)}), "cannot be stored as JSON"),
         (EventEntry("x", {"score": float("nan")}), "cannot be stored as JSON"),
     ],
 )

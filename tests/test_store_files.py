@@ -1,5 +1,7 @@
-"""Where the store lives and who may read it: the URL or directory it is opened from, private
-permissions on its directory and files, and read-only access to a store that cannot be written.
+"""Where the store lives and who may read it.
+
+The URL or directory it is opened from, private permissions on its directory and files, and
+read-only access to a store that cannot be written.
 
 The read-only mount case runs the CLI in a mount namespace (``unshare -rm``) with the data
 directory bind-mounted read-only: the tests run as root, for whom ``chmod`` does not stop a

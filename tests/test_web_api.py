@@ -22,6 +22,7 @@ import structlog
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
+from orchestrator.composition import open_store
 from orchestrator.web.access import AccessPolicy, parse_tokens
 from orchestrator.web.app import STATIC, create_app
 from orchestrator.web.events import Watcher
@@ -30,7 +31,7 @@ from orchestrator.web.service import ConsoleService, build_service
 from state.config import WorkflowConfig
 from state.errors import ConfigError
 from state.examples import BAD_PLAN, plan_draft, plan_report
-from state.sqlite_store import SQLiteStore
+from state.store import Store
 
 from builders import Driver
 from support.console import ServerThread, make_service, run_to_plan_gate, store_waiting
@@ -43,14 +44,14 @@ JSON_POST = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "data") as s:
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "data") as s:
         store_waiting(s, "wf-a", tmp_path / "ws")
         yield s
 
 
 @pytest.fixture
-def service(store: SQLiteStore, tmp_path: Path) -> ConsoleService:
+def service(store: Store, tmp_path: Path) -> ConsoleService:
     return make_service(store, tmp_path / "ws")
 
 
@@ -127,7 +128,7 @@ async def test_unknown_workflow_is_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_the_answers_offered_are_the_ones_the_gate_takes(
-    client: httpx.AsyncClient, store: SQLiteStore, tmp_path: Path
+    client: httpx.AsyncClient, store: Store, tmp_path: Path
 ) -> None:
     """A plan gate offers no accept; an escalation with a plan to accept offers it."""
     at_gate = (await client.get("/api/workflows/wf-a")).json()
@@ -149,7 +150,7 @@ async def test_the_answers_offered_are_the_ones_the_gate_takes(
 
 
 async def test_an_answer_is_recorded_with_who_and_why(
-    client: httpx.AsyncClient, store: SQLiteStore
+    client: httpx.AsyncClient, store: Store
 ) -> None:
     """An approval goes through the CLI's path: recorded with the answerer and the comment."""
     response = await client.post("/api/workflows/wf-a/answer", json=approve())
@@ -161,7 +162,7 @@ async def test_an_answer_is_recorded_with_who_and_why(
 
 
 async def test_wrong_gate_is_409_naming_the_gate_it_waits_at(
-    client: httpx.AsyncClient, store: SQLiteStore
+    client: httpx.AsyncClient, store: Store
 ) -> None:
     """An answer meant for another gate is refused with the gate the workflow waits at."""
     response = await client.post("/api/workflows/wf-a/answer", json=approve(gate="final"))
@@ -182,7 +183,7 @@ async def test_not_waiting_is_409(client: httpx.AsyncClient) -> None:
 
 
 async def test_two_browsers_answering_at_once_one_wins(
-    client: httpx.AsyncClient, store: SQLiteStore
+    client: httpx.AsyncClient, store: Store
 ) -> None:
     """Two concurrent answers: exactly one is recorded, the other gets 409 saying so."""
     first, second = await asyncio.gather(
@@ -227,9 +228,7 @@ async def test_missing_or_unknown_token_is_401(guarded: httpx.AsyncClient) -> No
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
 
 
-async def test_answers_record_the_token_holder(
-    guarded: httpx.AsyncClient, store: SQLiteStore
-) -> None:
+async def test_answers_record_the_token_holder(guarded: httpx.AsyncClient, store: Store) -> None:
     """A token's holder is the answerer, whatever name the body claims."""
     headers = {"Authorization": f"Bearer {ALICE}"}
     response = await guarded.post(
@@ -257,9 +256,7 @@ async def test_login_sets_cookies_and_cookie_posts_need_the_csrf_header(
     assert ok.status_code == 200, ok.text
 
 
-async def test_cross_site_form_posts_are_refused(
-    client: httpx.AsyncClient, store: SQLiteStore
-) -> None:
+async def test_cross_site_form_posts_are_refused(client: httpx.AsyncClient, store: Store) -> None:
     """A form posted from another site is refused, whether it says so or not."""
     form = "gate=plan&answer=approve&by=eve"
     evil = {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"}
@@ -287,7 +284,7 @@ async def test_an_open_console_answers_only_to_loopback_names(service: ConsoleSe
 
 
 def test_a_non_loopback_bind_without_tokens_refuses_to_start(tmp_path: Path) -> None:
-    """serve --host 0.0.0.0 without tokens exits 2 with one line saying what to do."""
+    """Serve --host 0.0.0.0 without tokens exits 2 with one line saying what to do."""
     saved = structlog.get_config()
     try:
         result = CliRunner().invoke(
@@ -308,7 +305,7 @@ def test_a_non_loopback_bind_without_tokens_refuses_to_start(tmp_path: Path) -> 
 
 
 async def test_files_are_served_only_from_the_workspace(
-    client: httpx.AsyncClient, store: SQLiteStore, tmp_path: Path
+    client: httpx.AsyncClient, store: Store, tmp_path: Path
 ) -> None:
     """A recorded artifact is served; traversal, links out and unrecorded paths are not."""
     ok = await client.get("/api/workflows/wf-a/file", params={"path": "plans/plan_v2.md"})
@@ -375,9 +372,9 @@ async def test_pages_and_assets_are_served_locally(client: httpx.AsyncClient) ->
     for asset in ("console.js", "console.css"):
         response = await client.get(f"/static/{asset}")
         assert response.status_code == 200
-    for path in STATIC.iterdir():
-        text = path.read_text(encoding="utf-8")
-        assert not re.search(r"https?://", text), path
+    for asset_path in STATIC.iterdir():
+        text = asset_path.read_text(encoding="utf-8")
+        assert not re.search(r"https?://", text), asset_path
         assert "@import" not in text and "url(" not in text.replace("url(#", "")
 
 
@@ -448,7 +445,7 @@ def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 async def test_a_new_gate_wait_is_posted_and_retried(
     service: ConsoleService,
-    store: SQLiteStore,
+    store: Store,
     tmp_path: Path,
     receiver: tuple[str, list[dict[str, Any]]],
 ) -> None:
@@ -547,7 +544,7 @@ async def test_resume_runs_the_workflow_on_and_refuses_a_second_run(
 
 
 async def test_rounds_and_nan_scores_are_served_as_json(
-    client: httpx.AsyncClient, store: SQLiteStore, tmp_path: Path
+    client: httpx.AsyncClient, store: Store, tmp_path: Path
 ) -> None:
     """Each attempt's plan and report is served; a NaN score arrives as "NaN", not a 500."""
     rounds = (await client.get("/api/workflows/wf-a/rounds")).json()
@@ -597,7 +594,7 @@ def test_orchestrator_serve_starts_a_console_and_stops_on_sigterm(tmp_path: Path
 
 
 async def test_the_inbox_lists_the_longest_waiting_first(
-    client: httpx.AsyncClient, store: SQLiteStore, tmp_path: Path
+    client: httpx.AsyncClient, store: Store, tmp_path: Path
 ) -> None:
     """Waiting workflows come oldest first (by when they reached the gate), not by id or update."""
     store_waiting(store, "wf-z-quick", tmp_path / "ws", revised=False)  # reached its gate first

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.composition import open_store
 from orchestrator.web.access import AccessPolicy
 from orchestrator.web.app import create_app
 from orchestrator.web.service import build_service
-from state.sqlite_store import SQLiteStore
 
 from support.console import ServerThread, make_service, run_to_plan_gate, store_waiting
 from support.fake_openai import FakeOpenAIServer
@@ -133,7 +133,7 @@ def test_approve_a_waiting_workflow_in_the_browser(
         assert "approve recorded at the plan gate by fatima" in result
 
         # No reload: the live feed redraws the page as the workflow runs on.
-        def at_final_gate(d: Any) -> tuple[str, str] | None:
+        def at_final_gate(d: Any) -> tuple[Any, Any, Any] | None:
             if not d.find_element(By.ID, "machine-state").text.startswith("awaiting_final"):
                 return None
             gate = d.find_element(By.ID, "answer-form").get_attribute("data-gate")
@@ -143,14 +143,16 @@ def test_approve_a_waiting_workflow_in_the_browser(
             )
             return gate, d.find_element(By.ID, "answers").text, left.get_attribute("data-human")
 
-        gate, answers, by_human = wait.until(at_final_gate)
+        moved_on = wait.until(at_final_gate)
+        assert moved_on is not None
+        gate, answers, by_human = moved_on
         assert gate == "final" and "fatima approve at plan" in answers
         assert by_human == "1"  # leaving a gate is the human's move
         _shot(browser, "workflow-final-gate")
         browser.get(server.url + "/workflows")
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "table.workflows"))
         _shot(browser, "workflows")
-    with SQLiteStore(data) as store:
+    with open_store(data) as store:
         answer = store.load("wf-web").state.human_answers[0]
     assert (answer.by, answer.comment) == ("fatima", "looks right")
 
@@ -158,7 +160,7 @@ def test_approve_a_waiting_workflow_in_the_browser(
 def test_log_in_with_a_token_and_answer_as_its_holder(browser: Any, tmp_path: Path) -> None:
     """With tokens, the browser logs in, and its answer (cookie + CSRF header) is the holder's."""
     token = "alice-token-0123456789"
-    with SQLiteStore(tmp_path / "data") as store:
+    with open_store(tmp_path / "data") as store:
         store_waiting(store, "wf-a", tmp_path / "ws")
         app = create_app(
             make_service(store, tmp_path / "ws"), AccessPolicy(tokens={token: "alice"})

@@ -10,6 +10,24 @@ from orchestrator.cli.inspection import export, inspect, list_, state_, status
 from orchestrator.cli.running import resume, run
 from orchestrator.cli.serve import serve
 
+__all__ = [
+    "COMMANDS",
+    "answers",
+    "app",
+    "cli",
+    "core",
+    "decide",
+    "display",
+    "inputs",
+    "inspection",
+    "llm_access",
+    "main",
+    "options",
+    "printable",
+    "running",
+    "serve",
+]
+
 COMMANDS = (
     schema,
     graph,

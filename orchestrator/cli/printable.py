@@ -1,4 +1,4 @@
-"""Stored text made safe for a terminal: every display of stored text goes through here.
+r"""Stored text made safe for a terminal: every display of stored text goes through here.
 
 Requirements, rationales, comments and step errors come from users, models and generated
 code. Printed raw, an ANSI escape could recolour or rewrite the terminal and a bidi override

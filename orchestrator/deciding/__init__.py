@@ -6,3 +6,19 @@ The stages, in the order a decision goes through them (``pipeline.DecisionPipeli
 route calls for (``llm_decider`` with ``prompting``, ``script_decider``) -> ``reconcile`` ->
 ``record`` (fired and recorded). ``actions`` turns triggers into decisions and back.
 """
+
+__all__ = [
+    "actions",
+    "analysis",
+    "classifier",
+    "facts",
+    "guards",
+    "llm_decider",
+    "machine",
+    "pipeline",
+    "prompting",
+    "reconcile",
+    "record",
+    "script_decider",
+    "table",
+]

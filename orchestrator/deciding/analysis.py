@@ -19,8 +19,10 @@ from state.workflow import WorkflowState
 
 @dataclass(slots=True)
 class Analysis:
-    """Everything known about a state before anyone else decides (read-only by convention:
-    not frozen, because a frozen dataclass costs a setattr call per field on every decision).
+    """Everything known about a state before anyone else decides.
+
+    Read-only by convention: not frozen, because a frozen dataclass costs a setattr call per
+    field on every decision.
 
     Attributes:
         programmatic: the machine's decision, the first rule edge whose guards pass.

@@ -84,8 +84,10 @@ class SignalName(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SignalDef:
-    """What a signal means: who decides when it fires, and whether the rules' verdict on
-    the report it fired on can be trusted."""
+    """What a signal means: who decides when it fires, and whether to trust the rules.
+
+    ``untrusted_report``: the rules' verdict on the report it fired on cannot be trusted.
+    """
 
     route: Route
     untrusted_report: bool = False
@@ -114,8 +116,7 @@ def signal(name: SignalName, detail: str) -> Signal:
 
 
 def untrusted_reports(signals: Iterable[Signal]) -> list[str]:
-    """The names, sorted, of the signals in ``signals`` that make the judged report
-    untrustworthy."""
+    """The sorted names of the signals in ``signals`` that make the judged report untrusted."""
     return sorted(
         s.name
         for s in signals
@@ -137,8 +138,10 @@ _CODE_NAMES = ("overall_score",)
 
 
 def _score_vectors(f: Facts, n: int) -> tuple[tuple[str, ...], list[tuple[float | None, ...]]]:
-    """The gating scores of the last ``n`` validation rounds of the current phase, oldest
-    first (one pass over the history, newest first: this runs after every validation)."""
+    """The gating scores of the last ``n`` validation rounds of the current phase, oldest first.
+
+    One pass over the history, newest first: this runs after every validation.
+    """
     out: list[tuple[float | None, ...]] = []
     if f.step is STEP_PLAN_VALIDATION:
         for rec in reversed(f.state.history):
@@ -257,8 +260,10 @@ def _pivotal(f: Facts, name: str) -> bool:
 def report_signals(
     f: Facts, anomalies: list[Signal] | None = None
 ) -> tuple[list[Signal], Signal | None]:
-    """One pass over a fresh report: its anomalies (complex, appended to ``anomalies``) and
-    its near-threshold scores."""
+    """One pass over a fresh report: its anomalies and its near-threshold scores.
+
+    Anomalies (complex signals) are appended to ``anomalies``.
+    """
     if anomalies is None:
         anomalies = []
     margin = f.config.classifier.borderline_margin

@@ -311,8 +311,11 @@ def escalation_origin(state: WorkflowState) -> MachineState:
 
 
 def work_to_accept(state: WorkflowState) -> str | None:
-    """What a human's accept at an escalation takes as it stands: the plan (the escalation
-    interrupted phase 1), the code (phase 2), or None when that work was never written."""
+    """What a human's accept at an escalation takes as it stands.
+
+    The plan (the escalation interrupted phase 1), the code (phase 2), or None when that work
+    was never written.
+    """
     origin = escalation_origin(state)
     if (phase_of_state(origin) or state.phase) == 1:
         return "plan" if _wrote(state.history, _PLAN_WRITING) else None

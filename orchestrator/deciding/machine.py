@@ -84,8 +84,10 @@ class _LeanEvent(Event):
         return self.fire(model, args[0])
 
     def fire(self, model: _Carrier, facts: Facts) -> bool:
-        """Try this event's edges from ``model``'s state in order; the first that passes moves
-        it. The machine is never queued, so this is what ``Machine._process`` would run."""
+        """Try this event's edges from ``model``'s state in order; the first that passes moves it.
+
+        The machine is never queued, so this is what ``Machine._process`` would run.
+        """
         transitions = self.transitions.get(model.state)
         if transitions is None:
             raise MachineError(f"{self.name} has no edge from state {model.state}")
@@ -189,8 +191,10 @@ class _Carrier:
 
 
 class WorkflowMachine:
-    """The shared state machine: the rules' decision, the legal actions and firing, for any
-    workflow's ``Facts``."""
+    """The shared state machine: the rules' decision, the legal actions and firing.
+
+    One instance serves every workflow: each call takes the workflow's ``Facts``.
+    """
 
     def __init__(self, table: Iterable[TransitionSpec] | None = None) -> None:
         self.table: tuple[TransitionSpec, ...] = tuple(table or build_transition_table())
@@ -238,8 +242,9 @@ class WorkflowMachine:
         return frozenset(self._events)
 
     def legal_actions(self, facts: Facts) -> tuple[str, ...]:
-        """The triggers whose guards pass in ``facts``' state, in table order with escalate
-        last, no repeats.
+        """The triggers whose guards pass in ``facts``' state (table order, escalate last).
+
+        No trigger is listed twice.
 
         The first passing edge of each trigger is remembered in ``facts.passed``: firing
         one of them then checks that memo instead of the guards again. The edges of a

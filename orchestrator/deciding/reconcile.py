@@ -127,8 +127,7 @@ def conflict_reason(chosen: Decision, other: Decision) -> str:
 def _overriding(
     analysis: Analysis, decision: Decision, source: DecisionSource, info: LLMCallInfo | None
 ) -> Choice:
-    """``decision`` as chosen by ``source``, with the machine's as the alternative if they
-    differ."""
+    """``decision`` as chosen by ``source``; the machine's is the alternative if they differ."""
     prog = analysis.programmatic
     differs = not decision.same_action(prog)
     return Choice(

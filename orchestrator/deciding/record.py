@@ -51,8 +51,7 @@ class Choice:
 
 
 def machine_source(analysis: Analysis) -> DecisionSource:
-    """``human`` when the machine's decision carries out a human's answer, else
-    ``programmatic``."""
+    """``human`` when the machine's decision carries out a human's answer, else ``programmatic``."""
     if analysis.facts.machine_state in GATE_OF_STATE:
         return SOURCE_HUMAN
     return SOURCE_PROGRAMMATIC

@@ -1,1 +1,10 @@
 """LLM access: the chat-model seam, the OpenAI-compatible adapter and a scripted double."""
+
+__all__ = [
+    "backoff",
+    "local_server",
+    "metering",
+    "openai_adapter",
+    "protocol",
+    "scripted",
+]

@@ -1,1 +1,8 @@
 """Running: drives workflows durably through their steps, agents, gates and the store."""
+
+__all__ = [
+    "agent_context",
+    "consistency",
+    "runner",
+    "updates",
+]

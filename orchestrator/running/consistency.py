@@ -152,8 +152,10 @@ def _guided(state: WorkflowState, failed: StepRecord, after: StepRecord) -> bool
 
 
 def _accepted(state: WorkflowState, before: StepRecord, after: StepRecord) -> bool:
-    """A human accepted the plan as it stands at an escalation between two steps: the
-    implementation may follow any plan step."""
+    """Whether a human accepted the plan as it stands at an escalation between two steps.
+
+    Then the implementation may follow any plan step.
+    """
     return after.step is Step.IMPLEMENTATION and any(
         a.gate is Gate.ESCALATION
         and a.answer is HumanAnswerKind.ACCEPT
@@ -163,8 +165,10 @@ def _accepted(state: WorkflowState, before: StepRecord, after: StepRecord) -> bo
 
 
 def _plan_approval_problem(state: WorkflowState, config: WorkflowConfig) -> str | None:
-    """Code steps need a plan that converged (and, with the plan gate on, an approval), or
-    a human who accepted the plan as it stands at an escalation."""
+    """Code steps need a converged (and, with the plan gate on, approved) or accepted plan.
+
+    Accepted: a human took the plan as it stands at an escalation.
+    """
     first_code = next(
         (i for i, r in enumerate(state.history) if STEP_SPECS[r.step].phase == 2), None
     )

@@ -5,3 +5,15 @@ code; the routes (``api``), the pages (``pages``), the live feed (``events``) an
 webhooks (``notify``) go through it (``shapes`` and ``svg`` only format its data), so a
 change to those layers is adapted in one file.
 """
+
+__all__ = [
+    "access",
+    "api",
+    "app",
+    "events",
+    "notify",
+    "pages",
+    "service",
+    "shapes",
+    "svg",
+]

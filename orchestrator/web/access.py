@@ -105,8 +105,10 @@ class AccessPolicy:
         return not self.tokens
 
     def holder(self, token: str | None) -> str | None:
-        """The name of the token's holder, or None for an unknown token (compared in
-        constant time, so response times do not leak a token's prefix)."""
+        """The name of the token's holder, or None for an unknown token.
+
+        Compared in constant time, so response times do not leak a token's prefix.
+        """
         if not token:
             return None
         for known, name in self.tokens.items():

@@ -1,5 +1,6 @@
-"""The HTTP API under ``/api/``: the CLI's list, status, inspect, export, answer, start and
-resume, as JSON in and out (the chart and the diagram as SVG).
+"""The HTTP API under ``/api/``: the CLI's commands, as JSON in and out.
+
+List, status, inspect, export, answer, start and resume; the chart and the diagram as SVG.
 
 Errors are JSON objects ``{"error": message, ...}``: 404 for an unknown workflow, 409 for
 an answer to a gate the workflow no longer waits at (naming the gate it waits at now) or
@@ -141,8 +142,7 @@ async def inbox(request: Request) -> list[dict[str, Any]]:
 
 @api.get("/workflows/{workflow_id}")
 async def inspect(workflow_id: str, request: Request) -> dict[str, Any]:
-    """The decision timeline, validation rounds, answers and artifacts
-    (``orchestrator inspect``)."""
+    """The decision timeline, validation rounds, answers and artifacts (``inspect``)."""
     return await _service(request).workflow(workflow_id)
 
 

@@ -1,5 +1,4 @@
-"""The console's facade: the only module of the web package that touches the store, the
-runner and the deciding code.
+"""The console's facade: the one web module that touches the store, runner and deciding code.
 
 Everything the HTTP API serves comes from a ``ConsoleService`` as JSON-ready values, and
 every change it makes (an answer, a new workflow, a resume) goes through the same functions
@@ -282,8 +281,11 @@ class ConsoleService:
         return dict(json_safe(info))
 
     async def rounds(self, workflow_id: str) -> list[dict[str, Any]]:
-        """Every attempt at every step with what it produced: plans (their markdown),
-        validation reports (scores against thresholds, tool results), code changes, errors."""
+        """Every attempt at every step with what it produced.
+
+        Plans (their markdown), validation reports (scores against thresholds, tool results),
+        code changes, errors.
+        """
         stored = await self._load(workflow_id)
         out: list[dict[str, Any]] = []
         for rec in stored.state.history:

@@ -50,6 +50,7 @@ def describe(decision: Decision) -> str:
 
 
 def iso(at: datetime | None) -> str | None:
+    """``at`` as ISO 8601 text, None for no time."""
     return at.isoformat() if at is not None else None
 
 

@@ -40,5 +40,12 @@ __all__ = [
     "Durability",
     "Migration",
     "SQLiteStore",
+    "artifacts",
+    "codec",
+    "connection",
     "default_data_dir",
+    "leases",
+    "schema",
+    "store",
+    "workflows",
 ]

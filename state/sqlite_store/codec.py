@@ -29,8 +29,10 @@ def summary_values(state: WorkflowState, now: datetime) -> tuple[object, ...]:
 
 
 def summary_of(row: tuple[Any, ...]) -> WorkflowSummary:
-    """A row (id, status, phase, machine_state, current_step, waiting_gate, version,
-    created_at, updated_at) as a ``WorkflowSummary``.
+    """A listing row as a ``WorkflowSummary``.
+
+    The row: id, status, phase, machine_state, current_step, waiting_gate, version,
+    created_at, updated_at.
 
     Raises:
         Damaged: a column holds a value no state has.

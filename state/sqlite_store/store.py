@@ -456,5 +456,5 @@ class SQLiteStore:
 if TYPE_CHECKING:
 
     def _conforms(store: SQLiteStore) -> Store:
-        """mypy checks here that SQLiteStore implements the Store protocol."""
+        """Mypy checks here that SQLiteStore implements the Store protocol."""
         return store

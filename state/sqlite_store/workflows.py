@@ -22,8 +22,11 @@ def exists(conn: sqlite3.Connection, workflow_id: str) -> bool:
 
 
 def insert(conn: sqlite3.Connection, row: Sequence[object]) -> None:
-    """Add a workflow: id, version, status .. updated_at (listing columns), created_at,
-    config and snapshot."""
+    """Add a workflow row.
+
+    Its columns: id, version, status .. updated_at (the listing columns), created_at, config
+    and snapshot.
+    """
     conn.execute(
         "INSERT INTO workflows (id, version, status, phase, machine_state, "
         "current_step, waiting_gate, updated_at, created_at, config, snapshot) "

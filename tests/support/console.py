@@ -20,7 +20,7 @@ from orchestrator.web.service import ConsoleService, RunLauncher
 from state.clock import FixedClock
 from state.config import WorkflowConfig
 from state.examples import BAD_PLAN, plan_draft, plan_report
-from state.sqlite_store import SQLiteStore
+from state.store import Store
 from state.workflow import WorkflowState
 
 from builders import Driver
@@ -28,8 +28,10 @@ from support.fake_openai import FakeOpenAIServer
 
 
 def plan_gate_state(workflow_id: str, workspace: Path, *, revised: bool = True) -> WorkflowState:
-    """A workflow whose plan failed once, was revised, passed, and waits at the plan gate
-    (``revised=False``: passed at once, so it reached the gate earlier)."""
+    """A workflow whose plan failed once, was revised, passed, and waits at the plan gate.
+
+    ``revised=False``: it passed at once, so it reached the gate earlier.
+    """
     d = Driver(workflow_id=workflow_id)
     d.run_step(plan_draft(1, "# plan v1"))
     if revised:
@@ -42,7 +44,7 @@ def plan_gate_state(workflow_id: str, workspace: Path, *, revised: bool = True) 
 
 
 def store_waiting(
-    store: SQLiteStore, workflow_id: str, root: Path, *, revised: bool = True
+    store: Store, workflow_id: str, root: Path, *, revised: bool = True
 ) -> WorkflowState:
     """Store a plan-gate workflow with a plan file in its workspace, recorded as artifact."""
     workspace = root / workflow_id
@@ -54,9 +56,7 @@ def store_waiting(
     return state
 
 
-def make_service(
-    store: SQLiteStore, root: Path, launcher: RunLauncher | None = None
-) -> ConsoleService:
+def make_service(store: Store, root: Path, launcher: RunLauncher | None = None) -> ConsoleService:
     """A console service over ``store`` with a fixed clock and predictable new ids."""
     counter = iter(range(1, 1_000_000))
     return ConsoleService(

@@ -49,8 +49,10 @@ def _message_param(message: Message) -> ChatCompletionMessageParam:
 
 
 def format_body(request: LLMRequest, mode: FormatMode) -> dict[str, Any] | None:
-    """The ``response_format`` to send, as extra body (``json_object`` carries a schema key
-    the client's types do not know)."""
+    """The ``response_format`` to send, as extra body.
+
+    Extra body because ``json_object`` carries a schema key the client's types do not know.
+    """
     schema = request.json_schema
     if schema is None or mode == "text":
         return None
