@@ -724,3 +724,45 @@ def test_the_supervisor_kills_the_run_when_the_lifeline_closes(marker: str, when
     assert report["orphaned"] is True
     assert report["wall_timeout"] is False
     assert running_with(marker) == []
+
+
+FROM_TMP = """
+import asyncio, sys
+from pathlib import Path
+from orchestrator.execution.sandbox import Sandbox, SandboxLimits
+
+sandbox = Sandbox(SandboxLimits(wall_timeout_s=60, cpu_s=30))
+command = [sys.executable, "-c", "import sys; print(sys.prefix)"]
+result = asyncio.run(sandbox.run(Path(sys.argv[1]), command))
+print("EXIT", result.exit_code, "PRIVATE", "private_tmp" in result.isolation)
+print("OUT", result.stdout.strip())
+print("ERR", result.stderr.strip()[-300:])
+"""
+
+
+def test_an_orchestrator_installed_under_tmp_still_runs_code_in_its_sandbox(
+    tmp_path: Path, workspace: Path
+) -> None:
+    """With the orchestrator's virtualenv under /tmp (a CI checkout), the private /tmp keeps it."""
+    venv = Path(tempfile.mkdtemp(prefix="orch-venv-", dir="/tmp"))
+    venv.chmod(0o755)  # as a checkout is: readable by the sandbox's unprivileged user
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        site = [p for p in sys.path if p.endswith("site-packages")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *site])}
+        out = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", FROM_TMP, str(workspace)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+        if lines.get("EXIT", "").endswith("PRIVATE False"):
+            pytest.skip("no mount namespace here: /tmp is not made private")
+        assert lines["EXIT"] == "0 PRIVATE True", out.stdout
+        assert lines["OUT"] == str(venv.resolve()), out.stdout
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)

@@ -50,6 +50,8 @@ from state.errors import SandboxError
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 """The supervisor program, run by path with ``python -I -S``."""
 
+# Where the interpreter and its packages live, resolved once (they never move while we run).
+INTERPRETER_PREFIXES = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
 PRIVATE_DIRS = ("/tmp", "/dev/shm")  # noqa: S108 -- these are the shared places we cover
 """World-writable places each run gets an empty private copy of (with a mount namespace)."""
 
@@ -113,6 +115,8 @@ async def _run(limits: SandboxLimits, launch: Launch, slots: dict[str, BinaryIO]
         "wall_timeout_s": limits.wall_timeout_s,
         "private_dirs": list(PRIVATE_DIRS) if private else [],
         "run_root": str(layout.root),
+        # The interpreter may live under a covered directory (a checkout under /tmp).
+        "keep_read_only": INTERPRETER_PREFIXES,
         "tmpfs_mb": max(16, limits.max_file_mb),
     }
     command = [

@@ -170,35 +170,47 @@ def _mount(
 
 
 def _private_dirs(config: dict[str, object]) -> list[str]:
-    """Cover /tmp and /dev/shm with fresh tmpfs mounts, keeping the run's own directory.
+    """Cover /tmp and /dev/shm with fresh tmpfs mounts, keeping what the run needs there.
+
+    Kept (bind-mounted back): the run's own directory, writable, and the interpreter's
+    prefixes, read-only, when they lie under a covered directory (a checkout and its
+    virtualenv under /tmp, as a CI job may have them).
 
     Returns:
         Notes on what could not be made private (the run goes on without it).
     """
     private = config.get("private_dirs")
     root = str(config.get("run_root", ""))
+    read_only = config.get("keep_read_only")
     size_mb = int(str(config.get("tmpfs_mb", 64)))
     notes: list[str] = []
     if not isinstance(private, list):
         return notes
+    wanted = [(root, False)] if root else []
+    if isinstance(read_only, list):
+        wanted += [(str(p), True) for p in read_only]
     for entry in private:
         mountpoint = str(entry)
         if not os.path.isdir(mountpoint):
             continue
-        keep = root if root.startswith(mountpoint.rstrip("/") + "/") else None
-        fd = os.open(keep, os.O_PATH | os.O_DIRECTORY) if keep else None
+        inside = mountpoint.rstrip("/") + "/"
+        keeps = [
+            (p, ro, os.open(p, os.O_PATH | os.O_DIRECTORY))
+            for p, ro in wanted
+            if p.startswith(inside) and os.path.isdir(p)
+        ]
         try:
-            note = _cover(mountpoint, keep, fd, size_mb)
+            note = _cover(mountpoint, keeps, size_mb)
         finally:
-            if fd is not None:
+            for _, _, fd in keeps:
                 os.close(fd)
         if note:
             notes.append(note)
     return notes
 
 
-def _cover(mountpoint: str, keep: str | None, fd: int | None, size_mb: int) -> str:
-    """Mount an empty tmpfs on ``mountpoint``, binding ``keep`` (open as ``fd``) back into it.
+def _cover(mountpoint: str, keeps: list[tuple[str, bool, int]], size_mb: int) -> str:
+    """Mount an empty tmpfs on ``mountpoint`` and bind each kept path (open as its fd) back.
 
     Returns:
         A note when the mount point stays shared with the host, else an empty string.
@@ -207,13 +219,14 @@ def _cover(mountpoint: str, keep: str | None, fd: int | None, size_mb: int) -> s
         _mount("tmpfs", mountpoint, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=1777,size={size_mb}m")
     except OSError as exc:
         return f"{mountpoint} is shared with the host: {exc}"
-    if keep is None or fd is None:
-        return ""
     try:
-        os.makedirs(keep, 0o755, exist_ok=True)
-        _mount(f"/proc/self/fd/{fd}", keep, None, _MS_BIND | _MS_REC, None)
+        for path, read_only, fd in keeps:
+            os.makedirs(path, 0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC, None)
+            if read_only:
+                _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY, None)
     except OSError as exc:
-        _umount(mountpoint)  # the run's copy must stay reachable: give the shared one back
+        _umount(mountpoint)  # what the run needs must stay reachable: give the shared one back
         return f"{mountpoint} is shared with the host: {exc}"
     return ""
 
