@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from orchestrator.composition import EMBEDDED_CONTEXT_TOKENS
 from orchestrator.llm.local_server import LocalModelServer
@@ -48,6 +49,19 @@ def _loopback_only() -> Iterator[None]:
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _structlog_restored() -> Iterator[None]:
+    """Every test starts with the session's structlog setup.
+
+    The CLI's entry points configure structlog for their own stream and level; a test that
+    invokes one would otherwise leave a level filter behind that hides later tests' events
+    from ``capture_logs``.
+    """
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(autouse=True)
