@@ -39,7 +39,7 @@ from state.clock import Clock, SystemClock
 from state.config import LLMSettings
 from state.errors import ConfigError
 from state.memory_store import MemoryStore
-from state.postgres_store import PostgresStore
+from state.postgres_store.store import PostgresStore
 from state.sqlite_store import (
     DATA_DIR_ENV,
     DB_FILENAME,

@@ -21,7 +21,8 @@ from orchestrator import composition
 from orchestrator.running.updates import new_workflow
 from state.config import WorkflowConfig
 from state.errors import ConfigError, StoreCorruptError, StoreError, StoreVersionError
-from state.postgres_store import MIGRATIONS, STORE_SCHEMA_VERSION, PostgresStore
+from state.postgres_store.schema import MIGRATIONS, STORE_SCHEMA_VERSION
+from state.postgres_store.store import PostgresStore
 
 from support.postgres import PostgresServer
 

@@ -12,11 +12,9 @@ transaction under an advisory lock, so workers starting together migrate once; a
 written by a newer schema is refused and left as it is.
 
 Modules: ``connection`` (the pool, where the database is, psycopg errors in our words),
-``schema`` (tables and migrations), ``rows`` (the SQL of every table) and ``store`` (the
-class). Code outside the store builds one through ``orchestrator.composition.open_store``.
+``schema`` (tables and migrations, ``MIGRATIONS``), ``rows`` (the SQL of every table) and
+``store`` (``PostgresStore``). Code outside the store builds one through
+``orchestrator.composition.open_store``.
 """
 
-from state.postgres_store.schema import MIGRATIONS, STORE_SCHEMA_VERSION, Migration
-from state.postgres_store.store import PostgresStore
-
-__all__ = ["MIGRATIONS", "STORE_SCHEMA_VERSION", "Migration", "PostgresStore"]
+__all__ = ["connection", "rows", "schema", "store"]
