@@ -1,7 +1,9 @@
 """A throwaway PostgreSQL server for the test session, from Debian's ``postgresql`` package.
 
 ``PostgresServer.start`` runs ``initdb`` in a temporary directory and starts the server on a
-Unix socket in it (no TCP port at all), with fsync off since the data dies with the session.
+Unix socket in it (no TCP port at all), with fsync off since the data dies with the session
+(``durable=True`` keeps PostgreSQL's own defaults, fsync and synchronous commit, for the
+benchmarks).
 PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
 ``postgres`` system user the package creates (or ``nobody``), owning the directory.
 ``new_database`` hands out a fresh, empty database per test; ``stop`` ends the server and
@@ -57,7 +59,8 @@ def _server_user() -> pwd.struct_passwd | None:
 class PostgresServer:
     """One PostgreSQL server in a temporary directory, reached on a Unix socket there."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         bindir = find_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed")
@@ -89,9 +92,10 @@ class PostgresServer:
         )  # fmt: skip
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.root}' "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
             "-w", "-t", "60", "start",
