@@ -17,8 +17,12 @@ decision; at a gate the answer committed; at the end ``release_lease``), against
   next step, which is what our runner promises).
 
 Each in a fresh database or directory, in one process, best of ``--repeat``, interleaved.
+With ``--synchronous-commit off`` the started server's commits stop waiting for their WAL
+flush (a crash of the server may lose the last fraction of a second of commits, never
+corrupt them), which shows what each engine costs besides the disk's flush.
 
     python -m bench.postgres [--workflows 100] [--repeat 3] [--url postgresql://...]
+                             [--synchronous-commit off]
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from support.postgres import PostgresServer, unavailable_reason
 
 
 @contextmanager
-def databases(url: str | None) -> Iterator[Callable[[], str]]:
+def databases(url: str | None, synchronous_commit: str) -> Iterator[Callable[[], str]]:
     """A maker of fresh database URLs: on ``url``'s server, or on a server started here."""
     if url is not None:
         admin = url
@@ -69,6 +73,9 @@ def databases(url: str | None) -> Iterator[Callable[[], str]]:
     server = PostgresServer(durable=True)
     try:
         server.start()
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET synchronous_commit = {synchronous_commit}")  # type: ignore[arg-type]
+            conn.execute("SELECT pg_reload_conf()")
         yield server.new_database
     finally:
         server.stop()
@@ -116,6 +123,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs for each engine")
     ap.add_argument("--url", help="an existing server's database to make databases on")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    ap.add_argument(
+        "--synchronous-commit",
+        choices=("on", "off"),
+        default="on",
+        help="the started server's synchronous_commit (on: each commit waits for its flush)",
+    )
     args = ap.parse_args()
     configure_logging("console", level="ERROR")
     peers = load_peers()
@@ -130,7 +143,7 @@ def main() -> None:
     samples: dict[str, list[Sample]] = {k: [] for k in names}
     settings = ""
     load_before = os.getloadavg()[0]
-    with databases(args.url) as fresh:
+    with databases(args.url, args.synchronous_commit) as fresh:
         for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits all alike
             sample, settings = bench_postgres_store(peers, n, fresh())
             samples["pg"].append(sample)
