@@ -54,8 +54,8 @@ def _loopback_only() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _no_llm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never inherit a real key or endpoint from the developer's shell."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
+    """Tests never inherit a real key, endpoint or store URL from the developer's shell."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "ORCHESTRATOR_STORE"):
         monkeypatch.delenv(name, raising=False)
 
 

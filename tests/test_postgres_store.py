@@ -8,6 +8,7 @@ store has in this form.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from state.errors import ConfigError, StoreCorruptError, StoreError, StoreVersio
 from state.postgres_store.schema import MIGRATIONS, STORE_SCHEMA_VERSION
 from state.postgres_store.store import PostgresStore
 
-from support.postgres import PostgresServer
+from support.postgres import BIN_ENV, PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -222,3 +223,35 @@ def test_processes_commit_concurrently_without_losing_a_seq(postgres_url: str) -
         assert store.load("wf-1").version == 1 + n * procs
         pids = {getattr(e.content, "data", {}).get("pid") for e in store.ledger("wf-1")}
         assert pids == {"0", "1", "2"}
+
+
+def test_the_tier_skips_with_a_one_line_reason_where_postgresql_is_missing(
+    tmp_path: Path,
+) -> None:
+    """Without initdb/pg_ctl the PostgreSQL cases skip, saying why; the run still passes."""
+    env = {**os.environ, BIN_ENV: str(tmp_path), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_postgres_store.py",
+            "-k",
+            "a_postgresql_url_opens",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 skipped" in done.stdout
+    reasons = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(reasons) == 1
+    assert "PostgreSQL tier skipped: PostgreSQL is not installed" in reasons[0]

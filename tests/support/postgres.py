@@ -25,8 +25,19 @@ from pathlib import Path
 SUPERUSER = "postgres"
 
 
+BIN_ENV = "ORCHESTRATOR_TEST_PG_BIN"
+"""Names the directory of ``initdb`` and ``pg_ctl`` instead of the Debian location."""
+
+
 def find_bin() -> Path | None:
-    """The newest ``/usr/lib/postgresql/*/bin`` with ``initdb`` and ``pg_ctl``, or None."""
+    """The newest ``/usr/lib/postgresql/*/bin`` with ``initdb`` and ``pg_ctl``, or None.
+
+    ``$ORCHESTRATOR_TEST_PG_BIN``, when set, is the only place looked at (another build of
+    PostgreSQL, or a directory without it to see the tier skip).
+    """
+    if os.environ.get(BIN_ENV):
+        given = Path(os.environ[BIN_ENV])
+        return given if (given / "initdb").is_file() and (given / "pg_ctl").is_file() else None
     found = [
         Path(d)
         for d in glob.glob("/usr/lib/postgresql/*/bin")
