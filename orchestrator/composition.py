@@ -39,6 +39,7 @@ from state.clock import Clock, SystemClock
 from state.config import LLMSettings
 from state.errors import ConfigError
 from state.memory_store import MemoryStore
+from state.postgres_store.connection import STORE_ENV
 from state.postgres_store.store import PostgresStore
 from state.sqlite_store import (
     DATA_DIR_ENV,
@@ -60,8 +61,8 @@ _COMPACT = {"tokens": 1024, "context_chars": 8_000}
 STORE_SCHEMES = ("sqlite", "memory", "postgresql", "postgres")
 """The URL schemes ``open_store`` knows, besides a plain directory."""
 
-STORE_ENV = "ORCHESTRATOR_STORE"
-"""The store URL ``open_store`` uses when it is given nothing and no data directory is set."""
+# STORE_ENV (ORCHESTRATOR_STORE): the store URL ``open_store`` uses when it is given nothing
+# and no data directory is set; defined beside the store whose messages name it.
 
 
 def open_store(

@@ -12,6 +12,7 @@ import click
 from orchestrator import composition
 from state.config import Coordinator
 from state.errors import ConfigError
+from state.postgres_store.connection import STORE_ENV
 from state.sqlite_store import default_data_dir
 from state.store import Store
 
@@ -41,7 +42,7 @@ def data_dir_option(fn: F) -> F:
         expose_value=False,
         callback=_remember_store,
         help="the store instead of --data-dir: postgresql://USER:PASSWORD@HOST:PORT/DB, "
-        f"sqlite:///PATH or memory:// [env: {composition.STORE_ENV}, used when no "
+        f"sqlite:///PATH or memory:// [env: {STORE_ENV}, used when no "
         "data directory is set]",
     )(fn)
     return click.option(
@@ -100,7 +101,7 @@ def open_store(data_dir: Path | None) -> Store:
                 f"both --store and --data-dir ({data_dir}) name a store; give one of them"
             )
         return composition.open_store(str(url))
-    if data_dir is None and os.environ.get(composition.STORE_ENV):
+    if data_dir is None and os.environ.get(STORE_ENV):
         return composition.open_store()
     folder = resolve_data_dir(data_dir)
     if folder.exists() and not folder.is_dir():

@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from state.errors import ConcurrencyError, StoreCorruptError, StoreError
 
 STORE_ENV = "ORCHESTRATOR_STORE"
+"""The environment variable naming the store by URL when no data directory is set."""
 
 
 def describe(url: str) -> str:
