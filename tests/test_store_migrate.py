@@ -8,6 +8,8 @@ which the in-process CLI runner shares with the test through its name.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ from state.store import DecisionEntry, EventEntry, StepResultEntry, Store
 from state.store_copy import copy_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[1]
 
 
 class StepClock:
@@ -162,3 +165,27 @@ def test_store_option_and_env_pick_the_store_for_every_command(
     both = _invoke("list", "--store", postgres_url, "--data-dir", str(empty))
     assert both.exit_code == 2
     assert "both --store and --data-dir" in both.output
+
+
+def test_an_unreachable_store_is_one_line_on_stderr(tmp_path: Path) -> None:
+    """A --store URL with no server behind it fails at once with one line, no pool chatter."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "list",
+            "--store",
+            f"postgresql://postgres@/orch?host={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot connect to the PostgreSQL database orch" in lines[0]
+    assert "No such file or directory" in lines[0]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 import psycopg.errors
 from psycopg import conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from state.errors import ConcurrencyError, StoreCorruptError, StoreError
+
+# The pool logs each failed connection attempt; with no handler configured Python would
+# print those to stderr, and the library never prints: the error we raise says it once.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 STORE_ENV = "ORCHESTRATOR_STORE"
 """The environment variable naming the store by URL when no data directory is set."""
@@ -47,8 +53,19 @@ def open_pool(url: str, *, max_size: int, connect_timeout_s: float) -> Connectio
     (a restart, an idle timeout) is replaced instead of failing the next call.
 
     Raises:
-        StoreError: no connection could be made within ``connect_timeout_s``.
+        StoreError: no connection could be made within ``connect_timeout_s``, naming
+            the server's or libpq's reason.
     """
+    # One direct attempt first: it fails at once with libpq's reason (no server, a wrong
+    # password, no such database), where the pool would retry quietly until its timeout.
+    try:
+        psycopg.connect(url, connect_timeout=max(2, round(connect_timeout_s))).close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())
+        raise StoreError(
+            f"cannot connect to the {describe(url)}: {reason}; check that the server runs "
+            f"and the URL (--store or {STORE_ENV}) is right"
+        ) from exc
     pool = ConnectionPool(
         url,
         min_size=1,
