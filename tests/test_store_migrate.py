@@ -3,7 +3,9 @@
 The source is a real SQLite store filled the way the runner fills one (every ledger kind,
 several commits at different times, artifacts recorded twice); the targets are the
 session's PostgreSQL server (skipped, saying why, without one) and the in-memory store,
-which the in-process CLI runner shares with the test through its name.
+which the in-process CLI runner shares with the test through its name. The last tests pin
+how ``--store`` and ``ORCHESTRATOR_STORE`` choose the store for every command, down to a
+whole run, answer and resume on PostgreSQL against the loopback fake LLM.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator import composition
@@ -28,6 +31,9 @@ from state.errors import ConcurrencyError
 from state.reports import PlanDraft
 from state.store import DecisionEntry, EventEntry, StepResultEntry, Store
 from state.store_copy import copy_store
+
+from support.fake_openai import FakeOpenAIServer
+from support.world import GOOD_PLAN, World
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[1]
@@ -189,3 +195,42 @@ def test_an_unreachable_store_is_one_line_on_stderr(tmp_path: Path) -> None:
     assert len(lines) == 1, done.stderr
     assert "cannot connect to the PostgreSQL database orch" in lines[0]
     assert "No such file or directory" in lines[0]
+
+
+def test_a_workflow_runs_is_answered_and_resumes_on_postgres(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """run, approve and resume work on ORCHESTRATOR_STORE's PostgreSQL store, as on SQLite."""
+    world = World(plan_reports=[GOOD_PLAN])
+    saved = structlog.get_config()  # the CLI configures structlog for its own stream
+    try:
+        with FakeOpenAIServer(responder=world.http_responder) as server:
+            env = {
+                "OPENAI_BASE_URL": server.base_url,
+                "OPENAI_API_KEY": "sk-test",
+                "OPENAI_MODEL": "fake-model",
+                "ORCHESTRATOR_STORE": postgres_url,
+                "ORCHESTRATOR_DATA_DIR": "",
+                "XDG_DATA_HOME": str(tmp_path),  # workspaces go under the default data dir
+            }
+            ran = _invoke(
+                "run", "--requirements", "fill missing values", "--id", "wf-pg",
+                "--coordinator", "programmatic", "--no-input", "--quiet", env=env,
+            )  # fmt: skip
+            assert ran.exit_code == 0, ran.output
+            assert "wf-pg waits at the plan gate" in ran.output
+            approved = _invoke("approve", "wf-pg", "--gate", "plan", "--as", "fatima", env=env)
+            assert approved.exit_code == 0, approved.output
+            resumed = _invoke("resume", "wf-pg", "--no-input", "--quiet", env=env)
+            assert resumed.exit_code == 0, resumed.output
+            assert "waits at the final gate" in resumed.output
+    finally:
+        structlog.configure(**saved)
+    with composition.open_store(postgres_url) as store:
+        stored = store.load("wf-pg")
+        assert stored.state.waiting_gate is not None
+        assert stored.state.waiting_gate.value == "final"
+        kinds = [e.kind.value for e in store.ledger("wf-pg")]
+        assert "human_answer" in kinds and kinds.count("decision") == len(stored.state.decisions)
+        assert store.lease("wf-pg") is None  # released when the run stopped at the gate
+    assert not (tmp_path / "hybrid-orchestrator" / "orchestrator.db").exists()
