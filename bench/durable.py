@@ -64,7 +64,7 @@ from state.decision import DecisionRecord
 from state.reports import CodeChange, PlanDraft
 from state.sqlite_store import DB_FILENAME, Durability, SQLiteStore
 from state.steps import Step, WorkflowStatus
-from state.store import DecisionEntry, EventEntry, HumanAnswerEntry, StepResultEntry
+from state.store import DecisionEntry, EventEntry, HumanAnswerEntry, StepResultEntry, Store
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
 
 LEASE_TTL_S = 300.0
@@ -77,7 +77,7 @@ CODE = CodeChange(files=("prep.py",), summary="stub")
 
 
 def make_durable_runner(
-    peers: ModuleType, store: SQLiteStore, owner: str, *, coalesce: bool = False
+    peers: ModuleType, store: Store, owner: str, *, coalesce: bool = False
 ) -> Callable[[int], WorkflowState]:
     """A function that drives workflow ``i`` through the trace, committing as a runner does.
 

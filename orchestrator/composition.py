@@ -1,7 +1,9 @@
 """The composition root: the one place that wires real components together.
 
 Which store: ``open_store`` takes a data directory or a URL (``sqlite:///PATH``,
-``memory://``); nothing else names a backend class.
+``memory://``, ``postgresql://...``); with neither, ``ORCHESTRATOR_DATA_DIR`` and then
+``ORCHESTRATOR_STORE`` (a URL) decide, and the SQLite file in the default data directory is
+the zero-setup default. Nothing else names a backend class.
 
 Which LLM: flags first, then the workflow config, then ``OPENAI_BASE_URL`` /
 ``OPENAI_API_KEY`` / ``OPENAI_MODEL``. With none of them set, the embedded default starts:
@@ -37,7 +39,15 @@ from state.clock import Clock, SystemClock
 from state.config import LLMSettings
 from state.errors import ConfigError
 from state.memory_store import MemoryStore
-from state.sqlite_store import DB_FILENAME, Durability, SQLiteStore, default_data_dir
+from state.postgres_store.connection import STORE_ENV
+from state.postgres_store.store import PostgresStore
+from state.sqlite_store import (
+    DATA_DIR_ENV,
+    DB_FILENAME,
+    Durability,
+    SQLiteStore,
+    default_data_dir,
+)
 from state.store import Store
 
 log = structlog.get_logger(__name__)
@@ -48,8 +58,11 @@ EMBEDDED_CONTEXT_TOKENS = 8192
 _COMPACT = {"tokens": 1024, "context_chars": 8_000}
 
 
-STORE_SCHEMES = ("sqlite", "memory")
+STORE_SCHEMES = ("sqlite", "memory", "postgresql", "postgres")
 """The URL schemes ``open_store`` knows, besides a plain directory."""
+
+# STORE_ENV (ORCHESTRATOR_STORE): the store URL ``open_store`` uses when it is given nothing
+# and no data directory is set; defined beside the store whose messages name it.
 
 
 def open_store(
@@ -59,6 +72,7 @@ def open_store(
     durability: Durability = "normal",
     busy_timeout_s: float = 10.0,
     read_only: bool | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Store:
     """The store at ``url_or_dir``, opened.
 
@@ -67,20 +81,26 @@ def open_store(
             ``sqlite:///PATH`` for the same with PATH absolute (a PATH ending in
             ``orchestrator.db`` names the file, so its directory is used); ``memory://``
             for a new, empty in-memory store; ``memory://NAME`` for this process's
-            in-memory store called NAME (made on first use, shared by every handle). None
-            means ``default_data_dir()``.
+            in-memory store called NAME (made on first use, shared by every handle);
+            ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` (or ``postgres://``) for a
+            PostgreSQL database. None means ``$ORCHESTRATOR_DATA_DIR`` when set, else the URL
+            in ``$ORCHESTRATOR_STORE`` when set, else ``default_data_dir()``.
         clock: the store's clock (default: the system clock).
         durability: the SQLite store's ``"normal"`` or ``"full"``.
         busy_timeout_s: how long the SQLite store waits for another process's write.
         read_only: the SQLite store's read-only switch (None: when it cannot be written).
+        environ: the environment to read (default: ``os.environ``).
 
     Raises:
         ConfigError: an unknown URL scheme (the message names the supported ones).
-        StoreError: the store cannot be opened (see ``SQLiteStore``).
+        StoreError: the store cannot be opened (see ``SQLiteStore``, ``PostgresStore``).
     """
+    env = os.environ if environ is None else environ
+    if url_or_dir is None and not env.get(DATA_DIR_ENV) and env.get(STORE_ENV):
+        url_or_dir = env[STORE_ENV]
     if url_or_dir is None:
         return SQLiteStore(
-            default_data_dir(), durability=durability, clock=clock, read_only=read_only
+            default_data_dir(env), durability=durability, clock=clock, read_only=read_only
         )
     if isinstance(url_or_dir, Path) or "://" not in url_or_dir:
         return SQLiteStore(
@@ -109,10 +129,13 @@ def open_store(
                 read_only=read_only,
                 busy_timeout_s=busy_timeout_s,
             )
+        case "postgresql" | "postgres":
+            return PostgresStore(url_or_dir, clock=clock)
         case _:
             raise ConfigError(
                 f"unknown store URL scheme {scheme!r} in {url_or_dir!r}; use a data "
-                "directory, sqlite:///ABSOLUTE/PATH or memory:// (supported schemes: "
+                "directory, sqlite:///ABSOLUTE/PATH, memory:// or postgresql://... "
+                "(supported schemes: "
                 f"{', '.join(STORE_SCHEMES)})"
             )
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
-from typing import assert_never
+from typing import Any, assert_never
 
 from pydantic import ValidationError
 
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord
 from state.errors import StoreCorruptError, StoreError, StoreVersionError
+from state.steps import Gate, MachineState, Step, WorkflowStatus
 from state.store import (
     DecisionEntry,
     EventEntry,
@@ -28,6 +29,7 @@ from state.store import (
     LedgerKind,
     SnapshotEncoder,
     StepResultEntry,
+    WorkflowSummary,
 )
 from state.validation import describe_validation_error
 from state.workflow import SCHEMA_VERSION, HumanAnswer, StepRecord, StepStatus, WorkflowState
@@ -92,6 +94,48 @@ def ttl(workflow_id: str, ttl_s: float) -> timedelta:
             f"{ttl_s!r} seconds"
         )
     return timedelta(seconds=ttl_s)
+
+
+def summary_values(state: WorkflowState, now: datetime) -> tuple[object, ...]:
+    """A workflow's listing columns, in table order.
+
+    Status, phase, machine_state, current_step, waiting_gate, updated_at.
+    """
+    gate = state.waiting_gate
+    return (
+        state.status.value,
+        state.phase,
+        state.machine_state.value,
+        int(state.current_step) if state.current_step is not None else None,
+        gate.value if gate is not None else None,
+        ts(state.updated_at or now),
+    )
+
+
+def summary_of(row: tuple[Any, ...]) -> WorkflowSummary:
+    """A listing row as a ``WorkflowSummary``.
+
+    The row: id, status, phase, machine_state, current_step, waiting_gate, version,
+    created_at, updated_at.
+
+    Raises:
+        Damaged: a column holds a value no state has.
+    """
+    wid, status, phase, machine_state, step, gate, version, created, updated = row
+    try:
+        return WorkflowSummary(
+            workflow_id=wid,
+            status=WorkflowStatus(status),
+            phase=int(phase),
+            machine_state=MachineState(machine_state),
+            current_step=Step(step) if step is not None else None,
+            waiting_gate=Gate(gate) if gate is not None else None,
+            version=int(version),
+            created_at=parse_time(wid, "the created_at column", created),
+            updated_at=parse_time(wid, "the updated_at column", updated),
+        )
+    except (TypeError, ValueError) as exc:
+        raise Damaged(wid, "its summary row", str(exc)) from exc
 
 
 def check_commit_target(workflow_id: str, state: WorkflowState) -> None:

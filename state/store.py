@@ -11,7 +11,8 @@ A store keeps, per workflow:
 
 Nothing here assumes one process: ids, owners and versions are plain values and leases
 expire, so a server database and workers on several machines can implement the same
-protocol. ``SQLiteStore`` (``state.sqlite_store``) is the embedded default and
+protocol. ``SQLiteStore`` (``state.sqlite_store``) is the embedded default,
+``PostgresStore`` (``state.postgres_store``) a database shared by hosts, and
 ``MemoryStore`` (``state.memory_store``) keeps everything in this process; the composition
 root (``orchestrator.composition.open_store``) picks one from a directory or a URL.
 

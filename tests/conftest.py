@@ -1,4 +1,4 @@
-"""Suite-wide guards: no network beyond loopback, no real API keys, no stray LLM."""
+"""Suite-wide guards (no network beyond loopback, no real API keys, no stray LLM) and servers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import structlog
 
 from orchestrator.composition import EMBEDDED_CONTEXT_TOKENS
 from orchestrator.llm.local_server import LocalModelServer
+
+from support.postgres import PostgresServer, unavailable_reason
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -66,8 +68,8 @@ def _structlog_restored() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _no_llm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never inherit a real key or endpoint from the developer's shell."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
+    """Tests never inherit a real key, endpoint or store URL from the developer's shell."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "ORCHESTRATOR_STORE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -80,3 +82,23 @@ def local_llm() -> Iterator[Any]:
     """
     with LocalModelServer(n_ctx=EMBEDDED_CONTEXT_TOKENS) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session, on a Unix socket in a temp dir; skips without one."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"PostgreSQL tier skipped: {reason}")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

@@ -1,9 +1,11 @@
 """The contract every ``Store`` backend keeps, run against each backend in ``BACKENDS``.
 
-A new backend plugs in with one entry in ``BACKENDS``: a function that, given a fresh
-temporary directory and the test clock, returns a factory opening handles on one fresh,
-empty store (every call a new handle, as another process would open it), through the
-composition root's ``open_store`` like every other caller. The tests at the end of the file
+A new backend plugs in with one entry in ``BACKENDS``: a function that, given the test's
+request (for fixtures such as the session's PostgreSQL server), a fresh temporary directory
+and the test clock, returns a factory opening handles on one fresh, empty store (every call
+a new handle, as another process would open it), through the composition root's
+``open_store`` like every other caller. The PostgreSQL cases skip, saying why, where no
+server can be started. The tests at the end of the file
 pin what is particular to SQLite (data directory, pragmas, real processes): each says why
 it cannot run on the in-memory store.
 """
@@ -78,19 +80,32 @@ class ManualClock:
 StoreFactory = Callable[[], Store]
 
 
-def _sqlite_backend(tmp_path: Path, clock: ManualClock) -> StoreFactory:
+def _sqlite_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> StoreFactory:
     return lambda: composition.open_store(tmp_path / "data", clock=clock)
 
 
-def _memory_backend(tmp_path: Path, clock: ManualClock) -> StoreFactory:
+def _memory_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> StoreFactory:
     # A name of its own per test, so that every handle of this test shares one store.
     name = f"contract-{tmp_path.name}-{uuid.uuid4().hex}"
     return lambda: composition.open_store(f"memory://{name}", clock=clock)
 
 
-BACKENDS: dict[str, Callable[[Path, ManualClock], StoreFactory]] = {
+def _postgres_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> StoreFactory:
+    # A new database per test on the session's server (conftest), skipping without one.
+    url: str = request.getfixturevalue("postgres_url")
+    return lambda: composition.open_store(url, clock=clock)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path, ManualClock], StoreFactory]] = {
     "sqlite": _sqlite_backend,
     "memory": _memory_backend,
+    "postgres": _postgres_backend,
 }
 
 
@@ -103,7 +118,7 @@ def clock() -> ManualClock:
 def open_store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
 ) -> Iterator[StoreFactory]:
-    make = BACKENDS[request.param](tmp_path, clock)
+    make = BACKENDS[request.param](request, tmp_path, clock)
     opened: list[Store] = []
 
     def factory() -> Store:

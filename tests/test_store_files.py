@@ -112,7 +112,7 @@ def test_named_memory_stores_are_shared_by_their_handles() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["postgres://db/orch", "file:///tmp/x", "sqlite://relative/path"], ids=str
+    "url", ["mysql://db/orch", "file:///tmp/x", "sqlite://relative/path"], ids=str
 )
 def test_an_unknown_or_malformed_store_url_names_what_is_supported(url: str) -> None:
     """An unknown scheme (or a relative sqlite path) raises ConfigError saying what works."""
@@ -120,6 +120,7 @@ def test_an_unknown_or_malformed_store_url_names_what_is_supported(url: str) -> 
         open_store(url)
     if not url.startswith("sqlite"):
         assert "memory://" in str(err.value)
+        assert "postgresql://" in str(err.value)
         assert repr(url.partition("://")[0]) in str(err.value)
 
 

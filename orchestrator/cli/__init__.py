@@ -9,6 +9,7 @@ from orchestrator.cli.decide import decide
 from orchestrator.cli.inspection import export, inspect, list_, state_, status
 from orchestrator.cli.running import resume, run
 from orchestrator.cli.serve import serve
+from orchestrator.cli.store import store_group
 
 __all__ = [
     "COMMANDS",
@@ -26,6 +27,7 @@ __all__ = [
     "printable",
     "running",
     "serve",
+    "store",
 ]
 
 COMMANDS = (
@@ -44,6 +46,7 @@ COMMANDS = (
     export,
     state_,
     serve,
+    store_group,
 )
 
 for _command in COMMANDS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,14 +12,39 @@ import click
 from orchestrator import composition
 from state.config import Coordinator
 from state.errors import ConfigError
+from state.postgres_store.connection import STORE_ENV
 from state.sqlite_store import default_data_dir
 from state.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_STORE_URL = "orchestrator.store_url"
+"""Where ``--store`` leaves its URL in the click context, for ``open_store`` to find."""
+
+
+def _remember_store(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[_STORE_URL] = value
+
+
 def data_dir_option(fn: F) -> F:
-    """``--data-dir`` (or ORCHESTRATOR_DATA_DIR): where the workflow database lives."""
+    """``--data-dir`` (or ORCHESTRATOR_DATA_DIR) and ``--store URL`` (or ORCHESTRATOR_STORE).
+
+    ``--store`` is not passed to the command: ``open_store`` reads it from the click
+    context, so every command that takes a data directory takes a store URL too, and their
+    functions stay as they are.
+    """
+    fn = click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        expose_value=False,
+        callback=_remember_store,
+        help="the store instead of --data-dir: postgresql://USER:PASSWORD@HOST:PORT/DB, "
+        f"sqlite:///PATH or memory:// [env: {STORE_ENV}, used when no "
+        "data directory is set]",
+    )(fn)
     return click.option(
         "--data-dir",
         # Checked by open_store, which says so in one line (click would print a usage screen).
@@ -52,16 +78,31 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
 
 
 def open_store(data_dir: Path | None) -> Store:
-    """The store under ``data_dir`` (or the default data directory).
+    """The store ``--store`` names, else the one under ``data_dir``, else the default one.
 
     Every command opens its store here, through the composition root, so how the store is
-    built changes in one place. A directory that cannot be written is opened read-only:
-    list, status, inspect and export still work there, and writing commands fail with a
-    message saying why.
+    built changes in one place. Without ``--store`` or ``--data-dir`` (or
+    ORCHESTRATOR_DATA_DIR), ORCHESTRATOR_STORE names the store when set, and otherwise the
+    SQLite file in the default data directory is used. A directory that cannot be written
+    is opened read-only: list, status, inspect and export still work there, and writing
+    commands fail with a message saying why.
 
     Raises:
-        ConfigError: the data directory is a file; nothing is created.
+        ConfigError: ``--store`` and ``--data-dir`` both given, an unknown store URL, or a
+            data directory that is a file; nothing is created.
+        StoreError: the store cannot be opened.
     """
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(_STORE_URL) if ctx is not None else None
+    if url is not None:
+        given = ctx.get_parameter_source("data_dir") if ctx is not None else None
+        if given is click.core.ParameterSource.COMMANDLINE:
+            raise ConfigError(
+                f"both --store and --data-dir ({data_dir}) name a store; give one of them"
+            )
+        return composition.open_store(str(url))
+    if data_dir is None and os.environ.get(STORE_ENV):
+        return composition.open_store()
     folder = resolve_data_dir(data_dir)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(

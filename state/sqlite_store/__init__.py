@@ -13,8 +13,8 @@ the file as it was. Migrations (``MIGRATIONS``, one function per schema version)
 all in one transaction.
 
 Modules: ``connection`` (where the file lives, its permissions, opening it read-write or
-read-only, sqlite3 errors in our words), ``schema`` (tables and migrations), ``codec`` (the
-listing columns), ``leases``, ``artifacts`` and ``store`` (the class). Code outside the
+read-only, sqlite3 errors in our words), ``schema`` (tables and migrations), ``workflows``,
+``leases``, ``artifacts`` and ``store`` (the class). Code outside the
 store builds one through ``orchestrator.composition.open_store``.
 """
 
@@ -41,7 +41,6 @@ __all__ = [
     "Migration",
     "SQLiteStore",
     "artifacts",
-    "codec",
     "connection",
     "default_data_dir",
     "leases",

@@ -24,6 +24,8 @@ from state.codec import (
     decode_entry,
     decode_state,
     encode_entry,
+    summary_of,
+    summary_values,
     ts,
     ttl,
 )
@@ -38,7 +40,6 @@ from state.errors import (
 from state.sqlite_store import artifacts as artifact_rows
 from state.sqlite_store import leases as lease_rows
 from state.sqlite_store import workflows as workflow_rows
-from state.sqlite_store.codec import summary_of, summary_values
 from state.sqlite_store.connection import (
     DATA_DIR_ENV,
     DB_FILENAME,
