@@ -7,7 +7,7 @@ from orchestrator.cli.app import cli
 from orchestrator.cli.core import graph, schema
 from orchestrator.cli.decide import decide
 from orchestrator.cli.inspection import export, inspect, list_, state_, status
-from orchestrator.cli.record import decisions
+from orchestrator.cli.record import decisions, replay
 from orchestrator.cli.running import resume, run
 from orchestrator.cli.serve import serve
 
@@ -28,6 +28,7 @@ COMMANDS = (
     state_,
     serve,
     decisions,
+    replay,
 )
 
 for _command in COMMANDS:

@@ -12,12 +12,15 @@ before the store is read, and a bad one is one line on stderr with exit code 2.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,14 +32,27 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.inputs import check_workflow_id
+from orchestrator.cli.llm_access import UnreachableModel, enter_llm
 from orchestrator.cli.options import data_dir_option, open_store
 from orchestrator.cli.printable import printable
+from orchestrator.composition import resolve_target
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.classifier import SignalName
+from orchestrator.deciding.llm_decider import TEMPLATE as DECISION_TEMPLATE
+from orchestrator.deciding.llm_decider import LLMDecider
+from orchestrator.deciding.machine import WorkflowMachine
+from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.llm.cassette import Cassette
+from orchestrator.llm.protocol import ChatModel
+from orchestrator.running.replay import Replayer, ReplayReport
+from prompt_templates.loader import TemplateLoader
+from state.clock import SystemClock
+from state.config import Coordinator, WorkflowConfig, load_config
 from state.decision import DecisionRecord, DecisionSource, Route
-from state.errors import ConfigError
+from state.errors import ConfigError, LLMError
 from state.steps import MachineState
 from state.store import DecisionEntry, LedgerKind, Store
+from state.validation import read_utf8
 
 FORMATS = ("table", "json", "csv")
 COLUMNS = (
@@ -266,3 +282,164 @@ def decisions(
         rows = [decision_row(w, r) for w, r in matching_decisions(store, flt, workflows)]
     rows.sort(key=lambda r: (r["decided_at"], r["workflow_id"], r["seq"]))
     click.echo(render_rows(rows, fmt), nl=False)
+
+
+def _prompt_loader(stack: ExitStack, prompt_file: str | None) -> TemplateLoader:
+    """The templates with ``prompt_file`` as the decision prompt, checked now."""
+    if prompt_file is None:
+        return TemplateLoader()
+    text = read_utf8(Path(prompt_file), "prompt template", ConfigError)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="replay-prompt-")))
+    (folder / f"{DECISION_TEMPLATE}.md").write_text(text, encoding="utf-8")
+    loader = TemplateLoader(folder)
+    loader.load(DECISION_TEMPLATE)  # a broken template is refused before anything runs
+    return loader
+
+
+async def _replay_all(
+    store: Store,
+    ids: list[str],
+    config: WorkflowConfig | None,
+    coordinator: str | None,
+    live: bool,
+    target_flags: tuple[str | None, str | None],
+    templates: TemplateLoader,
+) -> list[ReplayReport]:
+    """Replay each workflow of ``ids``, with the cassette or with a live model."""
+    machine = WorkflowMachine()
+    rebuild = DecisionPipeline(machine, SystemClock())
+    reports: list[ReplayReport] = []
+    async with AsyncExitStack() as stack:
+        chat: ChatModel | None = None
+        for wid in ids:
+            stored = store.load(wid)
+            cfg = config or stored.config
+            if coordinator is not None:
+                cfg = cfg.model_copy(update={"coordinator": Coordinator(coordinator)})
+            cassette: Cassette | None = None
+            if live:
+                if chat is None:
+                    base_url, model = target_flags
+                    target = resolve_target(cfg.llm, base_url=base_url, model=model)
+                    try:
+                        chat = await enter_llm(stack, target, cfg.llm)
+                    except LLMError as exc:  # like a failing call: every LLM decision falls back
+                        chat = UnreachableModel(str(exc), target.model)
+                decider = LLMDecider(chat, machine, templates)
+                pipeline = DecisionPipeline(machine, SystemClock(), decider, script_model=chat)
+            else:
+                cassette = Cassette()
+                decider = LLMDecider(cassette, machine, templates)
+                pipeline = DecisionPipeline(machine, SystemClock(), decider)
+            replayer = Replayer(rebuild, pipeline, cassette)
+            reports.append(await replayer.replay(stored, store.ledger(wid), cfg))
+    return reports
+
+
+def _report_json(report: ReplayReport, cassette: bool) -> dict[str, Any]:
+    first = report.diverged_at
+    return {
+        "workflow_id": report.workflow_id,
+        "mode": "cassette" if cassette else "live",
+        "decisions": report.decisions,
+        "identical": report.identical,
+        "llm_requests": report.llm_requests,
+        "flips": [
+            {
+                "seq": f.seq,
+                "machine_state": f.machine_state,
+                "signals": list(f.signals),
+                "old_action": f.old_action,
+                "new_action": f.new_action,
+                "old_source": f.old_source,
+                "new_source": f.new_source,
+            }
+            for f in report.flips
+        ],
+        "diverged_at": first.seq if first is not None else None,
+    }
+
+
+def _report_text(report: ReplayReport, cassette: bool) -> str:
+    how = (
+        f"cassette: recorded LLM answers, {report.llm_requests} answered from the recording, "
+        "none sent"
+        if cassette
+        else f"live: {report.llm_requests} LLM request(s)"
+    )
+    lines = [
+        f"workflow {printable(report.workflow_id)}: {report.decisions} decisions replayed "
+        f"({how}); {report.identical} identical, {len(report.flips)} would flip"
+    ]
+    for f in report.flips:
+        signals = ",".join(f.signals) or "no signals"
+        lines.append(
+            f"  #{f.seq} {f.machine_state} [{printable(signals)}]: {f.old_action} "
+            f"({f.old_source}) -> {f.new_action} ({f.new_source})"
+        )
+    first = report.diverged_at
+    if first is not None:
+        lines.append(
+            f"  the path would first diverge at decision #{first.seq} ({first.machine_state}); "
+            "later decisions were replayed on the recorded path"
+        )
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("workflow_id", required=False)
+@click.option("--all", "everything", is_flag=True, help="replay every workflow in the store")
+@click.option(
+    "--coordinator",
+    type=click.Choice([c.value for c in Coordinator]),
+    help="decide again under this coordinator mode",
+)
+@click.option("--model", help="decide again with this model (a live replay)")
+@click.option("--base-url", help="decide again with the model at this endpoint (a live replay)")
+@click.option(
+    "--prompt", "prompt_file", metavar="FILE", help="a new orchestrator_decision template"
+)
+@click.option("--config", "config_file", metavar="FILE", help="decide again under this config")
+@click.option(
+    "--live", is_flag=True, help="ask the configured model even with nothing else changed"
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per workflow")
+@data_dir_option
+def replay(
+    workflow_id: str | None,
+    everything: bool,
+    coordinator: str | None,
+    model: str | None,
+    base_url: str | None,
+    prompt_file: str | None,
+    config_file: str | None,
+    live: bool,
+    as_json: bool,
+    data_dir: Path | None,
+) -> None:
+    """Re-decide a workflow's recorded decisions and say which would flip.
+
+    The state before each decision is rebuilt from the ledger and decided again. Without
+    --model, --base-url, --prompt or --live, the LLM's recorded answers are replayed (the
+    cassette): no model is asked, and with nothing changed every decision comes out as it
+    was recorded. --config and --coordinator change the rules or the mode; a state the
+    recording never put to the LLM then falls back as if the LLM were unreachable.
+    """
+    if everything == (workflow_id is not None):
+        raise ConfigError("replay needs one workflow id or --all (not both); nothing was replayed")
+    if workflow_id is not None:
+        check_workflow_id(workflow_id)
+    config = load_config(config_file) if config_file else None
+    is_live = live or model is not None or base_url is not None or prompt_file is not None
+    with ExitStack() as stack:
+        templates = _prompt_loader(stack, prompt_file)
+        store = stack.enter_context(open_store(data_dir))
+        ids = [workflow_id] if workflow_id else [w.workflow_id for w in store.list_workflows()]
+        reports = asyncio.run(
+            _replay_all(store, ids, config, coordinator, is_live, (base_url, model), templates)
+        )
+    for report in reports:
+        if as_json:
+            click.echo(json.dumps(_report_json(report, not is_live)))
+        else:
+            click.echo(_report_text(report, not is_live))
