@@ -74,7 +74,7 @@ def invoke(env: dict[str, str], *args: str) -> Result:
 def rows(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
     result = invoke(env, "decisions", "--format", "json", *args)
     assert result.exit_code == 0, result.output
-    return [json.loads(line) for line in result.output.splitlines()]
+    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def test_every_decision_of_every_workflow_is_listed(data: dict[str, str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from orchestrator.composition import build_coordinator, open_store
 from orchestrator.llm.cassette import Cassette
 from orchestrator.llm.protocol import LLMRequest, Message
 from orchestrator.running.replay import checkpoints, recorded_answer
+from prompt_templates.loader import TemplateLoader
 from state.decision import LLMCallOutcome
 from state.errors import LLMUnavailableError
 from state.store import LedgerKind
@@ -76,7 +78,7 @@ def run(env: dict[str, str], wid: str, mode: str) -> None:
 def replay(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
     result = invoke(env, "replay", "--json", *args)
     assert result.exit_code == 0, result.output
-    return [json.loads(line) for line in result.output.splitlines()]
+    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def test_cassette_replay_makes_no_call_and_reproduces_every_decision(
@@ -212,3 +214,22 @@ def test_replay_all_covers_every_workflow(env: dict[str, str], server: FakeOpenA
     assert sorted(r["workflow_id"] for r in reports) == ["wf-llm", "wf-rules"]
     assert all(r["identical"] == r["decisions"] for r in reports)
     assert len(server.requests) == recorded
+
+
+def test_a_new_prompt_is_what_the_live_replay_sends(
+    env: dict[str, str], server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """--prompt FILE replaces the decision template for the replay, and only there."""
+    run(env, "wf-llm", "llm")
+    template = TemplateLoader().load("orchestrator_decision")
+    packaged = resources.files("prompt_templates").joinpath("orchestrator_decision.md")
+    text = packaged.read_text(encoding="utf-8")
+    assert template.name == "orchestrator_decision"
+    marked = text.replace("Reply with the JSON object.", "Reply with the JSON object. MARKER-42")
+    prompt = tmp_path / "new_prompt.md"
+    prompt.write_text(marked, encoding="utf-8")
+    before = len(server.chat_requests)
+    [report] = replay(env, "wf-llm", "--prompt", str(prompt))
+    sent = [json.dumps(r.body["messages"]) for r in server.chat_requests[before:]]
+    assert report["mode"] == "live" and len(sent) >= 3  # re-asks of refused answers too
+    assert all("MARKER-42" in s for s in sent)
