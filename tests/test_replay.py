@@ -14,14 +14,17 @@ from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
 from orchestrator.composition import build_coordinator, open_store
+from orchestrator.deciding.actions import trigger_of
 from orchestrator.llm.cassette import Cassette
 from orchestrator.llm.protocol import LLMRequest, Message
+from orchestrator.llm.scripted import ScriptedChatModel
 from orchestrator.running.replay import checkpoints, recorded_answer
 from prompt_templates.loader import TemplateLoader
 from state.decision import LLMCallOutcome
 from state.errors import LLMUnavailableError
 from state.store import LedgerKind
 
+from builders import Driver, plan_draft, plan_report
 from support.fake_openai import FakeOpenAIServer
 from support.world import GOOD_PLAN, World
 
@@ -233,3 +236,39 @@ def test_a_new_prompt_is_what_the_live_replay_sends(
     sent = [json.dumps(r.body["messages"]) for r in server.chat_requests[before:]]
     assert report["mode"] == "live" and len(sent) >= 3  # re-asks of refused answers too
     assert all("MARKER-42" in s for s in sent)
+
+
+def _pick(action: str, confidence: float) -> dict[str, object]:
+    return {"action": action, "rationale": "recorded reason", "confidence": confidence}
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        [_pick("escalate", 0.9)],  # a confident pick (an override where it conflicts)
+        [_pick("escalate", 0.2)],  # low confidence: the rules stand
+        ["AGREE"],  # the rules' own choice, whatever it is in that state
+        ["{not json", "{not json", "{not json"],  # every attempt refused
+        [LLMUnavailableError("server down")],
+    ],
+    ids=["confident", "low", "agree", "invalid", "unavailable"],
+)
+@pytest.mark.parametrize("report", ["borderline", "complex"])
+async def test_the_cassette_reproduces_every_kind_of_outcome(
+    replies: list[object], report: str
+) -> None:
+    """Whatever the LLM answered then, the cassette's replay gives the same decision and source."""
+    d = Driver()
+    d.run_step(plan_draft())
+    d.run_step(plan_report(a=9.1) if report == "borderline" else plan_report(s=None))
+    if replies == ["AGREE"]:
+        rules = build_coordinator(None).analyze(d.state, d.config).programmatic
+        replies = [_pick(trigger_of(rules), 0.9)]
+    recorded_model = ScriptedChatModel(list(replies), model_name="recorded-model")
+    _, old = await build_coordinator(recorded_model).decide(d.state, d.config)
+    assert old.llm is not None and old.llm.attempts >= 1  # the LLM really was consulted
+    cassette = Cassette()
+    cassette.cue(recorded_answer(old), old.llm.model)
+    _, new = await build_coordinator(cassette).decide(d.state, d.config)
+    assert (new.decision, new.source) == (old.decision, old.source)
+    assert new.llm is not None and new.llm.outcome is old.llm.outcome
