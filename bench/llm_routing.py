@@ -13,13 +13,22 @@ illegal decisions attempted (LLM answers naming an action the state does not all
 from the validation errors the LLM orchestrator records) and taken (the applied decision's
 trigger not among the legal actions computed before deciding: must be 0); agreement (share
 of states whose applied trigger is in the expected set); the decision sources; the mean
-decision latency and how long the mode took. Then the two targets of the issue:
+decision latency and how long the mode took.
+
+Position bias: the legal actions are presented to the LLM in the order ``--order`` names
+(``table``: the rule table's, the rules' choice first; ``reversed``; ``shuffled``: the seeded
+per-decision permutation the orchestrator uses). For every confident LLM pick it counts how
+often the pick was the first action presented, beside chance (the mean of 1/n legal
+actions over those picks) and beside how often the first presented was the rules' choice.
+A model reading the state keeps its agreement when the order changes; a model picking by
+position follows the first action wherever it goes. Then the two targets of the issue:
 
     hybrid makes at most 15 % of the LLM calls of llm mode
     hybrid agrees with the expected decisions at least as often as programmatic
 
     python bench/llm_routing.py [--states 500] [--seed 0] [--modes programmatic,hybrid,llm]
     python bench/llm_routing.py --quick          # ~60 states, for iterating
+    python bench/llm_routing.py --modes hybrid,llm --order table,shuffled
 
 The llm mode costs about 1-2 s per call on a 2-core machine: the default (>= 500 states)
 takes 15-25 minutes.
@@ -40,15 +49,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import Corpus, CorpusState, generate
-from orchestrator.composition import build_coordinator
 from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.facts import compute_facts
+from orchestrator.deciding.llm_decider import LLMDecider
+from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.deciding.prompting import Presentation, presented
 from orchestrator.llm.local_server import LocalModelServer
 from orchestrator.llm.openai_adapter import OpenAIChatModel
 from orchestrator.logsetup import configure_logging
 from state.clock import FixedClock
 from state.config import Coordinator, LLMSettings
+from state.decision import Decision, DecisionRecord, LLMCallOutcome
 
 MODES = (Coordinator.PROGRAMMATIC, Coordinator.HYBRID, Coordinator.LLM)
 # As in the real-model test tier: the tiny local model is slow on 2 cores.
@@ -68,6 +80,7 @@ class ModeStats:
     """What one mode did on the corpus."""
 
     mode: str
+    order: str = Presentation.SHUFFLED.value
     states: int = 0
     llm_calls: int = 0
     counter_calls: int = 0  # the state's llm_calls counter delta, as a cross-check
@@ -86,6 +99,16 @@ class ModeStats:
     by_route: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     misses: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
     error_texts: Counter[str] = field(default_factory=Counter)
+    picks: int = 0  # confident LLM answers (outcome ok): the LLM's own pick is the decision
+    picks_first: int = 0  # ... that were the first action presented
+    picks_expected: int = 0  # ... that were an expected decision
+    first_is_rules: int = 0  # ... where the first action presented was the rules' choice
+    chance_first: float = 0.0  # sum of 1/len(legal) over the picks
+
+    @property
+    def label(self) -> str:
+        """The mode and, for the LLM modes, the presentation order."""
+        return self.mode if self.mode == Coordinator.PROGRAMMATIC else f"{self.mode}/{self.order}"
 
     @property
     def agreement(self) -> float:
@@ -99,16 +122,20 @@ class ModeStats:
 
 
 async def run_mode(
-    mode: Coordinator, corpus: Corpus, coordinator: DecisionPipeline, progress_every: int
+    mode: Coordinator,
+    corpus: Corpus,
+    coordinator: DecisionPipeline,
+    progress_every: int,
+    order: Presentation = Presentation.SHUFFLED,
 ) -> ModeStats:
-    """Decide every corpus state with ``mode``."""
-    stats = ModeStats(mode.value)
+    """Decide every corpus state with ``mode``, the legal actions presented in ``order``."""
+    stats = ModeStats(mode.value, order.value)
     started = time.perf_counter()
     for i, cs in enumerate(corpus.states, 1):
-        await decide_one(mode, cs, coordinator, stats)
+        await decide_one(mode, cs, coordinator, stats, order)
         if progress_every and i % progress_every == 0:
             print(
-                f"  [{mode.value}] {i}/{len(corpus.states)} states, {stats.llm_calls} LLM calls, "
+                f"  [{stats.label}] {i}/{len(corpus.states)} states, {stats.llm_calls} LLM calls, "
                 f"{time.perf_counter() - started:.0f} s",
                 file=sys.stderr,
                 flush=True,
@@ -122,6 +149,7 @@ async def decide_one(
     cs: CorpusState,
     coordinator: DecisionPipeline,
     stats: ModeStats,
+    order: Presentation = Presentation.SHUFFLED,
 ) -> None:
     """Decide one corpus state and tally the outcome."""
     config = cs.config.model_copy(update={"coordinator": mode, "llm": SETTINGS})
@@ -154,6 +182,15 @@ async def decide_one(
         stats.illegal_attempted += sum(
             1 for e in info.validation_errors if any(mark in e for mark in ILLEGAL_MARKERS)
         )
+        if info.outcome is LLMCallOutcome.OK and len(legal) > 1:
+            # A confident answer: the applied decision is the LLM's own pick.
+            shown = presented(legal, cs.state.workflow_id, len(cs.state.decisions) + 1, order)
+            rules = trigger_of(cs_rules(rec))
+            stats.picks += 1
+            stats.picks_first += trigger == shown[0]
+            stats.picks_expected += ok
+            stats.first_is_rules += shown[0] == rules
+            stats.chance_first += 1 / len(legal)
     kind = stats.by_kind[cs.kind]
     kind[0] += 1
     kind[1] += ok
@@ -164,6 +201,15 @@ async def decide_one(
         stats.misses[
             (cs.kind, rec.route.value, rec.source.value, trigger, "/".join(sorted(cs.expected)))
         ] += 1
+
+
+def cs_rules(rec: DecisionRecord) -> Decision:
+    """The rules' decision on the state of ``rec``.
+
+    The alternative an override beat, else the applied one (an LLM pick that agreed with the
+    rules has no alternative).
+    """
+    return rec.programmatic_alternative or rec.decision
 
 
 def pct(x: float) -> str:
@@ -196,7 +242,7 @@ def print_results(corpus: Corpus, results: list[ModeStats]) -> None:
     wf = corpus.workflows
     print()
     head = (
-        f"{'mode':13s} {'states':>6s} {'workflows':>9s} {'LLM calls':>9s} {'calls/wf':>8s} "
+        f"{'mode/order':20s} {'states':>6s} {'workflows':>9s} {'LLM calls':>9s} {'calls/wf':>8s} "
         f"{'illegal attempted':>17s} {'illegal taken':>13s} {'agreement':>9s} "
         f"{'mean latency':>12s} {'errors':>6s}"
     )
@@ -204,14 +250,14 @@ def print_results(corpus: Corpus, results: list[ModeStats]) -> None:
     print("-" * len(head))
     for r in results:
         print(
-            f"{r.mode:13s} {r.states:6d} {wf:9d} {r.llm_calls:9d} {r.llm_calls / wf:8.2f} "
+            f"{r.label:20s} {r.states:6d} {wf:9d} {r.llm_calls:9d} {r.llm_calls / wf:8.2f} "
             f"{r.illegal_attempted:17d} {r.illegal_taken:13d} {pct(r.agreement):>9s} "
             f"{r.mean_latency_ms:10.1f} ms {r.errors:6d}"
         )
     print()
     for r in results:
         src = ", ".join(f"{k} {n}" for k, n in r.sources.most_common())
-        line = f"{r.mode:13s} took {r.elapsed_s:7.1f} s; sources: {src}"
+        line = f"{r.label:20s} took {r.elapsed_s:7.1f} s; sources: {src}"
         if r.outcomes:
             line += "; LLM outcomes: " + ", ".join(f"{k} {n}" for k, n in r.outcomes.most_common())
         if r.llm_calls:
@@ -221,13 +267,33 @@ def print_results(corpus: Corpus, results: list[ModeStats]) -> None:
         print(line)
         for text, n in r.error_texts.most_common(5):
             print(f"    error x{n}: {text}")
+    print_position_bias(results)
     print_breakdowns(results)
     print_targets(results)
 
 
+def print_position_bias(results: list[ModeStats]) -> None:
+    """Per LLM mode and order: confident picks, how many were the first action presented."""
+    rows = [r for r in results if r.picks]
+    if not rows:
+        return
+    print()
+    print(
+        "position bias (confident LLM picks among 2+ legal actions; first = the first action "
+        "presented; chance = mean 1/n; rules first = the rules' choice was presented first):"
+    )
+    for r in rows:
+        print(
+            f"  {r.label:20s} picks {r.picks:5d}  first {share(r.picks, r.picks_first):>6s}  "
+            f"chance {pct(r.chance_first / r.picks):>6s}  rules first "
+            f"{share(r.picks, r.first_is_rules):>6s}  "
+            f"expected {share(r.picks, r.picks_expected):>6s}"
+        )
+
+
 def print_breakdowns(results: list[ModeStats]) -> None:
     """Agreement by classifier route and by corpus kind, then the commonest misses."""
-    names = [r.mode for r in results]
+    names = [r.label for r in results]
     print()
     print("agreement by classifier route (n, then agreement per mode):")
     routes = sorted({k for r in results for k in r.by_route})
@@ -250,14 +316,18 @@ def print_breakdowns(results: list[ModeStats]) -> None:
         if not r.misses:
             continue
         print()
-        print(f"commonest disagreements in {r.mode} mode (kind, route, source: got -> expected):")
+        print(f"commonest disagreements in {r.label} mode (kind, route, source: got -> expected):")
         for (kind, route, source, got, exp), n in r.misses.most_common(12):
             print(f"  {n:4d}x {kind} ({route}, {source}): {got} -> expected {exp}")
 
 
 def print_targets(results: list[ModeStats]) -> None:
     """The issue's two targets, with their figures."""
-    by = {r.mode: r for r in results}
+    # With several orders, the targets are judged on the orchestrator's own (shuffled) one.
+    by: dict[str, ModeStats] = {}
+    for r in results:
+        if r.mode not in by or r.order == Presentation.SHUFFLED:
+            by[r.mode] = r
     hybrid, llm, prog = (
         by.get(m.value) for m in (Coordinator.HYBRID, Coordinator.LLM, Coordinator.PROGRAMMATIC)
     )
@@ -291,6 +361,16 @@ def print_targets(results: list[ModeStats]) -> None:
     print(f"illegal decisions taken, all modes: {taken} (must be 0)")
 
 
+def parse_orders(text: str) -> list[Presentation]:
+    """``table,shuffled`` -> the presentation orders, in that order."""
+    wanted = [t.strip() for t in text.split(",") if t.strip()]
+    known = {o.value: o for o in Presentation}
+    bad = [w for w in wanted if w not in known]
+    if bad or not wanted:
+        raise SystemExit(f"unknown order(s) {', '.join(bad)}; choose from {', '.join(known)}")
+    return [known[w] for w in wanted]
+
+
 def parse_modes(text: str) -> list[Coordinator]:
     """``programmatic,hybrid,llm`` -> the modes, in that order."""
     wanted = [t.strip() for t in text.split(",") if t.strip()]
@@ -304,6 +384,7 @@ def parse_modes(text: str) -> list[Coordinator]:
 async def run(args: argparse.Namespace) -> int:
     """Generate the corpus, start the model if needed, run the modes, print."""
     modes = parse_modes(args.modes)
+    orders = parse_orders(args.order)
     t0 = time.perf_counter()
     corpus = generate(args.seed, args.states, args.anomaly_rate)
     print_corpus(corpus)
@@ -326,11 +407,15 @@ async def run(args: argparse.Namespace) -> int:
                 f"(started in {time.perf_counter() - t1:.1f} s)",
                 flush=True,
             )
-        coordinator = build_coordinator(model, clock=FixedClock())
+        machine = WorkflowMachine()
         results = []
         for mode in modes:
             every = args.progress if mode is not Coordinator.PROGRAMMATIC else 0
-            results.append(await run_mode(mode, corpus, coordinator, every))
+            # The order matters only to the LLM: programmatic mode runs once.
+            for order in orders if mode is not Coordinator.PROGRAMMATIC else orders[:1]:
+                decider = LLMDecider(model, machine, order=order) if model is not None else None
+                coordinator = DecisionPipeline(machine, FixedClock(), decider, script_model=model)
+                results.append(await run_mode(mode, corpus, coordinator, every, order))
     finally:
         if model is not None:
             await model.aclose()
@@ -360,6 +445,12 @@ def main() -> None:
         type=float,
         default=1.0,
         help="scale of the injected-anomaly rates (see bench/corpus.py)",
+    )
+    ap.add_argument(
+        "--order",
+        default=Presentation.SHUFFLED.value,
+        help="comma-separated presentation orders of the legal actions, from "
+        "table,reversed,shuffled (shuffled: seeded per decision, the orchestrator's own)",
     )
     ap.add_argument("--quick", action="store_true", help=f"~{QUICK_STATES} states")
     ap.add_argument(

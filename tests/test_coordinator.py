@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from orchestrator.composition import build_coordinator
+from orchestrator.deciding.actions import trigger_of
 from orchestrator.deciding.classifier import Classification
 from orchestrator.deciding.pipeline import DecisionPipeline, Plan, plan
+from orchestrator.deciding.prompting import Presentation, presented
 from orchestrator.llm.scripted import ScriptedChatModel
 from state.clock import FixedClock
 from state.config import Coordinator, LLMSettings, WorkflowConfig
@@ -361,3 +364,36 @@ def test_a_routed_state_with_one_legal_action_is_a_forced_move() -> None:
     analysis.classification = Classification(Route.COMPLEX, ())
     analysis.legal_actions = analysis.legal_actions[:1]
     assert plan(analysis, config) is Plan.FORCED
+
+
+def test_presentation_order_is_a_seeded_permutation() -> None:
+    """The shuffled order is the same for the same decision, and hides the table's first."""
+    legal = ("invoke_step3", "escalate", "fail")
+    orders = [presented(legal, "wf-1", seq) for seq in range(1, 201)]
+    assert all(sorted(o) == sorted(legal) for o in orders)
+    assert orders == [presented(legal, "wf-1", seq) for seq in range(1, 201)]
+    firsts = Counter(o[0] for o in orders)
+    assert set(firsts) == set(legal)  # every action leads somewhere: position says nothing
+    assert firsts[legal[0]] < 120  # the rules' first is not first most of the time
+    assert presented(legal, "wf-1", 3, Presentation.TABLE) == legal
+    assert presented(legal, "wf-1", 3, Presentation.REVERSED) == legal[::-1]
+
+
+async def test_the_llm_sees_the_presented_order_and_the_machine_the_real_set() -> None:
+    """Prompt and schema list the seeded order; a pick of any legal action is accepted."""
+    d = borderline_state()
+    model = ScriptedChatModel(
+        responder=lambda req: (
+            answer(req.json_schema["properties"]["action"]["enum"][0]) if req.json_schema else {}
+        )
+    )
+    state, rec = await decide(d, model)
+    shown = presented(rec.legal_actions, d.state.workflow_id, len(d.state.decisions) + 1)
+    request = model.calls[0]
+    assert request.json_schema is not None
+    assert tuple(request.json_schema["properties"]["action"]["enum"]) == shown
+    prompt = request.messages[-1].content
+    listed = [line[2:].split(":")[0] for line in prompt.splitlines() if line.startswith("- ")]
+    assert tuple(a for a in listed if a in shown) == shown
+    assert trigger_of(rec.decision) == shown[0]
+    assert state.machine_state is not d.state.machine_state

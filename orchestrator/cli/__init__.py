@@ -7,6 +7,7 @@ from orchestrator.cli.app import cli
 from orchestrator.cli.core import graph, schema
 from orchestrator.cli.decide import decide
 from orchestrator.cli.inspection import export, inspect, list_, state_, status
+from orchestrator.cli.record import decisions, replay
 from orchestrator.cli.running import resume, run
 from orchestrator.cli.serve import serve
 from orchestrator.cli.store import store_group
@@ -25,6 +26,7 @@ __all__ = [
     "main",
     "options",
     "printable",
+    "record",
     "running",
     "serve",
     "store",
@@ -47,6 +49,8 @@ COMMANDS = (
     state_,
     serve,
     store_group,
+    decisions,
+    replay,
 )
 
 for _command in COMMANDS:

@@ -1,7 +1,8 @@
 """The LLM decider: asks a model to choose among the legal actions, and checks it.
 
-Each call gets a JSON schema built from the state's legal actions, so a server with
-structured output cannot even name an illegal action. The answer is still validated with
+The legal actions are shown in a presentation order that does not reveal which one the
+rules chose (``prompting.presented``). Each call gets a JSON schema built from them, so a
+server with structured output cannot even name an illegal action. The answer is still validated with
 jsonschema and pydantic and re-checked against the machine: servers without structured
 output, and schema-ignoring models, are common. Bad answers are re-asked with the reason,
 within ``max_attempts`` and the per-decision deadline; when the budget is spent the caller
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestrator.deciding.actions import build_decision
 from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
-from orchestrator.deciding.prompting import prompt_variables
+from orchestrator.deciding.prompting import Presentation, presented, prompt_variables
 from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse, Message
 from prompt_templates.loader import TemplateLoader
 from state.config import WorkflowConfig
@@ -88,24 +89,42 @@ class LLMOutcome:
 
 
 class LLMDecider:
-    """Decides with an LLM, within the legal actions, with bounded retries."""
+    """Decides with an LLM, within the legal actions, with bounded retries.
+
+    Args:
+        model: the chat model asked.
+        machine: the machine every answer is checked against.
+        templates: where the ``orchestrator_decision`` prompt comes from.
+        order: how the legal actions are presented (``prompting.presented``); the
+            default, seeded per decision, hides the rules' choice from a model that
+            leans to the first option.
+    """
 
     def __init__(
         self,
         model: ChatModel,
         machine: WorkflowMachine,
         templates: TemplateLoader | None = None,
+        order: Presentation = Presentation.SHUFFLED,
     ) -> None:
         self.model = model
         self.machine = machine
         self.templates = templates or TemplateLoader()
+        self.order = order
+
+    def presented(self, analysis: Analysis) -> tuple[str, ...]:
+        """The legal actions of ``analysis`` in the order the model is shown them."""
+        state = analysis.facts.state
+        return presented(
+            analysis.legal_actions, state.workflow_id, len(state.decisions) + 1, self.order
+        )
 
     def messages(self, analysis: Analysis, config: WorkflowConfig) -> tuple[Message, ...]:
         """The prompt for ``analysis``."""
         signals = "\n".join(
             f"- {s.name} ({s.route.value}): {s.detail}" for s in analysis.classification.signals
         )
-        variables = prompt_variables(analysis.facts, config, analysis.legal_actions, signals)
+        variables = prompt_variables(analysis.facts, config, self.presented(analysis), signals)
         return self.templates.load(TEMPLATE).render(**variables)
 
     async def decide(self, analysis: Analysis, config: WorkflowConfig) -> LLMOutcome:
@@ -118,7 +137,7 @@ class LLMDecider:
         except OrchestratorError as exc:
             tally.errors.append(f"template: {exc}")
             return tally.outcome(None, LLMCallOutcome.TEMPLATE_ERROR)
-        schema = answer_schema(analysis.legal_actions)
+        schema = answer_schema(self.presented(analysis))
         while tally.attempts < settings.max_attempts:
             remaining = settings.decision_deadline_s - (time.monotonic() - tally.started)
             if remaining <= 0:
@@ -195,7 +214,7 @@ class LLMDecider:
             known = action in self.machine.triggers
             why = "not legal in this state" if known else "not an action that exists"
             return (
-                f"action '{action}' is {why}; legal actions: {', '.join(analysis.legal_actions)}"
+                f"action '{action}' is {why}; legal actions: {', '.join(self.presented(analysis))}"
             ), None
         try:
             jsonschema.validate(data, schema)

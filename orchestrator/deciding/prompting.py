@@ -6,6 +6,10 @@ instructions, so a report that says "ignore the rules" stays a report.
 
 from __future__ import annotations
 
+import hashlib
+import random
+from enum import StrEnum
+
 from orchestrator.deciding import table as m
 from orchestrator.deciding.actions import action_of, target_step
 from orchestrator.deciding.facts import Facts, plan_scores, valid_score
@@ -15,6 +19,51 @@ from state.steps import STEP_SPECS, MachineState
 from state.workflow import StepStatus
 
 _QUOTE_LIMIT = 600
+
+
+class Presentation(StrEnum):
+    """The order in which the legal actions are shown to the LLM (see ``presented``)."""
+
+    TABLE = "table"  # the rule table's order: the rules' own choice comes first
+    REVERSED = "reversed"  # the table order backwards
+    SHUFFLED = "shuffled"  # a permutation seeded per decision (the default)
+
+
+def presented(
+    legal: tuple[str, ...],
+    workflow_id: str,
+    seq: int,
+    order: Presentation = Presentation.SHUFFLED,
+) -> tuple[str, ...]:
+    """The legal actions in the order the LLM sees them, in its prompt and its schema.
+
+    The machine lists the legal actions in rule-table order, so its own choice always comes
+    first; a model that leans to the first option (small models do) would then agree with
+    the rules by position, not by reading the state, and any agreement figure would be
+    inflated. The default is therefore a permutation seeded by the workflow id and the
+    decision's number: the same decision is always shown the same way (a replay, a rerun
+    and a cassette see exactly the prompt that was recorded), while across decisions the
+    rules' choice is first no more often than chance. A neutral canonical order such as
+    alphabetical was rejected: it is just as reproducible, but it is still a fixed order,
+    so whichever action sorts first (``escalate`` before ``invoke_step*``) would be favoured
+    systematically, which correlates position with content in its own way. Only the
+    presentation changes: the answer is still checked against the real legal set.
+
+    Args:
+        legal: the legal actions, in the machine's order.
+        workflow_id: the workflow deciding.
+        seq: the 1-based number of the decision being made.
+        order: ``table`` and ``reversed`` exist to measure position bias (the benchmark).
+    """
+    if order is Presentation.TABLE or len(legal) < 2:
+        return legal
+    if order is Presentation.REVERSED:
+        return legal[::-1]
+    digest = hashlib.sha256(f"{workflow_id}\x00{seq}".encode()).digest()
+    shuffled = list(legal)
+    # Not for secrecy: a reproducible shuffle, which is what a seeded PRNG is for.
+    random.Random(int.from_bytes(digest[:8], "big")).shuffle(shuffled)  # noqa: S311
+    return tuple(shuffled)
 
 
 def quote(text: str, limit: int = _QUOTE_LIMIT) -> str:

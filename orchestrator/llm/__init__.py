@@ -2,6 +2,7 @@
 
 __all__ = [
     "backoff",
+    "cassette",
     "local_server",
     "metering",
     "openai_adapter",

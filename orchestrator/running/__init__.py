@@ -3,6 +3,7 @@
 __all__ = [
     "agent_context",
     "consistency",
+    "replay",
     "runner",
     "updates",
 ]
