@@ -24,8 +24,9 @@ resources at once (the workflow with its timeline, the chart, the diagram, the r
 server time is those four requests issued together, as the page's script does, until the
 last body is complete; the four one after another (what they cost with no overlap) and
 each alone are printed too. The inbox is timed on its first call after the console starts
-(it knows nothing yet) and then warm. Each figure is the median of ``--repeat`` runs after
-one warm-up; the slowest run is printed too.
+(it knows nothing yet; ``orchestrator serve`` makes that call itself at start) and then
+warm. Each figure is the median of ``--repeat`` runs after one warm-up; the slowest run is
+printed too.
 
     python -m bench.web [--decisions 1000] [--workflows 10000] [--waiting-share 0.25]
                         [--repeat 15]
@@ -194,7 +195,7 @@ async def measure(service: ConsoleService, repeat: int) -> None:
                 f"  GET {path.replace(enc, '…')} ({sizes[path] // 1024} KiB)",
                 await timed(repeat, lambda p=path: get(p)),
             )  # type: ignore[misc]
-        show("inbox, first call (nothing known yet)", cold_inbox)
+        show("inbox, cold (serve does it at start)", cold_inbox)
         show(
             f"inbox ({sizes['/api/inbox'] // 1024} KiB)",
             await timed(repeat, inbox),

@@ -263,6 +263,13 @@ class ConsoleService:
         items.sort(key=lambda i: (i["waiting_since"] or "", i["workflow_id"]))
         return items
 
+    async def warm(self) -> None:
+        """Read what every waiting workflow asks, so the first inbox is as fast as the next."""
+        try:
+            await self.inbox()
+        except Exception as exc:  # the inbox will say what is wrong when someone asks
+            log.warning("web.warm.failed", error=str(exc))
+
     def _load_questions(self, workflow_ids: Sequence[str]) -> dict[str, _Question]:
         out: dict[str, _Question] = {}
         for wid in workflow_ids:
