@@ -141,8 +141,8 @@ class LiveDisplay:
     """A status area redrawn in place on an interactive terminal, history scrolling above.
 
     Use it as a context manager (or call ``close``) so the terminal is restored even when
-    the run raises. ``pause`` takes the status area off the screen (before a prompt); the
-    next event brings it back.
+    the run raises. ``pause`` stops redrawing and leaves the area as it stands (before a
+    prompt, so the prompt is not drawn over); the next event starts redrawing again.
 
     Args:
         console: the terminal (stderr by default).
