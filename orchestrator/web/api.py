@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import to_json
 
 from orchestrator.web.access import CSRF_COOKIE, TOKEN_COOKIE, AccessPolicy, new_csrf_token
 from orchestrator.web.events import Watcher
@@ -82,19 +81,6 @@ def _user(request: Request) -> str | None:
     return user
 
 
-class ShapedJSON(JSONResponse):
-    """A body the service has already shaped into JSON values, encoded in one compiled pass.
-
-    Returned as a response, it skips FastAPI's re-validation of the body against the
-    route's declared type (which stays in the OpenAPI document): on a workflow of a
-    thousand decisions that check cost more than reading the workflow.
-    """
-
-    def render(self, content: Any) -> bytes:
-        """The body's bytes (non-finite numbers are already strings)."""
-        return to_json(content)
-
-
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
     """A JSON refusal."""
     return JSONResponse({"error": message, **extra}, status_code=status)
@@ -130,14 +116,14 @@ async def session(body: SessionIn, request: Request) -> Response:
     return response
 
 
-@api.get("/workflows", response_model=list[dict[str, Any]])
+@api.get("/workflows")
 async def list_workflows(
     request: Request,
     status: Annotated[WorkflowStatus | None, Query()] = None,
     gate: Annotated[Gate | None, Query()] = None,
-) -> Response:
+) -> list[dict[str, Any]]:
     """Workflows, the most recently updated first (``orchestrator list``)."""
-    return ShapedJSON(await _service(request).list_workflows(status, gate.value if gate else None))
+    return await _service(request).list_workflows(status, gate.value if gate else None)
 
 
 @api.post("/workflows", status_code=201)
@@ -147,17 +133,17 @@ async def start(body: StartIn, request: Request) -> dict[str, Any]:
     return await _service(request).start(body.requirements, body.config, by=by)
 
 
-@api.get("/inbox", response_model=list[dict[str, Any]])
-async def inbox(request: Request) -> Response:
+@api.get("/inbox")
+async def inbox(request: Request) -> list[dict[str, Any]]:
     """Every workflow waiting at a gate, the longest waiting first."""
-    return ShapedJSON(await _service(request).inbox())
+    return await _service(request).inbox()
 
 
-@api.get("/workflows/{workflow_id}", response_model=dict[str, Any])
-async def inspect(workflow_id: str, request: Request) -> Response:
+@api.get("/workflows/{workflow_id}")
+async def inspect(workflow_id: str, request: Request) -> dict[str, Any]:
     """The decision timeline, validation rounds, answers and artifacts
     (``orchestrator inspect``)."""
-    return ShapedJSON(await _service(request).workflow(workflow_id))
+    return await _service(request).workflow(workflow_id)
 
 
 @api.get("/workflows/{workflow_id}/status")
@@ -167,16 +153,16 @@ async def status_(workflow_id: str, request: Request) -> dict[str, Any]:
     return info
 
 
-@api.get("/workflows/{workflow_id}/rounds", response_model=list[dict[str, Any]])
-async def rounds(workflow_id: str, request: Request) -> Response:
+@api.get("/workflows/{workflow_id}/rounds")
+async def rounds(workflow_id: str, request: Request) -> list[dict[str, Any]]:
     """Every attempt at every step with its plan, report, code change or error."""
-    return ShapedJSON(await _service(request).rounds(workflow_id))
+    return await _service(request).rounds(workflow_id)
 
 
-@api.get("/workflows/{workflow_id}/export", response_model=list[dict[str, Any]])
-async def export(workflow_id: str, request: Request) -> Response:
+@api.get("/workflows/{workflow_id}/export")
+async def export(workflow_id: str, request: Request) -> list[dict[str, Any]]:
     """The whole ledger (``orchestrator export``)."""
-    return ShapedJSON(await _service(request).export(workflow_id))
+    return await _service(request).export(workflow_id)
 
 
 @api.get("/workflows/{workflow_id}/chart.svg", response_class=Response)

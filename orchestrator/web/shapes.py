@@ -5,11 +5,9 @@ Pure functions of the state's data; nothing here reads the store or runs anythin
 
 from __future__ import annotations
 
-import json
+import math
 from datetime import datetime
 from typing import Any
-
-from pydantic_core import to_json
 
 from orchestrator.web.svg import EdgeUse
 from state.decision import Decision, DecisionRecord, DecisionSource
@@ -105,10 +103,14 @@ def json_safe(value: Any) -> Any:
     """``value`` with NaN and infinite floats as the strings "NaN", "Infinity", "-Infinity".
 
     JSON has no such numbers, and a NaN score is an anomaly worth showing, not a missing one.
-    Done by pydantic-core's encoder and the standard decoder, both compiled: a walk in
-    Python over a timeline of a thousand decisions took longer than the rest of the page.
     """
-    return json.loads(to_json(value, inf_nan_mode="strings"))
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def question(state: WorkflowState) -> dict[str, Any]:
