@@ -603,3 +603,22 @@ async def test_the_inbox_lists_the_longest_waiting_first(
     assert inbox[0]["waited_s"] > inbox[1]["waited_s"] > 0
     await client.post("/api/workflows/wf-z-quick/answer", json=approve())
     assert [i["workflow_id"] for i in (await client.get("/api/inbox")).json()] == ["wf-a"]
+
+
+async def test_the_inbox_sees_a_new_question_at_a_new_version(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    """The inbox remembers questions per version: a waiting workflow that changes is re-read."""
+    first = (await client.get("/api/inbox")).json()
+    stored = store.load("wf-a")
+    last = stored.state.decisions[-1]
+    reworded = last.model_copy(
+        update={"decision": last.decision.model_copy(update={"rationale": "a new question"})}
+    )
+    state = stored.state.model_copy(update={"decisions": (*stored.state.decisions[:-1], reworded)})
+    store.acquire_lease("wf-a", "test", 60.0)
+    store.commit("wf-a", state, expected_version=stored.version, entries=(), owner="test")
+    store.release_lease("wf-a", "test")
+    again = (await client.get("/api/inbox")).json()
+    assert first[0]["asked"] != "a new question"
+    assert again[0]["asked"] == "a new question" and again[0]["version"] == stored.version + 1

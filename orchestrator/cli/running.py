@@ -4,6 +4,10 @@ In an interactive terminal they ask at the gate instead of stopping. ``run`` che
 everything it can before the workflow is stored (the id, the config and its coordinator
 script, the requirement), and a workflow whose workspace cannot be made is not stored and
 leaves no directory behind. Exit codes: 0 completed, rejected or waiting; 1 failed.
+
+Progress goes to stderr: a live display when both stdout and stderr are terminals, one
+plain line per event otherwise (pipes, CI), nothing with ``--quiet``. The run's log events
+go to ``DATA_DIR/logs/ID.log``, summarised on screen in one line at the end.
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import click
+from rich.console import Console
 
-from orchestrator.cli.display import ProgressDisplay, TerminalHuman
+from orchestrator.cli.display import LiveDisplay, ProgressDisplay, TerminalHuman, warnings_line
 from orchestrator.cli.inputs import (
     check_runnable,
     check_workflow_id,
@@ -28,6 +34,7 @@ from orchestrator.cli.llm_access import enter_llm
 from orchestrator.cli.options import data_dir_option, llm_options, open_store, resolve_data_dir
 from orchestrator.cli.printable import printable
 from orchestrator.composition import build_agents, build_coordinator, resolve_target
+from orchestrator.logsetup import LogFormat, LogTally, logging_to_file
 from orchestrator.running.runner import Observer, WorkflowRunner, default_workflow_id
 from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
@@ -36,9 +43,43 @@ from state.steps import Gate, WorkflowStatus
 from state.store import Store
 from state.workflow import WorkflowState
 
+T = TypeVar("T")
+
 
 def _interactive(no_input: bool) -> bool:
     return not no_input and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _live_terminal(console: Console) -> bool:
+    """A live display only where a person watches: stdout and stderr both terminals."""
+    return sys.stdout.isatty() and console.is_terminal and not console.is_dumb_terminal
+
+
+def _log_settings() -> tuple[LogFormat, str]:
+    """The ``--log-format`` and ``--log-level`` given to the command group."""
+    ctx = click.get_current_context(silent=True)
+    params = ctx.find_root().params if ctx is not None else {}
+    fmt: LogFormat = "json" if params.get("log_format") == "json" else "console"
+    return fmt, str(params.get("log_level") or "WARNING")
+
+
+def _logged(
+    data_dir: Path | None, workflow_id: str, quiet: bool, body: Callable[[LogTally], T]
+) -> T:
+    """Run ``body`` with the log in ``DATA_DIR/logs/ID.log``; then say how many warnings."""
+    path = resolve_data_dir(data_dir) / "logs" / f"{workflow_id}.log"
+    fmt, level = _log_settings()
+    with logging_to_file(path, fmt, level) as tally:
+        try:
+            return body(tally)
+        finally:
+            line = warnings_line(tally)
+            if line is not None and not quiet:
+                click.echo(line, err=True)
 
 
 def _with_coordinator(config: WorkflowConfig, coordinator: str | None) -> WorkflowConfig:
@@ -92,6 +133,7 @@ async def _drive(
     quiet: bool,
     workflow_id: str,
     create: tuple[str, Path] | None,
+    tally: LogTally,
 ) -> WorkflowState:
     """Open the LLM, create the workflow if ``create`` (requirements, workspace), run it."""
     target = resolve_target(config.llm, base_url=base_url, model=model)
@@ -103,13 +145,21 @@ async def _drive(
         )
     async with AsyncExitStack() as stack:
         chat = await enter_llm(stack, target, config.llm)
-        observers: list[Observer] = [] if quiet else [ProgressDisplay()]
+        observers: list[Observer] = []
+        live: LiveDisplay | None = None
+        console = _stderr_console()
+        if not quiet and _live_terminal(console):
+            live = stack.enter_context(LiveDisplay(console, tally=tally))
+            observers.append(live)
+        elif not quiet:
+            observers.append(ProgressDisplay(console))
+        human = TerminalHuman(before_asking=live.pause if live else None) if interactive else None
         service = WorkflowRunner(
             store,
             build_coordinator(chat),
             build_agents(chat, compact=target.embedded),
             clock=SystemClock(),
-            human=TerminalHuman() if interactive else None,
+            human=human,
             observers=observers,
         )
         if create is not None:
@@ -216,8 +266,23 @@ def run(
     with open_store(data_dir) as store:
         _refuse_taken(store, wid)
         create = (text, _workspace_path(resolve_data_dir(data_dir), wid, workspace))
-        state = asyncio.run(
-            _drive(store, config, base_url, model, _interactive(no_input), quiet, wid, create)
+        state = _logged(
+            data_dir,
+            wid,
+            quiet,
+            lambda tally: asyncio.run(
+                _drive(
+                    store,
+                    config,
+                    base_url,
+                    model,
+                    _interactive(no_input),
+                    quiet,
+                    wid,
+                    create,
+                    tally,
+                )
+            ),
         )
     _finish(state)
 
@@ -242,7 +307,13 @@ def resume(
     with open_store(data_dir) as store:
         config = _with_coordinator(store.load(workflow_id).config, coordinator)
         check_runnable(config)
-        state = asyncio.run(
-            _drive(store, config, base_url, model, _interactive(no_input), quiet, workflow_id, None)
+        interactive = _interactive(no_input)
+        state = _logged(
+            data_dir,
+            workflow_id,
+            quiet,
+            lambda tally: asyncio.run(
+                _drive(store, config, base_url, model, interactive, quiet, workflow_id, None, tally)
+            ),
         )
     _finish(state)

@@ -13,6 +13,7 @@ import asyncio
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -41,7 +42,13 @@ from orchestrator.web.shapes import (
 from orchestrator.web.svg import render_chart, render_diagram
 from state.clock import Clock, SystemClock
 from state.config import WorkflowConfig, parse_config
-from state.errors import ConcurrencyError, ConfigError, HumanAnswerError, StoreError
+from state.errors import (
+    ConcurrencyError,
+    ConfigError,
+    HumanAnswerError,
+    StoreError,
+    UnknownWorkflowError,
+)
 from state.sqlite_store import default_data_dir
 from state.steps import STEP_SPECS, Gate, MachineState, WorkflowStatus
 from state.store import (
@@ -116,6 +123,16 @@ class ModelRunLauncher:
 
 
 @dataclass(frozen=True, slots=True)
+class _Question:
+    """What a waiting workflow asks, as of one of its versions (the inbox's memory)."""
+
+    version: int
+    asked: dict[str, Any]
+    since: datetime | None
+    requirements: str
+
+
+@dataclass(frozen=True, slots=True)
 class Version:
     """What the live feed compares between polls."""
 
@@ -185,6 +202,8 @@ class ConsoleService:
         self._workspace_root = workspace_root
         self._new_id = new_id
         self._runs: dict[str, asyncio.Task[None]] = {}
+        self._loading: dict[str, asyncio.Future[StoredWorkflow]] = {}
+        self._questions: dict[str, _Question] = {}
         self._edges = drawn_edges(WorkflowMachine().table)
         self._host = socket.gethostname()
 
@@ -209,24 +228,80 @@ class ConsoleService:
         return out
 
     async def inbox(self) -> list[dict[str, Any]]:
-        """Every workflow waiting at a gate, the longest waiting first, with its question."""
+        """Every workflow waiting at a gate, the longest waiting first, with its question.
+
+        The listing comes from the store's summaries; what each workflow asks needs its
+        state, which is loaded only for workflows whose version changed since the last
+        inbox (kept per workflow and version, so an answer or a new decision is seen at
+        once), all misses in one trip to the worker thread.
+        """
         rows = await self._io(self._store.list_workflows, WorkflowStatus.AWAITING_HUMAN)
+        waiting = [r for r in rows if r.waiting_gate is not None]  # else answered, not resumed
+        known = self._questions
+        missing = [
+            r.workflow_id
+            for r in waiting
+            if (hit := known.get(r.workflow_id)) is None or hit.version != r.version
+        ]
+        if missing:
+            loaded = await self._io(self._load_questions, missing)
+            known = {**known, **loaded}
         now = self._clock.now()
         items: list[dict[str, Any]] = []
-        for row in rows:
-            if row.waiting_gate is None:
-                continue  # answered, not yet resumed
-            stored = await self._io(self._store.load, row.workflow_id)
-            item = summary_row(row) | question(stored.state)
-            since = stored.state.decisions[-1].decided_at if stored.state.decisions else None
-            item["waited_s"] = (now - since).total_seconds() if since is not None else None
-            item["requirements"] = stored.state.requirements
+        fresh: dict[str, _Question] = {}
+        for row in waiting:
+            q = known.get(row.workflow_id)
+            if q is None:
+                continue  # gone between the listing and the load
+            fresh[row.workflow_id] = q
+            item = summary_row(row) | q.asked
+            item["waited_s"] = (now - q.since).total_seconds() if q.since is not None else None
+            item["requirements"] = q.requirements
             items.append(item)
+        self._questions = fresh  # workflows that stopped waiting are forgotten
         items.sort(key=lambda i: (i["waiting_since"] or "", i["workflow_id"]))
         return items
 
+    async def warm(self) -> None:
+        """Read what every waiting workflow asks, so the first inbox is as fast as the next."""
+        try:
+            await self.inbox()
+        except Exception as exc:  # the inbox will say what is wrong when someone asks
+            log.warning("web.warm.failed", error=str(exc))
+
+    def _load_questions(self, workflow_ids: Sequence[str]) -> dict[str, _Question]:
+        out: dict[str, _Question] = {}
+        for wid in workflow_ids:
+            try:
+                stored = self._store.load(wid)
+            except UnknownWorkflowError:
+                continue
+            state = stored.state
+            out[wid] = _Question(
+                version=stored.version,
+                asked=question(state),
+                since=state.decisions[-1].decided_at if state.decisions else None,
+                requirements=state.requirements,
+            )
+        return out
+
     async def _load(self, workflow_id: str) -> StoredWorkflow:
+        """The stored workflow, read afresh (for answers and resumes)."""
         return await self._io(self._store.load, workflow_id)
+
+    async def _view(self, workflow_id: str) -> StoredWorkflow:
+        """The stored workflow to show; requests arriving while it is being read share that read.
+
+        A page asks for a workflow's timeline, chart, diagram and rounds at once; one read
+        serves them all. A request that joins a read in flight gets what the store held
+        when that read began, no older than a read that had started just before it.
+        """
+        pending = self._loading.get(workflow_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._io(self._store.load, workflow_id))
+            self._loading[workflow_id] = pending
+            pending.add_done_callback(lambda _f: self._loading.pop(workflow_id, None))
+        return await asyncio.shield(pending)
 
     def _running(self, workflow_id: str) -> bool:
         task = self._runs.get(workflow_id)
@@ -239,7 +314,7 @@ class ConsoleService:
 
     async def workflow(self, workflow_id: str) -> dict[str, Any]:
         """A workflow's summary, decision timeline, validation rounds, answers and artifacts."""
-        stored = await self._load(workflow_id)
+        stored = await self._view(workflow_id)
         state, config = stored.state, stored.config
         artifacts = await self._io(self._store.artifacts, workflow_id)
         running = await self._io(self._running, workflow_id)
@@ -286,7 +361,7 @@ class ConsoleService:
         Plans (their markdown), validation reports (scores against thresholds, tool results),
         code changes, errors.
         """
-        stored = await self._load(workflow_id)
+        stored = await self._view(workflow_id)
         out: list[dict[str, Any]] = []
         for rec in stored.state.history:
             out.append(
@@ -314,12 +389,12 @@ class ConsoleService:
 
     async def chart_svg(self, workflow_id: str) -> str:
         """The convergence chart: each score per round against its threshold, per phase."""
-        stored = await self._load(workflow_id)
+        stored = await self._view(workflow_id)
         return render_chart(validation_rounds(stored.state, stored.config))
 
     async def diagram_svg(self, workflow_id: str) -> str:
         """The state machine with this workflow's path and per-source edge counts."""
-        stored = await self._load(workflow_id)
+        stored = await self._view(workflow_id)
         return render_diagram(
             self._edges, edge_uses(stored.state), current=stored.state.machine_state
         )
