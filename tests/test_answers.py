@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
@@ -32,14 +31,6 @@ CODE = CodeChange(files=("prep.py",))
 def store(tmp_path: Path) -> Iterator[Store]:
     with open_store(tmp_path / "data") as s:
         yield s
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures structlog for its own stream; put the previous setup back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def at_plan_gate() -> Driver:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
@@ -37,14 +36,6 @@ ID_RULE = "A-Z a-z 0-9 . _ -"
 CLI_MAIN = "from orchestrator.cli import main; main()"
 # What must never reach a terminal raw: C0 controls but tab and newline, DEL, C1, bidi.
 DISPLAY_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures structlog for its own stream; put the previous setup back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture

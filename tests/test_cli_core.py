@@ -20,7 +20,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli.app import cli  # importing the package registers every command
@@ -124,14 +123,6 @@ class Outcome:
     code: int
     stdout: str
     stderr: str
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures structlog onto CliRunner's stream; put the old configuration back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def run_in_process(folder: Path, args: list[str]) -> Outcome:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
@@ -17,14 +16,6 @@ from state.config import load_config
 
 from support.fake_openai import FakeOpenAIServer
 from support.world import GOOD_PLAN, World
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures structlog for its own stream; put the previous setup back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -27,14 +27,6 @@ from support.world import GOOD_PLAN, World
 STEPS = ("invoke_step1", "invoke_step2", "request_plan_approval")
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures structlog for its own stream; put the previous setup back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real SQLite store holding three workflows: one decided by the LLM, two by rules."""

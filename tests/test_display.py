@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +35,6 @@ from support.world import GOOD_PLAN, World
 
 BORDERLINE = {**GOOD_PLAN, "alignment_score": 9.1}  # near its threshold: the LLM is consulted
 AGREE = {"action": "request_plan_approval", "rationale": "ok", "confidence": 0.9}
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI and ``logging_to_file`` configure structlog; put the previous setup back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 class Ticks:

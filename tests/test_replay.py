@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 
 from orchestrator.cli import cli
@@ -35,14 +34,6 @@ PICKS = (
     {"action": "invoke_step2", "rationale": "validate it", "confidence": 0.3},
     {"action": "request_plan_approval", "rationale": "converged", "confidence": 0.9},
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures structlog for its own stream; put the previous setup back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture
