@@ -283,6 +283,26 @@ async def test_an_open_console_answers_only_to_loopback_names(service: ConsoleSe
     assert response.status_code == 400 and "loopback" in response.json()["error"]
 
 
+def test_serve_takes_the_store_option_like_every_command(tmp_path: Path) -> None:
+    """``serve --store URL --data-dir DIR`` is refused in one line: both name a store."""
+    result = CliRunner().invoke(
+        cli, ["serve", "--store", "memory://", "--data-dir", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 2
+    assert "both --store and --data-dir" in result.output
+    assert not (tmp_path / "d").exists()  # nothing was created
+
+
+async def test_the_console_serves_a_store_it_is_given(tmp_path: Path) -> None:
+    """``build_service(store=...)`` (``serve --store``) lists that store's workflows."""
+    with open_store("memory://") as memory:
+        store_waiting(memory, "wf-mem", tmp_path / "ws")
+        service = build_service(tmp_path / "data", store=memory, run_workflows=False)
+        listed = await service.list_workflows()
+        assert [w["workflow_id"] for w in listed] == ["wf-mem"]
+        assert [w["workflow_id"] for w in await service.inbox()] == ["wf-mem"]
+
+
 def test_a_non_loopback_bind_without_tokens_refuses_to_start(tmp_path: Path) -> None:
     """Serve --host 0.0.0.0 without tokens exits 2 with one line saying what to do."""
     saved = structlog.get_config()

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import click
 
+from orchestrator.cli.options import data_dir_option, open_store, resolve_data_dir
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="ORCHESTRATOR_DATA_DIR",
-    help="directory of the workflow database [env: ORCHESTRATOR_DATA_DIR]",
-)
+@data_dir_option
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -68,7 +65,13 @@ def serve(
         tokens |= parse_tokens(env_tokens, "ORCHESTRATOR_WEB_TOKENS")
     policy = AccessPolicy(host=host, tokens=tokens)  # refuses an open non-loopback bind
     hooks = tuple(parse_webhook(w) for w in webhook)
-    service = build_service(data_dir, run_workflows=not no_run, base_url=base_url, model=model)
+    service = build_service(
+        resolve_data_dir(data_dir),
+        store=open_store(data_dir),  # --store URL / ORCHESTRATOR_STORE, as every command
+        run_workflows=not no_run,
+        base_url=base_url,
+        model=model,
+    )
     shown = f"[{host}]" if ":" in host else host
     url = public_url or f"http://{shown}:{port}"
     app = create_app(service, policy, notifier=Notifier(hooks) if hooks else None, public_url=url)

@@ -573,6 +573,7 @@ class ConsoleService:
 def build_service(
     data_dir: Path | None,
     *,
+    store: Store | None = None,
     run_workflows: bool = True,
     base_url: str | None = None,
     model: str | None = None,
@@ -580,7 +581,10 @@ def build_service(
     """The console's service over the store in ``data_dir`` (the default data directory).
 
     Args:
-        data_dir: where the workflow database lives.
+        data_dir: where the workflow database lives (and, with ``store``, where new
+            workflows' workspaces go).
+        store: an already opened store to serve (``orchestrator serve --store URL``); the
+            service closes it when it closes.
         run_workflows: run workflows after answers, starts and resumes (with the LLM the
             flags, the workflow's config or the environment name); False leaves that to
             ``orchestrator resume``.
@@ -591,7 +595,8 @@ def build_service(
         StoreError: the database cannot be opened.
     """
     folder = data_dir or default_data_dir()
-    store = open_store(folder)
+    if store is None:
+        store = open_store(folder)
     clock = SystemClock()
     launcher = (
         ModelRunLauncher(store, clock, base_url=base_url, model=model) if run_workflows else None
