@@ -6,6 +6,7 @@ from typing import Any
 
 from orchestrator.deciding.facts import code_issue_counts, code_shortfalls, plan_shortfalls
 from state.config import WorkflowConfig
+from state.decision import Decision
 from state.reports import CodeValidationReport, PlanValidationReport
 from state.workflow import StepRecord, StepStatus, WorkflowState
 
@@ -108,3 +109,23 @@ def validation_rounds(state: WorkflowState, config: WorkflowConfig) -> list[dict
                 }
             )
     return rounds
+
+
+def describe_decision(decision: Decision) -> str:
+    """One line naming what a decision does (``inspect``, ``decide``, the console)."""
+    parts = [decision.action.value]
+    if decision.step is not None:
+        parts.append(f"step {int(decision.step)}")
+    if decision.agent is not None:
+        parts.append(f"agent {decision.agent.value}")
+    if decision.templates:
+        parts.append("template " + "+".join(decision.templates))
+    if decision.gate is not None:
+        parts.append(f"gate {decision.gate.value}")
+    if decision.recovery_strategy is not None:
+        parts.append(f"strategy {decision.recovery_strategy.value}")
+    if decision.escalation_reason is not None:
+        parts.append(f"reason {decision.escalation_reason.value}")
+    if decision.confidence is not None:
+        parts.append(f"confidence {decision.confidence:.2f}")
+    return ", ".join(parts)

@@ -11,9 +11,10 @@ from orchestrator.cli.printable import printable
 from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.graph import to_dot, to_mermaid
+from orchestrator.reporting import describe_decision
 from orchestrator.running.consistency import check_consistency
 from state.config import WorkflowConfig
-from state.decision import Decision, DecisionRecord, LLMCallInfo
+from state.decision import DecisionRecord, LLMCallInfo
 from state.workflow import WorkflowState
 
 SCHEMAS: dict[str, type[Any]] = {
@@ -49,26 +50,6 @@ def describe_llm(info: LLMCallInfo) -> str:
         f"{info.model}, {info.prompt_tokens}+{info.completion_tokens} tokens, "
         f"{info.latency_ms:.0f} ms, {info.attempts} attempt(s), {info.outcome}"
     )
-
-
-def describe_decision(decision: Decision) -> str:
-    """One line naming what a decision does."""
-    parts = [decision.action.value]
-    if decision.step is not None:
-        parts.append(f"step {int(decision.step)}")
-    if decision.agent is not None:
-        parts.append(f"agent {decision.agent.value}")
-    if decision.templates:
-        parts.append("template " + "+".join(decision.templates))
-    if decision.gate is not None:
-        parts.append(f"gate {decision.gate.value}")
-    if decision.recovery_strategy is not None:
-        parts.append(f"strategy {decision.recovery_strategy.value}")
-    if decision.escalation_reason is not None:
-        parts.append(f"reason {decision.escalation_reason.value}")
-    if decision.confidence is not None:
-        parts.append(f"confidence {decision.confidence:.2f}")
-    return ", ".join(parts)
 
 
 def analysis_json(analysis: Analysis, record: DecisionRecord | None = None) -> dict[str, Any]:

@@ -23,10 +23,9 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.text import Text
 
 from agents.human import HumanInput
-from orchestrator.cli.core import describe_decision
 from orchestrator.cli.printable import printable
 from orchestrator.logsetup import LogTally
-from orchestrator.reporting import scores_line
+from orchestrator.reporting import describe_decision, scores_line
 from orchestrator.running.runner import ProgressEvent
 from orchestrator.running.updates import allowed_answers
 from state.config import WorkflowConfig

@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.core import describe_decision, describe_llm
+from orchestrator.cli.core import describe_llm
 from orchestrator.cli.inputs import check_workflow_id
 from orchestrator.cli.options import data_dir_option, open_store
 from orchestrator.cli.printable import printable
-from orchestrator.reporting import validation_rounds
+from orchestrator.reporting import describe_decision, validation_rounds
 from state.config import dump_config
 from state.decision import DecisionRecord
 from state.errors import ConfigError

@@ -9,8 +9,9 @@ import math
 from datetime import datetime
 from typing import Any
 
+from orchestrator.reporting import describe_decision
 from orchestrator.web.svg import EdgeUse
-from state.decision import Decision, DecisionRecord, DecisionSource
+from state.decision import DecisionRecord, DecisionSource
 from state.steps import GATE_OF_STATE, MachineState
 from state.store import (
     DecisionEntry,
@@ -31,22 +32,6 @@ _SOURCE_GROUP: dict[DecisionSource, str] = {
     DecisionSource.RECONCILED_AGREE: "reconciled",
     DecisionSource.HUMAN: "human",
 }
-
-
-def describe(decision: Decision) -> str:
-    """One line naming what a decision does (the same wording as ``orchestrator inspect``)."""
-    parts = [decision.action.value]
-    if decision.step is not None:
-        parts.append(f"step {int(decision.step)}")
-    if decision.agent is not None:
-        parts.append(f"agent {decision.agent.value}")
-    if decision.gate is not None:
-        parts.append(f"gate {decision.gate.value}")
-    if decision.recovery_strategy is not None:
-        parts.append(f"strategy {decision.recovery_strategy.value}")
-    if decision.escalation_reason is not None:
-        parts.append(f"reason {decision.escalation_reason.value}")
-    return ", ".join(parts)
 
 
 def iso(at: datetime | None) -> str | None:
@@ -79,10 +64,10 @@ def timeline_entry(rec: DecisionRecord) -> dict[str, Any]:
         "signals": [s.model_dump(mode="json") for s in rec.signals],
         "from": rec.state_before.value,
         "to": rec.state_after.value,
-        "chosen": describe(rec.decision),
+        "chosen": describe_decision(rec.decision),
         "rationale": rec.decision.rationale,
         "legal_actions": list(rec.legal_actions),
-        "alternative": describe(rec.programmatic_alternative)
+        "alternative": describe_decision(rec.programmatic_alternative)
         if rec.programmatic_alternative is not None
         else None,
         "conflict_reason": rec.conflict_reason,
