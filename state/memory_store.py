@@ -19,8 +19,7 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from state import leasing
 from state.clock import Clock, SystemClock
@@ -39,6 +38,7 @@ from state.errors import ConcurrencyError, StoreError, UnknownWorkflowError
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
+    ClosesOnExit,
     Lease,
     LedgerEntry,
     LedgerEntryIn,
@@ -93,7 +93,7 @@ def _summary(
     )
 
 
-class MemoryStore:
+class MemoryStore(ClosesOnExit):
     """The in-memory ``Store``; safe to share between threads.
 
     Args:
@@ -331,19 +331,6 @@ class MemoryStore:
     def close(self) -> None:
         """Close this handle (the data stays for other handles); closing twice is fine."""
         self._closed = True
-
-    def __enter__(self) -> Self:
-        """The store itself."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the store."""
-        self.close()
 
 
 if TYPE_CHECKING:

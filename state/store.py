@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -283,6 +284,30 @@ class SnapshotEncoder:
         if hit is not None and hit[0] is record:
             return hit[1]
         return record.model_dump_json()
+
+
+class ClosesOnExit(ABC):
+    """A store used as a context manager: ``with`` gives the store and closes it at the end.
+
+    Every backend inherits it, so the context-manager half of ``Store`` is written once.
+    """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store's resources (each backend says what)."""
+
+    def __enter__(self) -> Self:
+        """The store itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        self.close()
 
 
 class Store(Protocol):

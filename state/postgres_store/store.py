@@ -9,8 +9,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -38,6 +37,7 @@ from state.postgres_store.schema import MIGRATIONS, Migration, migrate
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
+    ClosesOnExit,
     Lease,
     LedgerEntry,
     LedgerEntryIn,
@@ -75,7 +75,7 @@ def _noting_damage(
     return guarded
 
 
-class PostgresStore:
+class PostgresStore(ClosesOnExit):
     """The ``Store`` in a PostgreSQL database, shared by processes on any number of hosts.
 
     Each call is one transaction on a pooled connection (READ COMMITTED). A handle that met
@@ -351,19 +351,6 @@ class PostgresStore:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
-
-    def __enter__(self) -> Self:
-        """The store itself."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the store."""
-        self.close()
 
 
 if TYPE_CHECKING:

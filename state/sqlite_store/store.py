@@ -11,8 +11,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Concatenate, Literal, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Concatenate, Literal, ParamSpec, TypeVar
 
 from state import leasing
 from state.clock import Clock, SystemClock
@@ -56,6 +55,7 @@ from state.sqlite_store.schema import MIGRATIONS, Migration, check_readable, mig
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
+    ClosesOnExit,
     Lease,
     LedgerEntry,
     LedgerEntryIn,
@@ -95,7 +95,7 @@ def _noting_damage(
     return guarded
 
 
-class SQLiteStore:
+class SQLiteStore(ClosesOnExit):
     """The embedded ``Store``: one SQLite file, safe to share between threads and processes.
 
     A handle that met damaged data (a row that fails validation, a page SQLite reports as
@@ -439,19 +439,6 @@ class SQLiteStore:
                 conn.close()
             except sqlite3.Error as exc:
                 raise self._error(exc, "close the database") from exc
-
-    def __enter__(self) -> Self:
-        """The store itself."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the store."""
-        self.close()
 
 
 if TYPE_CHECKING:
