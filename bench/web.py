@@ -2,7 +2,9 @@
 
 Targets (printed beside the figures, not asserted): the workflow page of a workflow with
 1,000 decisions in under 300 ms of server time, the inbox over 10,000 workflows in under
-200 ms.
+200 ms. The inbox is paged (``?limit=&offset=``, 100 rows by default, as the console asks);
+its first page, its last page and its largest page (1,000 rows) are timed, and the service
+call that shapes every waiting workflow at once.
 
 The data is built with the real SQLite store, opened through the composition root
 (``orchestrator.composition.open_store``, via ``orchestrator.web.service.build_service``),
@@ -178,11 +180,13 @@ async def measure(service: ConsoleService, repeat: int) -> None:
                 await get(path)
 
         async def inbox() -> None:
-            await get("/api/inbox")
+            await get("/api/inbox")  # the first page, as the console asks
 
         t = time.perf_counter()
         await inbox()
         cold_inbox = [(time.perf_counter() - t) * 1000]
+        waiting = int((await get("/api/inbox?limit=1")).headers["X-Total-Count"])
+        last_page = f"/api/inbox?offset={max(0, waiting - 100)}"
         sizes = {p: len((await get(p)).content) for p in (*page_parts, "/api/inbox")}
         print("server time through the ASGI app (httpx.ASGITransport):")
         show(
@@ -198,20 +202,26 @@ async def measure(service: ConsoleService, repeat: int) -> None:
             )
         show("inbox, cold (serve does it at start)", cold_inbox)
         show(
-            f"inbox ({sizes['/api/inbox'] // 1024} KiB)",
+            f"inbox, first page of {waiting} waiting ({sizes['/api/inbox'] // 1024} KiB)",
             await timed(repeat, inbox),
             INBOX_TARGET_MS,
         )
+        show("inbox, last page", await timed(repeat, functools.partial(get, last_page)))
+        show(
+            "inbox, 1,000 rows (the largest page)",
+            await timed(repeat, functools.partial(get, "/api/inbox?limit=1000")),
+        )
 
         async def service_inbox() -> None:
-            await service.inbox()
+            await service.inbox()  # every waiting workflow, no page
 
         async def service_workflow() -> None:
             await service.workflow(LONG_ID)
 
         print("the service calls alone (no HTTP, no JSON encoding):")
         show("ConsoleService.workflow", await timed(repeat, service_workflow))
-        show("ConsoleService.inbox", await timed(repeat, service_inbox))
+        show("ConsoleService.inbox, all rows", await timed(repeat, service_inbox))
+        show("ConsoleService.versions (the live feed)", await timed(repeat, service.versions))
 
 
 def main() -> None:

@@ -299,8 +299,8 @@ async def test_the_console_serves_a_store_it_is_given(tmp_path: Path) -> None:
         store_waiting(memory, "wf-mem", tmp_path / "ws")
         service = build_service(tmp_path / "data", store=memory, run_workflows=False)
         listed = await service.list_workflows()
-        assert [w["workflow_id"] for w in listed] == ["wf-mem"]
-        assert [w["workflow_id"] for w in await service.inbox()] == ["wf-mem"]
+        assert [w["workflow_id"] for w in listed.items] == ["wf-mem"]
+        assert [w["workflow_id"] for w in (await service.inbox()).items] == ["wf-mem"]
 
 
 def test_a_non_loopback_bind_without_tokens_refuses_to_start(tmp_path: Path) -> None:
@@ -642,3 +642,37 @@ async def test_the_inbox_sees_a_new_question_at_a_new_version(
     again = (await client.get("/api/inbox")).json()
     assert first[0]["asked"] != "a new question"
     assert again[0]["asked"] == "a new question" and again[0]["version"] == stored.version + 1
+
+
+async def test_the_inbox_and_the_list_come_a_page_at_a_time(
+    client: httpx.AsyncClient, store: Store, tmp_path: Path
+) -> None:
+    """``limit``/``offset`` page the inbox and the list; headers give the total and the way on."""
+    for i in range(4):
+        store_waiting(store, f"wf-p{i}", tmp_path / "ws", revised=False)
+    whole = [i["workflow_id"] for i in (await client.get("/api/inbox")).json()]
+    assert len(whole) == 5
+    first = await client.get("/api/inbox", params={"limit": 2})
+    assert [i["workflow_id"] for i in first.json()] == whole[:2]
+    assert first.headers["X-Total-Count"] == "5"
+    assert 'rel="next"' in first.headers["Link"] and 'rel="prev"' not in first.headers["Link"]
+    last = await client.get("/api/inbox", params={"limit": 2, "offset": 4})
+    assert [i["workflow_id"] for i in last.json()] == whole[4:]
+    assert 'rel="prev"' in last.headers["Link"] and 'rel="next"' not in last.headers["Link"]
+    prev = re.search(r'<([^>]+)>; rel="prev"', last.headers["Link"])
+    assert prev is not None and "offset=2" in prev.group(1)
+    beyond = await client.get("/api/inbox", params={"offset": 50})
+    assert beyond.json() == [] and beyond.headers["X-Total-Count"] == "5"
+    listed = await client.get("/api/workflows", params={"limit": 3, "offset": 1})
+    assert len(listed.json()) == 3 and listed.headers["X-Total-Count"] == "5"
+
+
+@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "x"}])
+async def test_a_page_outside_the_bounds_is_refused(
+    client: httpx.AsyncClient, query: dict[str, Any]
+) -> None:
+    """A limit outside 1..1000 or a negative offset is a 422 naming the parameter."""
+    for path in ("/api/inbox", "/api/workflows"):
+        response = await client.get(path, params=query)
+        assert response.status_code == 422, response.text
+        assert next(iter(query)) in response.text

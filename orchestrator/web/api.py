@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.web.access import CSRF_COOKIE, TOKEN_COOKIE, AccessPolicy, new_csrf_token
 from orchestrator.web.events import Watcher
-from orchestrator.web.service import ConsoleService
+from orchestrator.web.service import ConsoleService, Page
 from state.steps import Gate, WorkflowStatus
 from state.workflow import HumanAnswerKind
 
@@ -117,14 +117,53 @@ async def session(body: SessionIn, request: Request) -> Response:
     return response
 
 
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+
+Limit = Annotated[
+    int,
+    Query(ge=1, le=PAGE_MAX, description=f"the most rows to return (at most {PAGE_MAX})"),
+]
+Offset = Annotated[int, Query(ge=0, description="how many rows to skip")]
+
+
+def _paged(request: Request, response: Response, page: Page) -> list[dict[str, Any]]:
+    """A page's rows; its place in the whole goes in the headers.
+
+    ``X-Total-Count`` is the length of the whole listing, and ``Link`` names the ``next``
+    and ``prev`` pages (as GitHub's API does), so the body stays a plain list.
+    """
+    response.headers["X-Total-Count"] = str(page.total)
+    links: list[str] = []
+    if page.limit is not None:
+        if page.offset + page.limit < page.total:
+            nxt = request.url.include_query_params(offset=page.offset + page.limit)
+            links.append(f'<{nxt}>; rel="next"')
+        if page.offset > 0:
+            prev = request.url.include_query_params(offset=max(0, page.offset - page.limit))
+            links.append(f'<{prev}>; rel="prev"')
+    if links:
+        response.headers["Link"] = ", ".join(links)
+    return page.items
+
+
 @api.get("/workflows")
 async def list_workflows(
     request: Request,
+    response: Response,
     status: Annotated[WorkflowStatus | None, Query()] = None,
     gate: Annotated[Gate | None, Query()] = None,
+    limit: Limit = PAGE_DEFAULT,
+    offset: Offset = 0,
 ) -> list[dict[str, Any]]:
-    """Workflows, the most recently updated first (``orchestrator list``)."""
-    return await _service(request).list_workflows(status, gate.value if gate else None)
+    """Workflows, the most recently updated first (``orchestrator list``), a page at a time.
+
+    ``X-Total-Count`` says how many match; ``Link`` names the next and previous pages.
+    """
+    page = await _service(request).list_workflows(
+        status, gate.value if gate else None, limit=limit, offset=offset
+    )
+    return _paged(request, response, page)
 
 
 @api.post("/workflows", status_code=201)
@@ -135,9 +174,15 @@ async def start(body: StartIn, request: Request) -> dict[str, Any]:
 
 
 @api.get("/inbox")
-async def inbox(request: Request) -> list[dict[str, Any]]:
-    """Every workflow waiting at a gate, the longest waiting first."""
-    return await _service(request).inbox()
+async def inbox(
+    request: Request, response: Response, limit: Limit = PAGE_DEFAULT, offset: Offset = 0
+) -> list[dict[str, Any]]:
+    """The workflows waiting at a gate, the longest waiting first, a page at a time.
+
+    ``X-Total-Count`` says how many wait; ``Link`` names the next and previous pages.
+    """
+    page = await _service(request).inbox(limit=limit, offset=offset)
+    return _paged(request, response, page)
 
 
 @api.get("/workflows/{workflow_id}")

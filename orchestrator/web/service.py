@@ -54,6 +54,7 @@ from state.steps import STEP_SPECS, Gate, MachineState, WorkflowStatus
 from state.store import (
     Store,
     StoredWorkflow,
+    WorkflowSummary,
     lease_is_stale,
 )
 from state.workflow import HumanAnswerKind
@@ -142,6 +143,31 @@ class Version:
     updated_at: str
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing: its items, and where they lie in the whole.
+
+    Attributes:
+        items: the rows of this page.
+        total: how many rows the whole listing has.
+        offset: how many rows come before this page.
+        limit: the most rows a page holds (None: the whole listing is one page).
+    """
+
+    items: list[dict[str, Any]]
+    total: int
+    offset: int
+    limit: int | None
+
+
+R = TypeVar("R")
+
+
+def _window(rows: Sequence[R], limit: int | None, offset: int) -> Sequence[R]:
+    """The rows of one page."""
+    return rows[offset:] if limit is None else rows[offset : offset + limit]
+
+
 def drawn_edges(table: Iterable[TransitionSpec]) -> set[tuple[MachineState, MachineState]]:
     """The machine's edges worth drawing even when not taken.
 
@@ -218,22 +244,29 @@ class ConsoleService:
     # --- reading -------------------------------------------------------------------------
 
     async def list_workflows(
-        self, status: WorkflowStatus | None = None, gate: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Workflows, the most recently updated first, optionally filtered."""
+        self,
+        status: WorkflowStatus | None = None,
+        gate: str | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Page:
+        """Workflows, the most recently updated first, optionally filtered, one page of them."""
         rows = await self._io(self._store.list_workflows, status)
-        out = [summary_row(r) for r in rows]
         if gate is not None:
-            out = [r for r in out if r["waiting_gate"] == gate]
-        return out
+            rows = [r for r in rows if r.waiting_gate is not None and r.waiting_gate.value == gate]
+        items = [summary_row(r) for r in _window(rows, limit, offset)]
+        return Page(items=items, total=len(rows), offset=offset, limit=limit)
 
-    async def inbox(self) -> list[dict[str, Any]]:
-        """Every workflow waiting at a gate, the longest waiting first, with its question.
+    async def inbox(self, *, limit: int | None = None, offset: int = 0) -> Page:
+        """The workflows waiting at a gate, the longest waiting first, with their questions.
 
         The listing comes from the store's summaries; what each workflow asks needs its
         state, which is loaded only for workflows whose version changed since the last
         inbox (kept per workflow and version, so an answer or a new decision is seen at
-        once), all misses in one trip to the worker thread.
+        once), all misses in one trip to the worker thread. Every waiting workflow is
+        ordered, but only the page asked for (``offset``, at most ``limit`` items; None for
+        all) is shaped into rows, so a page of an inbox of thousands stays cheap.
         """
         rows = await self._io(self._store.list_workflows, WorkflowStatus.AWAITING_HUMAN)
         waiting = [r for r in rows if r.waiting_gate is not None]  # else answered, not resumed
@@ -246,21 +279,24 @@ class ConsoleService:
         if missing:
             loaded = await self._io(self._load_questions, missing)
             known = {**known, **loaded}
-        now = self._clock.now()
-        items: list[dict[str, Any]] = []
         fresh: dict[str, _Question] = {}
+        asked: list[tuple[WorkflowSummary, _Question]] = []
         for row in waiting:
             q = known.get(row.workflow_id)
             if q is None:
                 continue  # gone between the listing and the load
             fresh[row.workflow_id] = q
+            asked.append((row, q))
+        self._questions = fresh  # workflows that stopped waiting are forgotten
+        asked.sort(key=lambda rq: (rq[1].asked.get("waiting_since") or "", rq[0].workflow_id))
+        now = self._clock.now()
+        items: list[dict[str, Any]] = []
+        for row, q in _window(asked, limit, offset):
             item = summary_row(row) | q.asked
             item["waited_s"] = (now - q.since).total_seconds() if q.since is not None else None
             item["requirements"] = q.requirements
             items.append(item)
-        self._questions = fresh  # workflows that stopped waiting are forgotten
-        items.sort(key=lambda i: (i["waiting_since"] or "", i["workflow_id"]))
-        return items
+        return Page(items=items, total=len(asked), offset=offset, limit=limit)
 
     async def warm(self) -> None:
         """Read what every waiting workflow asks, so the first inbox is as fast as the next."""

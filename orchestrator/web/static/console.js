@@ -33,6 +33,40 @@ class ApiError extends Error {
 }
 
 async function api(path, options = {}) {
+  return (await apiResponse(path, options)).body;
+}
+
+// A listing page: its rows and how many the whole listing has (the X-Total-Count header).
+async function apiPage(path) {
+  const { body, headers } = await apiResponse(path);
+  return { items: body, total: Number(headers.get("X-Total-Count") ?? body.length) };
+}
+
+const PAGE = 100;
+
+// "rows 101-200 of 2,501" with links to the pages before and after; the offset lives in the
+// address, so a page can be bookmarked and live updates keep it.
+function pager(offset, shown, total) {
+  if (total <= shown && offset === 0) return null;
+  const go = (to) => (e) => {
+    e.preventDefault();
+    const p = new URLSearchParams(location.search);
+    if (to > 0) p.set("offset", to); else p.delete("offset");
+    history.pushState(null, "", "?" + p);
+    refresh();
+  };
+  const first = shown ? offset + 1 : 0;
+  return el("nav", { class: "pager" },
+    offset > 0 ? el("a", { href: "#", class: "prev", onclick: go(Math.max(0, offset - PAGE)), text: "← previous" }) : null,
+    el("span", { class: "range", text: ` rows ${first}–${offset + shown} of ${total.toLocaleString()} ` }),
+    offset + shown < total ? el("a", { href: "#", class: "next", onclick: go(offset + PAGE), text: "next →" }) : null);
+}
+
+function pageOffset() {
+  return Math.max(0, Number(new URLSearchParams(location.search).get("offset")) || 0);
+}
+
+async function apiResponse(path, options = {}) {
   const init = { credentials: "same-origin", headers: {} };
   if (options.body !== undefined) {
     init.method = options.method || "POST";
@@ -48,7 +82,7 @@ async function api(path, options = {}) {
   const type = response.headers.get("content-type") || "";
   const body = type.includes("json") ? await response.json() : await response.text();
   if (!response.ok) throw new ApiError(response.status, typeof body === "object" ? body : { error: body });
-  return body;
+  return { body, headers: response.headers };
 }
 
 function ago(iso) {
@@ -84,7 +118,8 @@ function fill(node, ...parts) {
 // --- pages ---------------------------------------------------------------------------
 
 async function renderInbox(main) {
-  const items = await api("/api/inbox");
+  const offset = pageOffset();
+  const { items, total } = await apiPage(`/api/inbox?limit=${PAGE}&offset=${offset}`);
   const rows = items.map((w) =>
     el("tr", { class: "inbox-row", "data-workflow-id": w.workflow_id },
       el("td", {}, el("a", { href: `/workflows/${encodeURIComponent(w.workflow_id)}`, text: w.workflow_id })),
@@ -96,17 +131,22 @@ async function renderInbox(main) {
     el("h1", { text: "Inbox" }),
     el("p", { class: "hint", text: "Workflows waiting for a human answer, the longest waiting first." }),
     items.length ? table(["workflow", "gate", "what is asked", "waiting for", "requirement"], rows, "inbox")
-      : el("p", { class: "empty", text: "Nothing waits for you." }));
+      : el("p", { class: "empty", text: offset ? "No rows on this page." : "Nothing waits for you." }),
+    pager(offset, items.length, total));
 }
 
 async function renderWorkflows(main) {
   const params = new URLSearchParams(location.search);
   const query = new URLSearchParams();
   for (const k of ["status", "gate"]) if (params.get(k)) query.set(k, params.get(k));
-  const rows = await api("/api/workflows" + (query.toString() ? "?" + query : ""));
+  const offset = pageOffset();
+  query.set("limit", PAGE);
+  query.set("offset", offset);
+  const { items: rows, total } = await apiPage("/api/workflows?" + query);
   const select = (name, values) => el("select", { name, onchange: (e) => {
     const p = new URLSearchParams(location.search);
     if (e.target.value) p.set(name, e.target.value); else p.delete(name);
+    p.delete("offset");  // a new filter starts at its first page
     history.replaceState(null, "", "?" + p);
     refresh();
   } }, el("option", { value: "", text: `any ${name}` }),
@@ -146,6 +186,7 @@ async function renderWorkflows(main) {
       select("gate", ["plan", "code_review", "final", "escalation"])),
     rows.length ? table(["workflow", "status", "phase", "state", "step", "waiting at", "updated"], body, "workflows")
       : el("p", { class: "empty", text: "No workflows match." }),
+    pager(offset, rows.length, total),
     form);
 }
 
@@ -360,6 +401,8 @@ function typing() {
   const active = document.activeElement;
   return active && ["INPUT", "TEXTAREA", "SELECT"].includes(active.tagName) && active.value;
 }
+
+window.addEventListener("popstate", () => refresh());  // back and forward between pages
 
 function live() {
   const mark = $("#live");
