@@ -372,19 +372,19 @@ def missing_module(run: SandboxResult, module: str) -> bool:
 def _not_installed(tool: str, run: SandboxResult, python: Python) -> ToolResult:
     """The crashed result of a tool that is not installed."""
     if isinstance(python, ProjectEnvironment):
-        fix = (
-            f"the project environment ({python.python}) lacks it; add {tool} to the "
-            "requirements the environment is built from (environment: in the workflow's "
-            "configuration), or drop the check from checks:"
+        what = (
+            f"{tool} is not installed in the project environment ({python.python}); add it "
+            "to the requirements the environment is built from (environment: in the "
+            "workflow's configuration), or drop the check from checks:"
         )
     else:
-        fix = "install it in the orchestrator's environment"
+        what = f"{tool} is not installed for {python}; install it in the orchestrator's environment"
     return ToolResult(
         name="pytest" if tool == "coverage" else tool,
         status=ToolStatus.CRASHED,
         exit_code=run.exit_code,
         duration_s=run.duration_s,
-        detail=f"{tool} is not installed for {_exe(python)}: {fix}\n{output_tail(run)}",
+        detail=f"{what}\n{output_tail(run)}",
     )
 
 
