@@ -191,7 +191,7 @@ async def test_command_checks_find_the_project_env_first_on_path(
 async def test_an_environment_that_cannot_be_found_raises(workspace: Path) -> None:
     """No check can run without the environment: the error names the setting to fix."""
     setup = ValidationSetup(environment=EnvironmentSettings(python="/no/such/python"))
-    with pytest.raises(SandboxError, match="environment.python"):
+    with pytest.raises(SandboxError, match=r"environment\.python"):
         await run_validation_tools(workspace, "", SANDBOX, setup)
 
 
