@@ -28,12 +28,6 @@ from support.wheels import EXAMPLE, offline, require_wheels
 SANDBOX = Sandbox(SandboxLimits(wall_timeout_s=60))
 
 
-@pytest.fixture(scope="session")
-def env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache of project environments for the session (a second build of one is a hit)."""
-    return tmp_path_factory.getbasetemp() / "project-envs"
-
-
 @pytest.fixture
 def example_env(env_cache: Path) -> ProjectEnvironment:
     """The example repository's environment (pandas, pytest, coverage), built offline."""

@@ -277,6 +277,9 @@ def _pytest_verdict(
         # Collection errors (a syntax error, an import that fails) are a verdict on the code,
         # not a broken tool: reported as failed, they do not look like an anomaly.
         return failed("the tests could not be collected")
+    if run.exit_code == 4 and "ImportError while loading conftest" in run.stdout + run.stderr:
+        # A conftest that cannot import (a package the environment lacks) is the same verdict.
+        return failed("the tests could not be collected: a conftest.py does not import")
     if run.exit_code not in (0, 1):
         return by_exit_code("pytest", run, {})
     if summary is None:
