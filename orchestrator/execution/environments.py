@@ -228,6 +228,7 @@ async def build_environment(
     key = environment_key(settings, source, base.version)
     link = cache / key
     say = _reporter(progress, key)
+    relay = _relay(progress, key)
     if (found := _finished(link)) is not None:
         return await _ready(found, built=False)
     await asyncio.to_thread(cache.mkdir, parents=True, exist_ok=True)
@@ -239,7 +240,7 @@ async def build_environment(
         target = cache / f"{key}-{secrets.token_hex(4)}"
         started = time.monotonic()
         try:
-            await _build(settings, base_python, target, requirements, relative, say)
+            await _build(settings, base_python, target, requirements, relative, say, relay)
             marker = {
                 "key": key,
                 "source": relative,
@@ -289,6 +290,7 @@ async def _build(
     requirements: list[str],
     relative: str,
     say: Progress,
+    relay: Progress,
 ) -> None:
     """Make the virtualenv at ``target`` and install into it (uv when there is one)."""
     uv = shutil.which("uv")
@@ -298,7 +300,8 @@ async def _build(
         options += ["--find-links", settings.find_links]
     if settings.offline:
         options.append("--no-index")
-    say(f"creating a virtualenv with {'uv' if uv else 'venv'} for {relative}")
+    tool = "uv" if uv else "venv"
+    say(f"building the project environment from {relative} in {target} (with {tool})")
     if uv:
         create = [uv, "venv", "--quiet", "--python", base_python, str(target)]
         install = [uv, "pip", "install", "--python", python, *options, *requirements]
@@ -307,10 +310,10 @@ async def _build(
         install = [python, "-m", "pip", "install", "--disable-pip-version-check", *options]
         install += requirements
     timeout = settings.build_timeout_s
-    await _step(create, "create the virtualenv", timeout, say, relative)
+    await _step(create, "create the virtualenv", timeout, relay, relative)
     if requirements:
         say(f"installing {relative}" + (" offline" if settings.offline else ""))
-        await _step(install, "install " + relative, timeout, say, relative)
+        await _step(install, "install " + relative, timeout, relay, relative)
 
 
 async def _step(argv: list[str], what: str, timeout_s: float, say: Progress, rel: str) -> None:
@@ -427,11 +430,26 @@ def _interpreter(python: str) -> str:
 
 
 def _reporter(progress: Progress | None, key: str) -> Progress:
-    """One function that logs each build line and hands it to ``progress``."""
+    """One function that logs each build line and hands it to ``progress``.
+
+    The build's own steps are logged at info (``--log-level INFO`` shows them), the
+    installer's lines at debug.
+    """
 
     def say(line: str) -> None:
-        log.info("environment.build.progress", key=key, line=line)
+        log.info("environment.build.step", key=key, step=line)
         if progress is not None:
             progress(line)
 
     return say
+
+
+def _relay(progress: Progress | None, key: str) -> Progress:
+    """Hand an installer's line to ``progress`` and log it at debug."""
+
+    def relay(line: str) -> None:
+        log.debug("environment.build.output", key=key, line=line)
+        if progress is not None:
+            progress(line)
+
+    return relay
