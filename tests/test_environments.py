@@ -77,14 +77,19 @@ async def test_the_project_env_has_its_packages_and_none_of_ours(
 
 
 async def test_a_second_build_reuses_the_cached_environment(tmp_path: Path) -> None:
-    """The same requirements build once: the second call finds the marker and installs nothing."""
+    """The same requirements build once (sweeping a killed build's leftovers), then are reused."""
     require_wheels("iniconfig")
     cache = tmp_path / "cache"
     workspace = tiny_workspace(tmp_path / "ws")
     settings = offline(cache, requirements="requirements.txt")
+    version = "{}.{}.{}".format(*sys.version_info[:3])
+    key = environment_key(settings, b"iniconfig\n", version)
+    killed = cache / f"{key}-deadbeef"
+    (killed / "bin").mkdir(parents=True)  # what a build killed mid-way leaves
     lines: list[str] = []
     first = await build_environment(settings, workspace, progress=lines.append)
     assert first.built
+    assert not killed.exists()
     assert any("installing requirements.txt" in line for line in lines)
     assert first.path is not None
     marker = (first.path / MARKER).read_text()

@@ -18,7 +18,8 @@ reader sees the old state or the finished environment, never half of one). Scrip
 environment keep working because the directory they were made in is the one that stays. A
 second build of the same key waits on ``KEY.lock`` (``flock``) and then reuses the finished
 environment. A failed build removes its directory and raises :class:`SandboxError` with the
-installer's last lines.
+installer's last lines; what a killed build left (a directory without its marker) is removed
+by the next build of that key, under the lock.
 
 The environment is a plain virtualenv without system site-packages: the orchestrator's own
 packages (pydantic, this package) are not importable there unless the project asks for them.
@@ -237,6 +238,7 @@ async def build_environment(
         await _lock(lock_fd, say)
         if (found := _finished(link)) is not None:  # another process built it meanwhile
             return await _ready(found, built=False)
+        await asyncio.to_thread(_sweep_unfinished, cache, key)
         target = cache / f"{key}-{secrets.token_hex(4)}"
         started = time.monotonic()
         try:
@@ -380,6 +382,13 @@ def _finished(link: Path) -> Path | None:
     except OSError:
         return None
     return target if (target / MARKER).is_file() else None
+
+
+def _sweep_unfinished(cache: Path, key: str) -> None:
+    """Remove what a build of ``key`` killed mid-way left (no marker, and the lock is ours)."""
+    for leftover in cache.glob(f"{key}-*"):
+        if leftover.is_dir() and not leftover.is_symlink() and not (leftover / MARKER).exists():
+            remove_tree(leftover)
 
 
 def _point(link: Path, target: Path) -> None:
