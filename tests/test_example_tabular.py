@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agents.base import StepAgents
+from agents.base import StepAgents, StepContext
 from agents.planner import PlannerAgent
 from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
@@ -30,8 +30,9 @@ from prompt_templates.loader import TemplateLoader
 from state.check_settings import ValidationSetup
 from state.clock import SystemClock
 from state.config import Coordinator, Gates, WorkflowConfig, load_config
+from state.errors import AgentError
 from state.reports import CodeValidationReport, ToolStatus
-from state.steps import MachineState
+from state.steps import MachineState, Step
 from state.workflow import StepStatus
 
 from support.wheels import EXAMPLE, WHEELS, offline, require_wheels
@@ -239,3 +240,33 @@ def test_a_workflow_imputes_the_median_after_one_refinement(repo: Path, env_cach
     assert "impute_median, drop_constant_columns" in (
         repo / "tabular" / "preprocessing.py"
     ).read_text(encoding="utf-8")
+
+
+async def test_an_environment_that_cannot_be_built_fails_the_step_clearly(
+    repo: Path, tmp_path: Path
+) -> None:
+    """A requirement the wheels lack: the validation step's error quotes the installer."""
+    (repo / "requirements.txt").write_text("pandas\nno-such-package-here==9\n", encoding="utf-8")
+    model = ScriptedChatModel(responder=TabularWorld())
+    validator = ValidatorAgent(model, TemplateLoader(), sandbox=SANDBOX)
+    agents = StepAgents(planner=validator, validator=validator, programmer=validator)
+    ctx = StepContext(
+        workflow_id="wf-env",
+        step=Step.CODE_VALIDATION,
+        workspace=repo,
+        requirements=REQUIREMENT,
+        plan_markdown=PLAN,
+        plan_version=1,
+        timeout_s=300,
+        validation=ValidationSetup(
+            environment=offline(tmp_path / "envs", requirements="requirements.txt")
+        ),
+    )
+    with pytest.raises(AgentError) as err:
+        await agents.run(ctx)
+    assert err.value.error_type == "sandbox_error"
+    message = str(err.value)
+    assert "could not be built from requirements.txt" in message
+    assert "no-such-package-here" in message
+    assert "fix requirements.txt" in message
+    assert not any((tmp_path / "envs").glob("*-*/bin"))  # nothing half-made is left
