@@ -197,14 +197,27 @@ def test_the_examples_config_names_its_environment_and_checks() -> None:
 
 
 def test_a_workflow_imputes_the_median_after_one_refinement(repo: Path, env_cache: Path) -> None:
-    """The first code fails a real pandas test, one refinement fixes it, the workflow ends."""
+    """The first code fails a real pandas test, one refinement fixes it, the workflow ends.
+
+    The checks are the built-ins plus the project's own pytest command, read from junit.
+    """
     world = TabularWorld()
     model = ScriptedChatModel(responder=world)
     templates = TemplateLoader()
-    config = WorkflowConfig(
-        coordinator=Coordinator.PROGRAMMATIC,
-        gates=Gates(plan=False, final=False),
-        environment=setup_for(env_cache).environment,
+    unit = "python -m pytest -q -p no:cacheprovider tests --junitxml={report:junit}"
+    config = WorkflowConfig.model_validate(
+        {
+            "coordinator": Coordinator.PROGRAMMATIC,
+            "gates": Gates(plan=False, final=False),
+            "environment": setup_for(env_cache).environment,
+            "checks": [
+                "compile",
+                "ruff",
+                "pytest",
+                "plan_alignment",
+                {"name": "unit", "run": unit, "read": "junit", "timeout_s": 120},
+            ],
+        }
     )
     with open_store(repo.parent / "data") as store:
         runner = WorkflowRunner(
@@ -231,9 +244,11 @@ def test_a_workflow_imputes_the_median_after_one_refinement(repo: Path, env_cach
     assert tested.status is ToolStatus.FAILED
     assert "Cannot perform reduction 'median' with string dtype" in tested.detail
     assert statuses(first.tools)["compile"] is ToolStatus.PASSED
+    assert statuses(first.tools)["unit"] is ToolStatus.FAILED  # the project's own command too
     # the refinement was told what failed, and its code passes every check
     assert "median" in world.prompt("step6_code_refinement")
     assert all(s is ToolStatus.PASSED for s in statuses(final.tools).values()), final.tools
+    assert list(statuses(final.tools)) == ["compile", "ruff", "pytest", "plan_alignment", "unit"]
     assert final.line_coverage is not None
     assert final.line_coverage >= 85
     assert (repo / "tabular" / "impute.py").read_text(encoding="utf-8") == FIXED_IMPUTE
