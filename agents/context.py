@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.llm.metering import UsageMeter
+from state.check_settings import ValidationSetup
 from state.config import CodeThresholds, PlanThresholds
 from state.decision import RecoveryStrategy
 from state.errors import AgentError
@@ -63,6 +64,7 @@ class StepContext:
         plan_thresholds: phase-1 convergence thresholds (the plan validator states them).
         code_thresholds: phase-2 thresholds (the review score that lets the tools run).
         sandbox: the limits the deterministic tools run under (the workflow's ``sandbox:``).
+        validation: the Python and the checks of level 2 (``environment:`` and ``checks:``).
         meter: counts the step's LLM calls and refuses them once the workflow's LLM budget
             is spent; None (tests, tools) leaves calls uncounted.
     """
@@ -83,6 +85,7 @@ class StepContext:
     plan_thresholds: PlanThresholds = field(default_factory=PlanThresholds)
     code_thresholds: CodeThresholds = field(default_factory=CodeThresholds)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    validation: ValidationSetup = field(default_factory=ValidationSetup)
     meter: UsageMeter | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:

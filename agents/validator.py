@@ -196,7 +196,7 @@ class ValidatorAgent:
                 review=review, standardization=standard, tools_skipped_reason=skipped
             )
         sandbox = self._sandbox if self._sandbox is not None else ctx.sandbox
-        run = await self._tool_runner(ctx.workspace, plan, sandbox)
+        run = await self._tool_runner(ctx.workspace, plan, sandbox, ctx.validation)
         bound.info(
             "agent.validation.tools",
             tools=len(run.tools),

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from state.check_settings import ValidationSetup
 from state.reports import ToolResult
 from state.sandbox_settings import SandboxSettings
 
@@ -32,26 +33,29 @@ class ToolRunLike(Protocol):
 
 # The sandbox is typed loosely: the validator only hands it through, a fake runner in tests
 # needs none, and importing this module must not import orchestrator.execution.sandbox.
-ToolRunner = Callable[[Path, str, Any], Awaitable[ToolRunLike]]
-"""``async (workspace, plan_markdown, sandbox) -> ToolRun``, like ``run_validation_tools``.
+ToolRunner = Callable[[Path, str, Any, ValidationSetup], Awaitable[ToolRunLike]]
+"""``async (workspace, plan_markdown, sandbox, setup) -> ToolRun``, like
+``run_validation_tools``.
 
 ``sandbox`` is the sandbox the validator was built with or, without one, the workflow's
-:class:`SandboxSettings`."""
+:class:`SandboxSettings`; ``setup`` the workflow's ``environment:`` and ``checks:``."""
 
 
-async def default_tool_runner(workspace: Path, plan_markdown: str, sandbox: Any) -> ToolRunLike:
-    """Run the real deterministic tools (``orchestrator.execution.tools.run_validation_tools``).
+async def default_tool_runner(
+    workspace: Path, plan_markdown: str, sandbox: Any, setup: ValidationSetup
+) -> ToolRunLike:
+    """Run the configured checks (``orchestrator.execution.checks.run_validation_tools``).
 
     The sandbox module is imported on first use, so the validator can be built and tested
     without it. A ``sandbox`` of None means a ``Sandbox()`` with default limits; a
     :class:`SandboxSettings` means a sandbox with those limits (one per distinct settings).
     """
     # imported here, not at the top: plan validation and tests never load the sandbox
-    from orchestrator.execution.tools import run_validation_tools  # noqa: PLC0415 -- deferred on purpose
+    from orchestrator.execution.checks import run_validation_tools  # noqa: PLC0415 -- deferred on purpose
 
     if sandbox is None or isinstance(sandbox, SandboxSettings):
         sandbox = sandbox_for(sandbox or SandboxSettings())
-    return await run_validation_tools(workspace, plan_markdown, sandbox)
+    return await run_validation_tools(workspace, plan_markdown, sandbox, setup)
 
 
 @functools.cache

@@ -6,6 +6,7 @@ This package knows nothing of the agents or the orchestrator.
 __all__ = [
     "async_store",
     "build",
+    "check_settings",
     "clock",
     "codec",
     "config",

@@ -7,6 +7,8 @@ YAML::
     plan_thresholds: {alignment: 9.0}
     limits: {max_plan_revisions: 3}
     gates: {code_review: true}
+    environment: {requirements: requirements.txt}
+    checks: [compile, ruff, {name: pytest, timeout_s: 300}, {name: lint, run: make lint}]
 
 Configs are strict, because a value that slips through is stored with the workflow and read
 back on every resume: numbers must be finite (``.inf`` and ``nan`` are refused), ``true`` is
@@ -24,9 +26,16 @@ from pydantic import (
     BaseModel,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from state.check_settings import (
+    CheckSettings,
+    EnvironmentSettings,
+    check_names_unique,
+    default_checks,
+)
 from state.errors import ConfigError
 from state.sandbox_settings import SandboxSettings
 from state.usage import ModelPrice
@@ -178,11 +187,30 @@ class WorkflowConfig(BaseModel):
     classifier: ClassifierSettings = ClassifierSettings()
     llm: LLMSettings = LLMSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    environment: EnvironmentSettings = EnvironmentSettings()
+    checks: tuple[CheckSettings, ...] = Field(
+        default_factory=default_checks,
+        description="the level-2 checks, in order: built-in names (compile, ruff, pytest, "
+        "plan_alignment, mypy) or {name, run: COMMAND} entries",
+    )
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _check_names(cls, value: Any) -> Any:
+        """A bare name stands for ``{name: NAME}``."""
+        if isinstance(value, list | tuple):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
 
     @model_validator(mode="after")
     def _script_needs_a_file(self) -> WorkflowConfig:
         if self.coordinator is Coordinator.SCRIPT and not self.coordinator_script:
             raise ValueError("coordinator 'script' needs coordinator_script: PATH.py")
+        if not self.checks:
+            raise ValueError("checks is empty: list at least one check, or leave it out")
+        twice = check_names_unique(self.checks)
+        if twice is not None:
+            raise ValueError(f"check {twice!r} is listed twice in checks; keep one")
         return self
 
 
@@ -240,8 +268,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_config(path: str | Path) -> WorkflowConfig:
     """Load and validate a YAML configuration file.
 
-    A relative ``coordinator_script`` is resolved against the file's directory and kept as
-    an absolute path, so the workflow finds it again when resumed from anywhere.
+    A relative ``coordinator_script``, ``environment.python``, ``environment.find_links`` or
+    ``environment.cache_dir`` is resolved against the file's directory and kept as an
+    absolute path, so the workflow finds it again when resumed from anywhere.
 
     Raises:
         ConfigError: the file is missing, is not UTF-8 YAML, repeats a key, or a field is
@@ -262,7 +291,23 @@ def load_config(path: str | Path) -> WorkflowConfig:
         if not script.is_absolute():
             script = p.resolve().parent / script
         config = config.model_copy(update={"coordinator_script": str(script.resolve())})
+    env = config.environment
+    paths = {
+        name: _beside(p, value)
+        for name in ("python", "find_links", "cache_dir")
+        if (value := getattr(env, name)) and (name != "python" or "/" in value)
+    }
+    if paths:
+        config = config.model_copy(update={"environment": env.model_copy(update=paths)})
     return config
+
+
+def _beside(config_file: Path, value: str) -> str:
+    """``value`` as an absolute path, a relative one read from the config file's directory."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = config_file.resolve().parent / path
+    return str(path.absolute())
 
 
 def dump_config(config: WorkflowConfig) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.execution.checks import run_validation_tools
 from orchestrator.execution.reports import ReportError, read_junit
 from orchestrator.execution.sandbox import Sandbox, SandboxLimits
 from orchestrator.execution.tools import (
@@ -17,7 +18,6 @@ from orchestrator.execution.tools import (
     run_compile,
     run_pytest,
     run_ruff,
-    run_validation_tools,
 )
 from state.reports import ToolResult, ToolStatus
 

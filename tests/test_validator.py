@@ -296,7 +296,9 @@ class FakeRunner:
     )
     calls: list[tuple[Path, str, Any]] = field(default_factory=list)
 
-    async def __call__(self, workspace: Path, plan_markdown: str, sandbox: Any) -> FakeToolRun:
+    async def __call__(
+        self, workspace: Path, plan_markdown: str, sandbox: Any, setup: Any
+    ) -> FakeToolRun:
         self.calls.append((workspace, plan_markdown, sandbox))
         return self.run
 

@@ -82,6 +82,8 @@ class Launch:
     collect: Sequence[str]
     reports: Sequence[str]
     hint: str
+    read_only: Sequence[str] = ()  # more directories the run reads (a project's virtualenv)
+    path: Sequence[str] = ()  # directories put first on the run's PATH
 
 
 async def execute(limits: SandboxLimits, launch: Launch) -> SandboxResult:
@@ -116,7 +118,7 @@ async def _run(limits: SandboxLimits, launch: Launch, slots: dict[str, BinaryIO]
         "private_dirs": list(PRIVATE_DIRS) if private else [],
         "run_root": str(layout.root),
         # The interpreter may live under a covered directory (a checkout under /tmp).
-        "keep_read_only": INTERPRETER_PREFIXES,
+        "keep_read_only": [*INTERPRETER_PREFIXES, *launch.read_only],
         "tmpfs_mb": max(16, limits.max_file_mb),
     }
     command = [
@@ -140,7 +142,7 @@ async def _run(limits: SandboxLimits, launch: Launch, slots: dict[str, BinaryIO]
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=layout.work,
-                env=environment(layout, launch.env),
+                env=environment(layout, launch.env, launch.path),
                 start_new_session=True,
                 pass_fds=(status_w, lifeline_r, *fds.values()),
             )
@@ -315,10 +317,18 @@ def _read_slot(slot: BinaryIO) -> bytes:
 # --- the machine ------------------------------------------------------------------------------
 
 
-def environment(layout: Layout, extra: Mapping[str, str]) -> dict[str, str]:
-    """The run's whole environment: an allow-list, nothing inherited."""
+def environment(
+    layout: Layout, extra: Mapping[str, str], first: Sequence[str] = ()
+) -> dict[str, str]:
+    """The run's whole environment: an allow-list, nothing inherited.
+
+    ``first`` goes at the head of PATH (a project environment's ``bin``), before the
+    orchestrator's interpreter directory and the system's.
+    """
     path = os.pathsep.join(
-        dict.fromkeys([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"])
+        dict.fromkeys(
+            [*first, os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]
+        )
     )
     env = {
         "PATH": path,
@@ -339,8 +349,12 @@ def environment(layout: Layout, extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def check_reachable(temp_root: Path, *, has_mount_ns: bool) -> tuple[list[list[Any]], str]:
+def check_reachable(
+    temp_root: Path, *, has_mount_ns: bool, more: Sequence[str] = ()
+) -> tuple[list[list[Any]], str]:
     """Check that an unprivileged uid can reach the copies and the interpreter.
+
+    ``more`` are further directories the run must read (a project environment's prefixes).
 
     Returns:
         ``[[blocking_dir, [prefix, ...]], ...]``, the interpreter prefixes to bind-mount
@@ -357,7 +371,7 @@ def check_reachable(temp_root: Path, *, has_mount_ns: bool) -> tuple[list[list[A
             f"{blocker}, which other users cannot enter; pass a temp_root "
             "such as /tmp to Sandbox"
         )
-    prefixes = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)})
+    prefixes = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *more)})
     prefixes = [
         p for p in prefixes if not any(p != q and p.startswith(q + os.sep) for q in prefixes)
     ]
@@ -368,7 +382,8 @@ def check_reachable(temp_root: Path, *, has_mount_ns: bool) -> tuple[list[list[A
             groups.setdefault(str(blocked), []).append(prefix)
     if groups and not has_mount_ns:
         return [], (
-            f" (the interpreter {sys.executable} lies under {', '.join(groups)}, "
+            f" (the interpreter {sys.executable} or the project environment lies under "
+            f"{', '.join(groups)}, "
             "which the sandbox's unprivileged user cannot enter, and no mount "
             "namespace is available to expose it; install Python where every "
             "user can read it)"

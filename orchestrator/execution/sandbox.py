@@ -86,6 +86,11 @@ _UID_BASE = 2_000_000_000
 _UID_POOL = 65_536
 
 
+def _resolved(paths: Sequence[str]) -> tuple[str, ...]:
+    """Each path with its symlinks resolved (mounts need the real directory)."""
+    return tuple(os.path.realpath(p) for p in paths)
+
+
 class Sandbox:
     """Runs commands over a temporary copy of a workspace, within limits.
 
@@ -124,6 +129,8 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         collect: Sequence[str] = (),
         reports: Sequence[str] = (),
+        read_only: Sequence[str] = (),
+        path: Sequence[str] = (),
     ) -> SandboxResult:
         """Run ``argv`` in a fresh copy of ``workspace`` and record how it ended.
 
@@ -138,6 +145,9 @@ class Sandbox:
             collect: relative paths of files to read back from the copy after the run.
             reports: names of reports the command writes through descriptors made for this
                 run (outside the copy, unreachable by path); read back into ``reports``.
+            read_only: more directories the run must read, exposed read-only where a
+                directory other users cannot enter hides them (a project's virtualenv).
+            path: directories put first on the run's PATH.
 
         Returns:
             The result; a limit being hit is a result, not an error.
@@ -157,7 +167,7 @@ class Sandbox:
         uid = _UID_BASE + secrets.randbelow(_UID_POOL) if isolation.drop_uid else None
         temp_root = self._temp_root or Path(tempfile.gettempdir())
         expose, hint = (
-            check_reachable(temp_root, has_mount_ns=prefix is not None)
+            check_reachable(temp_root, has_mount_ns=prefix is not None, more=read_only)
             if uid is not None
             else ([], "")
         )
@@ -176,6 +186,8 @@ class Sandbox:
                     collect=collect,
                     reports=reports,
                     hint=hint,
+                    read_only=_resolved(read_only),
+                    path=tuple(path),
                 ),
             )
             keep = keep_workdir
@@ -186,6 +198,13 @@ class Sandbox:
             if not keep:
                 await asyncio.to_thread(remove_tree, layout.root)
         return result if keep else dataclasses.replace(result, workdir=None)
+
+    def with_limits(self, limits: SandboxLimits) -> Sandbox:
+        """A sandbox like this one with other limits (the machine is probed only once)."""
+        other = Sandbox(limits, temp_root=self._temp_root, use_namespaces=self._use_namespaces)
+        other._isolation = self._isolation
+        other._noted = self._noted
+        return other
 
     async def discard(self, result: SandboxResult) -> None:
         """Remove a workspace copy kept with ``keep_workdir=True`` (no-op without one)."""

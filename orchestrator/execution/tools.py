@@ -1,21 +1,24 @@
-"""Level 2 of code validation: deterministic tools over the workspace.
+"""Level 2 of code validation: the built-in deterministic tools over the workspace.
 
-Four tools, each giving a :class:`state.reports.ToolResult`:
+Five tools, each giving a :class:`state.reports.ToolResult` (``checks.py`` picks which run,
+with which Python, beside the project's own commands):
 
 - ``compile``: byte-compiles every ``.py`` file; a SyntaxError fails it.
 - ``ruff``: ``ruff check``, with the workspace's own ruff configuration when it has one and a
   small default rule set (pyflakes, syntax and statement errors, bugbear) otherwise.
 - ``pytest``: the tests under coverage.py; reports the line coverage of the non-test code.
 - ``plan_alignment``: every file the plan names exists in the workspace (no subprocess).
+- ``mypy``: ``mypy`` over the workspace (its own configuration when it has one).
 
-The first three run concurrently, each in its own sandbox copy of the workspace, with the
-orchestrator's interpreter in isolated mode (``python -I``): the workspace is not on the
-tools' ``sys.path``, so a ``ruff.py``, ``compileall.py``, ``coverage.py`` or ``pytest.py`` in it
-cannot stand in for the real tool. The tests run through ``pytest_bootstrap.py`` (see there
-for how the workspace reaches the tests and not the tools) and their verdict is read from the
-junit and coverage reports written through the sandbox's report descriptors, which the code
-cannot reach by any path (see ``launch.py``): an exit status of 0 counts only when the junit
-report says that tests ran and passed, in a session that began after this run did.
+Each runs in its own sandbox copy of the workspace, with the project's interpreter (or the
+orchestrator's, see ``environments.py``) in isolated mode (``python -I``): the workspace is
+not on the tools' ``sys.path``, so a ``ruff.py``, ``compileall.py``, ``coverage.py`` or
+``pytest.py`` in it cannot stand in for the real tool. The tests run through
+``pytest_bootstrap.py`` (see there for how the workspace reaches the tests and not the
+tools) and their verdict is read from the junit and coverage reports written through the
+sandbox's report descriptors, which the code cannot reach by any path (see ``launch.py``): an
+exit status of 0 counts only when the junit report says that tests ran and passed, in a
+session that began after this run did.
 
 A tool that is not installed, or that the sandbox cannot start, is recorded as ``crashed``:
 nothing here raises for a tool's sake. ``failed`` is a verdict on the code (also a run killed
@@ -29,10 +32,11 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.execution.environments import ProjectEnvironment
 from orchestrator.execution.plan_alignment import (
     PLAN_FILE_EXTENSIONS,
     check_plan_alignment,
@@ -52,13 +56,17 @@ from state.reports import ToolResult, ToolStatus
 __all__ = [
     "DEFAULT_RUFF_RULES",
     "PLAN_FILE_EXTENSIONS",
+    "Python",
     "ToolRun",
+    "by_exit_code",
     "check_plan_alignment",
     "named_files",
+    "output_tail",
     "run_compile",
+    "run_in_sandbox",
+    "run_mypy",
     "run_pytest",
     "run_ruff",
-    "run_validation_tools",
 ]
 
 DEFAULT_RUFF_RULES = ("E4", "E7", "E9", "F", "B")
@@ -78,7 +86,8 @@ class ToolRun:
     """The level-2 outcome.
 
     Attributes:
-        tools: one result per tool, in the order compile, ruff, pytest, plan_alignment.
+        tools: one result per check, in the configured order (by default compile, ruff,
+            pytest, plan_alignment).
         line_coverage: percent of non-test lines the tests ran, None when not measured.
     """
 
@@ -86,28 +95,11 @@ class ToolRun:
     line_coverage: float | None
 
 
-async def run_validation_tools(workspace: Path, plan_markdown: str, sandbox: Sandbox) -> ToolRun:
-    """Run every deterministic tool over ``workspace``.
-
-    Args:
-        workspace: the code to check; each tool runs in its own sandbox copy of it.
-        plan_markdown: the approved plan, whose named files must exist.
-        sandbox: runs the tools (its limits apply to each tool).
-
-    Returns:
-        The four results and the line coverage.
-    """
-    python = sys.executable
-    compiled, linted, (tested, coverage), aligned = await asyncio.gather(
-        run_compile(workspace, sandbox, python=python),
-        run_ruff(workspace, sandbox, python=python),
-        run_pytest(workspace, sandbox, python=python),
-        asyncio.to_thread(check_plan_alignment, workspace, plan_markdown),
-    )
-    return ToolRun(tools=(compiled, linted, tested, aligned), line_coverage=coverage)
+Python = str | ProjectEnvironment
+"""The interpreter a tool runs with: a path (the orchestrator's), or a project environment."""
 
 
-async def run_compile(workspace: Path, sandbox: Sandbox, *, python: str) -> ToolResult:
+async def run_compile(workspace: Path, sandbox: Sandbox, *, python: Python) -> ToolResult:
     """Byte-compile every ``.py`` file of the workspace; a SyntaxError fails it.
 
     Args:
@@ -125,41 +117,74 @@ async def run_compile(workspace: Path, sandbox: Sandbox, *, python: str) -> Tool
             status=ToolStatus.FAILED,
             detail="the workspace has no Python file to compile",
         )
-    argv = [python, "-I", "-m", "compileall", "-q", "-x", r"/\.", "."]
-    run = await _run("compile", workspace, sandbox, argv)
+    argv = [_exe(python), "-I", "-m", "compileall", "-q", "-x", r"/\.", "."]
+    run = await run_in_sandbox("compile", workspace, sandbox, argv, python=python)
     if isinstance(run, ToolResult):
         return run
-    return _by_exit_code("compile", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
+    return by_exit_code("compile", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
 
 
 async def run_ruff(
-    workspace: Path, sandbox: Sandbox, *, python: str, rules: Collection[str] = DEFAULT_RUFF_RULES
+    workspace: Path,
+    sandbox: Sandbox,
+    *,
+    python: Python,
+    rules: Collection[str] = DEFAULT_RUFF_RULES,
+    args: Sequence[str] = (),
 ) -> ToolResult:
     """Lint the workspace with ``ruff check``.
 
     Args:
         workspace: the code to lint.
         sandbox: where to run ruff.
-        python: the interpreter whose environment provides ruff (run isolated).
+        python: the interpreter whose environment provides ruff (run isolated); a project
+            environment without ruff lints with the orchestrator's.
         rules: the rules to select when the workspace has no ruff configuration.
+        args: more arguments for ``ruff check``.
 
     Returns:
         passed, failed (exit 1: violations), crashed (exit 2, or ruff missing) or timeout.
     """
-    argv = [python, "-I", "-m", "ruff", "check", "--no-cache", "--output-format", "concise"]
+    if isinstance(python, ProjectEnvironment) and not _has_script(python, "ruff"):
+        python = sys.executable  # a linter needs nothing of the project: ours will do
+    exe = _exe(python)
+    argv = [exe, "-I", "-m", "ruff", "check", "--no-cache", "--output-format", "concise", *args]
     if not _has_ruff_config(workspace):
         target = f"py{sys.version_info.major}{sys.version_info.minor}"
         argv += ["--isolated", "--select", ",".join(rules), "--target-version", target]
-    run = await _run("ruff", workspace, sandbox, [*argv, "."])
+    run = await run_in_sandbox("ruff", workspace, sandbox, [*argv, "."], python=python)
     if isinstance(run, ToolResult):
         return run
-    if _missing_module(run, "ruff"):
+    if missing_module(run, "ruff"):
         return _not_installed("ruff", run, python)
-    return _by_exit_code("ruff", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
+    return by_exit_code("ruff", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
+
+
+async def run_mypy(
+    workspace: Path, sandbox: Sandbox, *, python: Python, args: Sequence[str] = ()
+) -> ToolResult:
+    """Type-check the workspace with mypy, installed in the environment that runs it.
+
+    Args:
+        workspace: the code to check (mypy reads its own configuration there, if any).
+        sandbox: where to run mypy.
+        python: the interpreter whose environment provides mypy and the project's packages.
+        args: mypy's arguments (default: ``.``).
+
+    Returns:
+        passed, failed (exit 1: type errors), crashed (exit 2, or mypy missing) or timeout.
+    """
+    argv = [_exe(python), "-I", "-m", "mypy", "--no-color-output", *(args or (".",))]
+    run = await run_in_sandbox("mypy", workspace, sandbox, argv, python=python)
+    if isinstance(run, ToolResult):
+        return run
+    if missing_module(run, "mypy"):
+        return _not_installed("mypy", run, python)
+    return by_exit_code("mypy", run, {0: ToolStatus.PASSED, 1: ToolStatus.FAILED})
 
 
 async def run_pytest(
-    workspace: Path, sandbox: Sandbox, *, python: str
+    workspace: Path, sandbox: Sandbox, *, python: Python, args: Sequence[str] = ()
 ) -> tuple[ToolResult, float | None]:
     """Run the workspace's tests under coverage.py and read the verdict from their reports.
 
@@ -167,6 +192,7 @@ async def run_pytest(
         workspace: the code and its tests.
         sandbox: where to run them.
         python: the interpreter whose environment provides pytest and coverage.
+        args: more arguments for pytest.
 
     Returns:
         The result (passed only when pytest exited 0 and its junit report shows tests that
@@ -176,7 +202,7 @@ async def run_pytest(
         and the line coverage of the non-test files, None when it could not be measured.
     """
     argv = [
-        python,
+        _exe(python),
         "-I",
         "-c",
         await asyncio.to_thread(_BOOTSTRAP.read_text),
@@ -189,15 +215,22 @@ async def run_pytest(
         "--color=no",
         "-o",
         "junit_family=xunit2",
+        *args,
     ]
     started_at = time.time()
-    run = await _run(
-        "pytest", workspace, sandbox, argv, reports=("junit", "coverage"), env=PYTEST_ENV
+    run = await run_in_sandbox(
+        "pytest",
+        workspace,
+        sandbox,
+        argv,
+        reports=("junit", "coverage"),
+        env=PYTEST_ENV,
+        python=python,
     )
     if isinstance(run, ToolResult):
         return run, None
     for module in ("coverage", "pytest"):
-        if _missing_module(run, module):
+        if missing_module(run, module):
             return _not_installed(module, run, python), None
     coverage = read_line_coverage(run.reports.get("coverage"))
     try:
@@ -230,22 +263,25 @@ def _pytest_verdict(
             status=ToolStatus.FAILED,
             exit_code=run.exit_code,
             duration_s=run.duration_s,
-            detail=f"{reason}\n{_output(run)}",
+            detail=f"{reason}\n{output_tail(run)}",
         )
 
     memory_error = summary is not None and any("MemoryError" in m for m in summary.messages)
     if run.limit_hit == "memory" or (memory_error and run.limit_hit is None):
         return failed(sandbox.limits.describe("memory"))
     if run.limit_hit in ("wall_timeout", "cpu"):
-        return _by_exit_code("pytest", run, {})
+        return by_exit_code("pytest", run, {})
     if run.exit_code == 5:
         return failed("no tests: pytest collected none")
     if run.exit_code == 2 and "error" in run.stdout.lower() and "collect" in run.stdout.lower():
         # Collection errors (a syntax error, an import that fails) are a verdict on the code,
         # not a broken tool: reported as failed, they do not look like an anomaly.
         return failed("the tests could not be collected")
+    if run.exit_code == 4 and "ImportError while loading conftest" in run.stdout + run.stderr:
+        # A conftest that cannot import (a package the environment lacks) is the same verdict.
+        return failed("the tests could not be collected: a conftest.py does not import")
     if run.exit_code not in (0, 1):
-        return _by_exit_code("pytest", run, {})
+        return by_exit_code("pytest", run, {})
     if summary is None:
         return failed(
             f"pytest exited with status {run.exit_code} but {problem}: the tests cannot be "
@@ -264,26 +300,40 @@ def _pytest_verdict(
         status=status,
         exit_code=run.exit_code,
         duration_s=run.duration_s,
-        detail=f"{summary.describe()}\n{_output(run)}",
+        detail=f"{summary.describe()}\n{output_tail(run)}",
     )
 
 
 # --- helpers --------------------------------------------------------------------------------
 
 
-async def _run(
+async def run_in_sandbox(
     name: str,
     workspace: Path,
     sandbox: Sandbox,
-    argv: list[str],
+    argv: Sequence[str],
     *,
+    python: Python,
     reports: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    collect: Sequence[str] = (),
 ) -> SandboxResult | ToolResult:
-    """Run a tool in the sandbox; a sandbox failure becomes a crashed result."""
+    """Run a check in the sandbox with ``python``'s environment; a sandbox failure is crashed.
+
+    A project environment is exposed to the run read-only and its ``bin`` put first on PATH.
+    """
     started = time.monotonic()
+    project = python if isinstance(python, ProjectEnvironment) else None
     try:
-        return await sandbox.run(workspace, argv, reports=reports, env=env)
+        return await sandbox.run(
+            workspace,
+            argv,
+            reports=reports,
+            env={**(project.variables if project else {}), **(env or {})},
+            collect=collect,
+            read_only=project.prefixes if project else (),
+            path=(project.bin_dir,) if project else (),
+        )
     except SandboxError as exc:
         return ToolResult(
             name=name,
@@ -293,7 +343,7 @@ async def _run(
         )
 
 
-def _by_exit_code(name: str, run: SandboxResult, statuses: dict[int, ToolStatus]) -> ToolResult:
+def by_exit_code(name: str, run: SandboxResult, statuses: dict[int, ToolStatus]) -> ToolResult:
     """Map a finished run to a result: limits first, then the exit code (others crashed)."""
     if run.limit_hit in ("wall_timeout", "cpu"):
         status = ToolStatus.TIMEOUT
@@ -312,29 +362,46 @@ def _by_exit_code(name: str, run: SandboxResult, statuses: dict[int, ToolStatus]
         status=status,
         exit_code=run.exit_code,
         duration_s=run.duration_s,
-        detail=note + _output(run),
+        detail=note + output_tail(run),
     )
 
 
-def _missing_module(run: SandboxResult, module: str) -> bool:
+def missing_module(run: SandboxResult, module: str) -> bool:
     """Whether the interpreter said it has no such module (``python -m`` or an import)."""
     said = re.search(rf"No module named '?{re.escape(module)}'?$", run.stderr, re.MULTILINE)
     return run.exit_code not in (0, None) and said is not None
 
 
-def _not_installed(tool: str, run: SandboxResult, python: str) -> ToolResult:
+def _not_installed(tool: str, run: SandboxResult, python: Python) -> ToolResult:
     """The crashed result of a tool that is not installed."""
+    if isinstance(python, ProjectEnvironment):
+        what = (
+            f"{tool} is not installed in the project environment ({python.python}); add it "
+            "to the requirements the environment is built from (environment: in the "
+            "workflow's configuration), or drop the check from checks:"
+        )
+    else:
+        what = f"{tool} is not installed for {python}; install it in the orchestrator's environment"
     return ToolResult(
         name="pytest" if tool == "coverage" else tool,
         status=ToolStatus.CRASHED,
         exit_code=run.exit_code,
         duration_s=run.duration_s,
-        detail=f"{tool} is not installed for {python}; install it in the "
-        f"orchestrator's environment\n{_output(run)}",
+        detail=f"{what}\n{output_tail(run)}",
     )
 
 
-def _output(run: SandboxResult) -> str:
+def _exe(python: Python) -> str:
+    """The interpreter's path."""
+    return python.python if isinstance(python, ProjectEnvironment) else python
+
+
+def _has_script(env: ProjectEnvironment, name: str) -> bool:
+    """Whether the environment has the console script ``name`` (the tool is installed)."""
+    return Path(env.bin_dir, name).exists()
+
+
+def output_tail(run: SandboxResult) -> str:
     """The useful tail of a run's output: stdout, then stderr when there is any."""
     parts = [text.strip() for text in (run.stdout, run.stderr) if text.strip()]
     text = "\n--- stderr ---\n".join(parts)

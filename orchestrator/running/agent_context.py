@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.base import StepContext
+from state.check_settings import ValidationSetup
 from state.config import WorkflowConfig
 from state.decision import Decision
 from state.reports import CodeValidationReport, PlanDraft, PlanValidationReport
@@ -57,6 +58,7 @@ def build_step_context(
         plan_thresholds=config.plan_thresholds,
         code_thresholds=config.code_thresholds,
         sandbox=config.sandbox,
+        validation=ValidationSetup(environment=config.environment, checks=config.checks),
     )
 
 
