@@ -129,3 +129,28 @@ def describe_decision(decision: Decision) -> str:
     if decision.confidence is not None:
         parts.append(f"confidence {decision.confidence:.2f}")
     return ", ".join(parts)
+
+
+def repository_summary(config: WorkflowConfig) -> dict[str, Any]:
+    """The ``--repo`` workflow's repository, base, branch and worktree ({} for a plain one)."""
+    repo = config.repository
+    if not repo.enabled:
+        return {}
+    return {
+        "repository": repo.path,
+        "base": repo.base,
+        "base_commit": repo.base_commit,
+        "branch": repo.branch,
+        "worktree": repo.worktree,
+    }
+
+
+def repository_line(config: WorkflowConfig) -> str | None:
+    """One line naming the branch and worktree, and how to look at the change."""
+    repo = config.repository
+    if not repo.enabled:
+        return None
+    return (
+        f"branch {repo.branch} (from {repo.base}) in worktree {repo.worktree}; "
+        f"see it with: git -C {repo.path} diff {repo.base_commit}...{repo.branch}"
+    )

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from state.errors import ConfigError
+from state.repository import RepositorySettings
 from state.sandbox_settings import SandboxSettings
 from state.usage import ModelPrice
 from state.validation import (
@@ -178,6 +179,9 @@ class WorkflowConfig(BaseModel):
     classifier: ClassifierSettings = ClassifierSettings()
     llm: LLMSettings = LLMSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    repository: RepositorySettings = Field(
+        RepositorySettings(), description="set by run --repo: the git branch and worktree"
+    )
 
     @model_validator(mode="after")
     def _script_needs_a_file(self) -> WorkflowConfig:

@@ -41,6 +41,7 @@ class PlanDraft(BaseModel):
     version: int = Field(ge=1)
     markdown: str
     path: str | None = Field(None, description="where the plan file lies in the workspace")
+    commit: str | None = Field(None, description="the git commit of this round (--repo runs)")
 
 
 class PlanValidationReport(BaseModel):
@@ -117,6 +118,11 @@ class CodeChange(BaseModel):
     files: tuple[str, ...] = ()
     summary: str = ""
     refused_paths: tuple[str, ...] = Field((), description="paths outside the workspace")
+    patched: tuple[str, ...] = Field((), description="files changed by a unified diff")
+    commit: str | None = Field(None, description="the git commit of this round (--repo runs)")
+    context_files: tuple[str, ...] = Field((), description="files the prompt showed in full")
+    context_tokens: int | None = Field(None, description="estimated tokens of code shown")
+    context_budget_tokens: int | None = Field(None, description="the budget for code shown")
 
 
 StepResult = Annotated[
