@@ -1,6 +1,6 @@
 """The hybrid orchestrator: deciding, running, and the infrastructure both share.
 
-``orchestrator.llm`` and ``orchestrator.execution`` sit below ``agents/`` (the agents call
+``orchestrator.llm``, ``orchestrator.execution`` and ``orchestrator.repository`` (git) sit below ``agents/`` (the agents call
 the model and run code through them); ``orchestrator.deciding`` and ``orchestrator.running``
 sit above it. ``tests/test_dependency_direction.py`` holds each subpackage to its layer.
 """
@@ -14,6 +14,7 @@ __all__ = [
     "llm",
     "logsetup",
     "reporting",
+    "repository",
     "running",
     "web",
 ]

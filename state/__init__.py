@@ -17,6 +17,7 @@ __all__ = [
     "memory_store",
     "postgres_store",
     "reports",
+    "repository",
     "sandbox_settings",
     "sqlite_store",
     "steps",
