@@ -42,7 +42,7 @@ from orchestrator.running.updates import (
     new_workflow,
     record_answer,
 )
-from orchestrator.running.workspace_commits import commit_round, restore
+from orchestrator.running.workspace_commits import ROUND_STEPS, commit_round, restore
 from state.async_store import AsyncStore
 from state.clock import Clock
 from state.config import WorkflowConfig
@@ -411,6 +411,9 @@ class WorkflowRunner:
             ctx = replace(build_step_context(state, config, record.decision), meter=meter)
             if ctx.recovery_strategy is RecoveryStrategy.BACKOFF:
                 waited.append(await self._back_off(ctx, config))
+            if rec.step in ROUND_STEPS:  # --repo: a failed attempt's writes do not linger
+                restored = await self._restore(state, config)
+                waited.extend([restored] if restored is not None else [])
             result = await self.agents.run(ctx)
             if isinstance(result, PlanDraft | CodeChange):
                 result = await self._commit_round(state, config, result)
@@ -429,6 +432,14 @@ class WorkflowRunner:
         except Exception as exc:  # an agent bug must not crash the runner
             log.error("step.crashed", step=int(rec.step), error=repr(exc))
             return fail_step(state, "internal_error", repr(exc), self.clock.now(), retryable=False)
+
+    async def _restore(self, state: WorkflowState, config: WorkflowConfig) -> EventEntry | None:
+        try:
+            return await restore(state, config)
+        except GitError as exc:
+            raise AgentError(
+                f"workflow {state.workflow_id}: {exc}", error_type="workspace_error"
+            ) from exc
 
     async def _commit_round(
         self, state: WorkflowState, config: WorkflowConfig, result: PlanDraft | CodeChange

@@ -31,6 +31,11 @@ from state.workflow import StepRecord, StepStatus, WorkflowState
 
 log = structlog.get_logger(__name__)
 
+ROUND_STEPS = frozenset(
+    {Step.INITIAL_PLANNING, Step.PLAN_REVISION, Step.IMPLEMENTATION, Step.CODE_REFINEMENT}
+)
+"""The steps whose every completed attempt is a commit (they write the workspace)."""
+
 _KIND = {
     Step.INITIAL_PLANNING: "plan",
     Step.PLAN_REVISION: "plan revision",
