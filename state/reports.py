@@ -96,6 +96,14 @@ class StandardizationReview(BaseModel):
     parse_problems: tuple[str, ...] = ()
 
 
+class LineHits(BaseModel):
+    """Which lines of one file the tests ran, from coverage.py's JSON report."""
+
+    model_config = _FROZEN
+    executed: tuple[int, ...] = ()
+    missing: tuple[int, ...] = ()
+
+
 class CodeValidationReport(BaseModel):
     """The step-5/7 result: level-1 LLM reviews and level-2 deterministic tools."""
 
@@ -108,6 +116,9 @@ class CodeValidationReport(BaseModel):
         None, description="why level 2 did not run (review score below its threshold)"
     )
     line_coverage: float | None = Field(None, description="percent; None when not measured")
+    line_hits: dict[str, LineHits] | None = Field(
+        None, description="per file (workspace-relative): lines run and missed; None: not measured"
+    )
 
 
 class CodeChange(BaseModel):

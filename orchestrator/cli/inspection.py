@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from orchestrator.cli.inputs import check_workflow_id
 from orchestrator.cli.options import data_dir_option, open_store
 from orchestrator.cli.printable import printable
 from orchestrator.reporting import (
+    MAX_DIFF_CHARS,
+    change_text,
+    change_view,
     describe_decision,
     repository_line,
     repository_summary,
@@ -174,6 +178,7 @@ def inspect(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
                     "decisions": timeline,
                     "validation_rounds": rounds,
                     "human_answers": answers,
+                    "change": change_view(state, config),
                 }
             )
         )
@@ -204,6 +209,10 @@ def inspect(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
         click.echo(f"  step {r['step']}: {p(r['summary'])}")
     if not rounds:
         click.echo("  none yet")
+    if any(r.step.value in (4, 6) for r in state.history):
+        click.echo("\nchange:")
+        text = change_text(state, config, max_diff_chars=MAX_DIFF_CHARS)
+        click.echo(textwrap.indent(p(text, keep_newlines=True), "  "))
     if answers:
         click.echo("\nhuman answers:")
         for a in state.human_answers:

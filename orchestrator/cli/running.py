@@ -46,7 +46,7 @@ from orchestrator.composition import (
     resolve_target,
 )
 from orchestrator.logsetup import LogFormat, LogTally, logging_to_file
-from orchestrator.reporting import repository_line
+from orchestrator.reporting import change_text, repository_line
 from orchestrator.repository import git
 from orchestrator.running.runner import Observer, WorkflowRunner, default_workflow_id
 from state.clock import SystemClock
@@ -58,6 +58,9 @@ from state.store import Store
 from state.workflow import WorkflowState
 
 T = TypeVar("T")
+
+TERMINAL_DIFF_CHARS = 8_000
+"""How much of the diff a gate prompt shows (``inspect`` shows more)."""
 
 
 def _interactive(no_input: bool) -> bool:
@@ -172,7 +175,17 @@ async def _drive(
             observers.append(live)
         elif not quiet:
             observers.append(ProgressDisplay(console))
-        human = TerminalHuman(before_asking=live.pause if live else None) if interactive else None
+        human = (
+            TerminalHuman(
+                before_asking=live.pause if live else None,
+                # config is read when asked: by then it names the worktree made below
+                show_change=lambda state: change_text(
+                    state, config, max_diff_chars=TERMINAL_DIFF_CHARS
+                ),
+            )
+            if interactive
+            else None
+        )
         service = WorkflowRunner(
             store,
             build_coordinator(chat),
