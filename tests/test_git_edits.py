@@ -182,3 +182,17 @@ async def test_a_worktree_edit_leaves_the_index_alone(
     await ProgrammerAgent(model, templates).run(ctx_for(worktree))
     assert git(worktree, "diff", "--cached", "--name-only") == ""
     assert git(worktree, "diff", "--name-only").split() == ["prep.py"]
+
+
+def test_git_runs_only_from_its_home_module() -> None:
+    """No module outside ``orchestrator/repository/`` starts git (the one home of git)."""
+    root = Path(__file__).resolve().parent.parent
+    starts = ('which("git")', "['git'", '["git"', "'git', ", '"git", ')
+    offenders = [
+        path.relative_to(root).as_posix()
+        for top in ("state", "agents", "orchestrator", "prompt_templates")
+        for path in (root / top).rglob("*.py")
+        if not path.relative_to(root).as_posix().startswith("orchestrator/repository/")
+        and any(s in path.read_text(encoding="utf-8") for s in starts)
+    ]
+    assert offenders == []

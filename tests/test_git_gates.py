@@ -27,8 +27,7 @@ from state.reports import (
 from state.steps import Gate
 
 from support.fake_openai import FakeOpenAIServer
-from support.gitrepo import GIT_ENV, make_repo
-from support.world import World
+from support.gitrepo import cli_env, make_repo, served_world
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +36,13 @@ FINAL_ONLY = "coordinator: programmatic\ngates: {plan: false, final: true}\n"
 
 @pytest.fixture
 def server() -> Iterator[FakeOpenAIServer]:
-    world = World()
-    with FakeOpenAIServer(responder=world.http_responder) as srv:
+    with served_world() as srv:
         yield srv
 
 
 @pytest.fixture
 def env(tmp_path: Path, server: FakeOpenAIServer) -> dict[str, str]:
-    return {
-        **GIT_ENV,
-        "HOME": str(tmp_path),
-        "OPENAI_BASE_URL": server.base_url,
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_MODEL": "fake-model",
-        "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
-    }
+    return cli_env(server, tmp_path / "data")
 
 
 def invoke(env: dict[str, str], *args: str) -> Result:

@@ -24,8 +24,17 @@ from state.store import LedgerKind
 from state.workflow import StepStatus
 
 from support.fake_openai import FakeOpenAIServer
-from support.gitrepo import cli, cli_env, git, make_dirty, make_repo, run_cli, snapshot
-from support.world import World
+from support.gitrepo import (
+    cli,
+    cli_env,
+    git,
+    make_dirty,
+    make_repo,
+    round_subjects,
+    run_cli,
+    served_world,
+    snapshot,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +51,7 @@ fi
 
 @pytest.fixture
 def server() -> Iterator[FakeOpenAIServer]:
-    world = World()
-    with FakeOpenAIServer(responder=world.http_responder) as srv:
+    with served_world() as srv:
         yield srv
 
 
@@ -88,12 +96,7 @@ def test_kill_after_the_commit_before_the_record(server: FakeOpenAIServer, tmp_p
     assert done.returncode == 0, done.stderr
 
     subjects = git(repo, "log", "--format=%s", "main..orchestrator/wf-kill").splitlines()
-    assert subjects == [
-        "orchestrator wf-kill: step 6 code refinement, round 2",
-        "orchestrator wf-kill: step 4 implementation, round 1",
-        "orchestrator wf-kill: step 3 plan revision, round 2",
-        "orchestrator wf-kill: step 1 plan, round 1",
-    ]
+    assert subjects == round_subjects("wf-kill")
     branch = git(repo, "rev-list", "main..orchestrator/wf-kill").split()
     assert orphan not in branch  # the commit whose result was never recorded left the branch
     assert not (worktree / "half_written.py").exists()

@@ -17,8 +17,16 @@ from state.reports import CodeChange, PlanDraft
 from state.workflow import StepStatus
 
 from support.fake_openai import FakeOpenAIServer
-from support.gitrepo import cli_env, git, make_dirty, make_repo, run_cli, snapshot
-from support.world import World
+from support.gitrepo import (
+    cli_env,
+    git,
+    make_dirty,
+    make_repo,
+    round_subjects,
+    run_cli,
+    served_world,
+    snapshot,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +35,7 @@ NO_GATES = "coordinator: programmatic\ngates: {plan: false, final: false}\n"
 
 @pytest.fixture
 def server() -> Iterator[FakeOpenAIServer]:
-    world = World()
-    with FakeOpenAIServer(responder=world.http_responder) as srv:
+    with served_world() as srv:
         yield srv
 
 
@@ -64,12 +71,7 @@ def test_a_run_commits_every_round_on_its_own_branch(env: dict[str, str], tmp_pa
     done = start(env, tmp_path, repo)
     assert done.returncode == 0, done.stderr
     subjects = git(repo, "log", "--format=%s", "main..orchestrator/wf-git").splitlines()
-    assert subjects == [
-        "orchestrator wf-git: step 6 code refinement, round 2",
-        "orchestrator wf-git: step 4 implementation, round 1",
-        "orchestrator wf-git: step 3 plan revision, round 2",
-        "orchestrator wf-git: step 1 plan, round 1",
-    ]
+    assert subjects == round_subjects("wf-git")
     body = git(repo, "log", "-1", "--format=%B", "orchestrator/wf-git")
     assert "Orchestrator-Workflow: wf-git" in body and "Orchestrator-Round: 2" in body
     changed = git(repo, "diff", "--name-only", "main...orchestrator/wf-git").split()

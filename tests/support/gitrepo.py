@@ -6,9 +6,12 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from support.fake_openai import FakeOpenAIServer
+from support.world import World
 
 GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -92,3 +95,21 @@ def run_cli(
     return subprocess.run(
         cli(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@contextmanager
+def served_world() -> Iterator[FakeOpenAIServer]:
+    """The scripted world (a plan revision, a code refinement) on a loopback server."""
+    world = World()
+    with FakeOpenAIServer(responder=world.http_responder) as srv:
+        yield srv
+
+
+def round_subjects(workflow_id: str) -> list[str]:
+    """The commit subjects of a scripted-world run on its branch, newest first."""
+    return [
+        f"orchestrator {workflow_id}: step 6 code refinement, round 2",
+        f"orchestrator {workflow_id}: step 4 implementation, round 1",
+        f"orchestrator {workflow_id}: step 3 plan revision, round 2",
+        f"orchestrator {workflow_id}: step 1 plan, round 1",
+    ]
