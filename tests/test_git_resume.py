@@ -139,3 +139,27 @@ def test_resume_of_a_clean_worktree_changes_nothing(
     with open_store(tmp_path / "data") as store:
         ledger = store.ledger("wf-gate")
     assert not [e for e in ledger if getattr(e.content, "event", "") == "workspace_restored"]
+
+
+def test_a_lock_left_by_a_killed_git_is_cleared(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """A stale ``index.lock`` and stray files in the worktree: resume clears both and goes on."""
+    repo = make_repo(tmp_path / "repo")
+    (tmp_path / "config.yaml").write_text("coordinator: programmatic\n")
+    env = cli_env(server, tmp_path / "data")
+    first = run_cli(
+        env,
+        *("run", "-r", "x", "--id", "wf-lock", "--no-input"),
+        *("--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
+    )
+    assert first.returncode == 0, first.stderr
+    worktree = tmp_path / "data" / "workspaces" / "wf-lock"
+    gitdir = Path(git(worktree, "rev-parse", "--absolute-git-dir").strip())
+    (gitdir / "index.lock").write_text("")  # what git killed inside a commit leaves
+    (worktree / "stray.py").write_text("x = 1\n")
+    assert run_cli(env, "approve", "wf-lock").returncode == 0
+    done = run_cli(env, "resume", "wf-lock", "--no-input")
+    assert done.returncode == 0, done.stderr
+    assert not (gitdir / "index.lock").exists() and not (worktree / "stray.py").exists()
+    assert git(repo, "log", "--format=%s", "main..orchestrator/wf-lock").splitlines() == (
+        round_subjects("wf-lock")
+    )

@@ -253,6 +253,22 @@ def message_of(worktree: Path, commit: str) -> str:
     return git(worktree, "log", "-1", "--format=%B", commit).stdout
 
 
+def remove_stale_index_lock(worktree: Path) -> bool:
+    """Remove the worktree's ``index.lock`` that a killed git left; whether there was one.
+
+    Only for a worktree no other process works in (the workflow's lease makes it so).
+    """
+    done = git(worktree, "rev-parse", "--git-dir", check=False)
+    if done.returncode != 0:
+        return False
+    gitdir = Path(done.stdout.strip())
+    lock = (gitdir if gitdir.is_absolute() else worktree / gitdir) / "index.lock"
+    if not lock.is_file():
+        return False
+    lock.unlink(missing_ok=True)
+    return True
+
+
 def reset_to(worktree: Path, commit: str) -> None:
     """Put ``worktree`` back at ``commit``: tracked files reset, untracked ones removed.
 

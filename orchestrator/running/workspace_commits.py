@@ -153,9 +153,11 @@ def restore_sync(state: WorkflowState, config: WorkflowConfig) -> EventEntry | N
             f"git -C {repo.path} worktree prune && git -C {repo.path} worktree add "
             f"{worktree} {repo.branch}"
         )
+    # git killed mid-commit leaves its lock; the lease says no one else works here
+    unlocked = git.remove_stale_index_lock(worktree)
     current = git.head(worktree)
     clean = git.is_clean(worktree)
-    if current == recorded and clean:
+    if current == recorded and clean and not unlocked:
         return None
     if not git.is_ancestor(worktree, recorded, current):
         raise git.GitError(
@@ -170,11 +172,10 @@ def restore_sync(state: WorkflowState, config: WorkflowConfig) -> EventEntry | N
         discarded_from=current,
         restored_to=recorded,
         was_dirty=not clean,
+        stale_lock=unlocked,
     )
-    return EventEntry(
-        "workspace_restored",
-        {"from": current, "to": recorded, "dirty": not clean, "branch": repo.branch},
-    )
+    data = {"from": current, "to": recorded, "dirty": not clean, "branch": repo.branch}
+    return EventEntry("workspace_restored", data | ({"stale_lock": True} if unlocked else {}))
 
 
 async def restore(state: WorkflowState, config: WorkflowConfig) -> EventEntry | None:
