@@ -8,6 +8,8 @@ final gate; ``inspect``, ``inspect --json`` and the terminal prompt show its cha
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from click.testing import CliRunner, Result
 from orchestrator.cli import cli
 from orchestrator.cli.display import TerminalHuman
 from orchestrator.composition import open_store
+from orchestrator.execution.reports import read_line_hits
 from orchestrator.reporting import change_text, change_view, changed_line_coverage, changed_lines
 from state.reports import (
     CodeReview,
@@ -164,3 +167,21 @@ def test_changed_line_coverage_counts_the_lines_the_tests_ran() -> None:
     assert (cov["covered"], cov["executable"], cov["percent"]) == (2, 3, 66.7)
     assert cov["files"]["prep.py"]["uncovered_lines"] == [3]
     assert changed_line_coverage(changed, None) == {"measured": False, "note": "not measured"}
+
+
+def test_line_hits_are_read_from_a_real_coverage_report(tmp_path: Path) -> None:
+    """coverage.py's JSON report gives each file's run and missed lines; junk gives None."""
+    (tmp_path / "m.py").write_text("def f(x):\n    if x:\n        return 1\n    return 2\n\nf(1)\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "coverage", "run", "m.py"], cwd=tmp_path, check=False
+    )
+    assert done.returncode == 0
+    report = subprocess.run(
+        [sys.executable, "-m", "coverage", "json", "-o", "-"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+    ).stdout
+    hits = read_line_hits(report)
+    assert hits == {"m.py": LineHits(executed=(1, 2, 3, 6), missing=(4,))}
+    assert read_line_hits(b"{not json") is None and read_line_hits(None) is None
