@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -29,8 +30,9 @@ from state.reports import (
 )
 from state.steps import Gate
 
-from support.fake_openai import FakeOpenAIServer
+from support.fake_openai import Content, FakeOpenAIServer
 from support.gitrepo import cli_env, make_repo, served_world
+from support.world import World
 
 pytestmark = pytest.mark.slow
 
@@ -185,3 +187,43 @@ def test_line_hits_are_read_from_a_real_coverage_report(tmp_path: Path) -> None:
     hits = read_line_hits(report)
     assert hits == {"m.py": LineHits(executed=(1, 2, 3, 6), missing=(4,))}
     assert read_line_hits(b"{not json") is None and read_line_hits(None) is None
+
+
+def test_a_diff_that_does_not_apply_is_retried_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """The first implementation sends a bad diff; the retry is told why and its answer lands."""
+    world = World()
+    bad = {
+        "files": [
+            {"path": "prep.py", "diff": "@@ -1,2 +1,2 @@\n-nothing like this\n+x = 1\n context\n"}
+        ],
+        "summary": "a wrong diff",
+    }
+    sent: list[str] = []
+
+    def responder(body: dict[str, Any]) -> Content:
+        reply = world.http_responder(body)
+        if "step4_programmer" in world.requests[-1].purpose and not sent:
+            sent.append("bad")
+            return Content(json.dumps(bad))
+        return reply
+
+    repo = make_repo(tmp_path / "repo")
+    (tmp_path / "config.yaml").write_text(FINAL_ONLY)
+    with FakeOpenAIServer(responder=responder) as srv:
+        env = cli_env(srv, tmp_path / "data")
+        result = invoke(
+            env,
+            *("run", "-r", "fill missing values", "--id", "wf-d", "--no-input", "--quiet"),
+            *("--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
+        )
+        assert result.exit_code == 0, result.output
+        prompts = [json.dumps(r.body["messages"]) for r in srv.chat_requests]
+    retried = [p for p in prompts if "a diff did not apply" in p]
+    assert len(retried) == 1 and "prep.py" in retried[0]
+    with open_store(tmp_path / "data") as store:
+        state = store.load("wf-d").state
+    failed = [r for r in state.history if r.error is not None]
+    assert [(int(r.step), r.error.type) for r in failed if r.error] == [(4, "invalid_output")]
+    assert state.waiting_gate is Gate.FINAL
