@@ -163,3 +163,29 @@ def test_a_lock_left_by_a_killed_git_is_cleared(server: FakeOpenAIServer, tmp_pa
     assert git(repo, "log", "--format=%s", "main..orchestrator/wf-lock").splitlines() == (
         round_subjects("wf-lock")
     )
+
+
+def test_a_reviewers_commit_on_the_branch_is_kept(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """Committed on the branch at a gate: kept, and the next round builds on it."""
+    repo = make_repo(tmp_path / "repo")
+    (tmp_path / "config.yaml").write_text("coordinator: programmatic\n")
+    env = cli_env(server, tmp_path / "data")
+    first = run_cli(
+        env,
+        *("run", "-r", "x", "--id", "wf-rev", "--no-input"),
+        *("--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
+    )
+    assert first.returncode == 0, first.stderr
+    worktree = tmp_path / "data" / "workspaces" / "wf-rev"
+    (worktree / "NOTES.md").write_text("reviewer notes\n")
+    git(worktree, "add", "NOTES.md")
+    git(worktree, "commit", "-q", "-m", "reviewer: notes")
+    mine = git(worktree, "rev-parse", "HEAD").strip()
+    (worktree / "uncommitted.txt").write_text("dropped\n")
+    assert run_cli(env, "approve", "wf-rev").returncode == 0
+    done = run_cli(env, "resume", "wf-rev", "--no-input")
+    assert done.returncode == 0, done.stderr
+    assert git(repo, "merge-base", "--is-ancestor", mine, "orchestrator/wf-rev") == ""
+    assert (worktree / "NOTES.md").exists() and not (worktree / "uncommitted.txt").exists()
+    subjects = git(repo, "log", "--format=%s", "main..orchestrator/wf-rev").splitlines()
+    assert subjects[-3] == "reviewer: notes"  # after the two plan rounds, before the code

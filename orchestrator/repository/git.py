@@ -284,6 +284,17 @@ def is_ancestor(worktree: Path, ancestor: str, descendant: str) -> bool:
     return done.returncode == 0
 
 
+def commits_between(worktree: Path, older: str, newer: str) -> list[tuple[str, str]]:
+    """(sha, full message) of each commit in ``older..newer``, newest first."""
+    out = git(worktree, "log", "--format=%H%x00%B%x1e", f"{older}..{newer}").stdout
+    found: list[tuple[str, str]] = []
+    for record in out.split("\x1e"):
+        sha, sep, message = record.strip("\n").partition("\x00")
+        if sep:
+            found.append((sha, message))
+    return found
+
+
 def diff_against(worktree: Path, base: str, *, stat: bool = False) -> str:
     """``git diff BASE...HEAD``: what the branch changed since it left ``base``."""
     args = ["diff", "--no-color", "--no-ext-diff", f"{base}...HEAD"]

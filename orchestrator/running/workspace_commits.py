@@ -11,8 +11,12 @@ last recorded commit; the step itself is recorded as interrupted and retried. So
 run, before the first decision, the worktree is put back at the last recorded commit (the
 base, before any): a half-applied change is discarded and an unrecorded commit leaves the
 branch, and the retried attempt makes the round's one commit. A recorded commit is never
-reset away. Within one attempt the commit is idempotent: a HEAD whose message already names
-this workflow, step and attempt is reused, not committed again.
+reset away, nor is a commit someone else made on the branch (one without this workflow's
+``Orchestrator-Workflow`` trailer): the worktree goes back to the newest such commit, so a
+reviewer may commit on the branch at a gate and the next round builds on it. Uncommitted
+changes in the worktree are discarded: they cannot be told apart from a half-applied round.
+Within one attempt the commit is idempotent: a HEAD whose message already names this
+workflow, step and attempt is reused, not committed again.
 """
 
 from __future__ import annotations
@@ -165,16 +169,23 @@ def restore_sync(state: WorkflowState, config: WorkflowConfig) -> EventEntry | N
             f"recorded commit {recorded[:12]} (HEAD is {current[:12]}); restore the branch "
             f"with: git -C {worktree} reset --hard {recorded}"
         )
-    git.reset_to(worktree, recorded)
+    target = recorded
+    for sha, message in git.commits_between(worktree, recorded, current):
+        if f"Orchestrator-Workflow: {state.workflow_id}" not in message.splitlines():
+            target = sha  # a person's commit on the branch is kept, and what it is built on
+            break
+    if target == current and clean and not unlocked:
+        return None
+    git.reset_to(worktree, target)
     log.warning(
         "workspace.restored",
         workflow_id=state.workflow_id,
         discarded_from=current,
-        restored_to=recorded,
+        restored_to=target,
         was_dirty=not clean,
         stale_lock=unlocked,
     )
-    data = {"from": current, "to": recorded, "dirty": not clean, "branch": repo.branch}
+    data = {"from": current, "to": target, "dirty": not clean, "branch": repo.branch}
     return EventEntry("workspace_restored", data | ({"stale_lock": True} if unlocked else {}))
 
 
