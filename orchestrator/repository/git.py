@@ -175,7 +175,8 @@ def check_start(repo: Path, workflow_id: str, base: str | None) -> tuple[Path, s
         raise ConfigError(
             f"branch {branch} already exists in {root} (another workflow's, or left by a "
             f"run that never started); choose another --id, or delete it with: "
-            f"git -C {root} branch -D {branch}"
+            f"git -C {root} branch -D {branch} (a worktree that has it checked out goes "
+            f"first: git -C {root} worktree list, then git worktree remove --force PATH)"
         )
     return root, base_name, base_commit, branch
 
