@@ -178,10 +178,10 @@ class WorkflowConfig(BaseModel):
     gates: Gates = Gates()
     classifier: ClassifierSettings = ClassifierSettings()
     llm: LLMSettings = LLMSettings()
-    sandbox: SandboxSettings = SandboxSettings()
     repository: RepositorySettings = Field(
         RepositorySettings(), description="set by run --repo: the git branch and worktree"
     )
+    sandbox: SandboxSettings = SandboxSettings()
 
     @model_validator(mode="after")
     def _script_needs_a_file(self) -> WorkflowConfig:
