@@ -55,6 +55,29 @@ def server() -> Iterator[FakeOpenAIServer]:
         yield srv
 
 
+def at_plan_gate(
+    server: FakeOpenAIServer, tmp_path: Path, wid: str
+) -> tuple[Path, dict[str, str], Path]:
+    """A ``--repo`` workflow run to the plan gate: (repository, CLI environment, worktree)."""
+    repo = make_repo(tmp_path / "repo")
+    (tmp_path / "config.yaml").write_text("coordinator: programmatic\n")
+    env = cli_env(server, tmp_path / "data")
+    first = run_cli(
+        env,
+        *("run", "-r", "x", "--id", wid, "--no-input"),
+        *("--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
+    )
+    assert first.returncode == 0, first.stderr
+    return repo, env, tmp_path / "data" / "workspaces" / wid
+
+
+def approve_and_resume(env: dict[str, str], wid: str) -> None:
+    """Approve the plan and run the workflow on to its next stop."""
+    assert run_cli(env, "approve", wid).returncode == 0
+    done = run_cli(env, "resume", wid, "--no-input")
+    assert done.returncode == 0, done.stderr
+
+
 def test_kill_after_the_commit_before_the_record(server: FakeOpenAIServer, tmp_path: Path) -> None:
     """The unrecorded commit and the half-written files are undone; each round commits once."""
     repo = make_repo(tmp_path / "repo")
@@ -123,18 +146,9 @@ def test_resume_of_a_clean_worktree_changes_nothing(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     """A workflow waiting at a gate resumes without a reset: its commits stay as they are."""
-    repo = make_repo(tmp_path / "repo")
-    (tmp_path / "config.yaml").write_text("coordinator: programmatic\n")
-    env = cli_env(server, tmp_path / "data")
-    first = run_cli(
-        env,
-        *("run", "-r", "x", "--id", "wf-gate", "--no-input"),
-        *("--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
-    )
-    assert first.returncode == 0, first.stderr
+    repo, env, _ = at_plan_gate(server, tmp_path, "wf-gate")
     head = git(repo, "rev-parse", "orchestrator/wf-gate").strip()
-    assert run_cli(env, "approve", "wf-gate").returncode == 0
-    assert run_cli(env, "resume", "wf-gate", "--no-input").returncode == 0
+    approve_and_resume(env, "wf-gate")
     assert git(repo, "merge-base", "--is-ancestor", head, "orchestrator/wf-gate") == ""
     with open_store(tmp_path / "data") as store:
         ledger = store.ledger("wf-gate")
@@ -143,22 +157,11 @@ def test_resume_of_a_clean_worktree_changes_nothing(
 
 def test_a_lock_left_by_a_killed_git_is_cleared(server: FakeOpenAIServer, tmp_path: Path) -> None:
     """A stale ``index.lock`` and stray files in the worktree: resume clears both and goes on."""
-    repo = make_repo(tmp_path / "repo")
-    (tmp_path / "config.yaml").write_text("coordinator: programmatic\n")
-    env = cli_env(server, tmp_path / "data")
-    first = run_cli(
-        env,
-        *("run", "-r", "x", "--id", "wf-lock", "--no-input"),
-        *("--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
-    )
-    assert first.returncode == 0, first.stderr
-    worktree = tmp_path / "data" / "workspaces" / "wf-lock"
+    repo, env, worktree = at_plan_gate(server, tmp_path, "wf-lock")
     gitdir = Path(git(worktree, "rev-parse", "--absolute-git-dir").strip())
     (gitdir / "index.lock").write_text("")  # what git killed inside a commit leaves
     (worktree / "stray.py").write_text("x = 1\n")
-    assert run_cli(env, "approve", "wf-lock").returncode == 0
-    done = run_cli(env, "resume", "wf-lock", "--no-input")
-    assert done.returncode == 0, done.stderr
+    approve_and_resume(env, "wf-lock")
     assert not (gitdir / "index.lock").exists() and not (worktree / "stray.py").exists()
     assert git(repo, "log", "--format=%s", "main..orchestrator/wf-lock").splitlines() == (
         round_subjects("wf-lock")
@@ -167,24 +170,13 @@ def test_a_lock_left_by_a_killed_git_is_cleared(server: FakeOpenAIServer, tmp_pa
 
 def test_a_reviewers_commit_on_the_branch_is_kept(server: FakeOpenAIServer, tmp_path: Path) -> None:
     """Committed on the branch at a gate: kept, and the next round builds on it."""
-    repo = make_repo(tmp_path / "repo")
-    (tmp_path / "config.yaml").write_text("coordinator: programmatic\n")
-    env = cli_env(server, tmp_path / "data")
-    first = run_cli(
-        env,
-        *("run", "-r", "x", "--id", "wf-rev", "--no-input"),
-        *("--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
-    )
-    assert first.returncode == 0, first.stderr
-    worktree = tmp_path / "data" / "workspaces" / "wf-rev"
+    repo, env, worktree = at_plan_gate(server, tmp_path, "wf-rev")
     (worktree / "NOTES.md").write_text("reviewer notes\n")
     git(worktree, "add", "NOTES.md")
     git(worktree, "commit", "-q", "-m", "reviewer: notes")
     mine = git(worktree, "rev-parse", "HEAD").strip()
     (worktree / "uncommitted.txt").write_text("dropped\n")
-    assert run_cli(env, "approve", "wf-rev").returncode == 0
-    done = run_cli(env, "resume", "wf-rev", "--no-input")
-    assert done.returncode == 0, done.stderr
+    approve_and_resume(env, "wf-rev")
     assert git(repo, "merge-base", "--is-ancestor", mine, "orchestrator/wf-rev") == ""
     assert (worktree / "NOTES.md").exists() and not (worktree / "uncommitted.txt").exists()
     subjects = git(repo, "log", "--format=%s", "main..orchestrator/wf-rev").splitlines()
