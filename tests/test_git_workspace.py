@@ -72,6 +72,8 @@ def test_a_run_commits_every_round_on_its_own_branch(env: dict[str, str], tmp_pa
     assert done.returncode == 0, done.stderr
     subjects = git(repo, "log", "--format=%s", "main..orchestrator/wf-git").splitlines()
     assert subjects == round_subjects("wf-git")
+    head = git(repo, "rev-parse", "orchestrator/wf-git").strip()
+    assert f"step 6 done (commit {head[:12]})" in done.stderr  # progress names each commit
     body = git(repo, "log", "-1", "--format=%B", "orchestrator/wf-git")
     assert "Orchestrator-Workflow: wf-git" in body and "Orchestrator-Round: 2" in body
     changed = git(repo, "diff", "--name-only", "main...orchestrator/wf-git").split()

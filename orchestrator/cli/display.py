@@ -80,9 +80,11 @@ class ProgressDisplay:
                 )
             else:
                 line = scores_line(rec, event.config)
+                sha = getattr(rec.result, "commit", None)  # a --repo round's commit
                 self.console.print(
                     f"{head} step {int(rec.step)} [green]done[/green]"
                     + (f": {_shown(line)}" if line else "")
+                    + (f" (commit {sha[:12]})" if sha else "")
                 )
         elif event.kind == "interrupted" and event.step is not None:
             self.console.print(
