@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 RESERVED_DIRS = frozenset({"plans"})
@@ -91,6 +92,47 @@ def workspace_files(workspace: Path) -> list[str]:
     return sorted(found)
 
 
+def _show_file(root: Path, rel: str, limit: int) -> tuple[str, int] | None:
+    """A file as a fenced markdown section and the characters shown; None if unreadable."""
+    try:
+        raw = (root / rel).read_bytes()
+    except OSError:
+        return None
+    if b"\x00" in raw[:8192]:
+        return f"### File: {rel}\n\n(binary file, {len(raw)} bytes, not shown)", 0
+    text = raw.decode("utf-8", errors="replace")
+    shown = text[:limit]
+    note = ""
+    if len(text) > limit:
+        note = f"\n[... truncated: {len(text) - limit} of {len(text)} characters not shown]"
+    longest = max((len(run) for run in _BACKTICKS.findall(shown)), default=0)
+    fence = "`" * max(3, longest + 1)
+    lang = _LANGUAGES.get(Path(rel).suffix.lower(), "")
+    return f"### File: {rel}\n\n{fence}{lang}\n{shown}\n{fence}{note}", len(shown)
+
+
+def _render(
+    root: Path, order: list[str], max_file_chars: int, max_total_chars: int
+) -> tuple[list[str], list[str], list[str], int]:
+    """(sections, files shown, files omitted, characters of code shown) within the budgets."""
+    sections: list[str] = []
+    shown: list[str] = []
+    omitted: list[str] = []
+    budget = max_total_chars
+    for rel in order:
+        if budget <= 0:
+            omitted.append(rel)
+            continue
+        section = _show_file(root, rel, min(max_file_chars, budget))
+        if section is None:
+            omitted.append(rel)
+            continue
+        sections.append(section[0])
+        shown.append(rel)
+        budget -= section[1]
+    return sections, shown, omitted, max_total_chars - budget
+
+
 def code_context(
     workspace: Path, *, max_file_chars: int = 12_000, max_total_chars: int = 60_000
 ) -> str:
@@ -101,34 +143,71 @@ def code_context(
     are only named. Binary files are named, not shown.
     """
     root = workspace.resolve()
-    sections: list[str] = []
-    omitted: list[str] = []
-    budget = max_total_chars
-    for rel in workspace_files(root):
-        if budget <= 0:
-            omitted.append(rel)
-            continue
-        try:
-            raw = (root / rel).read_bytes()
-        except OSError:
-            omitted.append(rel)
-            continue
-        if b"\x00" in raw[:8192]:
-            sections.append(f"### File: {rel}\n\n(binary file, {len(raw)} bytes, not shown)")
-            continue
-        text = raw.decode("utf-8", errors="replace")
-        limit = min(max_file_chars, budget)
-        shown = text[:limit]
-        note = ""
-        if len(text) > limit:
-            note = f"\n[... truncated: {len(text) - limit} of {len(text)} characters not shown]"
-        budget -= len(shown)
-        longest = max((len(run) for run in _BACKTICKS.findall(shown)), default=0)
-        fence = "`" * max(3, longest + 1)
-        lang = _LANGUAGES.get(Path(rel).suffix.lower(), "")
-        sections.append(f"### File: {rel}\n\n{fence}{lang}\n{shown}\n{fence}{note}")
+    sections, _, omitted, _ = _render(root, workspace_files(root), max_file_chars, max_total_chars)
     if not sections and not omitted:
         return "(the workspace has no files yet)"
     if omitted:
         sections.append("Not shown, to keep the prompt short: " + ", ".join(omitted))
     return "\n\n".join(sections)
+
+
+CHARS_PER_TOKEN = 4
+"""The estimate behind a context's token budget (code runs at about four characters a token)."""
+MAX_LAYOUT_FILES = 400
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSelection:
+    """What a programmer's prompt shows of the workspace, and what that cost."""
+
+    markdown: str
+    files: tuple[str, ...]
+    """the files shown in full (or cut at the per-file limit), most relevant first"""
+    tokens: int
+    budget_tokens: int
+
+
+def relevance(rel: str, mentioned: str) -> int:
+    """How plainly ``mentioned`` (a plan, change requests) names the file ``rel``: 0 to 3."""
+    path = Path(rel)
+    if rel in mentioned:
+        return 3
+    if len(path.name) > 3 and re.search(rf"(?<![\w.-]){re.escape(path.name)}\b", mentioned):
+        return 2
+    stem = path.stem.removeprefix("test_")
+    if len(stem) > 2 and re.search(rf"\b{re.escape(stem)}\b", mentioned):
+        return 1
+    return 0
+
+
+def select_context(
+    workspace: Path,
+    mentioned: str,
+    *,
+    budget_tokens: int = 15_000,
+    max_file_chars: int = 12_000,
+) -> ContextSelection:
+    """The workspace's layout and its files most relevant to ``mentioned``, within a budget.
+
+    Every file is listed in the layout; files are then shown whole, those the plan names by
+    path first, then by file name, then by module name, then the rest, until
+    ``budget_tokens`` (estimated at ``CHARS_PER_TOKEN``) is spent.
+    """
+    root = workspace.resolve()
+    files = workspace_files(root)
+    if not files:
+        return ContextSelection("(the workspace has no files yet)", (), 0, budget_tokens)
+    ranked = sorted(files, key=lambda rel: (-relevance(rel, mentioned), rel))
+    listed = files[:MAX_LAYOUT_FILES]
+    layout = "### Layout\n\n" + "\n".join(f"- {rel}" for rel in listed)
+    if len(files) > len(listed):
+        layout += f"\n- ... and {len(files) - len(listed)} more files"
+    budget_chars = budget_tokens * CHARS_PER_TOKEN
+    sections, shown, omitted, used = _render(root, ranked, max_file_chars, budget_chars)
+    if omitted:
+        sections.append(
+            f"Not shown (the {budget_tokens}-token budget is spent): " + ", ".join(omitted)
+        )
+    markdown = "\n\n".join([layout, *sections])
+    tokens = -(-used // CHARS_PER_TOKEN)  # rounded up
+    return ContextSelection(markdown, tuple(shown), tokens, budget_tokens)

@@ -1,8 +1,9 @@
 """The hybrid orchestrator: deciding, running, and the infrastructure both share.
 
-``orchestrator.llm`` and ``orchestrator.execution`` sit below ``agents/`` (the agents call
-the model and run code through them); ``orchestrator.deciding`` and ``orchestrator.running``
-sit above it. ``tests/test_dependency_direction.py`` holds each subpackage to its layer.
+``orchestrator.llm``, ``orchestrator.execution`` and ``orchestrator.repository`` (git) sit
+below ``agents/`` (the agents call the model, run code and apply diffs through them);
+``orchestrator.deciding`` and ``orchestrator.running`` sit above it.
+``tests/test_dependency_direction.py`` holds each subpackage to its layer.
 """
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "llm",
     "logsetup",
     "reporting",
+    "repository",
     "running",
     "web",
 ]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from orchestrator.execution.sandbox import Sandbox, SandboxLimits, sweep_stale_s
 from orchestrator.llm.local_server import LocalModelServer
 from orchestrator.llm.openai_adapter import connect
 from orchestrator.llm.protocol import ChatModel
+from orchestrator.repository import git
 from prompt_templates.loader import TemplateLoader
 from state.clock import Clock, SystemClock
 from state.config import LLMSettings
@@ -41,6 +42,7 @@ from state.errors import ConfigError
 from state.memory_store import MemoryStore
 from state.postgres_store.connection import STORE_ENV
 from state.postgres_store.store import PostgresStore
+from state.repository import RepositorySettings
 from state.sqlite_store import (
     DATA_DIR_ENV,
     DB_FILENAME,
@@ -247,3 +249,31 @@ def build_agents(
         ),
         programmer=ProgrammerAgent(model, templates, **extra),
     )
+
+
+@contextmanager
+def repository_workspace(
+    repo: Path, base: str | None, workflow_id: str, worktree: Path
+) -> Iterator[RepositorySettings]:
+    """The workflow's branch and worktree made from ``repo``; undone if the body fails.
+
+    The body stores the workflow; if it raises before the workflow is stored the branch and
+    the worktree are removed again, so a refused or failed start leaves nothing behind.
+
+    Raises:
+        ConfigError: not a git repository, an unknown base, the branch taken, git missing.
+        GitError: git could not make the worktree.
+    """
+    made = git.create_worktree(repo.expanduser(), workflow_id, worktree, base)
+    log.info("repository.worktree.created", branch=made.branch, worktree=str(made.path))
+    try:
+        yield RepositorySettings(
+            path=str(made.repo),
+            base=made.base,
+            base_commit=made.base_commit,
+            branch=made.branch,
+            worktree=str(made.path),
+        )
+    except BaseException:
+        git.remove_worktree(made.repo, made.path, made.branch)
+        raise

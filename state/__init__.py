@@ -18,6 +18,7 @@ __all__ = [
     "memory_store",
     "postgres_store",
     "reports",
+    "repository",
     "sandbox_settings",
     "sqlite_store",
     "steps",

@@ -37,6 +37,7 @@ from state.check_settings import (
     default_checks,
 )
 from state.errors import ConfigError
+from state.repository import RepositorySettings
 from state.sandbox_settings import SandboxSettings
 from state.usage import ModelPrice
 from state.validation import (
@@ -186,6 +187,9 @@ class WorkflowConfig(BaseModel):
     gates: Gates = Gates()
     classifier: ClassifierSettings = ClassifierSettings()
     llm: LLMSettings = LLMSettings()
+    repository: RepositorySettings = Field(
+        RepositorySettings(), description="set by run --repo: the git branch and worktree"
+    )
     sandbox: SandboxSettings = SandboxSettings()
     environment: EnvironmentSettings = EnvironmentSettings()
     checks: tuple[CheckSettings, ...] = Field(

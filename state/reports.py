@@ -41,6 +41,7 @@ class PlanDraft(BaseModel):
     version: int = Field(ge=1)
     markdown: str
     path: str | None = Field(None, description="where the plan file lies in the workspace")
+    commit: str | None = Field(None, description="the git commit of this round (--repo runs)")
 
 
 class PlanValidationReport(BaseModel):
@@ -95,6 +96,14 @@ class StandardizationReview(BaseModel):
     parse_problems: tuple[str, ...] = ()
 
 
+class LineHits(BaseModel):
+    """Which lines of one file the tests ran, from coverage.py's JSON report."""
+
+    model_config = _FROZEN
+    executed: tuple[int, ...] = ()
+    missing: tuple[int, ...] = ()
+
+
 class CodeValidationReport(BaseModel):
     """The step-5/7 result: level-1 LLM reviews and level-2 deterministic tools."""
 
@@ -107,6 +116,9 @@ class CodeValidationReport(BaseModel):
         None, description="why level 2 did not run (review score below its threshold)"
     )
     line_coverage: float | None = Field(None, description="percent; None when not measured")
+    line_hits: dict[str, LineHits] | None = Field(
+        None, description="per file (workspace-relative): lines run and missed; None: not measured"
+    )
 
 
 class CodeChange(BaseModel):
@@ -117,6 +129,11 @@ class CodeChange(BaseModel):
     files: tuple[str, ...] = ()
     summary: str = ""
     refused_paths: tuple[str, ...] = Field((), description="paths outside the workspace")
+    patched: tuple[str, ...] = Field((), description="files changed by a unified diff")
+    commit: str | None = Field(None, description="the git commit of this round (--repo runs)")
+    context_files: tuple[str, ...] = Field((), description="files the prompt showed in full")
+    context_tokens: int | None = Field(None, description="estimated tokens of code shown")
+    context_budget_tokens: int | None = Field(None, description="the budget for code shown")
 
 
 StepResult = Annotated[

@@ -4,9 +4,9 @@ Layers, innermost first (a module may import its own layer and the layers listed
 
 ``state``
     data, persistence and time (the one clock); knows nothing of ours.
-``prompt_templates``, ``orchestrator.llm``, ``orchestrator.execution``
+``prompt_templates``, ``orchestrator.llm``, ``orchestrator.execution``, ``orchestrator.repository``
     shared infrastructure: the templates and their loader, the chat-model seam and the
-    OpenAI-compatible adapter, the sandbox and the deterministic tools.
+    OpenAI-compatible adapter, the sandbox and the deterministic tools, git.
 ``agents``
     the planner, validator and programmer, built on the infrastructure.
 ``orchestrator.deciding``
@@ -37,6 +37,7 @@ _INFRA = (
     "prompt_templates",
     "orchestrator.llm",
     "orchestrator.execution",
+    "orchestrator.repository",
 )
 # layer -> the layers it may import besides itself
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -44,6 +45,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "prompt_templates": ("state", "orchestrator.llm"),
     "orchestrator.llm": ("state",),
     "orchestrator.execution": ("state",),
+    "orchestrator.repository": ("state",),
     "agents": _INFRA,
     "orchestrator.deciding": _INFRA,
     "orchestrator.reporting": (*_INFRA, "orchestrator.deciding"),

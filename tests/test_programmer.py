@@ -75,7 +75,11 @@ async def test_step4_writes_the_files_it_is_given(
     model = ScriptedChatModel([files_answer(("prep.py", PREP), ("tests/test_prep.py", TEST_PREP))])
     change = await ProgrammerAgent(model, templates).run(make_ctx(workspace))
     assert change == CodeChange(
-        files=("prep.py", "tests/test_prep.py"), summary="Implemented prep."
+        files=("prep.py", "tests/test_prep.py"),
+        summary="Implemented prep.",
+        context_files=(),
+        context_tokens=0,
+        context_budget_tokens=15_000,
     )
     assert (workspace / "prep.py").read_text(encoding="utf-8") == PREP
     assert (workspace / "tests" / "test_prep.py").read_text(encoding="utf-8") == TEST_PREP
@@ -228,7 +232,7 @@ async def test_step6_gets_code_reports_and_change_requests(
     )
     model = ScriptedChatModel([files_answer(("prep.py", PREP), summary="Removed print.")])
     change = await ProgrammerAgent(model, templates).run(ctx)
-    assert change == CodeChange(files=("prep.py",), summary="Removed print.")
+    assert (change.files, change.summary) == (("prep.py",), "Removed print.")
     assert (workspace / "prep.py").read_text(encoding="utf-8") == PREP
     prompt = model.calls[0].messages[-1].content
     assert model.calls[0].purpose == "step6_code_refinement"

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import click
 
+from agents.workspace import resolve_in_workspace
 from orchestrator.cli.inputs import check_answer_text, check_workflow_id
 from orchestrator.cli.options import data_dir_option, open_store
 from orchestrator.cli.printable import printable
 from orchestrator.cli.running import resume
 from orchestrator.running.runner import answer_workflow
 from state.clock import SystemClock
+from state.errors import ConfigError
 from state.steps import Gate, WorkflowStatus
 from state.workflow import HumanAnswerKind
 
@@ -31,13 +33,19 @@ def _answer_command(kind: HumanAnswerKind) -> Callable[..., None]:
         change: tuple[str, ...],
         resume_after: bool,
         data_dir: Path | None,
+        at: tuple[tuple[str, str], ...] = (),
     ) -> None:
         check_workflow_id(workflow_id)
         check_answer_text("--comment", comment)
         check_answer_text("--as", as_name)
         for text in change:
             check_answer_text("--change", text)
+        if kind is HumanAnswerKind.REQUEST_CHANGES and not change and not at:
+            raise click.UsageError("say what to change: --change TEXT or --at FILE:LINE TEXT")
         with open_store(data_dir) as store:
+            if at:
+                stored = store.load(workflow_id)
+                change = (*change, *(line_comment(stored.state.workspace, *a) for a in at))
             state = answer_workflow(
                 store,
                 SystemClock(),
@@ -73,6 +81,29 @@ def _answer_command(kind: HumanAnswerKind) -> Callable[..., None]:
     return command
 
 
+def line_comment(workspace: str, where: str, text: str) -> str:
+    """``--at FILE:LINE TEXT`` as the change request the programmer is shown.
+
+    Raises:
+        ConfigError: FILE:LINE is malformed, leaves the workspace, names no file there, or
+            a line past its end.
+    """
+    check_answer_text("--at", text)
+    path, sep, number = where.rpartition(":")
+    if not sep or not path or not number.isdigit() or int(number) < 1:
+        raise ConfigError(f"--at {where!r}: give FILE:LINE, e.g. --at src/prep.py:42 'why'")
+    target, why = resolve_in_workspace(Path(workspace), path)
+    if target is None or not target.is_file():
+        raise ConfigError(
+            f"--at {where}: {why or 'no such file'} in the workspace {workspace}; name a file "
+            "of the change (see: orchestrator inspect ID)"
+        )
+    lines = len(target.read_text(encoding="utf-8", errors="replace").splitlines())
+    if int(number) > lines:
+        raise ConfigError(f"--at {where}: {path} has {lines} lines; name one of them")
+    return f"At {path}:{int(number)}: {text}"
+
+
 def _make_answer_command(name: str, kind: HumanAnswerKind, help_text: str) -> click.Command:
     cmd = _answer_command(kind)
     cmd = data_dir_option(cmd)
@@ -81,8 +112,15 @@ def _make_answer_command(name: str, kind: HumanAnswerKind, help_text: str) -> cl
     )(cmd)
     if kind is HumanAnswerKind.REQUEST_CHANGES:
         cmd = click.option(
-            "--change", multiple=True, required=True, help="a change to make (repeat for several)"
+            "--at",
+            nargs=2,
+            multiple=True,
+            metavar="FILE:LINE TEXT",
+            help="a change at a line of a file, e.g. --at src/x.py:42 'handle None' (repeat)",
         )(cmd)
+        cmd = click.option("--change", multiple=True, help="a change to make (repeat for several)")(
+            cmd
+        )
     else:
         cmd = click.option("--change", multiple=True, hidden=True)(cmd)
     cmd = click.option("--as", "as_name", help="who answers (default: your user name)")(cmd)

@@ -80,9 +80,11 @@ class ProgressDisplay:
                 )
             else:
                 line = scores_line(rec, event.config)
+                sha = getattr(rec.result, "commit", None)  # a --repo round's commit
                 self.console.print(
                     f"{head} step {int(rec.step)} [green]done[/green]"
                     + (f": {_shown(line)}" if line else "")
+                    + (f" (commit {sha[:12]})" if sha else "")
                 )
         elif event.kind == "interrupted" and event.step is not None:
             self.console.print(
@@ -247,6 +249,10 @@ class LiveDisplay:
         self.close()
 
 
+CHANGE_GATES = frozenset({Gate.CODE_REVIEW, Gate.FINAL})
+"""The gates where the terminal shows the change before asking."""
+
+
 class TerminalHuman:
     """Asks at gates in an interactive terminal.
 
@@ -256,10 +262,14 @@ class TerminalHuman:
     """
 
     def __init__(
-        self, name: str | None = None, before_asking: Callable[[], None] | None = None
+        self,
+        name: str | None = None,
+        before_asking: Callable[[], None] | None = None,
+        show_change: Callable[[WorkflowState], str] | None = None,
     ) -> None:
         self.name = name or getpass.getuser()
         self.before_asking = before_asking
+        self.show_change = show_change
 
     async def ask(self, state: WorkflowState, gate: Gate) -> HumanInput | None:
         """Prompt for approve / reject / request changes / accept (at an escalation) / later."""
@@ -271,6 +281,10 @@ class TerminalHuman:
         click.echo(f"\n{printable(state.workflow_id)} waits at the {gate.value} gate.", err=True)
         if gate is Gate.ESCALATION and state.decisions:
             click.echo(f"  reason: {printable(state.decisions[-1].decision.rationale)}", err=True)
+        if gate in CHANGE_GATES and self.show_change is not None:
+            # what is approved is the change: show it (a terminal keeps tabs and newlines)
+            text = self.show_change(state)
+            click.echo(printable(text, keep_newlines=True), err=True)
         can_accept = HumanAnswerKind.ACCEPT in allowed_answers(state)
         offered = "  [a]pprove, [r]eject, request [c]hanges, "
         offered += "acce[p]t as it stands, " if can_accept else ""

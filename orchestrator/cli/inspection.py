@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,15 @@ from orchestrator.cli.core import describe_llm
 from orchestrator.cli.inputs import check_workflow_id
 from orchestrator.cli.options import data_dir_option, open_store
 from orchestrator.cli.printable import printable
-from orchestrator.reporting import describe_decision, validation_rounds
+from orchestrator.reporting import (
+    MAX_DIFF_CHARS,
+    change_text,
+    change_view,
+    describe_decision,
+    repository_line,
+    repository_summary,
+    validation_rounds,
+)
 from state.config import dump_config
 from state.decision import DecisionRecord
 from state.errors import ConfigError
@@ -119,7 +128,7 @@ def _load(data_dir: Path | None, workflow_id: str) -> tuple[StoredWorkflow, list
 def status(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
     """Where a workflow stands."""
     stored, artifacts = _load(data_dir, workflow_id)
-    info = _summary(stored.state) | {"artifacts": artifacts}
+    info = _summary(stored.state) | repository_summary(stored.config) | {"artifacts": artifacts}
     if as_json:
         click.echo(json.dumps(info))
         return
@@ -165,10 +174,11 @@ def inspect(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
         click.echo(
             json.dumps(
                 {
-                    "workflow": _summary(state),
+                    "workflow": _summary(state) | repository_summary(config),
                     "decisions": timeline,
                     "validation_rounds": rounds,
                     "human_answers": answers,
+                    "change": change_view(state, config),
                 }
             )
         )
@@ -180,6 +190,9 @@ def inspect(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
         f"{s['decisions']} decisions, {s['llm_calls']} LLM calls"
         + (f" (~${s['llm_cost_usd']:.4f})" if s["llm_cost_usd"] is not None else "")
     )
+    branch = repository_line(config)
+    if branch:
+        click.echo(p(branch))
     click.echo("\ndecisions:")
     for rec, e in zip(state.decisions, timeline, strict=True):
         click.echo(f"  #{e['seq']:<3} {e['from']} -> {e['to']}  [{e['source']}, {e['route']}]")
@@ -196,6 +209,10 @@ def inspect(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
         click.echo(f"  step {r['step']}: {p(r['summary'])}")
     if not rounds:
         click.echo("  none yet")
+    if any(r.step.value in (4, 6) for r in state.history):
+        click.echo("\nchange:")
+        text = change_text(state, config, max_diff_chars=MAX_DIFF_CHARS)
+        click.echo(textwrap.indent(p(text, keep_newlines=True), "  "))
     if answers:
         click.echo("\nhuman answers:")
         for a in state.human_answers:

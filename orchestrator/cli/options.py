@@ -110,3 +110,21 @@ def open_store(data_dir: Path | None) -> Store:
             "--data-dir or ORCHESTRATOR_DATA_DIR"
         )
     return composition.open_store(folder)
+
+
+def repository_options(fn: F) -> F:
+    """``--repo PATH`` / ``--base BRANCH``: work on a branch of a git repository.
+
+    Shared by the commands that start a workflow, so each one takes them the same way.
+    """
+    fn = click.option(
+        "--base",
+        metavar="BRANCH",
+        help="with --repo: the branch (or commit) to start from (default: the one checked out)",
+    )(fn)
+    return click.option(
+        "--repo",
+        type=click.Path(path_type=Path),
+        help="a git repository: work on branch orchestrator/ID in a worktree of it under "
+        "DATA_DIR/workspaces/ID (the checkout itself is never touched)",
+    )(fn)

@@ -31,19 +31,36 @@ from orchestrator.cli.inputs import (
     read_requirements,
 )
 from orchestrator.cli.llm_access import enter_llm
-from orchestrator.cli.options import data_dir_option, llm_options, open_store, resolve_data_dir
+from orchestrator.cli.options import (
+    data_dir_option,
+    llm_options,
+    open_store,
+    repository_options,
+    resolve_data_dir,
+)
 from orchestrator.cli.printable import printable
-from orchestrator.composition import build_agents, build_coordinator, resolve_target
+from orchestrator.composition import (
+    build_agents,
+    build_coordinator,
+    repository_workspace,
+    resolve_target,
+)
 from orchestrator.logsetup import LogFormat, LogTally, logging_to_file
+from orchestrator.reporting import change_text, repository_line
+from orchestrator.repository import git
 from orchestrator.running.runner import Observer, WorkflowRunner, default_workflow_id
 from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
 from state.errors import ConfigError, UnknownWorkflowError
+from state.repository import RepositorySettings
 from state.steps import Gate, WorkflowStatus
 from state.store import Store
 from state.workflow import WorkflowState
 
 T = TypeVar("T")
+
+TERMINAL_DIFF_CHARS = 8_000
+"""How much of the diff a gate prompt shows (``inspect`` shows more)."""
 
 
 def _interactive(no_input: bool) -> bool:
@@ -134,8 +151,13 @@ async def _drive(
     workflow_id: str,
     create: tuple[str, Path] | None,
     tally: LogTally,
+    repository: tuple[Path, str | None] | None = None,
 ) -> WorkflowState:
-    """Open the LLM, create the workflow if ``create`` (requirements, workspace), run it."""
+    """Open the LLM, create the workflow if ``create`` (requirements, workspace), run it.
+
+    With ``repository`` (``--repo``, ``--base``) the workspace is a new worktree of that
+    repository on the workflow's own branch, removed again if the workflow is not stored.
+    """
     target = resolve_target(config.llm, base_url=base_url, model=model)
     if target.embedded and not quiet:
         click.echo(
@@ -153,7 +175,17 @@ async def _drive(
             observers.append(live)
         elif not quiet:
             observers.append(ProgressDisplay(console))
-        human = TerminalHuman(before_asking=live.pause if live else None) if interactive else None
+        human = (
+            TerminalHuman(
+                before_asking=live.pause if live else None,
+                # config is read when asked: by then it names the worktree made below
+                show_change=lambda state: change_text(
+                    state, config, max_diff_chars=TERMINAL_DIFF_CHARS
+                ),
+            )
+            if interactive
+            else None
+        )
         service = WorkflowRunner(
             store,
             build_coordinator(chat),
@@ -164,7 +196,17 @@ async def _drive(
         )
         if create is not None:
             requirements, workspace = create
-            with new_workspace(workspace):
+            made: contextlib.AbstractContextManager[object]
+            if repository is not None:
+                made = repository_workspace(*repository, workflow_id, workspace)
+            else:
+                made = new_workspace(workspace)
+            with made as settings:
+                if isinstance(settings, RepositorySettings):
+                    config = config.model_copy(update={"repository": settings})
+                    click.echo(
+                        f"working on branch {settings.branch} in {settings.worktree}", err=True
+                    )
                 service.create(
                     requirements,
                     config,
@@ -176,9 +218,12 @@ async def _drive(
         return await service.run(workflow_id)
 
 
-def _finish(state: WorkflowState) -> None:
+def _finish(state: WorkflowState, config: WorkflowConfig) -> None:
     """Say where the workflow stands and how to go on; exit 1 if it failed."""
     wid = state.workflow_id
+    branch = repository_line(config)
+    if branch:
+        click.echo(branch)
     gate = state.waiting_gate
     if gate is not None:
         click.echo(
@@ -238,6 +283,7 @@ def _workspace_path(data_dir: Path, workflow_id: str, workspace: Path | None) ->
 @click.option("--id", "workflow_id", help="workflow id (default: generated)")
 @click.option("--no-input", is_flag=True, help="never ask at gates, even in a terminal")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
+@repository_options
 @llm_options
 @data_dir_option
 def run(
@@ -248,6 +294,8 @@ def run(
     workflow_id: str | None,
     no_input: bool,
     quiet: bool,
+    repo: Path | None,
+    base: str | None,
     coordinator: str | None,
     base_url: str | None,
     model: str | None,
@@ -256,13 +304,25 @@ def run(
     """Run a new workflow from a requirement to validated code (or to a human gate)."""
     if (requirements is None) == (requirements_file is None):
         raise click.UsageError("give the requirement with --requirements or --requirements-file")
+    if repo is not None and workspace is not None:
+        raise click.UsageError("give --repo or --workspace, not both (--repo makes a worktree)")
+    if base is not None and repo is None:
+        raise click.UsageError("--base needs --repo: the branch of which repository?")
     # Everything that can be refused is refused before the store is opened.
     if workflow_id is not None:
         check_workflow_id(workflow_id)
     config = _with_coordinator(read_config(config_file), coordinator)
     check_runnable(config)
+    if config.repository.path is not None:
+        raise ConfigError(
+            "the config's 'repository:' is set by run --repo; remove it from the file"
+        )
     text = read_requirements(requirements, requirements_file, config)
     wid = workflow_id or default_workflow_id(SystemClock())
+    repository = None
+    if repo is not None:
+        git.check_start(repo.expanduser(), wid, base)  # refused before the LLM starts
+        repository = (repo, base)
     with open_store(data_dir) as store:
         _refuse_taken(store, wid)
         create = (text, _workspace_path(resolve_data_dir(data_dir), wid, workspace))
@@ -281,10 +341,12 @@ def run(
                     wid,
                     create,
                     tally,
+                    repository,
                 )
             ),
         )
-    _finish(state)
+        final = store.load(wid).config
+    _finish(state, final)
 
 
 @click.command()
@@ -316,4 +378,4 @@ def resume(
                 _drive(store, config, base_url, model, interactive, quiet, workflow_id, None, tally)
             ),
         )
-    _finish(state)
+    _finish(state, config)

@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
 
+from state.reports import LineHits
+
 
 @dataclass(frozen=True, slots=True)
 class JunitSummary:
@@ -140,3 +142,24 @@ def _timestamp(text: str | None) -> float | None:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{value} {key}" for key, value in counts.items())
+
+
+def read_line_hits(data: bytes | None) -> dict[str, LineHits] | None:
+    """Per file, the lines run and missed, from coverage.py's JSON report; None if unusable.
+
+    The step result keeps these (``CodeValidationReport.line_hits``) so a gate can show which
+    changed lines the tests ran (``orchestrator.reporting.changed_line_coverage``).
+    """
+    if not data:
+        return None
+    try:
+        files = json.loads(data)["files"]
+        return {
+            str(name): LineHits(
+                executed=tuple(int(n) for n in entry.get("executed_lines", ())),
+                missing=tuple(int(n) for n in entry.get("missing_lines", ())),
+            )
+            for name, entry in files.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None

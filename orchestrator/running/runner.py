@@ -32,6 +32,7 @@ from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
 from orchestrator.llm.backoff import Sleep, backoff_delay
 from orchestrator.llm.metering import UsageMeter
+from orchestrator.repository.git import GitError
 from orchestrator.running.agent_context import build_step_context
 from orchestrator.running.consistency import check_consistency
 from orchestrator.running.updates import (
@@ -41,11 +42,12 @@ from orchestrator.running.updates import (
     new_workflow,
     record_answer,
 )
+from orchestrator.running.workspace_commits import ROUND_STEPS, commit_round, restore
 from state.async_store import AsyncStore
 from state.clock import Clock
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord, RecoveryStrategy
-from state.errors import AgentError
+from state.errors import AgentError, ConfigError
 from state.reports import CodeChange, PlanDraft
 from state.steps import TERMINAL_STATES, Gate
 from state.store import (
@@ -325,6 +327,9 @@ class WorkflowRunner:
             state = await commit(state, StepResultEntry(failed), event)
             log.warning("step.interrupted", step=int(failed.step), attempt=failed.attempt)
             self._emit(ProgressEvent(ProgressKind.INTERRUPTED, state, config, step=failed))
+        restored = await restore(state, config)  # --repo: back to the last recorded commit
+        if restored is not None:
+            state = await commit(state, restored)
 
         while state.machine_state not in TERMINAL_STATES:
             gate = state.waiting_gate
@@ -406,7 +411,12 @@ class WorkflowRunner:
             ctx = replace(build_step_context(state, config, record.decision), meter=meter)
             if ctx.recovery_strategy is RecoveryStrategy.BACKOFF:
                 waited.append(await self._back_off(ctx, config))
+            if rec.step in ROUND_STEPS:  # --repo: a failed attempt's writes do not linger
+                restored = await self._restore(state, config)
+                waited.extend([restored] if restored is not None else [])
             result = await self.agents.run(ctx)
+            if isinstance(result, PlanDraft | CodeChange):
+                result = await self._commit_round(state, config, result)
             return complete_step(state, result, self.clock.now())
         except AgentError as exc:
             log.warning(
@@ -422,6 +432,27 @@ class WorkflowRunner:
         except Exception as exc:  # an agent bug must not crash the runner
             log.error("step.crashed", step=int(rec.step), error=repr(exc))
             return fail_step(state, "internal_error", repr(exc), self.clock.now(), retryable=False)
+
+    async def _restore(self, state: WorkflowState, config: WorkflowConfig) -> EventEntry | None:
+        try:
+            return await restore(state, config)
+        except GitError as exc:
+            raise AgentError(
+                f"workflow {state.workflow_id}: {exc}", error_type="workspace_error"
+            ) from exc
+
+    async def _commit_round(
+        self, state: WorkflowState, config: WorkflowConfig, result: PlanDraft | CodeChange
+    ) -> PlanDraft | CodeChange:
+        """In a ``--repo`` workflow, the round's commit (its sha kept in the result)."""
+        try:
+            return await commit_round(state, config, result)
+        except (GitError, ConfigError) as exc:
+            raise AgentError(
+                f"workflow {state.workflow_id}: the round's commit failed ({exc}); check the "
+                f"worktree {config.repository.worktree}",
+                error_type="workspace_error",
+            ) from exc
 
     async def _back_off(self, ctx: StepContext, config: WorkflowConfig) -> EventEntry:
         """Wait before a ``backoff`` retry: exponential in the failures so far, jittered."""

@@ -1,0 +1,3 @@
+"""Repository: the git repository a workflow works on (its branch, worktree and commits)."""
+
+__all__ = ["git"]
