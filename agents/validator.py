@@ -208,6 +208,7 @@ class ValidatorAgent:
             standardization=standard,
             tools=tuple(run.tools),
             line_coverage=run.line_coverage,
+            line_hits=run.line_hits,
         )
 
     async def _review(self, ctx: StepContext, plan: str, code: str) -> CodeReview:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from state.check_settings import ValidationSetup
-from state.reports import ToolResult
+from state.reports import LineHits, ToolResult
 from state.sandbox_settings import SandboxSettings
 
 
@@ -28,6 +28,11 @@ class ToolRunLike(Protocol):
     @property
     def line_coverage(self) -> float | None:
         """Percent of lines covered by the tests, None when not measured."""
+        ...
+
+    @property
+    def line_hits(self) -> dict[str, LineHits] | None:
+        """Per file, the lines the tests ran and missed, None when not measured."""
         ...
 
 

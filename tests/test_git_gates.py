@@ -77,16 +77,18 @@ def test_inspect_json_shows_the_change(env: dict[str, str], at_final_gate: str) 
     assert "+def fill_missing(rows, value):" in change["diff"]
     assert "-def old():" in change["diff"]  # the existing file was changed, not added
     assert {t["name"]: t["status"] for t in change["tools"]}["pytest"] == "passed"
-    assert change["coverage"] == {"measured": False, "note": "not measured"}
+    coverage = change["coverage"]
+    assert coverage["measured"] and coverage["percent"] == 100.0, coverage
+    assert coverage["files"]["prep.py"]["uncovered_lines"] == []
     assert "truncated" not in change
 
 
 def test_inspect_text_shows_the_change(env: dict[str, str], at_final_gate: str) -> None:
-    """``inspect`` prints the change and says the changed lines' coverage is not measured."""
+    """``inspect`` prints the change and how many of the changed lines the tests ran."""
     out = invoke(env, "inspect", at_final_gate).output
     assert "change on orchestrator/wf-g against main:" in out
     assert "+def fill_missing(rows, value):" in out
-    assert "coverage of the changed lines: not measured" in out
+    assert "coverage of the changed lines: 2/2 (100.0%)" in out, out
 
 
 def test_a_long_diff_is_cut_with_a_note(tmp_path: Path, at_final_gate: str) -> None:

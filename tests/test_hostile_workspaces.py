@@ -112,7 +112,7 @@ async def test_a_workspace_coverage_module_does_not_replace_coverage(tmp_path: P
     assert result.status is ToolStatus.FAILED, result.detail
     assert "1 test ran: 0 passed, 1 failed (tests.test_calc::test_double)" in result.detail
     assert coverage is not None
-    assert coverage < 100.0, "the coverage measured, not the forged 100 %"
+    assert coverage.percent < 100.0, "the coverage measured, not the forged 100 %"
 
 
 async def test_a_workspace_pytest_module_does_not_replace_pytest(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ async def test_a_project_with_its_own_coverage_module_is_tested_and_measured(
     result, coverage = await run_pytest(ws, SANDBOX, python=PYTHON)
     assert result.status is ToolStatus.PASSED, result.detail
     assert "2 tests ran: 2 passed" in result.detail
-    assert coverage == 100.0
+    assert coverage is not None and coverage.percent == 100.0
 
 
 async def test_forged_reports_in_the_workspace_and_guessable_paths_are_not_read(

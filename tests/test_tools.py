@@ -101,6 +101,9 @@ async def test_good_workspace_passes_every_tool(good: Path) -> None:
     assert run.line_coverage == 100.0
     assert "line coverage 100.0%" in by_name(run)["pytest"].detail
     assert not (good / ".coverage").exists(), "the tools never write into the workspace"
+    assert run.line_hits is not None, "the lines each file ran, for the gates' changed lines"
+    prep = run.line_hits["src/prep.py"]
+    assert prep.executed and not prep.missing
 
 
 async def test_syntax_error_fails_compile(good: Path) -> None:
@@ -164,7 +167,7 @@ async def test_failing_test_fails_pytest_and_still_measures_coverage(good: Path)
     assert result.status is ToolStatus.FAILED
     assert result.exit_code == 1
     assert "test_wrong" in result.detail
-    assert coverage == 100.0
+    assert coverage is not None and coverage.percent == 100.0
 
 
 async def test_no_tests_fails_pytest_with_a_clear_detail(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from state.decision import ActionKind, Decision
 from state.errors import AgentError, LLMOutputError, LLMUnavailableError
 from state.reports import (
     CodeValidationReport,
+    LineHits,
     PlanValidationReport,
     ToolResult,
     ToolStatus,
@@ -281,6 +282,7 @@ STANDARDS = {
 class FakeToolRun:
     tools: tuple[ToolResult, ...]
     line_coverage: float | None
+    line_hits: dict[str, LineHits] | None = None
 
 
 @dataclass

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from orchestrator.execution.environments import Progress, project_environment
 from orchestrator.execution.plan_alignment import check_plan_alignment
-from orchestrator.execution.reports import ReportError, read_junit
+from orchestrator.execution.reports import Coverage, ReportError, read_junit
 from orchestrator.execution.sandbox import Sandbox
 from orchestrator.execution.tools import (
     Python,
@@ -101,10 +101,14 @@ async def run_checks(
         *(run_check(check, workspace, plan_markdown, sandbox, python=python) for check in checks)
     )
     coverage = next(
-        (cov for check, (_, cov) in zip(checks, outcomes, strict=True) if check.name == "pytest"),
+        (cov for check, (_, cov) in zip(checks, outcomes, strict=True) if cov is not None),
         None,
     )
-    return ToolRun(tools=tuple(result for result, _ in outcomes), line_coverage=coverage)
+    return ToolRun(
+        tools=tuple(result for result, _ in outcomes),
+        line_coverage=coverage.percent if coverage is not None else None,
+        line_hits=coverage.files if coverage is not None else None,
+    )
 
 
 async def run_check(
@@ -114,8 +118,8 @@ async def run_check(
     sandbox: Sandbox,
     *,
     python: Python,
-) -> tuple[ToolResult, float | None]:
-    """Run one check; returns its result and, for pytest, the line coverage."""
+) -> tuple[ToolResult, Coverage | None]:
+    """Run one check; returns its result and, for pytest, the coverage it measured."""
     if check.name == "plan_alignment":
         return await asyncio.to_thread(check_plan_alignment, workspace, plan_markdown), None
     box = _limited(sandbox, check.timeout_s)

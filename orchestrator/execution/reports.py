@@ -144,6 +144,28 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{value} {key}" for key, value in counts.items())
 
 
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What coverage.py measured of a test run.
+
+    Attributes:
+        percent: the total line coverage of the non-test files.
+        files: per file, the lines the tests ran and missed (None when the report lists none
+            usable), for the coverage of the changed lines a gate shows.
+    """
+
+    percent: float
+    files: dict[str, LineHits] | None
+
+
+def read_coverage(data: bytes | None) -> Coverage | None:
+    """The total and per-file coverage from coverage.py's JSON report; None when unusable."""
+    percent = read_line_coverage(data)
+    if percent is None:
+        return None
+    return Coverage(percent=percent, files=read_line_hits(data))
+
+
 def read_line_hits(data: bytes | None) -> dict[str, LineHits] | None:
     """Per file, the lines run and missed, from coverage.py's JSON report; None if unusable.
 

@@ -47,11 +47,12 @@ from orchestrator.execution.reports import (
     JunitSummary,
     ReportError,
     read_junit,
-    read_line_coverage,
+    Coverage,
+    read_coverage,
 )
 from orchestrator.execution.sandbox import Sandbox, SandboxResult
 from state.errors import SandboxError
-from state.reports import ToolResult, ToolStatus
+from state.reports import LineHits, ToolResult, ToolStatus
 
 __all__ = [
     "DEFAULT_RUFF_RULES",
@@ -89,10 +90,12 @@ class ToolRun:
         tools: one result per check, in the configured order (by default compile, ruff,
             pytest, plan_alignment).
         line_coverage: percent of non-test lines the tests ran, None when not measured.
+        line_hits: per file, the lines the tests ran and missed, None when not measured.
     """
 
     tools: tuple[ToolResult, ...]
     line_coverage: float | None
+    line_hits: dict[str, LineHits] | None = None
 
 
 Python = str | ProjectEnvironment
@@ -185,7 +188,7 @@ async def run_mypy(
 
 async def run_pytest(
     workspace: Path, sandbox: Sandbox, *, python: Python, args: Sequence[str] = ()
-) -> tuple[ToolResult, float | None]:
+) -> tuple[ToolResult, Coverage | None]:
     """Run the workspace's tests under coverage.py and read the verdict from their reports.
 
     Args:
@@ -199,7 +202,8 @@ async def run_pytest(
         ran and passed; failed on a failing test, when no test ran, when the report is
         missing or contradicts itself, and when the memory limit killed the run; crashed on
         pytest's usage, internal or interrupted errors and when a tool is missing; timeout)
-        and the line coverage of the non-test files, None when it could not be measured.
+        and the coverage of the non-test files (the total and per file), None when it could
+        not be measured.
     """
     argv = [
         _exe(python),
@@ -232,7 +236,7 @@ async def run_pytest(
     for module in ("coverage", "pytest"):
         if missing_module(run, module):
             return _not_installed(module, run, python), None
-    coverage = read_line_coverage(run.reports.get("coverage"))
+    coverage = read_coverage(run.reports.get("coverage"))
     try:
         summary: JunitSummary | None = read_junit(run.reports.get("junit", b""))
         problem = ""
@@ -247,7 +251,7 @@ async def run_pytest(
     if coverage is not None and result.status is not ToolStatus.TIMEOUT:
         verdict, _, rest = result.detail.partition("\n")
         result = result.model_copy(
-            update={"detail": f"{verdict}\nline coverage {coverage:.1f}%\n{rest}"}
+            update={"detail": f"{verdict}\nline coverage {coverage.percent:.1f}%\n{rest}"}
         )
     return result, (None if result.status is ToolStatus.TIMEOUT else coverage)
 
