@@ -44,11 +44,11 @@ from orchestrator.execution.plan_alignment import (
     python_files,
 )
 from orchestrator.execution.reports import (
+    Coverage,
     JunitSummary,
     ReportError,
-    read_junit,
-    Coverage,
     read_coverage,
+    read_junit,
 )
 from orchestrator.execution.sandbox import Sandbox, SandboxResult
 from state.errors import SandboxError
