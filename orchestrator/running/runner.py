@@ -30,6 +30,7 @@ from agents.base import StepAgents, StepContext
 from agents.human import Human
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
+from orchestrator.deciding.shadow import ShadowBook
 from orchestrator.llm.backoff import Sleep, backoff_delay
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.running.agent_context import build_step_context
@@ -53,6 +54,8 @@ from state.store import (
     EventEntry,
     HumanAnswerEntry,
     LedgerEntryIn,
+    LedgerKind,
+    ShadowEntry,
     StepResultEntry,
     Store,
 )
@@ -116,18 +119,35 @@ class _Committer:
         self.version = version
         self.owner = owner
         self._held: tuple[WorkflowState, list[LedgerEntryIn]] | None = None
+        self._state: WorkflowState | None = None  # the last snapshot committed
+        self._lock = asyncio.Lock()  # shadow answers commit from their own tasks
 
     async def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
-        held = self._held[1] if self._held is not None else []
-        self._held = None
-        self.version = await self.store.commit(
-            self.workflow_id,
-            state,
-            expected_version=self.version,
-            entries=[*held, *entries],
-            owner=self.owner,
-        )
-        return state
+        async with self._lock:
+            held = self._held[1] if self._held is not None else []
+            self._held = None
+            self.version = await self.store.commit(
+                self.workflow_id,
+                state,
+                expected_version=self.version,
+                entries=[*held, *entries],
+                owner=self.owner,
+            )
+            self._state = state
+            return state
+
+    async def append(self, entry: LedgerEntryIn) -> None:
+        """Commit ``entry`` beside the last committed snapshot (a shadow answer)."""
+        async with self._lock:
+            if self._state is None:
+                raise RuntimeError("nothing committed yet to record the entry beside")
+            self.version = await self.store.commit(
+                self.workflow_id,
+                self._state,
+                expected_version=self.version,
+                entries=[entry],
+                owner=self.owner,
+            )
 
     def hold(self, state: WorkflowState, *entries: LedgerEntryIn) -> None:
         """Keep ``state`` and ``entries`` for the next commit (or ``flush``)."""
@@ -313,6 +333,36 @@ class WorkflowRunner:
         state, config = stored.state, stored.config
         check_consistency(state, config)
         commit = _Committer(store, wid, stored.version, self.owner)
+        shadow = await self._shadow_book(store, wid, config, commit)
+        try:
+            return await self._loop(store, wid, state, config, commit, shadow)
+        finally:
+            if shadow is not None:
+                await shadow.close()
+
+    async def _shadow_book(
+        self, store: AsyncStore, wid: str, config: WorkflowConfig, commit: _Committer
+    ) -> ShadowBook | None:
+        """The run's shadow book when ``shadow:`` is on, its call budget read from the ledger."""
+        if not config.shadow.enabled:
+            return None
+        earlier = await store.ledger(wid, kinds=(LedgerKind.SHADOW,))
+        used = sum(
+            e.content.record.llm.attempts
+            for e in earlier
+            if isinstance(e.content, ShadowEntry) and e.content.record.llm is not None
+        )
+        return self.coordinator.shadow_book(config, commit.append, used)
+
+    async def _loop(
+        self,
+        store: AsyncStore,
+        wid: str,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        commit: _Committer,
+        shadow: ShadowBook | None,
+    ) -> WorkflowState:
 
         rec = state.last_record
         if rec is not None and rec.status is StepStatus.RUNNING:
@@ -349,7 +399,7 @@ class WorkflowRunner:
                 else:
                     state = await commit(state, entry)
                 continue
-            state, record = await self._decide(state, config, commit)
+            state, record = await self._decide(state, config, commit, shadow)
             self._emit(ProgressEvent(ProgressKind.DECISION, state, config, decision=record))
             running = state.last_record
             if running is None or running.status is not StepStatus.RUNNING:
@@ -370,7 +420,11 @@ class WorkflowRunner:
         return state
 
     async def _decide(
-        self, state: WorkflowState, config: WorkflowConfig, commit: _Committer
+        self,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        commit: _Committer,
+        shadow: ShadowBook | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Decide and commit the decision before its action starts (with any held result).
 
@@ -378,7 +432,7 @@ class WorkflowRunner:
         ``flush`` then), so a long or failing call cannot lose it.
         """
         try:
-            state, record = await self.coordinator.decide(state, config, commit.flush)
+            state, record = await self.coordinator.decide(state, config, commit.flush, shadow)
         except BaseException:
             await commit.flush()  # a finished step's result is never lost
             raise
