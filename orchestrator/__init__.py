@@ -11,9 +11,11 @@ __all__ = [
     "deciding",
     "execution",
     "graph",
+    "insights",
     "llm",
     "logsetup",
     "reporting",
     "running",
+    "telemetry",
     "web",
 ]

@@ -25,6 +25,7 @@ from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.prompting import Presentation, presented, prompt_variables
 from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse, Message
+from orchestrator.llm.tracing import traced_complete
 from prompt_templates.loader import TemplateLoader
 from state.config import WorkflowConfig
 from state.decision import Decision, LLMCallInfo, LLMCallOutcome
@@ -157,7 +158,7 @@ class LLMDecider:
                 max_requests=settings.max_attempts - tally.attempts,
             )
             try:
-                response = await self.model.complete(request)
+                response = await traced_complete(self.model, request)
             except LLMUnavailableError as exc:
                 tally.attempts += max(exc.requests, 1)
                 tally.errors.append(f"unavailable: {exc}")

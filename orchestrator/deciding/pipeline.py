@@ -42,6 +42,7 @@ from typing import Any, assert_never
 
 import structlog
 
+from orchestrator import telemetry
 from orchestrator.deciding import reconcile
 from orchestrator.deciding.analysis import Analysis, analyze
 from orchestrator.deciding.llm_decider import LLMDecider
@@ -160,6 +161,20 @@ class DecisionPipeline:
             WorkflowFinishedError, AwaitingHumanError: nothing to decide.
             ConfigError: ``coordinator: script`` with a script that cannot be loaded.
         """
+        if not telemetry.enabled():
+            return await self._decide(state, config, before_slow_call, shadow)
+        with telemetry.decision_span(state.workflow_id) as span:
+            new_state, record = await self._decide(state, config, before_slow_call, shadow)
+            telemetry.describe_decision(span, record)
+            return new_state, record
+
+    async def _decide(
+        self,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        before_slow_call: Callable[[], Awaitable[None] | None] | None,
+        shadow: ShadowBook | None,
+    ) -> tuple[WorkflowState, DecisionRecord]:
         analysis = self.analyze(state, config)
         deciders = plan(analysis, config)
         if before_slow_call is not None and deciders not in _FAST:

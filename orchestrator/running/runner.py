@@ -28,6 +28,7 @@ import structlog
 
 from agents.base import StepAgents, StepContext
 from agents.human import Human
+from orchestrator import telemetry
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
 from orchestrator.deciding.shadow import ShadowBook
@@ -312,7 +313,10 @@ class WorkflowRunner:
             renewer = asyncio.create_task(self._renew(store, workflow_id))
             try:
                 with structlog.contextvars.bound_contextvars(workflow_id=workflow_id):
-                    return await self._drive(store, workflow_id)
+                    if not telemetry.enabled():
+                        return await self._drive(store, workflow_id)
+                    with telemetry.workflow_span(workflow_id):
+                        return await self._drive(store, workflow_id)
             finally:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -444,7 +448,12 @@ class WorkflowRunner:
         """Run the step, its LLM calls charged to the workflow; any backoff wait as an event."""
         meter = UsageMeter(state, config.llm)
         waited: list[EventEntry] = []
-        done = await self._attempt(state, config, record, meter, waited)
+        if not telemetry.enabled():
+            done = await self._attempt(state, config, record, meter, waited)
+        else:
+            with telemetry.step_span(state.workflow_id, state.history[-1]) as span:
+                done = await self._attempt(state, config, record, meter, waited)
+                telemetry.describe_step(span, done.history[-1])
         return charge_step(done, meter.usage, meter.charged(done.counters)), waited
 
     async def _attempt(
