@@ -9,8 +9,8 @@ and signal set. For each group it counts:
   reconciliation, an LLM decision with the rules' alternative beside it, an LLM shadow answer
   beside a rule decision), how many named the same action;
 - **overrides**: applied LLM decisions that differed from the rules, and **what followed**
-  each, in that workflow: the next decisive event (``completed``, ``escalated``, ``failed``,
-  ``rejected``, or ``open`` if none yet) and how many decisions later it came; the same is
+  each, in that workflow: the first decisive event from it on (``completed``, ``escalated``,
+  ``failed``, ``rejected``, or ``open`` if none yet) and how many decisions later; the same is
   counted after the decisions that followed the rules, for comparison;
 - **fallbacks** and their causes (the LLM call's outcome), shadow failures included;
 - LLM **tokens and latency**, applied and shadow calls together.
@@ -200,14 +200,18 @@ def gather(store: Store) -> Iterator[WorkflowRecord]:
 
 
 def _followed_by(decisions: tuple[DecisionRecord, ...]) -> list[tuple[str, int]]:
-    """For each decision, the next decisive event after it and how many decisions later."""
+    """For each decision, the first decisive event from it on, and how many decisions later.
+
+    The decision itself counts: an override that completes the workflow is followed by
+    ``completed``, 0 decisions later.
+    """
     out: list[tuple[str, int]] = [("open", 0)] * len(decisions)
     event, at = "open", len(decisions)
     for i in range(len(decisions) - 1, -1, -1):
-        out[i] = (event, at - i)
         ends = _ENDS.get(decisions[i].decision.action)
         if ends is not None:
             event, at = ends, i
+        out[i] = (event, at - i)
     return out
 
 

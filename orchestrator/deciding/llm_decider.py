@@ -217,12 +217,16 @@ class LLMDecider:
             return (
                 f"action '{action}' is {why}; legal actions: {', '.join(self.presented(analysis))}"
             ), None
+        # As jsonschema.validate reports it, without re-checking our own schema against the
+        # metaschema on every answer (that check was most of a cassette replay's time).
+        violation = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(schema)(schema).iter_errors(data)
+        )
+        if violation is not None:
+            where = "/".join(str(p) for p in violation.absolute_path) or "answer"
+            return f"schema violation at {where}: {violation.message}", None
         try:
-            jsonschema.validate(data, schema)
             answer = LLMDecisionAnswer.model_validate(data)
-        except jsonschema.ValidationError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path) or "answer"
-            return f"schema violation at {where}: {exc.message}", None
         except ValidationError as exc:
             return f"invalid answer: {exc.errors(include_url=False)[0]['msg']}", None
         if not self.machine.is_legal(analysis.facts, answer.action):
