@@ -84,8 +84,8 @@ async def record(store: Store, decisions: int) -> int:
     return asked
 
 
-async def replay_once(store: Store) -> tuple[float, int, int, bool]:
-    """Seconds for one cassette replay, its decisions, its LLM requests, and identity."""
+async def replay_once(store: Store) -> tuple[float, int, int, int]:
+    """Seconds for one cassette replay, its decisions, LLM requests and identical decisions."""
     t = time.perf_counter()
     stored = store.load(WID)
     kinds = (LedgerKind.DECISION, LedgerKind.STEP_RESULT, LedgerKind.HUMAN_ANSWER)
