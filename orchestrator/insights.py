@@ -21,9 +21,9 @@ and signal set. For each group it counts:
     the LLM agreed with the rules in at least ``agree_threshold`` of at least
     ``min_samples`` comparisons: the rules can decide alone (``routing: programmatic``);
 ``keep_llm``
-    its overrides were followed by better outcomes than the rules' decisions there
-    (more completions, fewer escalations and failures, or completion sooner): keep it
-    consulted (``routing: hybrid``);
+    its overrides were followed by better outcomes than the rules' decisions there, by a
+    margin (5 points more completions or fewer escalations, failures and rejections, or
+    completion in 5% fewer decisions): keep it consulted (``routing: hybrid``);
 ``review_rule``
     as ``keep_llm``, and the LLM overrides in at least half of the comparisons: the rule
     itself looks wrong; until it is reviewed, let the LLM decide (``routing: llm``).
@@ -301,21 +301,27 @@ def aggregate(workflows: Iterable[WorkflowRecord], since: datetime | None = None
     return sorted(groups.values(), key=lambda g: (g.state.value, g.signals))
 
 
-def _better(over: Outcomes, rules: Outcomes) -> str | None:
-    """Why the outcomes after overrides beat those after the rules (None: they do not)."""
+def _better(over: Outcomes, rules: Outcomes, margin: float) -> str | None:
+    """Why the outcomes after overrides beat those after the rules (None: they do not).
+
+    Better means no worse on either rate and ahead by ``margin`` on one (completions up or
+    escalations, failures and rejections down), or, rates equal within ``margin``,
+    completion in at least ``margin`` fewer decisions (relative).
+    """
     if not rules.total:
         return None
     oc, rc = over.rate([_GOOD]), rules.rate([_GOOD])
     ob, rb = over.rate(_BAD), rules.rate(_BAD)
-    if ob > rb or oc < rc:
+    if ob > rb + margin or oc < rc - margin:
         return None
-    if oc > rc or ob < rb:
+    if oc >= rc + margin or ob <= rb - margin:
         return (
-            f"after its {over.total} overrides {oc:.0%} completed and {ob:.0%} escalated or "
-            f"failed, against {rc:.0%} and {rb:.0%} after {rules.total} rule decisions"
+            f"after its {over.total} overrides {oc:.0%} completed and {ob:.0%} escalated, "
+            f"failed or were rejected, against {rc:.0%} and {rb:.0%} after {rules.total} "
+            "rule decisions"
         )
     od, rd = over.mean_distance, rules.mean_distance
-    if od is not None and rd is not None and od < rd:
+    if od is not None and rd is not None and od <= rd * (1 - margin):
         return (
             f"after its {over.total} overrides workflows completed in {od:.1f} decisions, "
             f"against {rd:.1f} after {rules.total} rule decisions"
@@ -324,14 +330,25 @@ def _better(over: Outcomes, rules: Outcomes) -> str | None:
 
 
 def recommend(
-    groups: list[Group], *, min_samples: int = 20, agree_threshold: float = 0.95
+    groups: list[Group],
+    *,
+    min_samples: int = 20,
+    agree_threshold: float = 0.95,
+    margin: float = 0.05,
 ) -> list[Group]:
-    """Set each group's recommendation and its evidence (see the module docstring)."""
+    """Set each group's recommendation and its evidence (see the module docstring).
+
+    Args:
+        min_samples: comparisons needed to promote a state; a quarter of it (at least one)
+            is the overrides needed to judge what followed them.
+        agree_threshold: the agreement that promotes a state to the rules.
+        margin: how far ahead the outcomes after overrides must be (see ``_better``).
+    """
     for g in groups:
         g.recommendation, g.evidence = None, ""
         agreement = g.agreement
         if g.overrides >= max(1, min_samples // 4):
-            why = _better(g.after_override, g.after_rules)
+            why = _better(g.after_override, g.after_rules, margin)
             if why is not None:
                 share = g.overrides / g.compared if g.compared else 1.0
                 if share >= 0.5:

@@ -54,7 +54,7 @@ from state.config import Coordinator, WorkflowConfig, load_config
 from state.decision import DecisionRecord, DecisionSource, Route, ShadowRecord
 from state.errors import ConfigError, LLMError
 from state.steps import MachineState
-from state.store import DecisionEntry, LedgerEntryIn, LedgerKind, ShadowEntry, Store
+from state.store import DecisionEntry, LedgerKind, ShadowEntry, Store
 from state.validation import read_utf8
 
 FORMATS = ("table", "json", "csv")
@@ -187,9 +187,7 @@ def matching_decisions(
     Raises:
         UnknownWorkflowError: a named workflow is not in the store.
     """
-    for wid, content in _entries(store, workflow_ids, LedgerKind.DECISION):
-        if isinstance(content, DecisionEntry) and flt.matches(content.record):
-            yield wid, content.record
+    yield from _kept(store, flt, workflow_ids, LedgerKind.DECISION)
 
 
 def matching_shadows(
@@ -200,18 +198,19 @@ def matching_shadows(
     Raises:
         UnknownWorkflowError: a named workflow is not in the store.
     """
-    for wid, content in _entries(store, workflow_ids, LedgerKind.SHADOW):
-        if isinstance(content, ShadowEntry) and flt.matches(content.record):
-            yield wid, content.record
+    yield from _kept(store, flt, workflow_ids, LedgerKind.SHADOW)
 
 
-def _entries(
-    store: Store, workflow_ids: Iterable[str], kind: LedgerKind
-) -> Iterator[tuple[str, LedgerEntryIn]]:
+def _kept(
+    store: Store, flt: DecisionFilter, workflow_ids: Iterable[str], kind: LedgerKind
+) -> Iterator[tuple[str, Any]]:
+    """The records of the ledger entries of ``kind`` that ``flt`` keeps."""
     ids = list(workflow_ids) or [w.workflow_id for w in store.list_workflows()]
     for wid in ids:
         for entry in store.ledger(wid, kinds=(kind,)):
-            yield wid, entry.content
+            content = entry.content
+            if isinstance(content, DecisionEntry | ShadowEntry) and flt.matches(content.record):
+                yield wid, content.record
 
 
 def decision_row(workflow_id: str, record: DecisionRecord | ShadowRecord) -> dict[str, Any]:
