@@ -156,9 +156,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-insights-") as tmp:
         t = time.perf_counter()
-        store, workflows, shadows = build_store(Path(tmp) / "data", args.decisions, args.seed)
+        where = Path(tmp) / "data"
+        built_store, workflows, shadows = build_store(where, args.decisions, args.seed)
+        built_store.close()  # insights opens a store others wrote, as the CLI does
         built = time.perf_counter() - t
-        with store:
+        with open_store(where) as store:
             print(
                 f"store: {workflows} workflows, >= {args.decisions} decisions, {shadows} "
                 f"shadow answers (built in {built:.1f} s, untimed)"

@@ -85,8 +85,13 @@ _ROUTINGS = {
 }
 
 
+_WORKFLOW_WIDE = {c: _ROUTINGS[c, False] for c in Coordinator}
+
+
 def routing_of(analysis: Analysis, config: WorkflowConfig) -> Routing:
     """The coordinator mode for the analysed state: its ``routing:`` entry, or ``coordinator``."""
+    if not config.routing:  # the usual case, on the hot path: one lookup
+        return _WORKFLOW_WIDE[config.coordinator]
     return _ROUTINGS[config.coordinator_for(analysis.facts.machine_state)]
 
 
