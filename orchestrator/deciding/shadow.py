@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -40,7 +40,7 @@ from state.decision import (
     ShadowOutcome,
     ShadowRecord,
 )
-from state.store import EventEntry, ShadowEntry
+from state.store import EventEntry, LedgerEntry, ShadowEntry
 
 if TYPE_CHECKING:
     from orchestrator.deciding.llm_decider import LLMDecider
@@ -52,6 +52,15 @@ ShadowSink = Callable[[ShadowEntry | EventEntry], Awaitable[None]]
 
 MAX_IN_FLIGHT = 4  # shadow calls running at once per workflow; more are skipped
 _BESIDE_LLM = frozenset({DecisionSource.LLM, DecisionSource.SCRIPT})
+
+
+def calls_recorded(entries: Iterable[LedgerEntry]) -> int:
+    """The shadow LLM requests the ledger ``entries`` record (earlier runs' budget use)."""
+    return sum(
+        e.content.record.llm.attempts
+        for e in entries
+        if isinstance(e.content, ShadowEntry) and e.content.record.llm is not None
+    )
 
 
 class ShadowBook:

@@ -31,7 +31,7 @@ from agents.human import Human
 from orchestrator import telemetry
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
-from orchestrator.deciding.shadow import ShadowBook
+from orchestrator.deciding.shadow import ShadowBook, calls_recorded
 from orchestrator.llm.backoff import Sleep, backoff_delay
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.running.agent_context import build_step_context
@@ -56,7 +56,6 @@ from state.store import (
     HumanAnswerEntry,
     LedgerEntryIn,
     LedgerKind,
-    ShadowEntry,
     StepResultEntry,
     Store,
 )
@@ -337,26 +336,15 @@ class WorkflowRunner:
         state, config = stored.state, stored.config
         check_consistency(state, config)
         commit = _Committer(store, wid, stored.version, self.owner)
-        shadow = await self._shadow_book(store, wid, config, commit)
+        shadow = None
+        if config.shadow.enabled:  # its call budget counts the shadow calls of earlier runs
+            earlier = await store.ledger(wid, kinds=(LedgerKind.SHADOW,))
+            shadow = self.coordinator.shadow_book(config, commit.append, calls_recorded(earlier))
         try:
             return await self._loop(store, wid, state, config, commit, shadow)
         finally:
             if shadow is not None:
                 await shadow.close()
-
-    async def _shadow_book(
-        self, store: AsyncStore, wid: str, config: WorkflowConfig, commit: _Committer
-    ) -> ShadowBook | None:
-        """The run's shadow book when ``shadow:`` is on, its call budget read from the ledger."""
-        if not config.shadow.enabled:
-            return None
-        earlier = await store.ledger(wid, kinds=(LedgerKind.SHADOW,))
-        used = sum(
-            e.content.record.llm.attempts
-            for e in earlier
-            if isinstance(e.content, ShadowEntry) and e.content.record.llm is not None
-        )
-        return self.coordinator.shadow_book(config, commit.append, used)
 
     async def _loop(
         self,
