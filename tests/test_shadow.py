@@ -22,6 +22,7 @@ from state.config import Coordinator, LLMSettings, ShadowSettings, WorkflowConfi
 from state.decision import DecisionSource, ShadowDecider, ShadowOutcome, ShadowRecord
 from state.steps import MachineState
 from state.store import DecisionEntry, EventEntry, LedgerKind, ShadowEntry, Store
+from state.workflow import HumanAnswerKind
 
 from support.fake_openai import Content, Delay, FakeOpenAIServer
 from support.world import World
@@ -184,13 +185,19 @@ async def test_a_failing_shadow_is_a_shadow_outcome(store: Store, tmp_path: Path
 
 
 async def test_shadow_calls_have_their_own_budget(store: Store, tmp_path: Path) -> None:
-    """``shadow.max_calls`` bounds the shadow LLM requests: one, then no more shadows."""
+    """``shadow.max_calls`` bounds the shadow LLM requests, over every run of the workflow."""
     config = WorkflowConfig(shadow=ShadowSettings(enabled=True, max_calls=1))
-    wid, state = await run_to_gate(
-        store, tmp_path, ScriptedChatModel(responder=Answering()), config
-    )
+    model = ScriptedChatModel(responder=Answering())
+    service = make_service(store, model)
+    wid = start(service, tmp_path, config)
+    state = await service.run(wid)
     assert len(shadows(store, wid)) == 1
     assert len([r for r in state.decisions if len(r.legal_actions) > 1]) > 1
+    # Resumed after the plan gate: the budget spent in the first run still counts.
+    service.answer(wid, None, HumanAnswerKind.APPROVE, by="alice")
+    resumed = await service.run(wid)
+    assert len(resumed.decisions) > len(state.decisions)
+    assert len(shadows(store, wid)) == 1
 
 
 async def test_rules_shadow_every_llm_decision(store: Store, tmp_path: Path) -> None:
