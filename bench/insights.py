@@ -167,16 +167,18 @@ def main() -> None:
             )
             best_read = best_all = float("inf")
             for _ in range(args.repeat):
+                # As the command does it: the workflows stream through, none is kept.
                 t = time.perf_counter()
-                records = list(gather(store))
-                read = time.perf_counter() - t
-                groups = recommend(aggregate(records), min_samples=20)
-                total = time.perf_counter() - t
-                best_read, best_all = min(best_read, read), min(best_all, total)
-            n = sum(len(r.decisions) for r in records)
+                groups = recommend(aggregate(gather(store)), min_samples=20)
+                best_all = min(best_all, time.perf_counter() - t)
+                t = time.perf_counter()
+                for _workflow in gather(store):
+                    pass
+                best_read = min(best_read, time.perf_counter() - t)
+            n = sum(g.samples for g in groups)
             print(f"decisions read: {n}; groups: {len(groups)}; routing: {routing_block(groups)}")
-            print(f"insights: {best_all:.2f} s (best of {args.repeat}; target < 2 s), of which "
-                  f"reading the ledgers {best_read:.2f} s")  # fmt: skip
+            print(f"insights: {best_all:.2f} s (best of {args.repeat}; target < 2 s); reading "
+                  f"the ledgers alone: {best_read:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":
