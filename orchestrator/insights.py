@@ -48,6 +48,7 @@ from state.decision import (
     ActionKind,
     DecisionRecord,
     DecisionSource,
+    LLMCallInfo,
     ShadowDecider,
     ShadowOutcome,
     ShadowRecord,
@@ -151,6 +152,14 @@ class Group:
     latencies_ms: list[float] = field(default_factory=list)
     recommendation: Recommendation | None = None
     evidence: str = ""
+
+    def add_llm(self, info: LLMCallInfo | None) -> None:
+        """Count an LLM consultation's requests, tokens and latency (none if not asked)."""
+        if info is not None and info.attempts:
+            self.llm_calls += info.attempts
+            self.prompt_tokens += info.prompt_tokens
+            self.completion_tokens += info.completion_tokens
+            self.latencies_ms.append(info.latency_ms)
 
     @property
     def agreement(self) -> float | None:
@@ -275,11 +284,7 @@ def aggregate(workflows: Iterable[WorkflowRecord], since: datetime | None = None
             info = record.llm
             if record.source is DecisionSource.PROGRAMMATIC_FALLBACK:
                 g.fallbacks[info.outcome.value if info is not None else "script"] += 1
-            if info is not None and info.attempts:
-                g.llm_calls += info.attempts
-                g.prompt_tokens += info.prompt_tokens
-                g.completion_tokens += info.completion_tokens
-                g.latencies_ms.append(info.latency_ms)
+            g.add_llm(info)
         for shadow in wf.shadows:
             if shadow.decider is not ShadowDecider.LLM:
                 continue  # the rules beside an LLM decision: its record already compares them
@@ -292,12 +297,7 @@ def aggregate(workflows: Iterable[WorkflowRecord], since: datetime | None = None
                 g.agreed += shadow.outcome is ShadowOutcome.AGREED
             else:
                 g.fallbacks[f"shadow_{shadow.outcome.value}"] += 1
-            info = shadow.llm
-            if info is not None and info.attempts:
-                g.llm_calls += info.attempts
-                g.prompt_tokens += info.prompt_tokens
-                g.completion_tokens += info.completion_tokens
-                g.latencies_ms.append(info.latency_ms)
+            g.add_llm(shadow.llm)
     return sorted(groups.values(), key=lambda g: (g.state.value, g.signals))
 
 
