@@ -48,6 +48,7 @@ from bench._peers import load_peers
 from bench.decisions import build_trace, make_runner
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
+from orchestrator.deciding.shadow import ShadowBook
 from orchestrator.logsetup import configure_logging
 from orchestrator.running.consistency import check_consistency
 from orchestrator.running.runner import WorkflowRunner
@@ -403,6 +404,7 @@ class FirstDecisionProbe(DecisionPipeline):
         state: WorkflowState,
         config: WorkflowConfig,
         before_slow_call: Callable[[], Awaitable[None] | None] | None = None,
+        shadow: ShadowBook | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         self.analyze(state, config)
         raise _Prepared(time.perf_counter())

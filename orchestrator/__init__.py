@@ -12,10 +12,12 @@ __all__ = [
     "deciding",
     "execution",
     "graph",
+    "insights",
     "llm",
     "logsetup",
     "reporting",
     "repository",
     "running",
+    "telemetry",
     "web",
 ]

@@ -22,7 +22,15 @@ from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
-from state.decision import Decision, DecisionRecord, DecisionSource, LLMCallInfo, Route, Signal
+from state.decision import (
+    Decision,
+    DecisionRecord,
+    DecisionSource,
+    LLMCallInfo,
+    Route,
+    Routing,
+    Signal,
+)
 from state.steps import Gate, MachineState
 from state.workflow import HumanAnswer, HumanAnswerKind
 
@@ -150,6 +158,7 @@ class DecisionRecordBuilder(Protocol):
         state_before: MachineState,
         state_after: MachineState,
         llm: LLMCallInfo | None,
+        routing: Routing | None,
     ) -> DecisionRecord:
         """A record with these fields, built without validation (see ``builder``)."""
         ...

@@ -17,7 +17,7 @@ from typing import Any, assert_never
 from pydantic import ValidationError
 
 from state.config import WorkflowConfig
-from state.decision import DecisionRecord
+from state.decision import DecisionRecord, ShadowRecord
 from state.errors import StoreCorruptError, StoreError, StoreVersionError
 from state.steps import Gate, MachineState, Step, WorkflowStatus
 from state.store import (
@@ -27,6 +27,7 @@ from state.store import (
     LedgerEntry,
     LedgerEntryIn,
     LedgerKind,
+    ShadowEntry,
     SnapshotEncoder,
     StepResultEntry,
     WorkflowSummary,
@@ -172,6 +173,8 @@ def encode_entry(
             return entry.kind.value, encoder.record_json(workflow_id, record)
         case HumanAnswerEntry(answer=answer):
             return entry.kind.value, encoder.record_json(workflow_id, answer)
+        case ShadowEntry(record=shadow):
+            return entry.kind.value, shadow.model_dump_json()
         case EventEntry(event=event, data=data):
             if not event or "event" in data:
                 raise StoreError(
@@ -232,6 +235,8 @@ def _decode_content(kind: LedgerKind, payload: object) -> LedgerEntryIn:
             return StepResultEntry(record)
         case LedgerKind.HUMAN_ANSWER:
             return HumanAnswerEntry(HumanAnswer.model_validate_json(payload))
+        case LedgerKind.SHADOW:
+            return ShadowEntry(ShadowRecord.model_validate_json(payload))
         case LedgerKind.EVENT:
             try:
                 data = json.loads(payload)

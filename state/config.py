@@ -9,6 +9,8 @@ YAML::
     gates: {code_review: true}
     environment: {requirements: requirements.txt}
     checks: [compile, ruff, {name: pytest, timeout_s: 300}, {name: lint, run: make lint}]
+    shadow: true
+    routing: {plan_validation: programmatic, code_validation: llm}
 
 Configs are strict, because a value that slips through is stored with the workflow and read
 back on every resume: numbers must be finite (``.inf`` and ``nan`` are refused), ``true`` is
@@ -39,6 +41,7 @@ from state.check_settings import (
 from state.errors import ConfigError
 from state.repository import RepositorySettings
 from state.sandbox_settings import SandboxSettings
+from state.steps import MachineState
 from state.usage import ModelPrice
 from state.validation import (
     STRICT_FROZEN,
@@ -165,6 +168,22 @@ class LLMSettings(BaseModel):
     )
 
 
+class ShadowSettings(BaseModel):
+    """Shadow mode: ask the decider the route did not call, record its answer, never apply it.
+
+    ``shadow: true`` is short for ``shadow: {enabled: true}``.
+    """
+
+    model_config = _FROZEN
+
+    enabled: Bool = Field(False, description="run the other decider beside every decision")
+    max_calls: Int = Field(
+        20,
+        ge=0,
+        description="shadow LLM requests per workflow, apart from the llm: call budget",
+    )
+
+
 class WorkflowConfig(BaseModel):
     """Everything that can be set per workflow."""
 
@@ -198,6 +217,12 @@ class WorkflowConfig(BaseModel):
         "plan_alignment, mypy) or {name, run: COMMAND} entries",
     )
 
+    shadow: ShadowSettings = ShadowSettings()
+    routing: dict[MachineState, Coordinator] = Field(
+        default_factory=dict,
+        description="the coordinator per machine state, instead of coordinator: for that state",
+    )
+
     @field_validator("checks", mode="before")
     @classmethod
     def _check_names(cls, value: Any) -> Any:
@@ -206,9 +231,36 @@ class WorkflowConfig(BaseModel):
             return [{"name": item} if isinstance(item, str) else item for item in value]
         return value
 
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _shadow_switch(cls, value: object) -> object:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("routing", mode="before")
+    @classmethod
+    def _known_states(cls, value: object) -> object:
+        if isinstance(value, dict):
+            states = {s.value for s in MachineState}
+            modes = {c.value for c in Coordinator}
+            for key, mode in value.items():
+                if key not in states:
+                    raise ValueError(
+                        f"routing: {key!r} is not a machine state; use one of "
+                        f"{', '.join(sorted(states))}"
+                    )
+                if mode not in modes:
+                    raise ValueError(
+                        f"routing: {key}: {mode!r} is not a coordinator; use one of "
+                        f"{', '.join(sorted(modes))}"
+                    )
+        return value
+
     @model_validator(mode="after")
     def _script_needs_a_file(self) -> WorkflowConfig:
-        if self.coordinator is Coordinator.SCRIPT and not self.coordinator_script:
+        scripted = self.coordinator is Coordinator.SCRIPT or any(
+            mode is Coordinator.SCRIPT for mode in self.routing.values()
+        )
+        if scripted and not self.coordinator_script:
             raise ValueError("coordinator 'script' needs coordinator_script: PATH.py")
         if not self.checks:
             raise ValueError("checks is empty: list at least one check, or leave it out")
@@ -216,6 +268,11 @@ class WorkflowConfig(BaseModel):
         if twice is not None:
             raise ValueError(f"check {twice!r} is listed twice in checks; keep one")
         return self
+
+    def coordinator_for(self, state: MachineState) -> tuple[Coordinator, bool]:
+        """The coordinator mode for ``state``, and whether ``routing:`` set it."""
+        mode = self.routing.get(state)
+        return (self.coordinator, False) if mode is None else (mode, True)
 
 
 def parse_config(data: Any, source: str = "config") -> WorkflowConfig:

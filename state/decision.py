@@ -140,6 +140,17 @@ class LLMCallInfo(BaseModel):
     )
 
 
+class Routing(BaseModel):
+    """Which coordinator mode decided a state, and whether per-state ``routing:`` chose it."""
+
+    model_config = _FROZEN
+
+    coordinator: str = Field(description="the Coordinator value that applied")
+    per_state: bool = Field(
+        False, description="true: the config's routing: entry for the state; false: coordinator"
+    )
+
+
 class DecisionRecord(BaseModel):
     """A decision as logged and kept in the workflow's decision history."""
 
@@ -157,3 +168,41 @@ class DecisionRecord(BaseModel):
     state_before: MachineState
     state_after: MachineState
     llm: LLMCallInfo | None = None
+    routing: Routing | None = Field(
+        None, description="the coordinator mode that applied (None: recorded before routing)"
+    )
+
+
+class ShadowDecider(StrEnum):
+    """Which decider answered in the shadow of an applied decision."""
+
+    LLM = "llm"  # the LLM, beside a decision the rules took
+    RULES = "rules"  # the machine's rules, beside an LLM's or a script's decision
+
+
+class ShadowOutcome(StrEnum):
+    """How a shadow consultation ended (stored: the values never change)."""
+
+    AGREED = "agreed"  # the same action as the applied decision
+    DISAGREED = "disagreed"  # a different, legal action
+    NO_ANSWER = "no_answer"  # the LLM gave no usable answer (see llm.outcome)
+    FAILED = "failed"  # the shadow call raised; the workflow did not notice
+    BUDGET_EXHAUSTED = "budget_exhausted"  # the shadow call budget is spent
+
+
+class ShadowRecord(BaseModel):
+    """What the decider the route did not call would have decided; never applied."""
+
+    model_config = _FROZEN
+
+    decision_seq: int = Field(ge=1, description="the applied decision it shadows")
+    decided_at: datetime
+    decider: ShadowDecider
+    outcome: ShadowOutcome
+    state: MachineState = Field(description="the machine state decided in")
+    route: Route
+    signals: tuple[Signal, ...] = ()
+    applied: Decision = Field(description="the decision that was applied")
+    decision: Decision | None = Field(None, description="the shadow decider's answer, if any")
+    llm: LLMCallInfo | None = None
+    error: str | None = Field(None, description="why the shadow call failed")

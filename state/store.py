@@ -53,7 +53,7 @@ from typing import Any, ClassVar, Protocol, Self
 from pydantic import BaseModel
 
 from state.config import WorkflowConfig
-from state.decision import DecisionRecord
+from state.decision import DecisionRecord, ShadowRecord
 from state.steps import Gate, MachineState, Step, WorkflowStatus
 from state.workflow import HumanAnswer, StepRecord, WorkflowState
 
@@ -65,6 +65,7 @@ class LedgerKind(StrEnum):
     STEP_RESULT = "step_result"
     HUMAN_ANSWER = "human_answer"
     EVENT = "event"
+    SHADOW = "shadow"  # what the decider the route did not call would have decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,15 @@ class EventEntry:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-LedgerEntryIn = DecisionEntry | StepResultEntry | HumanAnswerEntry | EventEntry
+@dataclass(frozen=True, slots=True)
+class ShadowEntry:
+    """A ledger entry for a shadow answer: recorded beside a decision, never applied."""
+
+    kind: ClassVar[LedgerKind] = LedgerKind.SHADOW
+    record: ShadowRecord
+
+
+LedgerEntryIn = DecisionEntry | StepResultEntry | HumanAnswerEntry | EventEntry | ShadowEntry
 """What a caller appends to the ledger; the store assigns ``seq`` and ``recorded_at``."""
 
 

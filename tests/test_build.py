@@ -19,6 +19,7 @@ from state.decision import (
     DecisionSource,
     LLMCallInfo,
     Route,
+    Routing,
     Signal,
 )
 from state.reports import PlanDraft
@@ -66,6 +67,7 @@ LLM_RECORD_VALUES: dict[str, Any] = {
     "state_before": MachineState.PLAN_VALIDATION,
     "state_after": MachineState.PLAN_REVISION,
     "llm": LLMCallInfo(model="smollm2", prompt_tokens=120, completion_tokens=30, attempts=1),
+    "routing": Routing(coordinator="hybrid", per_state=True),
 }
 
 BUILD_CASES: list[tuple[type[BaseModel], dict[str, Any]]] = [

@@ -34,6 +34,7 @@ PACKAGES = ("state", "prompt_templates", "agents", "orchestrator")
 
 _INFRA = (
     "state",
+    "orchestrator.telemetry",
     "prompt_templates",
     "orchestrator.llm",
     "orchestrator.execution",
@@ -43,7 +44,7 @@ _INFRA = (
 ALLOWED: dict[str, tuple[str, ...]] = {
     "state": (),
     "prompt_templates": ("state", "orchestrator.llm"),
-    "orchestrator.llm": ("state",),
+    "orchestrator.llm": ("state", "orchestrator.telemetry"),
     "orchestrator.execution": ("state",),
     "orchestrator.repository": ("state",),
     "agents": _INFRA,
@@ -66,6 +67,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "orchestrator.composition",
     ),
     "orchestrator.logsetup": (),
+    "orchestrator.telemetry": ("state",),
+    "orchestrator.insights": ("state",),
 }
 ENTRY_POINTS = ("orchestrator.cli", "orchestrator.composition", "orchestrator.__main__")
 OURS = PACKAGES
@@ -82,6 +85,7 @@ LIBRARY_HOMES: dict[str, tuple[str, ...]] = {
     "fastapi": ("orchestrator.web", *ENTRY_POINTS),
     "starlette": ("orchestrator.web", *ENTRY_POINTS),
     "uvicorn": ("orchestrator.web", *ENTRY_POINTS),
+    "opentelemetry": ("orchestrator.telemetry",),
 }
 
 

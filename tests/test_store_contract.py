@@ -34,6 +34,7 @@ from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.clock import FixedClock
 from state.config import Gates, WorkflowConfig
+from state.decision import LLMCallInfo, ShadowDecider, ShadowOutcome, ShadowRecord
 from state.errors import (
     ConcurrencyError,
     ConfigError,
@@ -50,6 +51,7 @@ from state.store import (
     Lease,
     LedgerEntryIn,
     LedgerKind,
+    ShadowEntry,
     SnapshotEncoder,
     StepResultEntry,
     Store,
@@ -356,9 +358,28 @@ def test_list_of_an_empty_store_is_empty(store: Store) -> None:
 
 
 def test_ledger_returns_every_kind_validated_with_contiguous_seq(store: Store) -> None:
-    """Entries of all four kinds come back equal to what was appended, numbered 1..n."""
+    """Entries of every kind come back equal to what was appended, numbered 1..n."""
     _replay(store)
     expected = [entry for _, entries in _history("wf-1") for entry in entries]
+    stored = store.load("wf-1")
+    first = stored.state.decisions[0]
+    shadow = ShadowEntry(
+        ShadowRecord(
+            decision_seq=first.seq,
+            decided_at=T0,
+            decider=ShadowDecider.LLM,
+            outcome=ShadowOutcome.AGREED,
+            state=first.state_before,
+            route=first.route,
+            applied=first.decision,
+            decision=first.decision,
+            llm=LLMCallInfo(model="m", prompt_tokens=10, completion_tokens=5, attempts=1),
+        )
+    )
+    store.commit(
+        "wf-1", stored.state, expected_version=stored.version, entries=[shadow], owner=None
+    )
+    expected.append(shadow)
     ledger = store.ledger("wf-1")
     assert [e.content for e in ledger] == expected
     assert [e.seq for e in ledger] == list(range(1, len(expected) + 1))

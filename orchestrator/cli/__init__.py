@@ -6,6 +6,7 @@ from orchestrator.cli.answers import accept, approve, reject, request_changes
 from orchestrator.cli.app import cli
 from orchestrator.cli.core import graph, schema
 from orchestrator.cli.decide import decide
+from orchestrator.cli.insights import insights
 from orchestrator.cli.inspection import export, inspect, list_, state_, status
 from orchestrator.cli.record import decisions, replay
 from orchestrator.cli.running import resume, run
@@ -21,6 +22,7 @@ __all__ = [
     "decide",
     "display",
     "inputs",
+    "insights",
     "inspection",
     "llm_access",
     "main",
@@ -51,6 +53,7 @@ COMMANDS = (
     store_group,
     decisions,
     replay,
+    insights,
 )
 
 for _command in COMMANDS:

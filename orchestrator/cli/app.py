@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from orchestrator import telemetry
 from orchestrator.cli.printable import printable
 from orchestrator.logsetup import configure_logging
 from state.errors import (
@@ -79,5 +80,10 @@ class _Group(click.Group):
     help="INFO shows every decision.made event",
 )
 def cli(log_format: str, log_level: str) -> None:
-    """Hybrid LLM/code orchestrator for planner/validator/programmer workflows."""
+    """Hybrid LLM/code orchestrator for planner/validator/programmer workflows.
+
+    Traces go where the standard OTEL_* environment variables say (off unless they are set).
+    """
     configure_logging("json" if log_format == "json" else "console", log_level)
+    # The ConfigError of an unknown exporter is reported by _Group, like any bad input.
+    telemetry.configure_from_environment()

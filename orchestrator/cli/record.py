@@ -4,7 +4,10 @@
 decisions that match all the filters given, one row each: workflow, when, the machine
 state, route and signals, who decided, the action taken and the alternative it beat, the
 confidence, and for LLM consultations the model, tokens and latency. Filters are checked
-before the store is read, and a bad one is one line on stderr with exit code 2.
+before the store is read, and a bad one is one line on stderr with exit code 2. With
+``--shadow`` the shadow answers are listed too (source ``shadow_llm`` or ``shadow_rules``,
+``seq`` the decision they shadow, ``alternative`` the applied action, ``llm_outcome`` the
+shadow outcome); without it they are left out.
 
 ``replay`` rebuilds the state before each recorded decision and decides it again (see
 ``orchestrator.running.replay``), then prints what would flip.
@@ -48,13 +51,14 @@ from orchestrator.running.replay import Replayer, ReplayReport
 from prompt_templates.loader import TemplateLoader
 from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig, load_config
-from state.decision import DecisionRecord, DecisionSource, Route
+from state.decision import DecisionRecord, DecisionSource, Route, ShadowRecord
 from state.errors import ConfigError, LLMError
 from state.steps import MachineState
-from state.store import DecisionEntry, LedgerKind, Store
+from state.store import DecisionEntry, LedgerKind, ShadowEntry, Store
 from state.validation import read_utf8
 
 FORMATS = ("table", "json", "csv")
+_REPLAYED = (LedgerKind.DECISION, LedgerKind.STEP_RESULT, LedgerKind.HUMAN_ANSWER)
 COLUMNS = (
     "workflow_id",
     "seq",
@@ -91,13 +95,17 @@ class DecisionFilter:
     models: frozenset[str] | None = None
     since: datetime | None = None
 
-    def matches(self, record: DecisionRecord) -> bool:
-        """Whether ``record`` passes every filter."""
-        if self.sources is not None and record.source not in self.sources:
-            return False
+    def matches(self, record: DecisionRecord | ShadowRecord) -> bool:
+        """Whether ``record`` passes every filter (``sources`` applies to decisions only)."""
+        if isinstance(record, DecisionRecord):
+            if self.sources is not None and record.source not in self.sources:
+                return False
+            state = record.state_before
+        else:
+            state = record.state
         if self.routes is not None and record.route not in self.routes:
             return False
-        if self.states is not None and record.state_before not in self.states:
+        if self.states is not None and state not in self.states:
             return False
         if self.signals is not None and not any(s.name in self.signals for s in record.signals):
             return False
@@ -179,35 +187,74 @@ def matching_decisions(
     Raises:
         UnknownWorkflowError: a named workflow is not in the store.
     """
+    yield from _kept(store, flt, workflow_ids, LedgerKind.DECISION)
+
+
+def matching_shadows(
+    store: Store, flt: DecisionFilter, workflow_ids: Iterable[str] = ()
+) -> Iterator[tuple[str, ShadowRecord]]:
+    """Every shadow answer ``flt`` keeps, as ``(workflow_id, record)``, in ledger order.
+
+    Raises:
+        UnknownWorkflowError: a named workflow is not in the store.
+    """
+    yield from _kept(store, flt, workflow_ids, LedgerKind.SHADOW)
+
+
+def _kept(
+    store: Store, flt: DecisionFilter, workflow_ids: Iterable[str], kind: LedgerKind
+) -> Iterator[tuple[str, Any]]:
+    """The records of the ledger entries of ``kind`` that ``flt`` keeps."""
     ids = list(workflow_ids) or [w.workflow_id for w in store.list_workflows()]
     for wid in ids:
-        for entry in store.ledger(wid, kinds=(LedgerKind.DECISION,)):
+        for entry in store.ledger(wid, kinds=(kind,)):
             content = entry.content
-            if isinstance(content, DecisionEntry) and flt.matches(content.record):
+            if isinstance(content, DecisionEntry | ShadowEntry) and flt.matches(content.record):
                 yield wid, content.record
 
 
-def decision_row(workflow_id: str, record: DecisionRecord) -> dict[str, Any]:
-    """One decision as a flat row of ``COLUMNS``."""
-    alt = record.programmatic_alternative
+def decision_row(workflow_id: str, record: DecisionRecord | ShadowRecord) -> dict[str, Any]:
+    """One decision (or shadow answer) as a flat row of ``COLUMNS``."""
     info = record.llm
     asked = info is not None and info.attempts > 0
+    if isinstance(record, DecisionRecord):
+        alt = record.programmatic_alternative
+        head: dict[str, Any] = {
+            "seq": record.seq,
+            "machine_state": record.state_before.value,
+            "source": record.source.value,
+            "action": trigger_of(record.decision),
+            "alternative": trigger_of(alt) if alt is not None else None,
+            "confidence": record.decision.confidence,
+        }
+        outcome = info.outcome.value if info is not None else None
+    else:
+        answer = record.decision
+        head = {
+            "seq": record.decision_seq,
+            "machine_state": record.state.value,
+            "source": f"shadow_{record.decider.value}",
+            "action": trigger_of(answer) if answer is not None else "-",
+            "alternative": trigger_of(record.applied),
+            "confidence": answer.confidence if answer is not None else None,
+        }
+        outcome = record.outcome.value
     return {
         "workflow_id": workflow_id,
-        "seq": record.seq,
+        "seq": head["seq"],
         "decided_at": record.decided_at.isoformat(),
-        "machine_state": record.state_before.value,
+        "machine_state": head["machine_state"],
         "route": record.route.value,
         "signals": [s.name for s in record.signals],
-        "source": record.source.value,
-        "action": trigger_of(record.decision),
-        "alternative": trigger_of(alt) if alt is not None else None,
-        "confidence": record.decision.confidence,
+        "source": head["source"],
+        "action": head["action"],
+        "alternative": head["alternative"],
+        "confidence": head["confidence"],
         "model": info.model if asked and info is not None else None,
         "prompt_tokens": info.prompt_tokens if info is not None else 0,
         "completion_tokens": info.completion_tokens if info is not None else 0,
         "latency_ms": round(info.latency_ms, 1) if info is not None else 0.0,
-        "llm_outcome": info.outcome.value if info is not None else None,
+        "llm_outcome": outcome,
     }
 
 
@@ -259,6 +306,7 @@ def render_rows(rows: list[dict[str, Any]], fmt: str) -> str:
 @click.option("--workflow", "workflows", multiple=True, help="only this workflow (repeatable)")
 @click.option("--since", help="ISO date or date-time, or an age: 30m, 12h, 7d")
 @click.option("--format", "fmt", default="table", show_default=True, help="table, json or csv")
+@click.option("--shadow", is_flag=True, help="list the shadow answers too (never applied)")
 @data_dir_option
 def decisions(
     sources: tuple[str, ...],
@@ -269,6 +317,7 @@ def decisions(
     workflows: tuple[str, ...],
     since: str | None,
     fmt: str,
+    shadow: bool,
     data_dir: Path | None,
 ) -> None:
     """Every recorded decision, across workflows, that matches all the filters given."""
@@ -282,6 +331,8 @@ def decisions(
         check_workflow_id(wid)
     with open_store(data_dir) as store:
         rows = [decision_row(w, r) for w, r in matching_decisions(store, flt, workflows)]
+        if shadow:
+            rows += [decision_row(w, r) for w, r in matching_shadows(store, flt, workflows)]
     rows.sort(key=lambda r: (r["decided_at"], r["workflow_id"], r["seq"]))
     click.echo(render_rows(rows, fmt), nl=False)
 
@@ -334,7 +385,9 @@ async def _replay_all(
                 decider = LLMDecider(cassette, machine, templates)
                 pipeline = DecisionPipeline(machine, SystemClock(), decider)
             replayer = Replayer(rebuild, pipeline, cassette)
-            reports.append(await replayer.replay(stored, store.ledger(wid), cfg))
+            # Shadow answers and events were never applied: replay reads what the runner did.
+            ledger = store.ledger(wid, kinds=_REPLAYED)
+            reports.append(await replayer.replay(stored, ledger, cfg))
     return reports
 
 

@@ -4,7 +4,8 @@ The stages, in the order a decision goes through them (``pipeline.DecisionPipeli
 ``facts`` -> ``classifier`` (route and signals) -> ``machine`` reading ``table`` through
 ``guards`` (legal actions and the rules' decision; together ``analysis``) -> the deciders the
 route calls for (``llm_decider`` with ``prompting``, ``script_decider``) -> ``reconcile`` ->
-``record`` (fired and recorded). ``actions`` turns triggers into decisions and back.
+``record`` (fired and recorded). ``actions`` turns triggers into decisions and back;
+``shadow`` asks the decider the route did not call, beside the decision (shadow mode).
 """
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "reconcile",
     "record",
     "script_decider",
+    "shadow",
     "table",
 ]

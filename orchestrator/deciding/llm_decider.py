@@ -25,6 +25,7 @@ from orchestrator.deciding.analysis import Analysis
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.prompting import Presentation, presented, prompt_variables
 from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse, Message
+from orchestrator.llm.tracing import traced_complete
 from prompt_templates.loader import TemplateLoader
 from state.config import WorkflowConfig
 from state.decision import Decision, LLMCallInfo, LLMCallOutcome
@@ -157,7 +158,7 @@ class LLMDecider:
                 max_requests=settings.max_attempts - tally.attempts,
             )
             try:
-                response = await self.model.complete(request)
+                response = await traced_complete(self.model, request)
             except LLMUnavailableError as exc:
                 tally.attempts += max(exc.requests, 1)
                 tally.errors.append(f"unavailable: {exc}")
@@ -216,12 +217,16 @@ class LLMDecider:
             return (
                 f"action '{action}' is {why}; legal actions: {', '.join(self.presented(analysis))}"
             ), None
+        # As jsonschema.validate reports it, without re-checking our own schema against the
+        # metaschema on every answer (that check was most of a cassette replay's time).
+        violation = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(schema)(schema).iter_errors(data)
+        )
+        if violation is not None:
+            where = "/".join(str(p) for p in violation.absolute_path) or "answer"
+            return f"schema violation at {where}: {violation.message}", None
         try:
-            jsonschema.validate(data, schema)
             answer = LLMDecisionAnswer.model_validate(data)
-        except jsonschema.ValidationError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path) or "answer"
-            return f"schema violation at {where}: {exc.message}", None
         except ValidationError as exc:
             return f"invalid answer: {exc.errors(include_url=False)[0]['msg']}", None
         if not self.machine.is_legal(analysis.facts, answer.action):

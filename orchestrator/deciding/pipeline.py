@@ -11,7 +11,8 @@
 4. reconciliation and fallbacks (``reconcile.py``);
 5. ``record_decision`` (``record.py``): fired through the machine, recorded, the new state.
 
-The runner then carries the decision out. Per workflow (``config.coordinator``):
+The runner then carries the decision out. Per workflow (``config.coordinator``), or per
+machine state where the config's ``routing:`` names one (recorded in ``DecisionRecord.routing``):
 
 ``hybrid`` (default)
     standard -> the machine decides alone; complex -> the LLM decides, the machine checks;
@@ -27,6 +28,10 @@ The runner then carries the decision out. Per workflow (``config.coordinator``):
 
 In every mode, a human's ``accept`` (at an escalation) and ``reject`` are carried out by
 the machine: only a human may override convergence, and a rejection ends the workflow.
+
+With ``shadow:`` on, the runner passes a ``ShadowBook`` (``shadow.py``): after each decision
+it is shown the plan and the record, and asks the decider the route did not call, without
+holding the decision back.
 """
 
 from __future__ import annotations
@@ -37,18 +42,20 @@ from typing import Any, assert_never
 
 import structlog
 
+from orchestrator import telemetry
 from orchestrator.deciding import reconcile
 from orchestrator.deciding.analysis import Analysis, analyze
 from orchestrator.deciding.llm_decider import LLMDecider
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.record import Choice, machine_choice, record_decision
 from orchestrator.deciding.script_decider import ScriptDecider
+from orchestrator.deciding.shadow import ShadowBook, ShadowSink
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.llm.protocol import ChatModel
 from state.build import replace
 from state.clock import Clock
 from state.config import Coordinator, WorkflowConfig
-from state.decision import DecisionRecord, LLMCallOutcome, Route
+from state.decision import DecisionRecord, LLMCallOutcome, Route, Routing
 from state.errors import ConfigError
 from state.fast import ANSWER_ACCEPT, ANSWER_REJECT
 from state.usage import budget_spent, charge_decision
@@ -72,12 +79,28 @@ class Plan(StrEnum):
 _CARRIED_OUT = frozenset({ANSWER_ACCEPT, ANSWER_REJECT})
 
 
+# One shared, frozen record of each (mode, per-state) pair: nothing is built per decision.
+_ROUTINGS = {
+    (c, p): Routing(coordinator=c.value, per_state=p) for c in Coordinator for p in (False, True)
+}
+
+
+_WORKFLOW_WIDE = {c: _ROUTINGS[c, False] for c in Coordinator}
+
+
+def routing_of(analysis: Analysis, config: WorkflowConfig) -> Routing:
+    """The coordinator mode for the analysed state: its ``routing:`` entry, or ``coordinator``."""
+    if not config.routing:  # the usual case, on the hot path: one lookup
+        return _WORKFLOW_WIDE[config.coordinator]
+    return _ROUTINGS[config.coordinator_for(analysis.facts.machine_state)]
+
+
 def plan(analysis: Analysis, config: WorkflowConfig) -> Plan:
-    """The deciders for ``analysis`` under the workflow's coordinator mode."""
+    """The deciders for ``analysis`` under the coordinator mode of its state."""
     answer = analysis.facts.answer
     if answer is not None and answer.answer in _CARRIED_OUT:
         return Plan.MACHINE  # the human decided; the machine carries it out
-    mode = config.coordinator
+    mode, _ = config.coordinator_for(analysis.facts.machine_state)
     match mode:
         case Coordinator.PROGRAMMATIC:
             return Plan.MACHINE
@@ -128,6 +151,7 @@ class DecisionPipeline:
         state: WorkflowState,
         config: WorkflowConfig,
         before_slow_call: Callable[[], Awaitable[None] | None] | None = None,
+        shadow: ShadowBook | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Decide the next action for ``state``, apply it and log it.
 
@@ -135,11 +159,27 @@ class DecisionPipeline:
             before_slow_call: called once before an LLM or script is consulted (not for
                 decisions the machine takes alone), e.g. to commit pending results first;
                 what it returns, when awaitable, is awaited before the consultation.
+            shadow: shown each decision, to ask the decider the route did not call in the
+                background (``shadow.py``); the decision never waits for it.
 
         Raises:
             WorkflowFinishedError, AwaitingHumanError: nothing to decide.
             ConfigError: ``coordinator: script`` with a script that cannot be loaded.
         """
+        if not telemetry.enabled():
+            return await self._decide(state, config, before_slow_call, shadow)
+        with telemetry.decision_span(state.workflow_id) as span:
+            new_state, record = await self._decide(state, config, before_slow_call, shadow)
+            telemetry.describe_decision(span, record)
+            return new_state, record
+
+    async def _decide(
+        self,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        before_slow_call: Callable[[], Awaitable[None] | None] | None,
+        shadow: ShadowBook | None,
+    ) -> tuple[WorkflowState, DecisionRecord]:
         analysis = self.analyze(state, config)
         deciders = plan(analysis, config)
         if before_slow_call is not None and deciders not in _FAST:
@@ -147,9 +187,16 @@ class DecisionPipeline:
             if pending is not None:
                 await pending
         choice = await self._consult(deciders, analysis, config)
+        choice.routing = routing_of(analysis, config)
         new_state, record = self.apply(analysis, choice)
         log_decision(record, new_state)
+        if shadow is not None:
+            shadow.observe(deciders is Plan.MACHINE, analysis, record)
         return new_state, record
+
+    def shadow_book(self, config: WorkflowConfig, sink: ShadowSink, calls_used: int) -> ShadowBook:
+        """A workflow's ``ShadowBook``, asking this pipeline's LLM; ``sink`` records answers."""
+        return ShadowBook(self.llm, self.clock, config, sink, calls_used)
 
     def decide_by_rule(
         self, state: WorkflowState, config: WorkflowConfig
@@ -160,8 +207,10 @@ class DecisionPipeline:
         (benchmarks, tests, and a human's answer that the rules carry out at once).
         """
         analysis = analyze(self.machine, state, config)
+        choice = machine_choice(analysis)
+        choice.routing = routing_of(analysis, config)
         # The machine's choice costs no LLM call: nothing to count.
-        return record_decision(self.machine, self.clock, analysis, machine_choice(analysis))
+        return record_decision(self.machine, self.clock, analysis, choice)
 
     def apply(self, analysis: Analysis, choice: Choice) -> tuple[WorkflowState, DecisionRecord]:
         """Stage 5: fire and record ``choice`` and count its LLM usage.

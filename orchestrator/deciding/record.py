@@ -18,7 +18,14 @@ from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.llm.metering import UsageMeter
 from state.build import build, new_decision_record, replace
 from state.clock import Clock
-from state.decision import ActionKind, Decision, DecisionRecord, DecisionSource, LLMCallInfo
+from state.decision import (
+    ActionKind,
+    Decision,
+    DecisionRecord,
+    DecisionSource,
+    LLMCallInfo,
+    Routing,
+)
 from state.fast import (
     ACTION_RETRY_STEP,
     ACTION_TRANSITION_PHASE,
@@ -48,6 +55,7 @@ class Choice:
     conflict: str | None = None
     llm: LLMCallInfo | None = None
     script_usage: UsageMeter | None = None  # the coordinator script's subagent calls
+    routing: Routing | None = None  # the coordinator mode that applied
 
 
 def machine_source(analysis: Analysis) -> DecisionSource:
@@ -89,6 +97,7 @@ def record_decision(
         state_before=facts.machine_state,
         state_after=dest,
         llm=choice.llm,
+        routing=choice.routing,
     )
     update: dict[str, Any] = {
         "machine_state": dest,

@@ -8,4 +8,5 @@ __all__ = [
     "openai_adapter",
     "protocol",
     "scripted",
+    "tracing",
 ]

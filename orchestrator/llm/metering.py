@@ -10,6 +10,7 @@ charges the workflow with ``charged``.
 from __future__ import annotations
 
 from orchestrator.llm.protocol import ChatModel, LLMRequest, LLMResponse
+from orchestrator.llm.tracing import traced_complete
 from state.config import LLMSettings
 from state.errors import LLMBudgetError, LLMError
 from state.usage import (
@@ -74,7 +75,7 @@ class UsageMeter:
             )
         names = (model.model_name,)
         try:
-            response = await model.complete(request)
+            response = await traced_complete(model, request)
         except LLMError as exc:
             self._add(purpose, call_usage(max(exc.requests, 1), 0, 0, names, self._prices))
             raise

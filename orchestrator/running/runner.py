@@ -28,8 +28,10 @@ import structlog
 
 from agents.base import StepAgents, StepContext
 from agents.human import Human
+from orchestrator import telemetry
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
+from orchestrator.deciding.shadow import ShadowBook, calls_recorded
 from orchestrator.llm.backoff import Sleep, backoff_delay
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.repository.git import GitError
@@ -55,6 +57,7 @@ from state.store import (
     EventEntry,
     HumanAnswerEntry,
     LedgerEntryIn,
+    LedgerKind,
     StepResultEntry,
     Store,
 )
@@ -118,18 +121,35 @@ class _Committer:
         self.version = version
         self.owner = owner
         self._held: tuple[WorkflowState, list[LedgerEntryIn]] | None = None
+        self._state: WorkflowState | None = None  # the last snapshot committed
+        self._lock = asyncio.Lock()  # shadow answers commit from their own tasks
 
     async def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
-        held = self._held[1] if self._held is not None else []
-        self._held = None
-        self.version = await self.store.commit(
-            self.workflow_id,
-            state,
-            expected_version=self.version,
-            entries=[*held, *entries],
-            owner=self.owner,
-        )
-        return state
+        async with self._lock:
+            held = self._held[1] if self._held is not None else []
+            self._held = None
+            self.version = await self.store.commit(
+                self.workflow_id,
+                state,
+                expected_version=self.version,
+                entries=[*held, *entries],
+                owner=self.owner,
+            )
+            self._state = state
+            return state
+
+    async def append(self, entry: LedgerEntryIn) -> None:
+        """Commit ``entry`` beside the last committed snapshot (a shadow answer)."""
+        async with self._lock:
+            if self._state is None:
+                raise RuntimeError("nothing committed yet to record the entry beside")
+            self.version = await self.store.commit(
+                self.workflow_id,
+                self._state,
+                expected_version=self.version,
+                entries=[entry],
+                owner=self.owner,
+            )
 
     def hold(self, state: WorkflowState, *entries: LedgerEntryIn) -> None:
         """Keep ``state`` and ``entries`` for the next commit (or ``flush``)."""
@@ -294,7 +314,10 @@ class WorkflowRunner:
             renewer = asyncio.create_task(self._renew(store, workflow_id))
             try:
                 with structlog.contextvars.bound_contextvars(workflow_id=workflow_id):
-                    return await self._drive(store, workflow_id)
+                    if not telemetry.enabled():
+                        return await self._drive(store, workflow_id)
+                    with telemetry.workflow_span(workflow_id):
+                        return await self._drive(store, workflow_id)
             finally:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -315,6 +338,25 @@ class WorkflowRunner:
         state, config = stored.state, stored.config
         check_consistency(state, config)
         commit = _Committer(store, wid, stored.version, self.owner)
+        shadow = None
+        if config.shadow.enabled:  # its call budget counts the shadow calls of earlier runs
+            earlier = await store.ledger(wid, kinds=(LedgerKind.SHADOW,))
+            shadow = self.coordinator.shadow_book(config, commit.append, calls_recorded(earlier))
+        try:
+            return await self._loop(store, wid, state, config, commit, shadow)
+        finally:
+            if shadow is not None:
+                await shadow.close()
+
+    async def _loop(
+        self,
+        store: AsyncStore,
+        wid: str,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        commit: _Committer,
+        shadow: ShadowBook | None,
+    ) -> WorkflowState:
 
         rec = state.last_record
         if rec is not None and rec.status is StepStatus.RUNNING:
@@ -354,7 +396,7 @@ class WorkflowRunner:
                 else:
                     state = await commit(state, entry)
                 continue
-            state, record = await self._decide(state, config, commit)
+            state, record = await self._decide(state, config, commit, shadow)
             self._emit(ProgressEvent(ProgressKind.DECISION, state, config, decision=record))
             running = state.last_record
             if running is None or running.status is not StepStatus.RUNNING:
@@ -375,7 +417,11 @@ class WorkflowRunner:
         return state
 
     async def _decide(
-        self, state: WorkflowState, config: WorkflowConfig, commit: _Committer
+        self,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        commit: _Committer,
+        shadow: ShadowBook | None = None,
     ) -> tuple[WorkflowState, DecisionRecord]:
         """Decide and commit the decision before its action starts (with any held result).
 
@@ -383,7 +429,7 @@ class WorkflowRunner:
         ``flush`` then), so a long or failing call cannot lose it.
         """
         try:
-            state, record = await self.coordinator.decide(state, config, commit.flush)
+            state, record = await self.coordinator.decide(state, config, commit.flush, shadow)
         except BaseException:
             await commit.flush()  # a finished step's result is never lost
             raise
@@ -395,7 +441,12 @@ class WorkflowRunner:
         """Run the step, its LLM calls charged to the workflow; any backoff wait as an event."""
         meter = UsageMeter(state, config.llm)
         waited: list[EventEntry] = []
-        done = await self._attempt(state, config, record, meter, waited)
+        if not telemetry.enabled():
+            done = await self._attempt(state, config, record, meter, waited)
+        else:
+            with telemetry.step_span(state.workflow_id, state.history[-1]) as span:
+                done = await self._attempt(state, config, record, meter, waited)
+                telemetry.describe_step(span, done.history[-1])
         return charge_step(done, meter.usage, meter.charged(done.counters)), waited
 
     async def _attempt(
