@@ -18,6 +18,7 @@ __all__ = [
     "postgres_store",
     "reports",
     "sandbox_settings",
+    "sql_core",
     "sqlite_store",
     "steps",
     "store",

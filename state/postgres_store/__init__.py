@@ -11,10 +11,11 @@ Migrations (``MIGRATIONS``, one function per schema version) run on open in one
 transaction under an advisory lock, so workers starting together migrate once; a database
 written by a newer schema is refused and left as it is.
 
-Modules: ``connection`` (the pool, where the database is, psycopg errors in our words),
-``schema`` (tables and migrations, ``MIGRATIONS``), ``rows`` (the SQL of every table) and
+What is stored, and how a commit writes only what changed, is ``state.sql_core``'s,
+shared with the SQLite store. Modules: ``connection`` (the pool, where the database is,
+psycopg errors in our words, ``Tx``), ``schema`` (tables and migrations, ``MIGRATIONS``) and
 ``store`` (``PostgresStore``). Code outside the store builds one through
 ``orchestrator.composition.open_store``.
 """
 
-__all__ = ["connection", "rows", "schema", "store"]
+__all__ = ["connection", "schema", "store"]

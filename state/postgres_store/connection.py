@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 import psycopg.errors
@@ -125,3 +127,41 @@ def translate(
             "runs and is reachable, then retry (the workflow resumes from its last commit)"
         )
     return StoreError(f"{subject}could not {doing} in the {where}: {exc}")
+
+
+Cursor = psycopg.Cursor[tuple[Any, ...]]
+
+_PLACEHOLDERS: dict[str, str] = {}
+
+
+def _pg(sql: str) -> str:
+    """``sql`` with psycopg's ``%s`` placeholders for the core's ``?`` (none is quoted)."""
+    text = _PLACEHOLDERS.get(sql)
+    if text is None:
+        text = _PLACEHOLDERS[sql] = sql.replace("?", "%s")
+    return text
+
+
+class Tx:
+    """A transaction on a pooled connection's cursor, as ``state.sql_core`` uses it."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: Cursor) -> None:
+        self._cur = cur
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        """Run ``sql`` and return its first row, or None."""
+        return self._cur.execute(_pg(sql), params).fetchone()
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run ``sql`` and return its rows."""
+        return self._cur.execute(_pg(sql), params).fetchall()
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run ``sql`` and return how many rows it changed."""
+        return self._cur.execute(_pg(sql), params).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run ``sql`` once per row of parameters, pipelined by psycopg."""
+        self._cur.executemany(_pg(sql), rows)
