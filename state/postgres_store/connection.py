@@ -75,7 +75,9 @@ def open_pool(url: str, *, max_size: int, connect_timeout_s: float) -> Connectio
         open=False,
         check=ConnectionPool.check_connection,
         timeout=connect_timeout_s,
-        kwargs={"autocommit": False},
+        # Autocommit: a commit is one statement, its own transaction (no BEGIN and COMMIT
+        # round trips); calls of several statements open a transaction explicitly.
+        kwargs={"autocommit": True},
         name="orchestrator-store",
     )
     try:
