@@ -582,8 +582,8 @@ def resume_report(peers: ModuleType, target: int, runs: int, base: Path) -> None
             "WorkflowRunner(...), asyncio.run(service.run(id)) up to its first decision: "
             "acquire_lease (taking over the dead worker's lease), load (head, records and "
             "config read in one transaction and validated by pydantic), check_consistency, "
-            "for a step left running mark_interrupted + its commit, then engine.analyze (the first thing "
-            "DecisionPipeline.decide does; the probe stops there). By hand: the same calls "
+            "for a step left running mark_interrupted + its commit, then engine.analyze (the "
+            "first thing DecisionPipeline.decide does; the probe stops there). By hand: the same calls "
             "without the service, per phase (median ms). Not timed: copying the file, "
             f"building the engine once ({engine_s * 1e3:.1f} ms), reading the whole ledger "
             f"({ledger_read * 1e3:.1f} ms for {len(ledger)} entries: resuming does not read it)"
@@ -676,7 +676,8 @@ def main() -> None:
         f"full vs langgraph sync (FULL) {rate('full') / rate('lg-sync'):.2f}x; against "
         f"peers.py's langgraph: normal {rate('normal') / lg:.2f}x, full {rate('full') / lg:.2f}x; "
         "target >= 10x like for like. Ours counts "
-        f"{samples['normal'][0].decisions // n} decisions per workflow, langgraph {peers.DECISIONS_PER_WORKFLOW} (no start decision); tx/wf = write "
+        f"{samples['normal'][0].decisions // n} decisions per workflow, langgraph "
+        f"{peers.DECISIONS_PER_WORKFLOW} (no start decision); tx/wf = write "
         "transactions per workflow (langgraph: put + put_writes calls)"
     )
     resume_report(peers, args.ledger, args.resume_runs, base)
