@@ -583,8 +583,8 @@ def resume_report(peers: ModuleType, target: int, runs: int, base: Path) -> None
             "acquire_lease (taking over the dead worker's lease), load (head, records and "
             "config read in one transaction and validated by pydantic), check_consistency, "
             "for a step left running mark_interrupted + its commit, then engine.analyze (the "
-            "first thing DecisionPipeline.decide does; the probe stops there). By hand: the same calls "
-            "without the service, per phase (median ms). Not timed: copying the file, "
+            "first thing DecisionPipeline.decide does; the probe stops there). By hand: the "
+            "same calls without the service, per phase (median ms). Not timed: copying the file, "
             f"building the engine once ({engine_s * 1e3:.1f} ms), reading the whole ledger "
             f"({ledger_read * 1e3:.1f} ms for {len(ledger)} entries: resuming does not read it)"
         )

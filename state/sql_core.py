@@ -345,9 +345,7 @@ class SqlStore(ClosesOnExit):
         at = ts(now)
         head = (*summary_values(state, now), delta.head, *delta.counts, len(payloads))
         try:
-            self._write_commit(
-                workflow_id, expected_version, owner, head, payloads, at, delta, now
-            )
+            self._write_commit(workflow_id, expected_version, owner, head, payloads, at, delta, now)
         except BaseException:
             self._encoder.forget(workflow_id)
             raise
