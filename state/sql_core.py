@@ -274,9 +274,9 @@ class SqlStore(ClosesOnExit):
             workflow_id, str(owner), str(host), pid, parse_time(workflow_id, "its lease", expires)
         )
 
-    def _write_records(self, tx: Tx, delta: SnapshotDelta) -> None:
+    def _write_records(self, tx: Tx, delta: SnapshotDelta, *, new: bool = False) -> None:
         wid = delta.workflow_id
-        if delta.rewrite:
+        if delta.rewrite and not new:
             tx.run(self.sql.clear_records, (wid,))
         for name, start in delta.cuts:
             tx.run(self.sql.cut_records, (wid, name, start))
@@ -305,7 +305,7 @@ class SqlStore(ClosesOnExit):
                     f"workflow {wid} already exists in {self._place}; choose another id, or "
                     "resume it"
                 )
-            self._write_records(tx, delta)
+            self._write_records(tx, delta, new=True)
         self._encoder.wrote(delta, 1)
         return 1
 
