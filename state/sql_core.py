@@ -588,6 +588,31 @@ def apply_migrations(
 _V1_LISTS = ("history", "human_answers", "decisions")
 
 
+def schema_2(tx: Tx, *, big_integer: str) -> None:
+    """Schema 1 to 2, both backends: the head columns, ``records``, and the data moved.
+
+    Args:
+        tx: the migration's transaction.
+        big_integer: the dialect's 64-bit integer type, for ``ledger_seq``.
+    """
+    for column in ("history_n", "answers_n", "decisions_n"):
+        tx.run(f"ALTER TABLE workflows ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    tx.run(f"ALTER TABLE workflows ADD COLUMN ledger_seq {big_integer} NOT NULL DEFAULT 0")
+    tx.run(
+        """CREATE TABLE records (
+            workflow_id TEXT NOT NULL REFERENCES workflows (id),
+            list_name TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (workflow_id, list_name, idx)
+        )"""
+    )
+    # Every commit changes updated_at, so this index cost a page write per commit; a
+    # listing by status scans the workflows instead.
+    tx.run("DROP INDEX workflows_by_status")
+    split_v1_snapshots(tx)
+
+
 def split_v1_snapshots(tx: Tx) -> None:
     """Schema 1 to 2: move each snapshot's lists into ``records``, count them, number the ledger.
 

@@ -13,7 +13,7 @@ import psycopg
 
 from state.errors import StoreCorruptError, StoreVersionError
 from state.postgres_store.connection import Tx
-from state.sql_core import apply_migrations, split_v1_snapshots
+from state.sql_core import apply_migrations, schema_2
 
 Migration = Callable[[psycopg.Cursor[tuple[object, ...]]], None]
 """Brings the schema from version N to N+1 with ``cur.execute`` only (no commit)."""
@@ -79,22 +79,7 @@ def _migration_1(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
 
 def _migration_2(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
     """Commits of constant cost: the snapshot's lists become rows (see ``state.sql_core``)."""
-    for column in ("history_n", "answers_n", "decisions_n"):
-        cur.execute(f"ALTER TABLE workflows ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
-    cur.execute("ALTER TABLE workflows ADD COLUMN ledger_seq BIGINT NOT NULL DEFAULT 0")
-    cur.execute(
-        """CREATE TABLE records (
-            workflow_id TEXT NOT NULL REFERENCES workflows (id),
-            list_name TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            payload TEXT NOT NULL,
-            PRIMARY KEY (workflow_id, list_name, idx)
-        )"""
-    )
-    # Every commit changes updated_at, so this index cost a page write per commit; a
-    # listing by status scans the workflows instead.
-    cur.execute("DROP INDEX workflows_by_status")
-    split_v1_snapshots(Tx(cur))
+    schema_2(Tx(cur), big_integer="BIGINT")
 
 
 MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)

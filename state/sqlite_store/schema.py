@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from state.errors import StoreCorruptError, StoreVersionError
-from state.sql_core import apply_migrations, split_v1_snapshots
+from state.sql_core import apply_migrations, schema_2
 from state.sqlite_store.connection import DATA_DIR_ENV, Tx
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -71,21 +71,7 @@ def _migration_1(conn: sqlite3.Connection) -> None:
 
 def _migration_2(conn: sqlite3.Connection) -> None:
     """Commits of constant cost: the snapshot's lists become rows (see ``state.sql_core``)."""
-    for column in ("history_n", "answers_n", "decisions_n", "ledger_seq"):
-        conn.execute(f"ALTER TABLE workflows ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
-    conn.execute(
-        """CREATE TABLE records (
-            workflow_id TEXT NOT NULL REFERENCES workflows (id),
-            list_name TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            payload TEXT NOT NULL,
-            PRIMARY KEY (workflow_id, list_name, idx)
-        )"""
-    )
-    # Every commit changes updated_at, so this index cost a page write per commit; a
-    # listing by status scans the workflows instead.
-    conn.execute("DROP INDEX workflows_by_status")
-    split_v1_snapshots(Tx(conn))
+    schema_2(Tx(conn), big_integer="INTEGER")
 
 
 MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)
