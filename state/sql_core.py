@@ -381,7 +381,6 @@ class SqlStore(ClosesOnExit):
                 )
             if row is None:
                 self._refuse_commit(tx, workflow_id, expected_version, owner, now)
-                return
             if payloads:
                 first = int(row[0]) - len(payloads) + 1
                 tx.many(
