@@ -224,6 +224,7 @@ class SqlStore(ClosesOnExit):
         *,
         write: bool = True,
         consistent: bool = False,
+        single: bool = False,
     ) -> AbstractContextManager[Tx]:
         """One transaction, committed when the block ends and rolled back when it raises.
 
@@ -232,6 +233,8 @@ class SqlStore(ClosesOnExit):
             workflow_id: the workflow it is about, for error messages.
             write: it writes (refused once damage was found, or on a read-only store).
             consistent: its reads must all see the same committed state.
+            single: the block runs one statement, a transaction by itself (no BEGIN and
+                COMMIT needed).
 
         Raises:
             StoreError: the database failed, translated into our words.
@@ -299,7 +302,7 @@ class SqlStore(ClosesOnExit):
             ts(state.created_at or now),
             config.model_dump_json(),
         )
-        with self._transaction("create the workflow", wid) as tx:
+        with self._transaction("create the workflow", wid, single=not delta.rows) as tx:
             if not tx.run(self.sql.insert_workflow, row):
                 raise StoreError(
                     f"workflow {wid} already exists in {self._place}; choose another id, or "
@@ -502,7 +505,7 @@ class SqlStore(ClosesOnExit):
     @noting_damage
     def release_lease(self, workflow_id: str, owner: str) -> bool:
         """Give up ``owner``'s lease; whether there was one to give up."""
-        with self._transaction("release the lease", workflow_id) as tx:
+        with self._transaction("release the lease", workflow_id, single=True) as tx:
             return tx.run(self.sql.delete_lease, (workflow_id, owner)) > 0
 
     @noting_damage

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -50,16 +50,19 @@ _COMMIT = """WITH w AS (
 ), entries AS (
     INSERT INTO ledger (workflow_id, seq, kind, recorded_at, payload)
     SELECT %s, w.ledger_seq - %s + e.n, e.kind, %s, e.payload
-    FROM w, unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e (kind, payload, n)
+    FROM w, unnest(%b::text[], %b::text[]) WITH ORDINALITY AS e (kind, payload, n)
 ), recs AS (
     INSERT INTO records (workflow_id, list_name, idx, payload)
     SELECT %s, r.list_name, r.idx, r.payload
-    FROM w, unnest(%s::text[], %s::int[], %s::text[]) AS r (list_name, idx, payload)
+    FROM w, unnest(%b::text[], %b::int[], %b::text[]) AS r (list_name, idx, payload)
     ON CONFLICT (workflow_id, list_name, idx) DO UPDATE SET payload = excluded.payload
 )
 SELECT ledger_seq FROM w"""
 COMMIT_SQL = _COMMIT.format(lease="")
-"""A commit in one statement: the row's UPDATE, whose result gates the two inserts."""
+"""A commit in one statement: the row's UPDATE, whose result gates the two inserts.
+
+The arrays go in binary (``%b``): in text, every quote of their JSON would be escaped.
+"""
 COMMIT_LEASED_SQL = _COMMIT.format(
     lease=" AND EXISTS (SELECT 1 FROM leases WHERE leases.workflow_id = %s AND owner = %s "
     "AND expires_at > %s)"
@@ -133,6 +136,26 @@ class PostgresStore(SqlStore):
         return pool
 
     @contextmanager
+    def _connection(self, *, checked: bool) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; ``checked``: one the server has just answered.
+
+        The pool checks connections without a round trip (``check_quietly``), which misses
+        a session whose end is still on its way; a read pays the round trip of a full check
+        and, on a dead connection, takes another, as a read can always start again.
+        """
+        pool = self._current_pool()
+        for _ in range(3):
+            with pool.connection() as conn:
+                if checked:
+                    try:
+                        ConnectionPool.check_connection(conn)
+                    except psycopg.Error:
+                        continue  # handed back broken: the pool discards it
+                yield conn
+                return
+        raise psycopg.OperationalError("three pooled connections in a row were dead")
+
+    @contextmanager
     def _transaction(
         self,
         doing: str,
@@ -140,16 +163,23 @@ class PostgresStore(SqlStore):
         *,
         write: bool = True,
         consistent: bool = False,
+        single: bool = False,
     ) -> Iterator[Tx]:
         """One transaction on a pooled connection (see ``SqlStore._transaction``)."""
         if write:
             self._refuse_writes(doing, workflow_id)
-        pool = self._current_pool()
         try:
-            with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                if consistent:
-                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                yield Tx(cur)
+            with self._connection(checked=not write) as conn, conn.cursor() as cur:
+                if single or not (write or consistent):
+                    # The connection autocommits: one statement is its own transaction, and
+                    # at READ COMMITTED each statement of a read sees its own snapshot
+                    # anyway, so neither needs BEGIN and COMMIT round trips.
+                    yield Tx(cur)
+                    return
+                with conn.transaction():
+                    if consistent:
+                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    yield Tx(cur)
         except psycopg.Error as exc:
             raise translate(exc, doing, self.where, workflow_id) from exc
 
@@ -194,9 +224,8 @@ class PostgresStore(SqlStore):
             [idx for _, idx, _ in delta.rows],
             [text for _, _, text in delta.rows],
         )
-        pool = self._current_pool()
         try:
-            with pool.connection() as conn:
+            with self._connection(checked=False) as conn:
                 row = conn.execute(sql, params).fetchone()
         except psycopg.Error as exc:
             raise translate(exc, "commit", self.where, workflow_id) from exc

@@ -147,18 +147,23 @@ class SQLiteStore(SqlStore):
         *,
         write: bool = True,
         consistent: bool = False,
+        single: bool = False,
     ) -> Iterator[Tx]:
         """One transaction on the connection (see ``SqlStore._transaction``).
 
-        A write takes the write lock up front (``BEGIN IMMEDIATE``), so that it never fails
-        half-way on a lock; reads that must agree share one read transaction; a lone read
-        statement sees one consistent state by itself.
+        A write of several statements takes the write lock up front (``BEGIN IMMEDIATE``), so
+        that it never fails half-way on a lock; reads that must agree share one read
+        transaction; a lone statement is a transaction by itself.
         """
         with self._lock:
             conn = self._connection()
             if write:
                 self._refuse_writes(doing, workflow_id)
-            begin = "BEGIN IMMEDIATE" if write else "BEGIN" if consistent else None
+            begin = None
+            if write and not single:
+                begin = "BEGIN IMMEDIATE"
+            elif consistent:
+                begin = "BEGIN"
             try:
                 if begin is not None:
                     conn.execute(begin)
