@@ -20,6 +20,7 @@ __all__ = [
     "reports",
     "repository",
     "sandbox_settings",
+    "sql_core",
     "sqlite_store",
     "steps",
     "store",

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord, ShadowRecord
@@ -28,7 +29,6 @@ from state.store import (
     LedgerEntryIn,
     LedgerKind,
     ShadowEntry,
-    SnapshotEncoder,
     StepResultEntry,
     WorkflowSummary,
 )
@@ -153,16 +153,19 @@ def check_commit_target(workflow_id: str, state: WorkflowState) -> None:
 
 
 def encode_entry(
-    encoder: SnapshotEncoder, workflow_id: str, entry: LedgerEntryIn
+    text_of: Callable[[BaseModel], str], workflow_id: str, entry: LedgerEntryIn
 ) -> tuple[str, str]:
     """The entry's (kind, payload JSON); refuses what could not be read back.
+
+    ``text_of`` gives a record's JSON text (``SnapshotDelta.text_of``: the text the same
+    commit writes for the state's copy of the record, serialized once).
 
     Raises:
         StoreError: a running step as a step result, or an event JSON cannot carry.
     """
     match entry:
         case DecisionEntry(record=record):
-            return entry.kind.value, encoder.record_json(workflow_id, record)
+            return entry.kind.value, text_of(record)
         case StepResultEntry(record=record):
             if record.status is StepStatus.RUNNING:
                 raise StoreError(
@@ -170,9 +173,9 @@ def encode_entry(
                     "step_result ledger entry records a completed or failed attempt. "
                     "Nothing was written"
                 )
-            return entry.kind.value, encoder.record_json(workflow_id, record)
+            return entry.kind.value, text_of(record)
         case HumanAnswerEntry(answer=answer):
-            return entry.kind.value, encoder.record_json(workflow_id, answer)
+            return entry.kind.value, text_of(answer)
         case ShadowEntry(record=shadow):
             return entry.kind.value, shadow.model_dump_json()
         case EventEntry(event=event, data=data):
@@ -303,3 +306,69 @@ def _newer_schema_version(text: str | bytes) -> int | None:
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         return version
     return None
+
+
+_RECORD_LISTS: dict[str, TypeAdapter[tuple[Any, ...]]] = {
+    "history": TypeAdapter(tuple[StepRecord, ...]),
+    "human_answers": TypeAdapter(tuple[HumanAnswer, ...]),
+    "decisions": TypeAdapter(tuple[DecisionRecord, ...]),
+}
+
+
+def decode_records(
+    workflow_id: str,
+    head: WorkflowState,
+    counts: Sequence[object],
+    rows: Sequence[tuple[Any, ...]],
+) -> tuple[WorkflowState, list[list[str]]]:
+    """The state a stored head and its record rows make, and the rows' texts per list.
+
+    Args:
+        workflow_id: the workflow.
+        head: the stored head, validated (``decode_state``): the state without its lists.
+        counts: how many records each list of ``SnapshotEncoder.SPLICED`` has, in order.
+        rows: (list name, index, JSON text) rows, ordered by list name and index.
+
+    Raises:
+        Damaged: a record is missing, misplaced or fails validation, naming it.
+    """
+    names = tuple(_RECORD_LISTS)
+    texts: dict[str, list[str]] = {name: [] for name in names}
+    for name, idx, payload in rows:
+        got = texts.get(name)
+        if got is None or idx != len(got) or not isinstance(payload, str):
+            where = f"{name} record {idx}" if got is not None else f"record {name!r} {idx}"
+            raise Damaged(
+                workflow_id,
+                "the stored snapshot",
+                f"{where} is out of place or not JSON text (the records of a list are "
+                "numbered 0, 1, 2...)",
+            )
+        got.append(payload)
+    update: dict[str, Any] = {}
+    for name, count in zip(names, counts, strict=True):
+        found = texts[name]
+        if len(found) != count:
+            raise Damaged(
+                workflow_id,
+                "the stored snapshot",
+                f"it has {count!r} {name} records but {len(found)} are stored",
+            )
+        if not count:
+            continue
+        try:
+            update[name] = records = _RECORD_LISTS[name].validate_json(f"[{','.join(found)}]")
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]["loc"]
+            which = f"{name} record {first[0]}" if first else name
+            raise Damaged(
+                workflow_id, f"the stored snapshot ({which})", describe_validation_error(exc)
+            ) from exc
+        if len(records) != count:  # a row's text held more than one record
+            raise Damaged(
+                workflow_id,
+                "the stored snapshot",
+                f"its {count} {name} rows hold {len(records)} records",
+            )
+    state = head.model_copy(update=update) if update else head
+    return state, [texts[name] for name in names]

@@ -13,6 +13,7 @@ behind one lock; calls never wait on anything else, so async callers need not of
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -195,7 +196,8 @@ class MemoryStore(ClosesOnExit):
         """Replace the snapshot and append ledger entries, all or nothing (see ``Store``)."""
         check_commit_target(workflow_id, state)
         snapshot = self._encoder.encode(state)
-        payloads = [encode_entry(self._encoder, workflow_id, entry) for entry in entries]
+        text_of = functools.partial(self._encoder.record_json, workflow_id)
+        payloads = [encode_entry(text_of, workflow_id, entry) for entry in entries]
         now = self._now()
         with self.data.lock:
             self._open()

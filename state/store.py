@@ -237,18 +237,77 @@ def lease_is_stale(lease: Lease, *, now: datetime, host: str) -> bool:
     return lease.host == host and not pid_alive(lease.pid)
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotDelta:
+    """What a commit changes in the stored form of a workflow's state (``SnapshotEncoder``).
+
+    The stored form is the state's head (every field but the ``SPLICED`` lists) as JSON, plus
+    one JSON text per record of those lists, keyed by (list name, index).
+
+    Attributes:
+        workflow_id: the workflow.
+        head: the head's JSON text.
+        counts: the length of each ``SPLICED`` list, in that order.
+        rows: (list name, index, JSON text) of each record to write (insert or replace).
+        cuts: (list name, index): the stored records of that list from that index on go.
+        rewrite: the stored records are unknown: delete them all, then write ``rows``
+            (which then hold every record).
+        records: the state's ``SPLICED`` lists.
+        texts: the JSON text of each of their records.
+    """
+
+    workflow_id: str
+    head: str
+    counts: tuple[int, ...]
+    rows: tuple[tuple[str, int, str], ...]
+    cuts: tuple[tuple[str, int], ...]
+    rewrite: bool
+    records: tuple[tuple[BaseModel, ...], ...] = field(repr=False)
+    texts: tuple[tuple[str, ...], ...] = field(repr=False)
+
+    def text_of(self, record: BaseModel) -> str:
+        """A record's JSON text: the one just written when it is new, else serialized."""
+        for records, texts in zip(self.records, self.texts, strict=True):
+            # A ledger entry mirrors a record its commit adds: one of the last ones.
+            for i in range(len(records) - 1, max(len(records) - 3, -1), -1):
+                if records[i] is record:
+                    return texts[i]
+        return record.model_dump_json()
+
+    def json(self) -> str:
+        """The whole state's JSON text, the records spliced into the head."""
+        parts = [self.head[:-1]]
+        for name, texts in zip(SnapshotEncoder.SPLICED, self.texts, strict=True):
+            parts.append(f',"{name}":[{",".join(texts)}]')
+        parts.append("}")
+        return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """The records of a workflow's last stored (or encoded) state, and the store's version."""
+
+    version: int | None
+    records: tuple[tuple[BaseModel, ...], ...]
+    texts: tuple[tuple[str, ...], ...]
+
+
 class SnapshotEncoder:
-    """Serializes workflow states for storage, reusing the JSON of records it already wrote.
+    """Serializes workflow states for storage, writing down only what changed.
 
     States are immutable, and each new state shares its step history, human answers and
-    decisions with the state it was made from. Serializing a 50-decision state takes most of
-    a millisecond in pydantic, nearly all of it spent on those records, so the encoder keeps
-    the JSON of the records of the last state it wrote per workflow and serializes only the
-    new ones. A cached text is used only for the very object it was made from (``is``), so
-    it cannot go stale. The result parses to the same JSON value as
-    ``state.model_dump_json()``; only the order of the keys differs.
+    decisions (``SPLICED``) with the state it was made from: those lists only grow, except
+    that the last step record is replaced when its step ends. Serializing them whole at
+    each commit made a commit's cost grow with the workflow's length, so the encoder keeps,
+    per workflow, the records of the last state it wrote or read with their JSON texts and
+    the store version they are stored at. ``delta`` compares a new state's lists with them
+    (identity first, then equality: a record equal to a stored one serializes the same) and
+    returns the head, the new or replaced records' texts, and which stored ones to drop;
+    when the store's version is not the one remembered (another handle wrote since, or
+    nothing is remembered), the delta rewrites every record, reusing cached texts. A cached
+    text is used only for the very object it was made from, so it cannot go stale.
 
-    Safe to share between threads; a race only costs a cache miss.
+    Safe to share between threads; a race only costs a cache miss or a full rewrite.
 
     Args:
         max_workflows: how many workflows' records to keep (the least recently written go).
@@ -258,41 +317,108 @@ class SnapshotEncoder:
 
     def __init__(self, max_workflows: int = 32) -> None:
         self._max = max_workflows
-        self._cache: OrderedDict[str, dict[int, tuple[BaseModel, str]]] = OrderedDict()
+        self._cache: OrderedDict[str, _Written] = OrderedDict()
         self._exclude = set(self.SPLICED)
         self._lock = threading.Lock()
 
-    def encode(self, state: WorkflowState) -> str:
-        """The state's JSON text."""
+    def head(self, state: WorkflowState) -> str:
+        """The JSON text of the state without its ``SPLICED`` lists."""
+        return state.model_dump_json(exclude=self._exclude)
+
+    def delta(self, state: WorkflowState, stored_version: int | None) -> SnapshotDelta:
+        """What to write to turn the stored records at ``stored_version`` into ``state``'s.
+
+        Args:
+            state: the state to store.
+            stored_version: the version the store holds now (the commit's expected
+                version); None when it holds nothing yet (create) or nothing is stored.
+        """
         wid = state.workflow_id
         with self._lock:
-            previous = self._cache.pop(wid, {})
-        current: dict[int, tuple[BaseModel, str]] = {}
-        # The head always has keys (schema_version at least): drop its "}" and append.
-        parts = [state.model_dump_json(exclude=self._exclude)[:-1]]
-        for name in self.SPLICED:
+            known = self._cache.get(wid)
+        same = known is not None and stored_version is not None and known.version == stored_version
+        rows: list[tuple[str, int, str]] = []
+        cuts: list[tuple[str, int]] = []
+        all_records: list[tuple[BaseModel, ...]] = []
+        all_texts: list[tuple[str, ...]] = []
+        for j, name in enumerate(self.SPLICED):
             records: tuple[BaseModel, ...] = getattr(state, name)
-            texts: list[str] = []
-            for record in records:
-                hit = previous.get(id(record))
-                text = hit[1] if hit is not None and hit[0] is record else record.model_dump_json()
-                current[id(record)] = (record, text)
-                texts.append(text)
-            parts.append(f',"{name}":[{",".join(texts)}]')
-        parts.append("}")
+            texts: tuple[str, ...] = ()
+            if known is None:
+                keep, old_len = 0, 0
+            else:
+                old = known.records[j]
+                keep, old_len = _common_prefix(old, records), len(old)
+                texts = known.texts[j][:keep]
+            fresh = tuple(r.model_dump_json() for r in records[keep:])
+            start = keep if same else 0
+            texts += fresh
+            rows.extend((name, i, texts[i]) for i in range(start, len(records)))
+            if same and len(records) < old_len:
+                cuts.append((name, len(records)))
+            all_records.append(records)
+            all_texts.append(texts)
+        return SnapshotDelta(
+            workflow_id=wid,
+            head=self.head(state),
+            counts=tuple(len(r) for r in all_records),
+            rows=tuple(rows),
+            cuts=tuple(cuts),
+            rewrite=not same,
+            records=tuple(all_records),
+            texts=tuple(all_texts),
+        )
+
+    def wrote(self, delta: SnapshotDelta, version: int | None) -> None:
+        """Remember that the store now holds ``delta``'s state at ``version``."""
+        self._remember(delta.workflow_id, _Written(version, delta.records, delta.texts))
+
+    def loaded(self, state: WorkflowState, texts: Sequence[Sequence[str]], version: int) -> None:
+        """Remember a state just read from the store at ``version`` with its records' texts."""
+        records = tuple(getattr(state, name) for name in self.SPLICED)
+        self._remember(state.workflow_id, _Written(version, records, tuple(map(tuple, texts))))
+
+    def forget(self, workflow_id: str) -> None:
+        """Forget what is stored for ``workflow_id`` (a commit failed: it may or may not be)."""
         with self._lock:
-            self._cache[wid] = current
+            self._cache.pop(workflow_id, None)
+
+    def _remember(self, workflow_id: str, written: _Written) -> None:
+        with self._lock:
+            self._cache[workflow_id] = written
+            self._cache.move_to_end(workflow_id)
             while len(self._cache) > self._max:
                 self._cache.popitem(last=False)
-        return "".join(parts)
+
+    def encode(self, state: WorkflowState) -> str:
+        """The whole state's JSON text, reusing the texts of records encoded before.
+
+        It parses to the same JSON value as ``state.model_dump_json()``; only the order of
+        the keys differs.
+        """
+        delta = self.delta(state, None)
+        self.wrote(delta, None)
+        return delta.json()
 
     def record_json(self, workflow_id: str, record: BaseModel) -> str:
         """A record's JSON text, from the cache when ``encode`` just wrote it."""
         with self._lock:
-            hit = self._cache.get(workflow_id, {}).get(id(record))
-        if hit is not None and hit[0] is record:
-            return hit[1]
-        return record.model_dump_json()
+            known = self._cache.get(workflow_id)
+        if known is None:
+            return record.model_dump_json()
+        cached = SnapshotDelta(workflow_id, "", (), (), (), False, known.records, known.texts)
+        return cached.text_of(record)
+
+
+def _common_prefix(old: tuple[BaseModel, ...], new: tuple[BaseModel, ...]) -> int:
+    """How many leading records ``old`` and ``new`` share (the same or equal objects)."""
+    n = min(len(old), len(new))
+    # Tuple comparison tries identity before equality, in C: cheap for shared records.
+    if old[:n] == new[:n]:
+        return n
+    if n and old[: n - 1] == new[: n - 1]:
+        return n - 1  # the usual change: the last step record replaced when it ends
+    return next(i for i in range(n) if old[i] is not new[i] and old[i] != new[i])
 
 
 class ClosesOnExit(ABC):

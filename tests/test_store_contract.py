@@ -59,6 +59,8 @@ from state.store import (
 )
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
 
+from support.histories import long_history
+
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -352,6 +354,74 @@ def test_list_filters_by_status_and_orders_by_recency(store: Store) -> None:
 def test_list_of_an_empty_store_is_empty(store: Store) -> None:
     """A new store lists no workflows."""
     assert store.list_workflows() == []
+
+
+# -- commits that write only what changed ------------------------------------------------
+
+
+def test_a_long_workflow_reloads_equal_after_every_commit(open_store: StoreFactory) -> None:
+    """After each of 90 commits, another handle and the writer both load the state committed."""
+    writer, reader = open_store(), open_store()
+    _, version = _created(writer)
+    history = long_history("wf-1", 90)
+    for state, entries in history:
+        version = writer.commit(
+            "wf-1", state, expected_version=version, entries=entries, owner=None
+        )
+        for handle in (reader, writer):
+            loaded = handle.load("wf-1")
+            assert (loaded.state, loaded.version) == (state, version)
+    final = history[-1][0]
+    assert len(final.human_answers) >= 2
+    assert any(r.status is StepStatus.FAILED for r in final.history)
+    assert len(writer.ledger("wf-1")) == 90
+    writer.close()
+    assert open_store().load("wf-1").state == final
+
+
+def test_a_step_record_that_changes_status_reloads_as_it_ended(open_store: StoreFactory) -> None:
+    """A step committed running, then completed, loads completed with its result, in place."""
+    writer, reader = open_store(), open_store()
+    _, version = _created(writer)
+    (started, decision), (done, result) = _history("wf-1")[:2]
+    version = writer.commit("wf-1", started, expected_version=version, entries=decision, owner=None)
+    assert [r.status for r in reader.load("wf-1").state.history] == [StepStatus.RUNNING]
+    writer.commit("wf-1", done, expected_version=version, entries=result, owner=None)
+    loaded = reader.load("wf-1").state
+    assert loaded == done
+    assert [r.status for r in loaded.history] == [StepStatus.COMPLETED]
+    assert loaded.history[0].result == done.history[0].result
+
+
+def test_handles_taking_turns_reload_what_the_other_committed(open_store: StoreFactory) -> None:
+    """Two handles alternating commits (each loading first) never lose or repeat a record."""
+    first, second, judge = open_store(), open_store(), open_store()
+    _, version = _created(first)
+    handles = (first, second)
+    for n, (state, entries) in enumerate(long_history("wf-1", 30)):
+        handle = handles[(n // 3) % 2]  # three commits each, then the other's turn
+        assert handle.load("wf-1").version == version
+        version = handle.commit(
+            "wf-1", state, expected_version=version, entries=entries, owner=None
+        )
+        assert judge.load("wf-1").state == state
+
+
+def test_a_commit_whose_lists_shrank_or_changed_reloads_equal(open_store: StoreFactory) -> None:
+    """Committing an earlier state, or one with an old record replaced, stores it exactly."""
+    store, reader = open_store(), open_store()
+    _, version = _created(store)
+    history = long_history("wf-1", 20)
+    for state, entries in history:
+        version = store.commit("wf-1", state, expected_version=version, entries=entries, owner=None)
+    earlier = history[5][0]
+    version = store.commit("wf-1", earlier, expected_version=version, owner=None)
+    assert reader.load("wf-1").state == earlier
+    last = history[-1][0]
+    first = last.history[0].model_copy(update={"attempt": 9})
+    changed = last.model_copy(update={"history": (first, *last.history[1:])})
+    store.commit("wf-1", changed, expected_version=version, owner=None)
+    assert reader.load("wf-1").state == changed
 
 
 # -- ledger --------------------------------------------------------------------------------

@@ -224,7 +224,8 @@ def test_sqlite_failed_migration_changes_nothing(data_dir: Path) -> None:
     def breaks(conn: sqlite3.Connection) -> None:
         raise RuntimeError("boom")
 
-    with pytest.raises(StoreError, match=r"migration 3 .*failed \(boom\); nothing was changed"):
+    failing = len(MIGRATIONS) + 2  # the second migration added here
+    with pytest.raises(StoreError, match=rf"migration {failing} .*failed \(boom\); nothing was"):
         SQLiteStore(tmp_path, migrations=(*MIGRATIONS, adds_a_table, breaks))
     assert (tmp_path / DB_FILENAME).read_bytes() == before
     with SQLiteStore(tmp_path) as store:
@@ -257,6 +258,46 @@ def test_a_damaged_snapshot_names_workflow_and_problem(
         assert message.startswith("workflow wf-1: the stored snapshot is damaged")
         assert problem in message
         assert "restore it from a backup" in message
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        (
+            "UPDATE records SET payload = json_set(payload, '$.status', 'resting') "
+            "WHERE workflow_id = 'wf-1' AND list_name = 'history' AND idx = 0",
+            "the stored snapshot (history record 0) is damaged: field '0.status'",
+        ),
+        (
+            "UPDATE records SET payload = substr(payload, 1, 30) "
+            "WHERE workflow_id = 'wf-1' AND list_name = 'decisions' AND idx = 1",
+            "the stored snapshot (decisions) is damaged: field '(top level)': Invalid JSON",
+        ),
+        (
+            "DELETE FROM records WHERE workflow_id = 'wf-1' AND list_name = 'decisions' "
+            "AND idx = 1",
+            "it has 2 decisions records but 1 are stored",
+        ),
+        (
+            "DELETE FROM records WHERE workflow_id = 'wf-1' AND list_name = 'decisions' "
+            "AND idx = 0",
+            "decisions record 1 is out of place",
+        ),
+    ],
+    ids=["bad-field", "truncated", "missing-last", "missing-first"],
+)
+def test_a_damaged_record_row_names_workflow_and_record(
+    data_dir: Path, sql: str, problem: str
+) -> None:
+    """A record row that fails validation, or a missing one, names the workflow and the list."""
+    _tamper(data_dir, sql)
+    with _left_unchanged(data_dir), SQLiteStore(data_dir) as store:
+        with pytest.raises(StoreCorruptError) as err:
+            store.load("wf-1")
+        message = str(err.value)
+        assert message.startswith("workflow wf-1: the stored snapshot")
+        assert problem in message
+        assert store.load("wf-2").version == 1  # the other workflows still load
 
 
 def test_a_damaged_config_names_workflow_and_field(data_dir: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import select
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 import psycopg.errors
@@ -49,8 +52,9 @@ def check_url(url: str) -> None:
 def open_pool(url: str, *, max_size: int, connect_timeout_s: float) -> ConnectionPool:
     """A pool of connections to ``url``, opened and checked once.
 
-    Each connection is checked before it is handed out, so a connection the server dropped
-    (a restart, an idle timeout) is replaced instead of failing the next call.
+    Each connection is checked before it is handed out (``check_quietly``), so a connection
+    the server dropped (a restart, a terminated session) is replaced instead of failing the
+    next call.
 
     Raises:
         StoreError: no connection could be made within ``connect_timeout_s``, naming
@@ -71,9 +75,11 @@ def open_pool(url: str, *, max_size: int, connect_timeout_s: float) -> Connectio
         min_size=1,
         max_size=max_size,
         open=False,
-        check=ConnectionPool.check_connection,
+        check=check_quietly,
         timeout=connect_timeout_s,
-        kwargs={"autocommit": False},
+        # Autocommit: a commit is one statement, its own transaction (no BEGIN and COMMIT
+        # round trips); calls of several statements open a transaction explicitly.
+        kwargs={"autocommit": True},
         name="orchestrator-store",
     )
     try:
@@ -85,6 +91,25 @@ def open_pool(url: str, *, max_size: int, connect_timeout_s: float) -> Connectio
             f"that the server runs and the URL (--store or {STORE_ENV}) is right"
         ) from exc
     return pool
+
+
+def check_quietly(conn: psycopg.Connection[Any]) -> None:
+    """Check a pooled connection, without a round trip unless the server said something.
+
+    An idle connection has nothing to read, unless the server ended it (a session killed,
+    a restart: its last message, then end of file). Only then is it checked the usual way,
+    which fails and makes the pool replace it. This costs nothing per call, where an empty
+    query before each call cost a round trip; a connection cut silently (no message, no end
+    of file) fails its next call with an error saying to retry.
+
+    Raises:
+        psycopg.Error: the connection is broken (the pool discards it).
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
 
 
 def translate(
@@ -125,3 +150,41 @@ def translate(
             "runs and is reachable, then retry (the workflow resumes from its last commit)"
         )
     return StoreError(f"{subject}could not {doing} in the {where}: {exc}")
+
+
+Cursor = psycopg.Cursor[tuple[Any, ...]]
+
+_PLACEHOLDERS: dict[str, str] = {}
+
+
+def _pg(sql: str) -> str:
+    """``sql`` with psycopg's ``%s`` placeholders for the core's ``?`` (none is quoted)."""
+    text = _PLACEHOLDERS.get(sql)
+    if text is None:
+        text = _PLACEHOLDERS[sql] = sql.replace("?", "%s")
+    return text
+
+
+class Tx:
+    """A transaction on a pooled connection's cursor, as ``state.sql_core`` uses it."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: Cursor) -> None:
+        self._cur = cur
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        """Run ``sql`` and return its first row, or None."""
+        return self._cur.execute(_pg(sql), params).fetchone()
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run ``sql`` and return its rows."""
+        return self._cur.execute(_pg(sql), params).fetchall()
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run ``sql`` and return how many rows it changed."""
+        return self._cur.execute(_pg(sql), params).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run ``sql`` once per row of parameters, pipelined by psycopg."""
+        self._cur.executemany(_pg(sql), rows)

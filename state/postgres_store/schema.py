@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from state.errors import StoreCorruptError, StoreError, StoreVersionError
+from state.errors import StoreCorruptError, StoreVersionError
+from state.postgres_store.connection import Tx
+from state.sql_core import apply_migrations, schema_2
 
 Migration = Callable[[psycopg.Cursor[tuple[object, ...]]], None]
 """Brings the schema from version N to N+1 with ``cur.execute`` only (no commit)."""
@@ -19,7 +21,7 @@ Migration = Callable[[psycopg.Cursor[tuple[object, ...]]], None]
 # Any fixed number: the key of the advisory lock that serializes migrations of one database.
 _MIGRATION_LOCK = 0x6F726368  # "orch"
 
-OUR_TABLES = ("schema_meta", "workflows", "ledger", "artifacts", "leases")
+OUR_TABLES = ("schema_meta", "workflows", "ledger", "artifacts", "leases", "records")
 
 
 def _migration_1(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
@@ -75,7 +77,12 @@ def _migration_1(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_migration_1,)
+def _migration_2(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+    """Commits of constant cost: the snapshot's lists become rows (see ``state.sql_core``)."""
+    schema_2(Tx(cur), big_integer="BIGINT")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)
 """``MIGRATIONS[n]`` brings the schema from version n to n+1; never edit a released one."""
 
 STORE_SCHEMA_VERSION = len(MIGRATIONS)
@@ -143,18 +150,6 @@ def migrate(
             raise newer_store(where, version, target)
         if version == target:
             return
-        for number in range(version, target):
-            try:
-                migrations[number](cur)
-            except psycopg.Error:
-                raise
-            except Exception as exc:
-                raise StoreError(
-                    f"the {where}: migration {number + 1} of the store schema failed "
-                    f"({exc}); nothing was changed. Report this as a bug"
-                ) from exc
-        cur.execute(
-            "INSERT INTO schema_meta (key, value) VALUES ('schema_version', %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (str(target),),
+        apply_migrations(
+            Tx(cur), cur, version, migrations, where=f"the {where}", passthrough=psycopg.Error
         )

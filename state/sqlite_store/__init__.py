@@ -12,9 +12,10 @@ one, one written by a newer schema, or a row that fails validation raises an err
 the file as it was. Migrations (``MIGRATIONS``, one function per schema version) run on open,
 all in one transaction.
 
-Modules: ``connection`` (where the file lives, its permissions, opening it read-write or
-read-only, sqlite3 errors in our words), ``schema`` (tables and migrations), ``workflows``,
-``leases``, ``artifacts`` and ``store`` (the class). Code outside the
+What is stored, and how a commit writes only what changed, is ``state.sql_core``'s,
+shared with the PostgreSQL store. Modules: ``connection`` (where the file lives, its
+permissions, opening it read-write or read-only, sqlite3 errors in our words, ``Tx``),
+``schema`` (tables and migrations) and ``store`` (the class). Code outside the
 store builds one through ``orchestrator.composition.open_store``.
 """
 
@@ -40,11 +41,8 @@ __all__ = [
     "Durability",
     "Migration",
     "SQLiteStore",
-    "artifacts",
     "connection",
     "default_data_dir",
-    "leases",
     "schema",
     "store",
-    "workflows",
 ]

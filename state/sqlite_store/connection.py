@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import structlog
@@ -153,8 +154,14 @@ def connect(path: Path, *, read_only: bool, busy_timeout_s: float) -> sqlite3.Co
 
     Raises:
         sqlite3.Error: SQLite could not open it.
-        StoreError: read-only, and there is no database to read.
+        StoreError: read-only, and there is no database to read; or this SQLite is older
+            than 3.35 (the store's statements use ``RETURNING``).
     """
+    if sqlite3.sqlite_version_info < (3, 35, 0):
+        raise StoreError(
+            f"{path}: the store needs SQLite 3.35 or newer, and this Python has SQLite "
+            f"{sqlite3.sqlite_version}; use a Python built with a newer SQLite"
+        )
     if not read_only:
         target: str = str(path)
         uri = False
@@ -243,3 +250,29 @@ def translate(
             f"check its permissions, or set {DATA_DIR_ENV} to a writable directory"
         )
     return StoreError(f"{subject}could not {doing} in {path}: {exc}")
+
+
+class Tx:
+    """A transaction on a connection, as ``state.sql_core`` uses it (``sql_core.Tx``)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        """Run ``sql`` and return its first row, or None."""
+        row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run ``sql`` and return its rows."""
+        return self._conn.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run ``sql`` and return how many rows it changed."""
+        return self._conn.execute(sql, params).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run ``sql`` once per row of parameters."""
+        self._conn.executemany(sql, rows)

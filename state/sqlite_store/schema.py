@@ -10,8 +10,9 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from state.errors import StoreCorruptError, StoreError, StoreVersionError
-from state.sqlite_store.connection import DATA_DIR_ENV
+from state.errors import StoreCorruptError, StoreVersionError
+from state.sql_core import apply_migrations, schema_2
+from state.sqlite_store.connection import DATA_DIR_ENV, Tx
 
 Migration = Callable[[sqlite3.Connection], None]
 """Brings the schema from version N to N+1 with ``conn.execute`` only (no commit)."""
@@ -68,7 +69,12 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_migration_1,)
+def _migration_2(conn: sqlite3.Connection) -> None:
+    """Commits of constant cost: the snapshot's lists become rows (see ``state.sql_core``)."""
+    schema_2(Tx(conn), big_integer="INTEGER")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)
 """``MIGRATIONS[n]`` brings the schema from version n to n+1; never edit a released one."""
 
 STORE_SCHEMA_VERSION = len(MIGRATIONS)
@@ -133,24 +139,11 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration
         StoreError: a migration failed; nothing was changed.
         sqlite3.Error: SQLite failed (the caller translates it).
     """
-    target = len(migrations)
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = check_readable(conn, path, migrations)  # again, now that we hold the lock
-        for number in range(version, target):
-            try:
-                migrations[number](conn)
-            except sqlite3.Error:
-                raise
-            except Exception as exc:
-                raise StoreError(
-                    f"{path}: migration {number + 1} of the store schema failed "
-                    f"({exc}); nothing was changed. Report this as a bug"
-                ) from exc
-        conn.execute(
-            "INSERT INTO schema_meta (key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (str(target),),
+        apply_migrations(
+            Tx(conn), conn, version, migrations, where=str(path), passthrough=sqlite3.Error
         )
         conn.execute("COMMIT")
     except BaseException:
