@@ -35,6 +35,7 @@ from state.codec import (
 )
 from state.config import WorkflowConfig
 from state.errors import ConcurrencyError, StoreError, UnknownWorkflowError
+from state.memory_queue import MemoryQueue
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
@@ -93,7 +94,7 @@ def _summary(
     )
 
 
-class MemoryStore(ClosesOnExit):
+class MemoryStore(ClosesOnExit, MemoryQueue):
     """The in-memory ``Store``; safe to share between threads.
 
     Args:

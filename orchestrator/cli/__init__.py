@@ -11,6 +11,7 @@ from orchestrator.cli.record import decisions, replay
 from orchestrator.cli.running import resume, run
 from orchestrator.cli.serve import serve
 from orchestrator.cli.store import store_group
+from orchestrator.cli.workers import submit_command, worker_command, workers_command
 
 __all__ = [
     "COMMANDS",
@@ -30,6 +31,7 @@ __all__ = [
     "running",
     "serve",
     "store",
+    "workers",
 ]
 
 COMMANDS = (
@@ -51,6 +53,9 @@ COMMANDS = (
     store_group,
     decisions,
     replay,
+    submit_command,
+    worker_command,
+    workers_command,
 )
 
 for _command in COMMANDS:

@@ -6,4 +6,5 @@ __all__ = [
     "replay",
     "runner",
     "updates",
+    "worker",
 ]

@@ -17,4 +17,4 @@ Modules: ``connection`` (the pool, where the database is, psycopg errors in our 
 ``orchestrator.composition.open_store``.
 """
 
-__all__ = ["connection", "rows", "schema", "store"]
+__all__ = ["connection", "queue", "rows", "schema", "store"]

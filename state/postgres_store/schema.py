@@ -19,7 +19,7 @@ Migration = Callable[[psycopg.Cursor[tuple[object, ...]]], None]
 # Any fixed number: the key of the advisory lock that serializes migrations of one database.
 _MIGRATION_LOCK = 0x6F726368  # "orch"
 
-OUR_TABLES = ("schema_meta", "workflows", "ledger", "artifacts", "leases")
+OUR_TABLES = ("schema_meta", "workflows", "ledger", "artifacts", "leases", "work_queue", "workers")
 
 
 def _migration_1(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
@@ -75,7 +75,33 @@ def _migration_1(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_migration_1,)
+def _migration_2(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+    """The work queue and the workers' heartbeats (``state.queue``)."""
+    cur.execute(
+        """CREATE TABLE work_queue (
+            workflow_id TEXT PRIMARY KEY REFERENCES workflows (id),
+            status TEXT NOT NULL,
+            wakeups BIGINT NOT NULL,
+            queued_at TEXT NOT NULL,
+            note TEXT
+        )"""
+    )
+    cur.execute("CREATE INDEX work_queue_ready ON work_queue (status, queued_at)")
+    cur.execute(
+        """CREATE TABLE workers (
+            worker_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            concurrency INTEGER NOT NULL,
+            heartbeat_s DOUBLE PRECISION NOT NULL,
+            heartbeat_at TEXT NOT NULL
+        )"""
+    )
+    cur.execute("CREATE INDEX leases_by_owner ON leases (owner)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)
 """``MIGRATIONS[n]`` brings the schema from version n to n+1; never edit a released one."""
 
 STORE_SCHEMA_VERSION = len(MIGRATIONS)

@@ -33,6 +33,7 @@ from state.config import WorkflowConfig
 from state.errors import ConcurrencyError, StoreCorruptError, StoreError, UnknownWorkflowError
 from state.postgres_store import rows
 from state.postgres_store.connection import check_url, describe, open_pool, translate
+from state.postgres_store.queue import PostgresQueue
 from state.postgres_store.schema import MIGRATIONS, Migration, migrate
 from state.steps import WorkflowStatus
 from state.store import (
@@ -75,7 +76,7 @@ def _noting_damage(
     return guarded
 
 
-class PostgresStore(ClosesOnExit):
+class PostgresStore(ClosesOnExit, PostgresQueue):
     """The ``Store`` in a PostgreSQL database, shared by processes on any number of hosts.
 
     Each call is one transaction on a pooled connection (READ COMMITTED). A handle that met
@@ -349,6 +350,7 @@ class PostgresStore(ClosesOnExit):
         """Close the pool; later calls raise ``StoreError``. Closing twice is fine."""
         with self._lock:
             pool, self._pool = self._pool, None
+        self.close_listener()
         if pool is not None:
             pool.close()
 

@@ -14,7 +14,8 @@ all in one transaction.
 
 Modules: ``connection`` (where the file lives, its permissions, opening it read-write or
 read-only, sqlite3 errors in our words), ``schema`` (tables and migrations), ``workflows``,
-``leases``, ``artifacts`` and ``store`` (the class). Code outside the
+``leases``, ``artifacts``, ``queue`` (the work queue, ``state.queue``) and ``store`` (the
+class). Code outside the
 store builds one through ``orchestrator.composition.open_store``.
 """
 
@@ -44,6 +45,7 @@ __all__ = [
     "connection",
     "default_data_dir",
     "leases",
+    "queue",
     "schema",
     "store",
     "workflows",

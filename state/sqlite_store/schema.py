@@ -68,7 +68,33 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_migration_1,)
+def _migration_2(conn: sqlite3.Connection) -> None:
+    """The work queue and the workers' heartbeats (``state.queue``)."""
+    conn.execute(
+        """CREATE TABLE work_queue (
+            workflow_id TEXT PRIMARY KEY REFERENCES workflows (id),
+            status TEXT NOT NULL,
+            wakeups INTEGER NOT NULL,
+            queued_at TEXT NOT NULL,
+            note TEXT
+        )"""
+    )
+    conn.execute("CREATE INDEX work_queue_ready ON work_queue (status, queued_at)")
+    conn.execute(
+        """CREATE TABLE workers (
+            worker_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            concurrency INTEGER NOT NULL,
+            heartbeat_s REAL NOT NULL,
+            heartbeat_at TEXT NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX leases_by_owner ON leases (owner)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)
 """``MIGRATIONS[n]`` brings the schema from version n to n+1; never edit a released one."""
 
 STORE_SCHEMA_VERSION = len(MIGRATIONS)

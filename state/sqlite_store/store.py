@@ -51,6 +51,7 @@ from state.sqlite_store.connection import (
     tighten_files,
     translate,
 )
+from state.sqlite_store.queue import SQLiteQueue
 from state.sqlite_store.schema import MIGRATIONS, Migration, check_readable, migrate
 from state.steps import WorkflowStatus
 from state.store import (
@@ -95,7 +96,7 @@ def _noting_damage(
     return guarded
 
 
-class SQLiteStore(ClosesOnExit):
+class SQLiteStore(ClosesOnExit, SQLiteQueue):
     """The embedded ``Store``: one SQLite file, safe to share between threads and processes.
 
     A handle that met damaged data (a row that fails validation, a page SQLite reports as
