@@ -8,14 +8,15 @@ clock runs from the first submission until every workflow is parked at its gate.
 
     scaling(n) = throughput(n workers) / (n * throughput(1 worker))
 
-With ``--in-flight`` workflows (default 1,000) spread over 4 workers at once, the
-orchestrator's own share of each workflow's wall time is
+With ``--in-flight`` workflows (default 1,000) queued first, then spread over 4 workers
+at once, the orchestrator's own share of each workflow's wall time is
 
     own share = (span - LLM latency) / span
 
 where span runs from the workflow's first ledger entry to its last (the gate decision) and
-the LLM latency is the two simulated calls. SQLite always; PostgreSQL when a server can
-be started as the tests do (``tests/support/postgres.py``, durable settings).
+the LLM latency is the two simulated calls; the scaling runs print it too. SQLite always;
+PostgreSQL when a server can be started as the tests do (``tests/support/postgres.py``,
+durable settings).
 
     python -m bench.workers [--latency 1.0] [--per-worker 8] [--concurrency 4]
                             [--in-flight 1000] [--skip-postgres]
@@ -91,32 +92,53 @@ def _stop(procs: list[Any]) -> None:
             proc.kill()
 
 
-def run_pool(
-    url: str, env: dict[str, str], workspaces: Path, n: int, concurrency: int, count: int
-) -> tuple[float, list[float]]:
-    """Wall time for ``count`` workflows on ``n`` workers, and each workflow's span."""
+def _submit_all(store: Store, workspaces: Path, tag: str, count: int) -> list[str]:
     clock = SystemClock()
+    queue = _queue(store)
+    ids = []
+    for i in range(count):
+        wid = f"wf-{workspaces.name}-{tag}-{i}"
+        ws = workspaces / wid
+        ws.mkdir(parents=True)
+        submit(store, queue, "fill missing values", CONFIG, workflow_id=wid, workspace=ws,
+               clock=clock)  # fmt: skip
+        ids.append(wid)
+    return ids
+
+
+def run_pool(
+    url: str,
+    env: dict[str, str],
+    workspaces: Path,
+    n: int,
+    concurrency: int,
+    count: int,
+    *,
+    queued_first: bool = False,
+) -> tuple[float, list[float]]:
+    """Wall time for ``count`` workflows on ``n`` workers, and each workflow's span.
+
+    The workers start first and the clock with the first submission; with ``queued_first``
+    every workflow is queued before the workers start (so all can be in flight at once),
+    and the clock starts with the workers.
+    """
     with open_store(url) as store:
         queue = _queue(store)
+        ids = _submit_all(store, workspaces, f"{n}q", count) if queued_first else []
+        started = time.perf_counter()
         procs = _start_workers(url, env, n, concurrency)
         try:
-            while len(queue.workers()) < n:
-                time.sleep(0.1)
-            started = time.perf_counter()
-            ids = []
-            for i in range(count):
-                wid = f"wf-{workspaces.name}-{n}-{i}"
-                ws = workspaces / wid
-                ws.mkdir(parents=True)
-                submit(store, queue, "fill missing values", CONFIG, workflow_id=wid,
-                       workspace=ws, clock=clock)  # fmt: skip
-                ids.append(wid)
+            if not queued_first:
+                while len(queue.workers()) < n:
+                    time.sleep(0.1)
+                started = time.perf_counter()
+                ids = _submit_all(store, workspaces, str(n), count)
             mine = set(ids)
             while True:
                 entries = [e for e in queue.queued() if e.workflow_id in mine]
                 if all(e.status is QueueStatus.PARKED for e in entries):
                     break
-                time.sleep(0.1)
+                time.sleep(0.2)
             wall = time.perf_counter() - started
         finally:
             _stop(procs)
@@ -127,32 +149,38 @@ def run_pool(
     return wall, spans
 
 
+def _shares(spans: list[float], floor: float) -> str:
+    """The orchestrator's own share of the spans: mean, median and 90th percentile."""
+    shares = sorted((s - floor) / s for s in spans if s > 0)
+    mean = sum(shares) / len(shares)
+    return (
+        f"own share mean {mean:.1%}, median {shares[len(shares) // 2]:.1%}, "
+        f"p90 {shares[int(len(shares) * 0.9)]:.1%} (span {min(spans):.2f}-{max(spans):.2f}s)"
+    )
+
+
 def bench_backend(
     name: str, url: str, env: dict[str, str], tmp: Path, args: argparse.Namespace
 ) -> None:
     """Print throughput and scaling on one backend, then the overhead at ``--in-flight``."""
     base: float | None = None
+    floor = LLM_CALLS * args.latency
     for n in (1, 2, 4):
         count = args.per_worker * n
-        wall, _ = run_pool(url, env, tmp / f"ws-{name}", n, args.concurrency, count)
+        wall, spans = run_pool(url, env, tmp / f"ws-{name}", n, args.concurrency, count)
         rate = count / wall
         base = base or rate
         scaling = rate / (n * base)
         print(
             f"{name:8} {n} worker(s) x {args.concurrency}: {count:4} workflows in {wall:6.2f}s "
-            f"= {rate:6.2f}/s; scaling per added worker {scaling:.2f}",
+            f"= {rate:6.2f}/s; scaling per added worker {scaling:.2f}; {_shares(spans, floor)}",
             flush=True,
         )
     per = max(1, args.in_flight // 4)
-    wall, spans = run_pool(url, env, tmp / f"ws-{name}-flight", 4, per, per * 4)
-    floor = LLM_CALLS * args.latency
-    shares = sorted((s - floor) / s for s in spans if s > 0)
-    mean = sum(shares) / len(shares)
+    wall, spans = run_pool(url, env, tmp / f"ws-{name}-flight", 4, per, per * 4, queued_first=True)
     print(
-        f"{name:8} {per * 4} in flight on 4 workers x {per}: all parked in {wall:.2f}s; "
-        f"own share of a workflow's span: mean {mean:.1%}, median "
-        f"{shares[len(shares) // 2]:.1%}, p90 {shares[int(len(shares) * 0.9)]:.1%} "
-        f"(span {min(spans):.2f}-{max(spans):.2f}s, LLM {floor:.1f}s)",
+        f"{name:8} {per * 4} queued, then 4 workers x {per}: all parked {wall:.2f}s after the "
+        f"workers started; {_shares(spans, floor)}",
         flush=True,
     )
 

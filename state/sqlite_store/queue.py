@@ -72,6 +72,14 @@ def _orphans_of_dead(
     return [(str(w), int(n)) for w, n in rows]
 
 
+def _claimable(conn: sqlite3.Connection, now: str, host: str, limit: int) -> list[tuple[str, int]]:
+    """Up to ``limit`` ready entries a claim may take: unleased, expired, or of dead holders."""
+    found = _ready_rows(conn, now, limit)
+    if len(found) < limit:
+        found += _orphans_of_dead(conn, now, host, limit - len(found))
+    return found
+
+
 class SQLiteQueue:
     """``WorkQueue`` on the SQLite store (mixed into ``SQLiteStore``)."""
 
@@ -118,11 +126,11 @@ class SQLiteQueue:
         expires = now + ttl(owner, ttl_s)
         pid = os.getpid()
         claims: list[Claim] = []
+        with self._reading("look for claimable workflows") as conn:
+            if not _claimable(conn, ts(now), self.host, limit):
+                return []  # the usual answer of a busy pool: no write lock taken for it
         with self._writing("claim workflows") as conn:
-            found = _ready_rows(conn, ts(now), limit)
-            if len(found) < limit:
-                found += _orphans_of_dead(conn, ts(now), self.host, limit - len(found))
-            for workflow_id, wakeups in found:
+            for workflow_id, wakeups in _claimable(conn, ts(now), self.host, limit):
                 lease = Lease(workflow_id, owner, self.host, pid, expires)
                 lease_rows.put(conn, lease)
                 claims.append(Claim(workflow_id, wakeups, lease))
