@@ -18,7 +18,7 @@ the LLM latency is the two simulated calls; the scaling runs print it too. SQLit
 PostgreSQL when a server can be started as the tests do (``tests/support/postgres.py``,
 durable settings).
 
-    python -m bench.workers [--latency 1.0] [--per-worker 8] [--concurrency 4]
+    python -m bench.workers [--latency 1.0] [--per-worker 16] [--concurrency 4]
                             [--in-flight 1000] [--skip-postgres]
 """
 
@@ -189,7 +189,7 @@ def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=1.0)
-    parser.add_argument("--per-worker", type=int, default=8)
+    parser.add_argument("--per-worker", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=1000)
     parser.add_argument("--skip-postgres", action="store_true")

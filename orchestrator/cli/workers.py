@@ -36,6 +36,7 @@ from orchestrator.composition import WorkerRunners
 from orchestrator.running.runner import default_workflow_id
 from orchestrator.running.worker import Worker, WorkerEvent, WorkerEventKind, WorkerSettings, submit
 from state.clock import SystemClock
+from state.config import Coordinator
 from state.errors import ConfigError
 from state.queue import QueueStatus, WorkQueue, work_queue
 from state.store import Store
@@ -67,7 +68,7 @@ def _queue_of(store: Store) -> WorkQueue:
 @click.option("--id", "workflow_id", help="workflow id (default: generated)")
 @click.option(
     "--coordinator",
-    type=click.Choice(["programmatic", "llm", "hybrid", "script"]),
+    type=click.Choice([c.value for c in Coordinator]),
     help="override the config's coordinator",
 )
 @data_dir_option

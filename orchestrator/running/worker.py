@@ -39,7 +39,14 @@ from orchestrator.running.runner import WorkflowRunner
 from orchestrator.running.updates import new_workflow
 from state.clock import Clock
 from state.config import WorkflowConfig
-from state.errors import ConcurrencyError, LLMUnavailableError, OrchestratorError, StoreError
+from state.errors import (
+    ConcurrencyError,
+    LLMUnavailableError,
+    OrchestratorError,
+    StoreCorruptError,
+    StoreError,
+    StoreVersionError,
+)
 from state.queue import Claim, WorkerBeat, WorkQueue
 from state.steps import TERMINAL_STATES
 from state.store import Store
@@ -266,17 +273,17 @@ class Worker:
             self._emit(WorkerEventKind.LOST, wid, str(exc))
             return
         except (StoreError, LLMUnavailableError) as exc:
+            if isinstance(exc, StoreCorruptError | StoreVersionError):
+                await self._park(claim, str(exc))
+                return
             self._emit(WorkerEventKind.RETRY, wid, str(exc))
             await self._release(wid)
             await asyncio.sleep(self.settings.poll_s)  # not at once: the outage may last
             return
         except Exception as exc:
-            detail = str(exc) if isinstance(exc, OrchestratorError) else repr(exc)
             if not isinstance(exc, OrchestratorError):
                 log.error("worker.drive.crashed", workflow_id=wid, error=repr(exc))
-            await self._settle(claim, finished=False, note=f"cannot run: {detail}")
-            await self._release(wid)
-            self._emit(WorkerEventKind.PARKED, wid, detail)
+            await self._park(claim, str(exc) if isinstance(exc, OrchestratorError) else repr(exc))
             return
         finished = state.machine_state in TERMINAL_STATES
         gate = state.waiting_gate
@@ -286,6 +293,12 @@ class Worker:
             self._emit(WorkerEventKind.FINISHED, wid, state.machine_state.value)
         else:
             self._emit(WorkerEventKind.WAITING, wid, gate.value if gate is not None else "")
+
+    async def _park(self, claim: Claim, detail: str) -> None:
+        """Park a workflow that cannot run, with the reason, and let its lease go."""
+        await self._settle(claim, finished=False, note=f"cannot run: {detail}")
+        await self._release(claim.workflow_id)
+        self._emit(WorkerEventKind.PARKED, claim.workflow_id, detail)
 
     async def _settle(self, claim: Claim, *, finished: bool, note: str | None) -> None:
         try:
