@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -177,10 +178,14 @@ def bench_backend(
             flush=True,
         )
     per = max(1, args.in_flight // 4)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, spans = run_pool(url, env, tmp / f"ws-{name}-flight", 4, per, per * 4, queued_first=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     print(
         f"{name:8} {per * 4} queued, then 4 workers x {per}: all parked {wall:.2f}s after the "
-        f"workers started; {_shares(spans, floor)}",
+        f"workers started; {_shares(spans, floor)}; workers' CPU {cpu:.1f}s "
+        f"({cpu / (per * 4) * 1000:.0f} ms per workflow, start-up included)",
         flush=True,
     )
 
