@@ -314,3 +314,34 @@ def test_submit_queues_and_workers_lists(tmp_path: Path) -> None:
     assert "queue: 1 ready, 0 parked" in listed.stdout
     again = runner.invoke(cli, ["submit", "-r", "x", "--id", "wf-sub"], env=env)
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_a_workflow_that_cannot_run_is_parked_with_the_reason(tmp_path: Path) -> None:
+    """A stored state that breaks the rules is parked with why, not retried in a loop."""
+    with open_store(tmp_path / "data") as store:
+        clock = SystemClock()
+        queue = queue_of(store)
+        broken = new_workflow("wf-bad", "fill", str(tmp_path), clock.now()).model_copy(
+            update={"phase": 2}
+        )
+        store.create(broken, CONFIG)
+        queue.enqueue("wf-bad")
+
+        async def scenario() -> None:
+            parked = asyncio.Event()
+            worker = Worker(
+                store,
+                queue,
+                ScriptedRunners(store, World()),
+                clock=clock,
+                settings=WorkerSettings(concurrency=1, poll_s=0.2),
+                report=lambda e: parked.set() if e.kind is WorkerEventKind.PARKED else None,
+            )
+            await serve_until(worker, parked)
+
+        asyncio.run(scenario())
+        [entry] = queue.queued()
+        assert entry.status is QueueStatus.PARKED
+        assert entry.note is not None and entry.note.startswith("cannot run: ")
+        assert "phase" in entry.note
+        assert store.lease("wf-bad") is None
