@@ -222,15 +222,21 @@ def test_a_worker_parks_at_gates_and_wakes_on_answers(tmp_path: Path) -> None:
         async def scenario() -> None:
             waiting = asyncio.Event()
 
+            answered: list[str] = []
+
             def report(event: WorkerEvent) -> None:
                 events.append(event)
-                kinds = [e.kind for e in events]
-                if kinds.count(WorkerEventKind.WAITING) == 3:
+                if event.kind is not WorkerEventKind.WAITING:
+                    return
+                at_gates = {e.workflow_id for e in events if e.kind is WorkerEventKind.WAITING}
+                if len(at_gates) == 3 and not answered:
                     answer_workflow(
                         store, clock, "wf-1", Gate.PLAN, HumanAnswerKind.APPROVE, by="al"
                     )
-                if kinds.count(WorkerEventKind.WAITING) == 4:
-                    waiting.set()
+                    answered.append("wf-1")
+                elif answered and event.workflow_id == "wf-1":
+                    if store.load("wf-1").state.waiting_gate is Gate.FINAL:
+                        waiting.set()  # wf-1 came to its next gate after its answer
 
             worker = Worker(
                 store,

@@ -29,7 +29,7 @@ from orchestrator.cli.inputs import (
     read_config,
     read_requirements,
 )
-from orchestrator.cli.options import data_dir_option, llm_options, open_store, resolve_data_dir
+from orchestrator.cli.options import data_dir_option, open_store, resolve_data_dir
 from orchestrator.cli.printable import printable
 from orchestrator.cli.running import new_workspace, refuse_taken, with_coordinator, workspace_path
 from orchestrator.composition import WorkerRunners
@@ -164,7 +164,12 @@ async def _serve(
     help="seconds between heartbeats (stale after 3 missed)",
 )  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="print only problems")
-@llm_options
+@click.option(
+    "--base-url",
+    help="OpenAI-compatible endpoint for every workflow (default: each workflow's config, "
+    "then OPENAI_BASE_URL; with none and no OPENAI_API_KEY, the embedded local model)",
+)
+@click.option("--model", help="model name (default: the config's, OPENAI_MODEL, the server's)")
 @data_dir_option
 def worker_command(
     concurrency: int,
@@ -172,14 +177,11 @@ def worker_command(
     poll: float,
     heartbeat: float,
     quiet: bool,
-    coordinator: str | None,
     base_url: str | None,
     model: str | None,
     data_dir: Path | None,
 ) -> None:
     """Claim queued workflows and drive them until SIGTERM (run one per host, or several)."""
-    if coordinator:
-        raise click.UsageError("--coordinator is set per workflow: give it to submit")
     settings = WorkerSettings(
         concurrency=concurrency, lease_ttl_s=lease_ttl, poll_s=poll, heartbeat_s=heartbeat
     )

@@ -203,7 +203,12 @@ class Worker:
             while not stop.is_set():
                 free = settings.concurrency - len(driving)
                 if free > 0:
+                    held = {c.workflow_id for c in driving.values()}
                     for claim in await self._claim(free):
+                        if claim.workflow_id in held:
+                            # Its run just released the lease and is settling its entry.
+                            await self._release(claim.workflow_id)
+                            continue
                         driving[asyncio.create_task(self._drive(claim))] = claim
                 pending: set[asyncio.Future[Any]] = {stopping, *driving}
                 if len(driving) < settings.concurrency:
@@ -236,8 +241,6 @@ class Worker:
         except StoreError as exc:
             self._emit(WorkerEventKind.STORE_DOWN, detail=str(exc))
             return []
-        for claim in claims:
-            self._emit(WorkerEventKind.CLAIMED, claim.workflow_id)
         return claims
 
     async def _beating(self) -> None:
@@ -265,6 +268,7 @@ class Worker:
     async def _drive(self, claim: Claim) -> None:
         """Run one claimed workflow to its next gate or its end, then settle its entry."""
         wid = claim.workflow_id
+        self._emit(WorkerEventKind.CLAIMED, wid)
         try:
             stored = await asyncio.to_thread(self.store.load, wid)
             runner = await self.runners.runner_for(stored.config, self.worker_id)
