@@ -234,9 +234,12 @@ def test_a_worker_parks_at_gates_and_wakes_on_answers(tmp_path: Path) -> None:
                         store, clock, "wf-1", Gate.PLAN, HumanAnswerKind.APPROVE, by="al"
                     )
                     answered.append("wf-1")
-                elif answered and event.workflow_id == "wf-1":
-                    if store.load("wf-1").state.waiting_gate is Gate.FINAL:
-                        waiting.set()  # wf-1 came to its next gate after its answer
+                elif (
+                    answered
+                    and event.workflow_id == "wf-1"
+                    and store.load("wf-1").state.waiting_gate is Gate.FINAL
+                ):
+                    waiting.set()  # wf-1 came to its next gate after its answer
 
             worker = Worker(
                 store,
