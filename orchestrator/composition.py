@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,10 @@ from orchestrator.llm.local_server import LocalModelServer
 from orchestrator.llm.openai_adapter import connect
 from orchestrator.llm.protocol import ChatModel
 from orchestrator.repository import git
+from orchestrator.running.runner import Observer, WorkflowRunner
 from prompt_templates.loader import TemplateLoader
 from state.clock import Clock, SystemClock
-from state.config import LLMSettings
+from state.config import LLMSettings, WorkflowConfig
 from state.errors import ConfigError
 from state.memory_store import MemoryStore
 from state.postgres_store.connection import STORE_ENV
@@ -277,3 +278,66 @@ def repository_workspace(
     except BaseException:
         git.remove_worktree(made.repo, made.path, made.branch)
         raise
+
+
+class WorkerRunners:
+    """The runners of a worker: one per LLM target and settings, opened on first use.
+
+    Workflows configured alike share one chat model and one set of agents; each chat model
+    stays open (the embedded server running) until ``stack`` closes.
+
+    Args:
+        store: the store the runners drive workflows in.
+        clock: their clock.
+        stack: where the chat models are entered (closed with it).
+        base_url: ``--base-url``, overriding each workflow's configuration.
+        model: ``--model``, likewise.
+        lease_ttl_s: the lease of each workflow a runner drives.
+        observers: progress observers given to every runner.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        stack: AsyncExitStack,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        lease_ttl_s: float = 60.0,
+        observers: Iterable[Observer] = (),
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._stack = stack
+        self._base_url = base_url
+        self._model = model
+        self._lease_ttl_s = lease_ttl_s
+        self._observers = list(observers)
+        self._runners: dict[tuple[LLMTarget, str, str], WorkflowRunner] = {}
+        self._lock = asyncio.Lock()
+
+    async def runner_for(self, config: WorkflowConfig, owner: str) -> WorkflowRunner:
+        """The runner for workflows configured like ``config``, leasing as ``owner``.
+
+        Raises:
+            LLMUnavailableError: the server cannot be reached; ConfigError: the embedded
+                model is needed but not installed.
+        """
+        target = resolve_target(config.llm, base_url=self._base_url, model=self._model)
+        key = (target, config.llm.model_dump_json(), owner)
+        async with self._lock:
+            runner = self._runners.get(key)
+            if runner is None:
+                chat = await self._stack.enter_async_context(open_chat_model(target, config.llm))
+                runner = WorkflowRunner(
+                    self._store,
+                    build_coordinator(chat, self._clock),
+                    build_agents(chat, compact=target.embedded),
+                    clock=self._clock,
+                    owner=owner,
+                    observers=self._observers,
+                    lease_ttl_s=self._lease_ttl_s,
+                )
+                self._runners[key] = runner
+            return runner

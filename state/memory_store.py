@@ -36,6 +36,7 @@ from state.codec import (
 )
 from state.config import WorkflowConfig
 from state.errors import ConcurrencyError, StoreError, UnknownWorkflowError
+from state.memory_queue import MemoryQueue
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
@@ -94,7 +95,7 @@ def _summary(
     )
 
 
-class MemoryStore(ClosesOnExit):
+class MemoryStore(ClosesOnExit, MemoryQueue):
     """The in-memory ``Store``; safe to share between threads.
 
     Args:

@@ -615,6 +615,38 @@ def schema_2(tx: Tx, *, big_integer: str) -> None:
     split_v1_snapshots(tx)
 
 
+def schema_3(tx: Tx, *, big_integer: str, real: str) -> None:
+    """Schema 2 to 3, both backends: the work queue and the workers' heartbeats (``state.queue``).
+
+    Args:
+        tx: the migration's transaction.
+        big_integer: the dialect's 64-bit integer type, for the wake-up count.
+        real: the dialect's floating-point type, for the heartbeat period.
+    """
+    tx.run(
+        f"""CREATE TABLE work_queue (
+            workflow_id TEXT PRIMARY KEY REFERENCES workflows (id),
+            status TEXT NOT NULL,
+            wakeups {big_integer} NOT NULL,
+            queued_at TEXT NOT NULL,
+            note TEXT
+        )"""
+    )
+    tx.run("CREATE INDEX work_queue_ready ON work_queue (status, queued_at)")
+    tx.run(
+        f"""CREATE TABLE workers (
+            worker_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            concurrency INTEGER NOT NULL,
+            heartbeat_s {real} NOT NULL,
+            heartbeat_at TEXT NOT NULL
+        )"""
+    )
+    tx.run("CREATE INDEX leases_by_owner ON leases (owner)")
+
+
 def split_v1_snapshots(tx: Tx) -> None:
     """Schema 1 to 2: move each snapshot's lists into ``records``, count them, number the ledger.
 

@@ -12,6 +12,7 @@ from orchestrator.cli.record import decisions, replay
 from orchestrator.cli.running import resume, run
 from orchestrator.cli.serve import serve
 from orchestrator.cli.store import store_group
+from orchestrator.cli.workers import submit_command, worker_command, workers_command
 
 __all__ = [
     "COMMANDS",
@@ -32,6 +33,7 @@ __all__ = [
     "running",
     "serve",
     "store",
+    "workers",
 ]
 
 COMMANDS = (
@@ -54,6 +56,9 @@ COMMANDS = (
     decisions,
     replay,
     insights,
+    submit_command,
+    worker_command,
+    workers_command,
 )
 
 for _command in COMMANDS:

@@ -99,7 +99,8 @@ def _logged(
                 click.echo(line, err=True)
 
 
-def _with_coordinator(config: WorkflowConfig, coordinator: str | None) -> WorkflowConfig:
+def with_coordinator(config: WorkflowConfig, coordinator: str | None) -> WorkflowConfig:
+    """``config`` with its coordinator replaced by ``--coordinator`` when given."""
     if not coordinator:
         return config
     return config.model_copy(update={"coordinator": Coordinator(coordinator)})
@@ -243,7 +244,8 @@ def _finish(state: WorkflowState, config: WorkflowConfig) -> None:
         sys.exit(1)
 
 
-def _refuse_taken(store: Store, workflow_id: str) -> None:
+def refuse_taken(store: Store, workflow_id: str) -> None:
+    """Refuse an id the store already holds (``run --id``, ``submit --id``)."""
     try:
         store.load(workflow_id)
     except UnknownWorkflowError:
@@ -254,7 +256,7 @@ def _refuse_taken(store: Store, workflow_id: str) -> None:
     )
 
 
-def _workspace_path(data_dir: Path, workflow_id: str, workspace: Path | None) -> Path:
+def workspace_path(data_dir: Path, workflow_id: str, workspace: Path | None) -> Path:
     """Where the workflow's files go; a default workspace never leaves the data directory."""
     if workspace is not None:
         return workspace.expanduser().resolve()
@@ -311,7 +313,7 @@ def run(
     # Everything that can be refused is refused before the store is opened.
     if workflow_id is not None:
         check_workflow_id(workflow_id)
-    config = _with_coordinator(read_config(config_file), coordinator)
+    config = with_coordinator(read_config(config_file), coordinator)
     check_runnable(config)
     if config.repository.path is not None:
         raise ConfigError(
@@ -324,8 +326,8 @@ def run(
         git.check_start(repo.expanduser(), wid, base)  # refused before the LLM starts
         repository = (repo, base)
     with open_store(data_dir) as store:
-        _refuse_taken(store, wid)
-        create = (text, _workspace_path(resolve_data_dir(data_dir), wid, workspace))
+        refuse_taken(store, wid)
+        create = (text, workspace_path(resolve_data_dir(data_dir), wid, workspace))
         state = _logged(
             data_dir,
             wid,
@@ -367,7 +369,7 @@ def resume(
     """Continue a workflow: after a crash, a restart, or a human answer."""
     check_workflow_id(workflow_id)
     with open_store(data_dir) as store:
-        config = _with_coordinator(store.load(workflow_id).config, coordinator)
+        config = with_coordinator(store.load(workflow_id).config, coordinator)
         check_runnable(config)
         interactive = _interactive(no_input)
         state = _logged(

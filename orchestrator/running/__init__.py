@@ -6,5 +6,6 @@ __all__ = [
     "replay",
     "runner",
     "updates",
+    "worker",
     "workspace_commits",
 ]

@@ -50,6 +50,7 @@ from state.clock import Clock
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord, RecoveryStrategy
 from state.errors import AgentError, ConfigError
+from state.queue import work_queue
 from state.reports import CodeChange, PlanDraft
 from state.steps import TERMINAL_STATES, Gate
 from state.store import (
@@ -180,7 +181,8 @@ def answer_workflow(
 
     A rejection ends the workflow at once: the reject decision is applied and committed with
     the answer (status ``rejected``). Any other answer is carried out at the workflow's next
-    ``run`` (``orchestrator resume``).
+    ``run``: the workflow is queued as runnable (``state.queue``), so a worker picks it up,
+    or ``orchestrator resume`` runs it.
 
     Args:
         machine: the shared workflow machine (one is built when not given).
@@ -206,6 +208,9 @@ def answer_workflow(
         entries=entries,
         owner=None,
     )
+    queue = work_queue(store)
+    if queue is not None and state.machine_state not in TERMINAL_STATES:
+        queue.enqueue(workflow_id)  # after the commit: a worker that claims it sees the answer
     log.info(
         "human.answered", workflow_id=workflow_id, gate=answer.gate.value, answer=kind.value, by=by
     )

@@ -14,9 +14,10 @@ written by a newer schema is refused and left as it is.
 
 What is stored, and how a commit writes only what changed, is ``state.sql_core``'s,
 shared with the SQLite store. Modules: ``connection`` (the pool, where the database is,
-psycopg errors in our words, ``Tx``), ``schema`` (tables and migrations, ``MIGRATIONS``) and
-``store`` (``PostgresStore``). Code outside the store builds one through
-``orchestrator.composition.open_store``.
+psycopg errors in our words, ``Tx``), ``schema`` (tables and migrations, ``MIGRATIONS``),
+``queue`` (the work queue's PostgreSQL part: ``SKIP LOCKED`` claims, LISTEN/NOTIFY; the
+rest is ``state.sql_queue``'s) and ``store`` (``PostgresStore``). Code outside the store
+builds one through ``orchestrator.composition.open_store``.
 """
 
-__all__ = ["connection", "schema", "store"]
+__all__ = ["connection", "queue", "schema", "store"]

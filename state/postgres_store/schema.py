@@ -13,7 +13,7 @@ import psycopg
 
 from state.errors import StoreCorruptError, StoreVersionError
 from state.postgres_store.connection import Tx
-from state.sql_core import apply_migrations, schema_2
+from state.sql_core import apply_migrations, schema_2, schema_3
 
 Migration = Callable[[psycopg.Cursor[tuple[object, ...]]], None]
 """Brings the schema from version N to N+1 with ``cur.execute`` only (no commit)."""
@@ -21,7 +21,16 @@ Migration = Callable[[psycopg.Cursor[tuple[object, ...]]], None]
 # Any fixed number: the key of the advisory lock that serializes migrations of one database.
 _MIGRATION_LOCK = 0x6F726368  # "orch"
 
-OUR_TABLES = ("schema_meta", "workflows", "ledger", "artifacts", "leases", "records")
+OUR_TABLES = (
+    "schema_meta",
+    "workflows",
+    "ledger",
+    "artifacts",
+    "leases",
+    "records",
+    "work_queue",
+    "workers",
+)
 
 
 def _migration_1(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
@@ -82,7 +91,12 @@ def _migration_2(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
     schema_2(Tx(cur), big_integer="BIGINT")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)
+def _migration_3(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+    """The work queue and the workers' heartbeats (``state.queue``)."""
+    schema_3(Tx(cur), big_integer="BIGINT", real="DOUBLE PRECISION")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2, _migration_3)
 """``MIGRATIONS[n]`` brings the schema from version n to n+1; never edit a released one."""
 
 STORE_SCHEMA_VERSION = len(MIGRATIONS)

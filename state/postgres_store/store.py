@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from state.clock import Clock, SystemClock
 from state.errors import StoreError, UnknownWorkflowError
 from state.postgres_store.connection import Tx, check_url, describe, open_pool, translate
+from state.postgres_store.queue import PostgresQueue
 from state.postgres_store.schema import MIGRATIONS, Migration, migrate
 from state.sql_core import SqlStore, Statements
 from state.store import SnapshotDelta, SnapshotEncoder
@@ -70,7 +71,7 @@ COMMIT_LEASED_SQL = _COMMIT.format(
 """The same under a lease, the lease check folded into the UPDATE's WHERE clause."""
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(SqlStore, PostgresQueue):
     """The ``Store`` in a PostgreSQL database, shared by processes on any number of hosts.
 
     Each call is one transaction on a pooled connection (READ COMMITTED; a load's reads
@@ -249,6 +250,7 @@ class PostgresStore(SqlStore):
         """Close the pool; later calls raise ``StoreError``. Closing twice is fine."""
         with self._lock:
             pool, self._pool = self._pool, None
+        self.close_listener()
         if pool is not None:
             pool.close()
 

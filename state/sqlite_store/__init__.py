@@ -15,8 +15,9 @@ all in one transaction.
 What is stored, and how a commit writes only what changed, is ``state.sql_core``'s,
 shared with the PostgreSQL store. Modules: ``connection`` (where the file lives, its
 permissions, opening it read-write or read-only, sqlite3 errors in our words, ``Tx``),
-``schema`` (tables and migrations) and ``store`` (the class). Code outside the
-store builds one through ``orchestrator.composition.open_store``.
+``schema`` (tables and migrations), ``queue`` (the work queue's SQLite part: waking
+idle workers of this process; the rest is ``state.sql_queue``'s) and ``store`` (the class).
+Code outside the store builds one through ``orchestrator.composition.open_store``.
 """
 
 from state.sqlite_store.connection import (
@@ -43,6 +44,7 @@ __all__ = [
     "SQLiteStore",
     "connection",
     "default_data_dir",
+    "queue",
     "schema",
     "store",
 ]

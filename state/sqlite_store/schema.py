@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from state.errors import StoreCorruptError, StoreVersionError
-from state.sql_core import apply_migrations, schema_2
+from state.sql_core import apply_migrations, schema_2, schema_3
 from state.sqlite_store.connection import DATA_DIR_ENV, Tx
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -74,7 +74,12 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     schema_2(Tx(conn), big_integer="INTEGER")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)
+def _migration_3(conn: sqlite3.Connection) -> None:
+    """The work queue and the workers' heartbeats (``state.queue``)."""
+    schema_3(Tx(conn), big_integer="INTEGER", real="REAL")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2, _migration_3)
 """``MIGRATIONS[n]`` brings the schema from version n to n+1; never edit a released one."""
 
 STORE_SCHEMA_VERSION = len(MIGRATIONS)

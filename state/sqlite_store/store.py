@@ -30,6 +30,7 @@ from state.sqlite_store.connection import (
     tighten_files,
     translate,
 )
+from state.sqlite_store.queue import SQLiteQueue
 from state.sqlite_store.schema import MIGRATIONS, Migration, check_readable, migrate
 from state.store import SnapshotEncoder
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 Durability = Literal["normal", "full"]
 
 
-class SQLiteStore(SqlStore):
+class SQLiteStore(SqlStore, SQLiteQueue):
     """The embedded ``Store``: one SQLite file, safe to share between threads and processes.
 
     A handle that met damaged data (a row that fails validation, a page SQLite reports as

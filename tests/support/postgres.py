@@ -6,8 +6,9 @@ Unix socket in it (no TCP port at all), with fsync off since the data dies with 
 benchmarks).
 PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
 ``postgres`` system user the package creates (or ``nobody``), owning the directory.
-``new_database`` hands out a fresh, empty database per test; ``stop`` ends the server and
-removes the directory.
+``new_database`` hands out a fresh, empty database per test; ``restart`` cuts every session
+off and starts the server again on the same data (the workers' fault tests); ``stop`` ends
+the server and removes the directory.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ class PostgresServer:
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
             "-w", "-t", "60", "start",
+        )  # fmt: skip
+
+    def restart(self) -> None:
+        """Restart the server (``-m fast``: every session is cut off), keeping its data."""
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-m", "fast",
+            "-w", "-t", "60", "restart",
         )  # fmt: skip
 
     def new_database(self) -> str:

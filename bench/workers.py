@@ -1,0 +1,231 @@
+"""Throughput of 1, 2 and 4 worker processes on one store, and the orchestrator's overhead.
+
+Each workflow runs to its plan gate: the planner and the plan validator, one LLM call each,
+answered by the scripted world of the test suite on a loopback OpenAI-compatible server
+after ``--latency`` seconds (default 1.0). Workers are real ``orchestrator worker``
+processes; they are started and registered before the workflows are submitted, and the
+clock runs from the first submission until every workflow is parked at its gate.
+
+    scaling(n) = throughput(n workers) / (n * throughput(1 worker))
+
+With ``--in-flight`` workflows (default 1,000) queued first, then spread over 4 workers
+at once, the orchestrator's own share of each workflow's wall time is
+
+    own share = (span - LLM latency) / span
+
+where span runs from the workflow's first ledger entry to its last (the gate decision) and
+the LLM latency is the two simulated calls; the scaling runs print it too. SQLite always;
+PostgreSQL when a server can be started as the tests do (``tests/support/postgres.py``,
+durable settings).
+
+    python -m bench.workers [--latency 1.0] [--per-worker 16] [--concurrency 4]
+                            [--in-flight 1000] [--skip-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the scripted world and the server live with the tests
+
+from orchestrator.composition import open_store  # noqa: E402
+from orchestrator.logsetup import configure_logging  # noqa: E402
+from orchestrator.running.worker import submit  # noqa: E402
+from state.clock import SystemClock  # noqa: E402
+from state.config import Coordinator, WorkflowConfig  # noqa: E402
+from state.queue import QueueStatus, WorkQueue, work_queue  # noqa: E402
+from state.store import Store  # noqa: E402
+
+from support.fake_openai import Content, Delay, FakeOpenAIServer, Reply  # noqa: E402
+from support.postgres import PostgresServer, unavailable_reason  # noqa: E402
+from support.world import GOOD_PLAN, World  # noqa: E402
+
+CONFIG = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
+LLM_CALLS = 2  # planner, plan validator
+
+
+class SlowWorld:
+    """The scripted world, every answer after ``latency`` seconds."""
+
+    def __init__(self, latency: float) -> None:
+        self.world = World(plan_reports=[GOOD_PLAN])
+        self.latency = latency
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        return Delay(self.latency, Content(self.world.http_responder(body).text))
+
+
+def _queue(store: Store) -> WorkQueue:
+    queue = work_queue(store)
+    assert queue is not None
+    return queue
+
+
+def _start_workers(url: str, env: dict[str, str], n: int, concurrency: int) -> list[Any]:
+    cmd = [sys.executable, "-m", "orchestrator", "worker", "-q", "-c", str(concurrency)]
+    cmd += ["--poll", "0.2", "--heartbeat", "2", "--store", url]
+    return [
+        subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(n)
+    ]
+
+
+def _stop(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _submit_all(store: Store, workspaces: Path, tag: str, count: int) -> list[str]:
+    clock = SystemClock()
+    queue = _queue(store)
+    ids = []
+    for i in range(count):
+        wid = f"wf-{workspaces.name}-{tag}-{i}"
+        ws = workspaces / wid
+        ws.mkdir(parents=True)
+        submit(store, queue, "fill missing values", CONFIG, workflow_id=wid, workspace=ws,
+               clock=clock)  # fmt: skip
+        ids.append(wid)
+    return ids
+
+
+def run_pool(
+    url: str,
+    env: dict[str, str],
+    workspaces: Path,
+    n: int,
+    concurrency: int,
+    count: int,
+    *,
+    queued_first: bool = False,
+) -> tuple[float, list[float]]:
+    """Wall time for ``count`` workflows on ``n`` workers, and each workflow's span.
+
+    The workers start first and the clock with the first submission; with ``queued_first``
+    every workflow is queued before the workers start (so all can be in flight at once),
+    and the clock starts with the workers.
+    """
+    with open_store(url) as store:
+        queue = _queue(store)
+        ids = _submit_all(store, workspaces, f"{n}q", count) if queued_first else []
+        started = time.perf_counter()
+        procs = _start_workers(url, env, n, concurrency)
+        try:
+            if not queued_first:
+                while len(queue.workers()) < n:
+                    time.sleep(0.1)
+                started = time.perf_counter()
+                ids = _submit_all(store, workspaces, str(n), count)
+            mine = set(ids)
+            while True:
+                entries = [e for e in queue.queued() if e.workflow_id in mine]
+                if all(e.status is QueueStatus.PARKED for e in entries):
+                    break
+                time.sleep(0.2)
+            wall = time.perf_counter() - started
+        finally:
+            _stop(procs)
+        spans = []
+        for wid in ids:
+            ledger = store.ledger(wid)
+            spans.append((ledger[-1].recorded_at - ledger[0].recorded_at).total_seconds())
+    return wall, spans
+
+
+def _shares(spans: list[float], floor: float) -> str:
+    """The orchestrator's own share of the spans: mean, median and 90th percentile."""
+    shares = sorted((s - floor) / s for s in spans if s > 0)
+    mean = sum(shares) / len(shares)
+    return (
+        f"own share mean {mean:.1%}, median {shares[len(shares) // 2]:.1%}, "
+        f"p90 {shares[int(len(shares) * 0.9)]:.1%} (span {min(spans):.2f}-{max(spans):.2f}s)"
+    )
+
+
+def bench_backend(
+    name: str, url: str, env: dict[str, str], tmp: Path, args: argparse.Namespace
+) -> None:
+    """Print throughput and scaling on one backend, then the overhead at ``--in-flight``."""
+    base: float | None = None
+    floor = LLM_CALLS * args.latency
+    for n in (1, 2, 4):
+        count = args.per_worker * n
+        wall, spans = run_pool(url, env, tmp / f"ws-{name}", n, args.concurrency, count)
+        rate = count / wall
+        base = base or rate
+        scaling = rate / (n * base)
+        print(
+            f"{name:8} {n} worker(s) x {args.concurrency}: {count:4} workflows in {wall:6.2f}s "
+            f"= {rate:6.2f}/s; scaling per added worker {scaling:.2f}; {_shares(spans, floor)}",
+            flush=True,
+        )
+    per = max(1, args.in_flight // 4)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, spans = run_pool(url, env, tmp / f"ws-{name}-flight", 4, per, per * 4, queued_first=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(
+        f"{name:8} {per * 4} queued, then 4 workers x {per}: all parked {wall:.2f}s after the "
+        f"workers started; {_shares(spans, floor)}; workers' CPU {cpu:.1f}s "
+        f"({cpu / (per * 4) * 1000:.0f} ms per workflow, start-up included)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--per-worker", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--in-flight", type=int, default=1000)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    configure_logging("console", "WARNING")
+    # A thousand clients connect at once: the standard library's backlog of 5 would make
+    # them retry their connects, which is the test server's limit, not ours.
+    ThreadingHTTPServer.request_queue_size = 4096
+    with FakeOpenAIServer(responder=SlowWorld(args.latency)) as server, \
+            tempfile.TemporaryDirectory(prefix="bench-workers-") as tmpdir:  # fmt: skip
+        tmp = Path(tmpdir)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")},
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": "sk-bench",
+            "OPENAI_MODEL": "fake-model",
+            "PYTHONPATH": str(ROOT),
+        }
+        print(f"LLM latency {args.latency:.1f}s per call, {LLM_CALLS} calls per workflow")
+        bench_backend("sqlite", f"sqlite://{tmp / 'sqlite'}", env, tmp, args)
+        reason = unavailable_reason()
+        if args.skip_postgres or reason is not None:
+            print(f"postgres skipped: {reason or '--skip-postgres'}")
+            return
+        pg = PostgresServer(durable=True)
+        try:
+            pg.start()
+            bench_backend("postgres", pg.url(), env, tmp, args)
+        finally:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    main()

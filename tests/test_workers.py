@@ -1,0 +1,356 @@
+"""The work queue on every backend, and a worker driving queued workflows in this process.
+
+The queue contract runs on each backend of the store contract (``BACKENDS``: SQLite,
+memory, and PostgreSQL where a server can be started). The worker tests drive real
+workflows through the real runner, agents and SQLite store with the scripted world
+answering every LLM call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_store_contract import BACKENDS, ManualClock, StoreFactory
+
+from agents.base import StepAgents
+from agents.planner import PlannerAgent
+from agents.programmer import ProgrammerAgent
+from agents.validator import ValidatorAgent
+from orchestrator.cli import cli
+from orchestrator.composition import build_coordinator, open_store
+from orchestrator.execution.sandbox import Sandbox, SandboxLimits
+from orchestrator.llm.scripted import ScriptedChatModel
+from orchestrator.running.runner import WorkflowRunner, answer_workflow
+from orchestrator.running.updates import new_workflow
+from orchestrator.running.worker import Worker, WorkerEvent, WorkerEventKind, WorkerSettings
+from prompt_templates.loader import TemplateLoader
+from state.clock import SystemClock
+from state.config import Coordinator, WorkflowConfig
+from state.queue import QueueStatus, WorkerBeat, WorkQueue, work_queue
+from state.steps import Gate, MachineState
+from state.store import Store
+from state.workflow import HumanAnswerKind
+
+from support.world import GOOD_PLAN, World
+
+CONFIG = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def opener(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> Iterator[StoreFactory]:
+    make = BACKENDS[request.param](request, tmp_path, clock)
+    opened: list[Store] = []
+
+    def factory() -> Store:
+        store = make()
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+def queue_of(store: Store) -> WorkQueue:
+    queue = work_queue(store)
+    assert queue is not None
+    return queue
+
+
+def add(store: Store, wid: str, clock: ManualClock) -> None:
+    store.create(new_workflow(wid, "fill missing values", "ws", clock.now()), CONFIG)
+
+
+def test_claims_never_overlap(opener: StoreFactory, clock: ManualClock) -> None:
+    """Two handles claiming at once get different workflows, the oldest-queued first."""
+    first, second = opener(), opener()
+    for i in range(5):
+        add(first, f"wf-{i}", clock)
+        queue_of(first).enqueue(f"wf-{i}")
+        clock.advance(1)
+    a = queue_of(first).claim("worker-a", 30, 3)
+    b = queue_of(second).claim("worker-b", 30, 3)
+    assert [c.workflow_id for c in a] == ["wf-0", "wf-1", "wf-2"]
+    assert [c.workflow_id for c in b] == ["wf-3", "wf-4"]
+    assert queue_of(first).claim("worker-c", 30, 3) == []
+    lease = second.lease("wf-3")
+    assert lease is not None and lease.owner == "worker-b"
+
+
+def test_an_expired_lease_makes_an_orphan(opener: StoreFactory, clock: ManualClock) -> None:
+    """A ready workflow whose holder stopped renewing is claimed once the lease expires."""
+    store = opener()
+    add(store, "wf-1", clock)
+    queue_of(store).enqueue("wf-1")
+    [claim] = queue_of(store).claim("worker-a", 10, 1)
+    assert queue_of(store).claim("worker-b", 10, 1) == []
+    clock.advance(11)
+    [taken] = queue_of(store).claim("worker-b", 10, 1)
+    assert taken.workflow_id == claim.workflow_id == "wf-1"
+    assert taken.lease.owner == "worker-b"
+
+
+def test_an_answer_while_driving_keeps_the_workflow_ready(
+    opener: StoreFactory, clock: ManualClock
+) -> None:
+    """Parking is refused when the workflow was woken since its claim; finishing removes it."""
+    store = opener()
+    queue = queue_of(store)
+    add(store, "wf-1", clock)
+    queue.enqueue("wf-1")
+    [claim] = queue.claim("worker-a", 10, 1)
+    queue.enqueue("wf-1")  # an answer arrived while the worker was finishing
+    assert not queue.settle("wf-1", claim.wakeups, finished=False, note="waits")
+    assert [e.status for e in queue.queued()] == [QueueStatus.READY]
+    store.release_lease("wf-1", "worker-a")
+    [again] = queue.claim("worker-a", 10, 1)
+    assert queue.settle("wf-1", again.wakeups, finished=False, note="waits at the plan gate")
+    [parked] = queue.queued()
+    assert parked.status is QueueStatus.PARKED and parked.note == "waits at the plan gate"
+    assert queue.claim("worker-b", 10, 1) == []  # a parked workflow is nobody's work
+    queue.enqueue("wf-1")
+    assert queue.settle("wf-1", 0, finished=True)
+    assert queue.queued() == []
+
+
+def test_heartbeats_and_holdings(opener: StoreFactory, clock: ManualClock) -> None:
+    """Workers are listed with the leases they own and go stale after three missed beats."""
+    store = opener()
+    queue = queue_of(store)
+    add(store, "wf-1", clock)
+    queue.enqueue("wf-1")
+    beat = WorkerBeat("worker-a", "host-1", 42, clock.now(), 4, 10.0)
+    queue.beat(beat)
+    queue.claim("worker-a", 60, 1)
+    [info] = queue.workers()
+    assert info.beat == beat and info.holding == ("wf-1",)
+    assert not info.is_stale(clock.now())
+    clock.advance(31)
+    assert info.is_stale(clock.now())
+    queue.beat(beat)
+    assert not queue.workers()[0].is_stale(clock.now())
+    queue.remove_worker("worker-a")
+    assert queue.workers() == []
+
+
+def test_enqueue_refuses_an_unknown_workflow(opener: StoreFactory) -> None:
+    """Queuing an id the store does not hold fails with the store's own message."""
+    store = opener()
+    with pytest.raises(Exception, match="no workflow with id 'wf-none'"):
+        queue_of(store).enqueue("wf-none")
+
+
+def test_wait_for_work_wakes_on_enqueue(opener: StoreFactory, clock: ManualClock) -> None:
+    """An idle worker's wait ends when a workflow is queued (or on its timeout)."""
+    store = opener()
+    add(store, "wf-1", clock)
+    queue = queue_of(store)
+    assert queue.wait_for_work(0.05) is False
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(queue.wait_for_work(10)))
+    waiter.start()
+    time.sleep(0.3)
+    queue.enqueue("wf-1")
+    waiter.join(10)
+    assert woke == [True]
+
+
+# -- a worker in this process ------------------------------------------------------------
+
+
+class ScriptedRunners:
+    """Runners on the scripted world, the agents and the real sandbox (the CLI's source)."""
+
+    def __init__(self, store: Store, world: World) -> None:
+        self.store = store
+        self.model = ScriptedChatModel(responder=world)
+
+    async def runner_for(self, config: WorkflowConfig, owner: str) -> WorkflowRunner:
+        templates = TemplateLoader()
+        agents = StepAgents(
+            planner=PlannerAgent(self.model, templates),
+            validator=ValidatorAgent(
+                self.model, templates, sandbox=Sandbox(SandboxLimits(wall_timeout_s=60))
+            ),
+            programmer=ProgrammerAgent(self.model, templates),
+        )
+        return WorkflowRunner(
+            self.store, build_coordinator(self.model), agents, clock=SystemClock(), owner=owner
+        )
+
+
+async def serve_until(worker: Worker, done: asyncio.Event) -> None:
+    stop = asyncio.Event()
+    serving = asyncio.create_task(worker.serve(stop))
+    try:
+        await asyncio.wait_for(done.wait(), 120)
+    finally:
+        stop.set()
+        await serving
+
+
+def test_a_worker_parks_at_gates_and_wakes_on_answers(tmp_path: Path) -> None:
+    """Submitted workflows run to their gate, park, and run on once answered."""
+    world = World(plan_reports=[GOOD_PLAN])
+    events: list[WorkerEvent] = []
+    with open_store(tmp_path / "data") as store:
+        queue = queue_of(store)
+        clock = SystemClock()
+        for i in range(3):
+            store.create(
+                new_workflow(
+                    f"wf-{i}", "fill missing values", str(tmp_path / f"ws{i}"), clock.now()
+                ),
+                CONFIG,
+            )
+            (tmp_path / f"ws{i}").mkdir()
+            queue.enqueue(f"wf-{i}")
+
+        async def scenario() -> None:
+            waiting = asyncio.Event()
+
+            answered: list[str] = []
+
+            def report(event: WorkerEvent) -> None:
+                events.append(event)
+                if event.kind is not WorkerEventKind.WAITING:
+                    return
+                at_gates = {e.workflow_id for e in events if e.kind is WorkerEventKind.WAITING}
+                if len(at_gates) == 3 and not answered:
+                    answer_workflow(
+                        store, clock, "wf-1", Gate.PLAN, HumanAnswerKind.APPROVE, by="al"
+                    )
+                    answered.append("wf-1")
+                elif (
+                    answered
+                    and event.workflow_id == "wf-1"
+                    and store.load("wf-1").state.waiting_gate is Gate.FINAL
+                ):
+                    waiting.set()  # wf-1 came to its next gate after its answer
+
+            worker = Worker(
+                store,
+                queue,
+                ScriptedRunners(store, world),
+                clock=clock,
+                settings=WorkerSettings(concurrency=2, poll_s=0.2, heartbeat_s=0.5),
+                report=report,
+            )
+            await serve_until(worker, waiting)
+
+        asyncio.run(scenario())
+        states = {f"wf-{i}": store.load(f"wf-{i}").state for i in range(3)}
+        entries = {e.workflow_id: e for e in queue.queued()}
+        workers_left = queue.workers()
+    assert states["wf-0"].waiting_gate is Gate.PLAN
+    assert states["wf-1"].waiting_gate is Gate.FINAL  # approved, coded, validated
+    assert states["wf-2"].waiting_gate is Gate.PLAN
+    assert {e.status for e in entries.values()} == {QueueStatus.PARKED}
+    assert entries["wf-1"].note == "waits at the final gate"
+    assert events[0].kind is WorkerEventKind.STARTED
+    assert events[-1].kind is WorkerEventKind.STOPPED
+    assert workers_left == []  # a worker that stopped unregisters
+
+
+def test_a_rejected_workflow_leaves_the_queue(tmp_path: Path) -> None:
+    """A rejection ends the workflow at once: nothing is queued for it any more."""
+    with open_store(tmp_path / "data") as store:
+        clock = SystemClock()
+        queue = queue_of(store)
+        store.create(new_workflow("wf-1", "fill", str(tmp_path), clock.now()), CONFIG)
+        queue.enqueue("wf-1")
+        world = World(plan_reports=[GOOD_PLAN])
+
+        async def scenario() -> None:
+            parked = asyncio.Event()
+            worker = Worker(
+                store,
+                queue,
+                ScriptedRunners(store, world),
+                clock=clock,
+                settings=WorkerSettings(concurrency=1, poll_s=0.2),
+                report=lambda e: parked.set() if e.kind is WorkerEventKind.WAITING else None,
+            )
+            await serve_until(worker, parked)
+
+        asyncio.run(scenario())
+        answer_workflow(store, clock, "wf-1", Gate.PLAN, HumanAnswerKind.REJECT, by="al")
+        assert store.load("wf-1").state.machine_state is MachineState.REJECTED
+        assert [e.status for e in queue.queued()] == [QueueStatus.PARKED]  # never woken
+
+
+def test_submit_queues_and_workers_lists(tmp_path: Path) -> None:
+    """``submit`` prints the id of a queued, unstarted workflow; ``workers`` shows the queue."""
+    env = {"ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "config.yaml").write_text("coordinator: programmatic\n")
+    runner = CliRunner()
+    done = runner.invoke(
+        cli,
+        [
+            "submit",
+            "-r",
+            "fill missing values",
+            "--id",
+            "wf-sub",
+            "--config",
+            str(tmp_path / "config.yaml"),
+        ],
+        env=env,
+        catch_exceptions=False,
+    )
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == "wf-sub"
+    with open_store(tmp_path / "data") as store:
+        assert store.load("wf-sub").state.decisions == ()
+        assert [e.workflow_id for e in queue_of(store).queued()] == ["wf-sub"]
+        queue_of(store).beat(WorkerBeat("worker-x", "h", 1, SystemClock().now(), 2, 10.0))
+    listed = runner.invoke(cli, ["workers"], env=env, catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    assert "worker-x" in listed.stdout and "ok" in listed.stdout
+    assert "queue: 1 ready, 0 parked" in listed.stdout
+    again = runner.invoke(cli, ["submit", "-r", "x", "--id", "wf-sub"], env=env)
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_a_workflow_that_cannot_run_is_parked_with_the_reason(tmp_path: Path) -> None:
+    """A stored state that breaks the rules is parked with why, not retried in a loop."""
+    with open_store(tmp_path / "data") as store:
+        clock = SystemClock()
+        queue = queue_of(store)
+        broken = new_workflow("wf-bad", "fill", str(tmp_path), clock.now()).model_copy(
+            update={"phase": 2}
+        )
+        store.create(broken, CONFIG)
+        queue.enqueue("wf-bad")
+
+        async def scenario() -> None:
+            parked = asyncio.Event()
+            worker = Worker(
+                store,
+                queue,
+                ScriptedRunners(store, World()),
+                clock=clock,
+                settings=WorkerSettings(concurrency=1, poll_s=0.2),
+                report=lambda e: parked.set() if e.kind is WorkerEventKind.PARKED else None,
+            )
+            await serve_until(worker, parked)
+
+        asyncio.run(scenario())
+        [entry] = queue.queued()
+        assert entry.status is QueueStatus.PARKED
+        assert entry.note is not None and entry.note.startswith("cannot run: ")
+        assert "phase" in entry.note
+        assert store.lease("wf-bad") is None
