@@ -15,6 +15,7 @@ from orchestrator.composition import EMBEDDED_CONTEXT_TOKENS
 from orchestrator.llm.local_server import LocalModelServer
 
 from support.postgres import PostgresServer, unavailable_reason
+from support.tiers import tier_missing
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -90,7 +91,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the session, on a Unix socket in a temp dir; skips without one."""
     reason = unavailable_reason()
     if reason is not None:
-        pytest.skip(f"PostgreSQL tier skipped: {reason}")
+        tier_missing(f"PostgreSQL tier skipped: {reason}")
     server = PostgresServer()
     try:
         server.start()

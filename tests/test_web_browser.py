@@ -20,6 +20,7 @@ from orchestrator.web.service import build_service
 
 from support.console import ServerThread, make_service, run_to_plan_gate, store_waiting
 from support.fake_openai import FakeOpenAIServer
+from support.tiers import tier_missing
 from support.world import GOOD_PLAN, World
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,9 +37,9 @@ FLAGS = (
 )
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-    pytest.skip(
+    tier_missing(
         "Debian's chromium and chromium-driver are not installed (scripts/install adds them)",
-        allow_module_level=True,
+        module=True,
     )
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import (  # noqa: E402

@@ -2,16 +2,16 @@
 
 Tests have no network: a project environment is built with ``--no-index --find-links`` from
 ``.cache/wheels`` of the checkout. Where that cache lacks what a test needs, the test skips
-with one line saying to run scripts/install.
+with one line saying to run scripts/install (in CI it fails: ``support.tiers``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from state.check_settings import EnvironmentSettings
+
+from support.tiers import tier_missing
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WHEELS = ROOT / ".cache" / "wheels"
@@ -23,7 +23,7 @@ def require_wheels(*names: str) -> Path:
     have = {p.name.split("-")[0].lower().replace("_", "-") for p in WHEELS.glob("*.whl")}
     missing = [n for n in names if n.lower().replace("_", "-") not in have]
     if missing:
-        pytest.skip(
+        tier_missing(
             f"no wheel of {', '.join(missing)} in {WHEELS}: run scripts/install to fill the "
             "local wheel cache"
         )
