@@ -234,6 +234,50 @@ def changed_line_coverage(
     }
 
 
+def round_commits(state: WorkflowState, config: WorkflowConfig) -> dict[int, tuple[str, str]]:
+    """Per index into ``state.history``: the (older, newer) commits of that code round.
+
+    Only the completed code rounds of a ``--repo`` workflow that recorded a commit; ``older``
+    is the commit of the code round before it, or the base for the first, so the diff
+    between them is what that round changed.
+    """
+    repo = config.repository
+    if not repo.enabled or repo.base_commit is None:
+        return {}
+    rounds: dict[int, tuple[str, str]] = {}
+    last = repo.base_commit
+    for index, rec in enumerate(state.history):
+        result = rec.result
+        if rec.status is StepStatus.COMPLETED and isinstance(result, CodeChange) and result.commit:
+            rounds[index] = (last, result.commit)
+            last = result.commit
+    return rounds
+
+
+def round_diff(
+    worktree: Path, older: str, newer: str, *, max_diff_chars: int = MAX_DIFF_CHARS
+) -> dict[str, Any]:
+    """What one code round changed: the stat and the diff (cut with a note), or the error."""
+    try:
+        stat = git.diff_between(worktree, older, newer, stat=True)
+        diff = git.diff_between(worktree, older, newer)
+    except (git.GitError, ConfigError) as exc:
+        return {"from": older, "to": newer, "error": str(exc)}
+    view: dict[str, Any] = {
+        "from": older,
+        "to": newer,
+        "stat": stat,
+        "diff": diff[:max_diff_chars],
+        "diff_chars": len(diff),
+    }
+    if len(diff) > max_diff_chars:
+        view["truncated"] = (
+            f"diff cut at {max_diff_chars:,} of {len(diff):,} characters; see it all with "
+            f"git -C {worktree} diff {older[:12]} {newer[:12]}"
+        )
+    return view
+
+
 def change_view(
     state: WorkflowState, config: WorkflowConfig, *, max_diff_chars: int = MAX_DIFF_CHARS
 ) -> dict[str, Any]:

@@ -304,6 +304,14 @@ def diff_against(worktree: Path, base: str, *, stat: bool = False) -> str:
     return git(worktree, *args).stdout
 
 
+def diff_between(worktree: Path, older: str, newer: str, *, stat: bool = False) -> str:
+    """``git diff OLDER NEWER``: what changed from one commit to the other."""
+    args = ["diff", "--no-color", "--no-ext-diff", older, newer]
+    if stat:
+        args.insert(1, "--stat")
+    return git(worktree, *args).stdout
+
+
 def apply_patch(directory: Path, patch: str, *, in_repository: bool) -> str:
     """Apply a unified diff to the files in ``directory``; "" when applied, else why not.
 

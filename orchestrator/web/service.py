@@ -27,7 +27,13 @@ from orchestrator.composition import (
     resolve_target,
 )
 from orchestrator.deciding.machine import TransitionSpec, WorkflowMachine
-from orchestrator.reporting import scores_line, validation_rounds
+from orchestrator.reporting import (
+    change_view,
+    round_commits,
+    round_diff,
+    scores_line,
+    validation_rounds,
+)
 from orchestrator.running.runner import WorkflowRunner, answer_workflow, default_workflow_id
 from orchestrator.running.updates import allowed_answers, new_workflow
 from orchestrator.web.shapes import (
@@ -168,6 +174,24 @@ def _window(rows: Sequence[R], limit: int | None, offset: int) -> Sequence[R]:
     return rows[offset:] if limit is None else rows[offset : offset + limit]
 
 
+_CHANGE_GATES = frozenset({Gate.CODE_REVIEW, Gate.FINAL})
+"""The gates at which a human approves a change: the page shows it against the base."""
+
+
+def _repository(config: WorkflowConfig) -> dict[str, Any] | None:
+    """The git branch a ``--repo`` workflow commits to, its base and worktree; None otherwise."""
+    repo = config.repository
+    if not repo.enabled:
+        return None
+    return {
+        "path": repo.path,
+        "base": repo.base,
+        "base_commit": repo.base_commit,
+        "branch": repo.branch,
+        "worktree": repo.worktree,
+    }
+
+
 def drawn_edges(table: Iterable[TransitionSpec]) -> set[tuple[MachineState, MachineState]]:
     """The machine's edges worth drawing even when not taken.
 
@@ -230,6 +254,8 @@ class ConsoleService:
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._loading: dict[str, asyncio.Future[StoredWorkflow]] = {}
         self._questions: dict[str, _Question] = {}
+        # Commits never change, so neither does the diff between two of them.
+        self._diffs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._edges = drawn_edges(WorkflowMachine().table)
         self._host = socket.gethostname()
 
@@ -380,6 +406,10 @@ class ConsoleService:
             "answers_allowed": [k.value for k in allowed_answers(state)]
             if state.waiting_gate is not None
             else [],
+            "repository": _repository(config),
+            "change": await self._io(change_view, state, config)
+            if state.waiting_gate in _CHANGE_GATES
+            else None,
             "decisions": [timeline_entry(r) for r in state.decisions],
             "validation_rounds": validation_rounds(state, config),
             "human_answers": [a.model_dump(mode="json") for a in state.human_answers],
@@ -398,8 +428,10 @@ class ConsoleService:
         code changes, errors.
         """
         stored = await self._view(workflow_id)
+        commits = round_commits(stored.state, stored.config)
+        diffs = await self._io(self._round_diffs, stored.config, commits) if commits else {}
         out: list[dict[str, Any]] = []
-        for rec in stored.state.history:
+        for index, rec in enumerate(stored.state.history):
             out.append(
                 {
                     "step": int(rec.step),
@@ -414,9 +446,28 @@ class ConsoleService:
                     if rec.result is not None
                     else None,
                     "error": rec.error.model_dump(mode="json") if rec.error is not None else None,
+                    "diff": diffs.get(index),
                 }
             )
         return list(json_safe(out))
+
+    def _round_diffs(
+        self, config: WorkflowConfig, commits: Mapping[int, tuple[str, str]]
+    ) -> dict[int, dict[str, Any]]:
+        """Each code round's diff from the round before it, read from git once per pair."""
+        worktree = config.repository.worktree
+        if worktree is None:
+            return {}
+        out: dict[int, dict[str, Any]] = {}
+        for index, (older, newer) in commits.items():
+            key = (worktree, older, newer)
+            hit = self._diffs.get(key)
+            if hit is None:
+                hit = round_diff(Path(worktree), older, newer)
+                if "error" not in hit:
+                    self._diffs[key] = hit
+            out[index] = hit
+        return out
 
     async def export(self, workflow_id: str) -> list[dict[str, Any]]:
         """The workflow's whole ledger."""

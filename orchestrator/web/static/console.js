@@ -277,6 +277,41 @@ function markdown(text) {
   return out;
 }
 
+// A unified diff, its added and removed lines marked (text only: nothing in it is markup).
+function diffPre(text) {
+  return el("pre", { class: "diff" }, text.split("\n").map((line) => el("span", {
+    class: line.startsWith("+") && !line.startsWith("+++") ? "add"
+      : line.startsWith("-") && !line.startsWith("---") ? "del"
+      : line.startsWith("@@") ? "hunk" : null,
+    text: line + "\n" })));
+}
+
+function diffView(d, title) {
+  if (d.error) return el("p", { class: "result error", text: d.error });
+  return el("details", { class: "diff-box", open: true },
+    el("summary", { text: title }),
+    el("pre", { class: "stat", text: d.stat || "(no change)" }),
+    d.diff ? diffPre(d.diff) : null,
+    d.truncated ? el("p", { class: "hint", text: d.truncated }) : null);
+}
+
+// What a human approves at the code-review and final gates: the change against the base.
+function changeView(c) {
+  if (!c) return null;
+  const cov = c.coverage || {};
+  const covText = !cov.measured ? "coverage of the changed lines: not measured"
+    : cov.executable ? `coverage of the changed lines: ${cov.covered}/${cov.executable} (${cov.percent}%)`
+    : "coverage of the changed lines: no executable line changed";
+  return el("section", { id: "change" }, el("h2", { text: "The change to approve" }),
+    c.branch ? el("p", { text: `branch ${c.branch} against ${c.base} (${(c.base_commit || "").slice(0, 12)})` })
+      : el("p", { class: "hint", text: c.note || "" }),
+    c.diff !== null && c.diff !== undefined ? diffView(c, "diff against the base")
+      : c.files && c.files.length ? el("ul", {}, c.files.map((f) => el("li", { text: f }))) : null,
+    c.tools && c.tools.length ? el("p", { text: "tools: " + c.tools.map((t) => `${t.name} ${t.status}`).join(", ") }) : null,
+    el("p", { class: "coverage", text: covText }),
+    c.error ? el("p", { class: "result error", text: c.error }) : null);
+}
+
 function roundBody(r) {
   const res = r.result;
   const parts = [];
@@ -289,6 +324,7 @@ function roundBody(r) {
   if (res.kind === "code") {
     parts.push(el("p", { text: res.summary || "" }), el("ul", {}, res.files.map((f) => el("li", { text: f }))));
     if (res.refused_paths.length) parts.push(el("p", { class: "result error", text: "refused: " + res.refused_paths.join(", ") }));
+    if (r.diff) parts.push(diffView(r.diff, `diff from ${r.diff.from.slice(0, 12)} to ${r.diff.to.slice(0, 12)}`));
   }
   if (res.kind === "code_validation") {
     if (res.tools.length) {
@@ -332,10 +368,12 @@ async function renderWorkflow(main) {
       el("dt", { text: "decisions" }), el("dd", { id: "decision-count", text: wf.decisions }),
       el("dt", { text: "LLM" }), el("dd", { text: `${wf.llm_calls} calls, ${wf.tokens} tokens` }),
       el("dt", { text: "requirement" }), el("dd", { text: wf.requirements }),
+      info.repository ? [el("dt", { text: "branch" }), el("dd", { id: "branch", text: `${info.repository.branch} (from ${info.repository.base}; worktree ${info.repository.worktree})` })] : null,
       el("dt", { text: "updated" }), el("dd", { text: when(wf.updated_at) })),
     wf.waiting_gate ? answerForm(wf, info.answers_allowed)
       : pending ? el("p", { class: "card", id: "pending", text: `${pending.answer} by ${pending.by} recorded at the ${pending.gate} gate; waiting for the workflow to run on` }) : null,
     kept && !wf.waiting_gate ? kept : null,
+    changeView(info.change),
     el("section", {}, el("h2", { text: "Convergence" }), svg("chart", chart)),
     el("section", {}, el("h2", { text: "State machine" }), svg("diagram", diagram)),
     el("section", {}, el("h2", { text: "Decisions" }),
