@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from orchestrator.cli import cli
 from orchestrator.composition import open_store
 from orchestrator.web.access import AccessPolicy
 from orchestrator.web.app import create_app
@@ -20,6 +22,7 @@ from orchestrator.web.service import build_service
 
 from support.console import ServerThread, make_service, run_to_plan_gate, store_waiting
 from support.fake_openai import FakeOpenAIServer
+from support.gitrepo import cli_env, make_repo, served_world
 from support.tiers import tier_missing
 from support.world import GOOD_PLAN, World
 
@@ -184,3 +187,42 @@ def test_log_in_with_a_token_and_answer_as_its_holder(browser: Any, tmp_path: Pa
             assert "reject recorded at the plan gate by alice" in result
         answer = store.load("wf-a").state.human_answers[-1]
         assert (answer.by, answer.comment) == ("alice", "out of scope")
+
+
+def test_a_repo_workflow_shows_its_branch_and_the_change_in_the_browser(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A --repo workflow at the final gate: the branch, the diff to approve, each round's diff."""
+    with served_world() as llm:
+        repo = make_repo(tmp_path / "repo")
+        (tmp_path / "config.yaml").write_text(
+            "coordinator: programmatic\ngates: {plan: false, final: true}\n"
+        )
+        data = tmp_path / "data"
+        result = CliRunner().invoke(
+            cli,
+            [
+                *("run", "-r", "fill missing values", "--id", "wf-repo", "--no-input"),
+                *("--quiet", "--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
+            ],
+            env=cli_env(llm, data),
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        service = build_service(data, run_workflows=False)
+        app = create_app(service, AccessPolicy(), watch_interval_s=0.2)
+        wait = WebDriverWait(
+            browser, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        )
+        with ServerThread(app) as server:
+            browser.get(server.url + "/workflows/wf-repo")
+            branch = wait.until(lambda d: d.find_element(By.ID, "branch"))
+            assert branch.text.startswith("orchestrator/wf-repo (from main")
+            change = browser.find_element(By.ID, "change")
+            added = change.find_elements(By.CSS_SELECTOR, "pre.diff span.add")
+            assert any("def fill_missing(rows, value):" in a.text for a in added)
+            assert "coverage of the changed lines:" in change.text
+            rounds = browser.find_elements(By.CSS_SELECTOR, "details.round")
+            diffs = [r for r in rounds if r.find_elements(By.CSS_SELECTOR, "details.diff-box")]
+            assert len(diffs) == 2, "both code rounds show their diff"
+            _shot(browser, "repo-change")
