@@ -307,6 +307,8 @@ def test_closed_store_refuses_calls(open_store: StoreFactory) -> None:
         _created(store)
     with pytest.raises(StoreError, match="closed"):
         store.load("wf-1")
+    with pytest.raises(StoreError, match="closed"):
+        list(store.scan_ledger())
     store.close()  # closing again is harmless
 
 
