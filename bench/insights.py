@@ -4,8 +4,8 @@ Builds an SQLite store of many workflows (untimed): each is driven through the r
 step results from ``state/examples.py`` (plans and code that pass or miss at random), and
 its decisions are recorded with a mix of sources an LLM-assisted run leaves: borderline
 agreements, LLM overrides, fallbacks, and LLM shadow answers beside rule decisions. Then it
-times the insights pipeline (``gather`` through the store protocol, ``aggregate``,
-``recommend``) and prints the figures. Target: under 2 s.
+times the insights pipeline (``gather``: one ``Store.scan_ledger``, decoding the fields
+counted; ``aggregate``; ``recommend``) and prints the figures. Target: under 2 s.
 
     python -m bench.insights [--decisions 100000] [--seed 7] [--repeat 3]
 """

@@ -1,8 +1,12 @@
 """Insights: what the decision record says about who should decide each state.
 
-``gather`` reads every workflow's decisions and shadow answers through the store protocol
-(``list_workflows`` and ``ledger(kinds=...)``) and ``aggregate`` groups them by machine state
-and signal set. For each group it counts:
+``gather`` reads every workflow's decisions and shadow answers in one scan of the store
+(``Store.scan_ledger``), decoding of each entry only the fields counted here
+(``DecisionFields``, ``ShadowFields``: pydantic models of a few fields, which skip the
+rest of the JSON), and ``aggregate`` groups them by machine state and signal set. Full
+validation of every entry (``Store.ledger``) made reading 100,000 decisions take seconds;
+an entry whose counted fields are damaged is still refused, naming its workflow and seq.
+For each group it counts:
 
 - **samples**: the decisions taken there;
 - **agreement**: of the cases where both the LLM and the rules answered (a borderline
@@ -39,22 +43,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from state.config import Coordinator, parse_config
 from state.decision import (
     ActionKind,
-    DecisionRecord,
     DecisionSource,
-    LLMCallInfo,
+    LLMCallOutcome,
     ShadowDecider,
     ShadowOutcome,
-    ShadowRecord,
 )
+from state.errors import StoreCorruptError
 from state.steps import MachineState
-from state.store import DecisionEntry, LedgerKind, ShadowEntry, Store
+from state.store import LedgerKind, RawLedgerEntry, Store
+from state.validation import describe_validation_error
 
 _KINDS = (LedgerKind.DECISION, LedgerKind.SHADOW)
 _ENDS = {
@@ -64,6 +69,7 @@ _ENDS = {
     ActionKind.REJECT: "rejected",
 }
 _GOOD = "completed"
+F = TypeVar("F", bound="BaseModel")
 _BAD = frozenset({"escalated", "failed", "rejected"})
 
 
@@ -82,13 +88,73 @@ ROUTING_OF = {
 }
 
 
+# The fields of the ledger's records that insights counts. The rest of each record is
+# skipped (extra="ignore"): it is the store's to validate (``Store.ledger``), not ours.
+_READ = ConfigDict(extra="ignore", frozen=True)
+
+
+class ActionField(BaseModel):
+    """A ``Decision``'s action: all insights reads of it."""
+
+    model_config = _READ
+
+    action: ActionKind
+
+
+class SignalField(BaseModel):
+    """A ``Signal``'s name: all insights reads of it."""
+
+    model_config = _READ
+
+    name: str
+
+
+class CallFields(BaseModel):
+    """The ``LLMCallInfo`` fields insights counts (same names, same defaults)."""
+
+    model_config = _READ
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    attempts: int = 0
+    outcome: LLMCallOutcome = LLMCallOutcome.OK
+
+
+class DecisionFields(BaseModel):
+    """The ``DecisionRecord`` fields insights counts (same names)."""
+
+    model_config = _READ
+
+    decided_at: datetime
+    decision: ActionField
+    source: DecisionSource
+    signals: tuple[SignalField, ...] = ()
+    programmatic_alternative: ActionField | None = None
+    state_before: MachineState
+    llm: CallFields | None = None
+
+
+class ShadowFields(BaseModel):
+    """The ``ShadowRecord`` fields insights counts (same names)."""
+
+    model_config = _READ
+
+    decided_at: datetime
+    decider: ShadowDecider
+    outcome: ShadowOutcome
+    state: MachineState
+    signals: tuple[SignalField, ...] = ()
+    llm: CallFields | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowRecord:
     """One workflow's decisions and shadow answers, in ledger order."""
 
     workflow_id: str
-    decisions: tuple[DecisionRecord, ...]
-    shadows: tuple[ShadowRecord, ...]
+    decisions: tuple[DecisionFields, ...]
+    shadows: tuple[ShadowFields, ...]
 
 
 @dataclass(slots=True)
@@ -153,7 +219,7 @@ class Group:
     recommendation: Recommendation | None = None
     evidence: str = ""
 
-    def add_llm(self, info: LLMCallInfo | None) -> None:
+    def add_llm(self, info: CallFields | None) -> None:
         """Count an LLM consultation's requests, tokens and latency (none if not asked)."""
         if info is not None and info.attempts:
             self.llm_calls += info.attempts
@@ -195,20 +261,44 @@ class Group:
 
 
 def gather(store: Store) -> Iterator[WorkflowRecord]:
-    """Every workflow's decisions and shadow answers, read through the store protocol."""
-    for summary in store.list_workflows():
-        decisions: list[DecisionRecord] = []
-        shadows: list[ShadowRecord] = []
-        for entry in store.ledger(summary.workflow_id, kinds=_KINDS):
-            content = entry.content
-            if isinstance(content, DecisionEntry):
-                decisions.append(content.record)
-            elif isinstance(content, ShadowEntry):
-                shadows.append(content.record)
-        yield WorkflowRecord(summary.workflow_id, tuple(decisions), tuple(shadows))
+    """Every workflow with decisions or shadow answers, from one scan of the ledgers.
+
+    Raises:
+        StoreCorruptError: an entry's counted fields are damaged, naming its workflow and seq.
+        StoreError: the store cannot be read.
+    """
+    wid: str | None = None
+    decisions: list[DecisionFields] = []
+    shadows: list[ShadowFields] = []
+    for entry in store.scan_ledger(_KINDS):
+        if entry.workflow_id != wid:
+            if wid is not None:
+                yield WorkflowRecord(wid, tuple(decisions), tuple(shadows))
+            wid, decisions, shadows = entry.workflow_id, [], []
+        if entry.kind == LedgerKind.DECISION:
+            decisions.append(_read(DecisionFields, entry))
+        elif entry.kind == LedgerKind.SHADOW:
+            shadows.append(_read(ShadowFields, entry))
+    if wid is not None:
+        yield WorkflowRecord(wid, tuple(decisions), tuple(shadows))
 
 
-def _followed_by(decisions: tuple[DecisionRecord, ...]) -> list[tuple[str, int]]:
+def _read(fields: type[F], entry: RawLedgerEntry) -> F:
+    """The fields of one stored entry insights counts, or the damage, named."""
+    try:
+        return fields.model_validate_json(entry.payload)
+    except ValidationError as exc:
+        problem = describe_validation_error(exc)
+    except (TypeError, ValueError) as exc:  # not JSON text at all
+        problem = str(exc)
+    raise StoreCorruptError(
+        f"workflow {entry.workflow_id}: ledger entry seq {entry.seq} ({entry.kind}) is "
+        f"damaged: {problem}. Insights changed nothing; `orchestrator export "
+        f"{entry.workflow_id}` shows the ledger, and a backup of the store restores it"
+    )
+
+
+def _followed_by(decisions: tuple[DecisionFields, ...]) -> list[tuple[str, int]]:
     """For each decision, the first decisive event from it on, and how many decisions later.
 
     The decision itself counts: an override that completes the workflow is followed by
@@ -228,14 +318,14 @@ def _key(state: MachineState, signals: Iterable[Any]) -> tuple[MachineState, tup
     return state, tuple(sorted({s.name for s in signals}))
 
 
-def _is_override(record: DecisionRecord) -> bool:
+def _is_override(record: DecisionFields) -> bool:
     source = record.source
     return source is DecisionSource.LLM_OVERRIDE or (
         source is DecisionSource.LLM and record.programmatic_alternative is not None
     )
 
 
-def _compared(record: DecisionRecord) -> bool | None:
+def _compared(record: DecisionFields) -> bool | None:
     """Whether the LLM and the rules agreed on this applied decision (None: not compared)."""
     source = record.source
     if source is DecisionSource.RECONCILED_AGREE:

@@ -17,7 +17,7 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ from state.codec import (
     decode_entry,
     decode_state,
     encode_entry,
+    ts,
     ttl,
 )
 from state.config import WorkflowConfig
@@ -45,6 +46,7 @@ from state.store import (
     LedgerEntry,
     LedgerEntryIn,
     LedgerKind,
+    RawLedgerEntry,
     SnapshotEncoder,
     StoredWorkflow,
     WorkflowSummary,
@@ -257,6 +259,18 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
             ]
         except Damaged as exc:
             raise exc.to_error(self.name[0].upper() + self.name[1:]) from exc
+
+    def scan_ledger(self, kinds: Collection[LedgerKind] | None = None) -> Iterator[RawLedgerEntry]:
+        """Every workflow's ledger entries of ``kinds``, unvalidated (see ``Store``)."""
+        wanted = {LedgerKind(k).value for k in kinds} if kinds is not None else None
+        with self.data.lock:
+            self._open()
+            # The ledgers only grow: a copy of each list is the ledger as it is now.
+            ledgers = sorted((wid, list(row.ledger)) for wid, row in self.data.rows.items())
+        for wid, entries in ledgers:
+            for seq, kind, at, payload in entries:
+                if wanted is None or kind in wanted:
+                    yield RawLedgerEntry(wid, seq, kind, ts(at), payload)
 
     # -- leases ----------------------------------------------------------------------------
 

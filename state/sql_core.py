@@ -38,7 +38,7 @@ import functools
 import json
 import os
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +71,7 @@ from state.store import (
     LedgerEntry,
     LedgerEntryIn,
     LedgerKind,
+    RawLedgerEntry,
     SnapshotDelta,
     SnapshotEncoder,
     StoredWorkflow,
@@ -151,6 +152,11 @@ class Statements:
     select_ledger: str = (
         "SELECT seq, kind, recorded_at, payload FROM ledger WHERE workflow_id = ? AND seq > ?"
     )
+    scan_ledger: str = (
+        "SELECT workflow_id, seq, kind, recorded_at, payload FROM ledger WHERE (workflow_id, seq) "
+        "> (?, ?)"
+    )
+    """One batch of ``scan_ledger``: the entries after a (workflow, seq), on the key's index."""
     select_summaries: str = (
         "SELECT id, status, phase, machine_state, current_step, waiting_gate, version, "
         "created_at, updated_at FROM workflows"
@@ -454,6 +460,34 @@ class SqlStore(ClosesOnExit):
             if not rows:
                 self._require(tx, workflow_id)
         return [decode_entry(workflow_id, int(seq), *rest) for seq, *rest in rows]
+
+    scan_batch: int = 5000
+    """How many entries one query of ``scan_ledger`` fetches."""
+
+    def scan_ledger(self, kinds: Collection[LedgerKind] | None = None) -> Iterator[RawLedgerEntry]:
+        """Every workflow's ledger entries of ``kinds``, unvalidated (see ``Store``).
+
+        Keyset pagination over the ledger's primary key: each batch is one short read
+        transaction starting after the last (workflow, seq) the previous one returned, so no
+        transaction stays open while the caller works through the rows.
+        """
+        sql = self.sql.scan_ledger
+        wanted: list[str] = []
+        if kinds is not None:
+            wanted = sorted({LedgerKind(k).value for k in kinds})
+            if not wanted:
+                return
+            sql += f" AND kind IN ({', '.join('?' * len(wanted))})"
+        sql += " ORDER BY workflow_id, seq LIMIT ?"
+        after: tuple[str, int] = ("", 0)
+        while True:
+            with self._transaction("read the ledgers", write=False) as tx:
+                rows = tx.all(sql, [*after, *wanted, self.scan_batch])
+            for row in rows:
+                yield RawLedgerEntry(*row)
+            if len(rows) < self.scan_batch:
+                return
+            after = (rows[-1][0], rows[-1][1])
 
     # -- leases ----------------------------------------------------------------------------
 

@@ -42,13 +42,13 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, NamedTuple, Protocol, Self
 
 from pydantic import BaseModel
 
@@ -137,6 +137,24 @@ class LedgerEntry:
     def kind(self) -> LedgerKind:
         """What the entry records."""
         return self.content.kind
+
+
+class RawLedgerEntry(NamedTuple):
+    """A ledger entry as ``scan_ledger`` streams it: as stored, not validated.
+
+    Attributes:
+        workflow_id: the workflow it belongs to.
+        seq: its position in the workflow's ledger.
+        kind: its ``LedgerKind`` value, as stored.
+        recorded_at: when the store wrote it, as stored (ISO-8601 UTC text).
+        payload: its JSON text, as ``ledger`` would validate it.
+    """
+
+    workflow_id: str
+    seq: int
+    kind: str
+    recorded_at: str
+    payload: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +548,23 @@ class Store(Protocol):
         Raises:
             UnknownWorkflowError: no workflow has this id.
             StoreCorruptError: an entry fails validation (naming its seq and the problem).
+        """
+        ...
+
+    def scan_ledger(self, kinds: Collection[LedgerKind] | None = None) -> Iterator[RawLedgerEntry]:
+        """Every workflow's ledger entries (of ``kinds``; None for all), unvalidated.
+
+        The read path of readers that go over the whole record (``orchestrator insights``):
+        one scan, ordered by workflow id (in the database's order of text) and, within a
+        workflow, by seq, fetched in batches, each payload as its stored JSON text. Nothing
+        is decoded or validated: the reader decodes what it needs and reports a damaged
+        entry by its ``workflow_id`` and ``seq``. Workflows without such entries do not
+        appear. Each batch is read by itself: entries appended during the scan may or may
+        not be in it, but the entries it yields for a workflow are contiguous in seq among
+        those of ``kinds``.
+
+        Raises:
+            StoreError: the store cannot be read.
         """
         ...
 

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli.app import cli
 from orchestrator.composition import open_store
-from orchestrator.insights import Recommendation, aggregate, gather, recommend, routing_block
+from orchestrator.insights import (
+    DecisionFields,
+    Recommendation,
+    ShadowFields,
+    WorkflowRecord,
+    aggregate,
+    gather,
+    recommend,
+    routing_block,
+    routing_yaml,
+)
 from orchestrator.running.updates import new_workflow
 from state.clock import FixedClock
 from state.config import Coordinator, WorkflowConfig, load_config
@@ -29,8 +42,10 @@ from state.decision import (
     ShadowRecord,
     Signal,
 )
+from state.errors import StoreCorruptError
+from state.sqlite_store import DB_FILENAME
 from state.steps import MachineState
-from state.store import DecisionEntry, LedgerEntryIn, ShadowEntry, Store
+from state.store import DecisionEntry, LedgerEntryIn, LedgerKind, ShadowEntry, Store
 
 CLOCK = FixedClock()
 CV, PV = MachineState.CODE_VALIDATION, MachineState.PLAN_VALIDATION
@@ -238,3 +253,81 @@ def test_cli_refuses_bad_options(store: Store, tmp_path: Path) -> None:
     assert code == 2 and "table, json" in err
     code, _, err = invoke(tmp_path, "--since", "yesterday")
     assert code == 2 and "--since" in err
+
+
+def validated(store: Store) -> Iterator[WorkflowRecord]:
+    """The workflows as the old path read them: ``ledger()`` per workflow, fully validated."""
+    for summary in store.list_workflows():
+        decisions, shadows = [], []
+        for entry in store.ledger(
+            summary.workflow_id, kinds=(LedgerKind.DECISION, LedgerKind.SHADOW)
+        ):
+            content = entry.content
+            if isinstance(content, DecisionEntry):
+                decisions.append(
+                    DecisionFields.model_validate(content.record, from_attributes=True)
+                )
+            elif isinstance(content, ShadowEntry):
+                shadows.append(ShadowFields.model_validate(content.record, from_attributes=True))
+        yield WorkflowRecord(summary.workflow_id, tuple(decisions), tuple(shadows))
+
+
+def vary(store: Store) -> None:
+    """Records of every kind insights tells apart, beside ``fill``'s, at several times."""
+    script = rec(1, CV, REFINE, DecisionSource.PROGRAMMATIC_FALLBACK)
+    unsure = rec(
+        2, CV, REFINE, DecisionSource.PROGRAMMATIC_FALLBACK, alternative=ESCALATE,
+        llm=INFO.model_copy(update={"outcome": LLMCallOutcome.LOW_CONFIDENCE}),
+    )  # fmt: skip
+    llm_alone = rec(3, PV, COMPLETE, DecisionSource.LLM, llm=INFO, signals=("b", "a", "b"))
+    llm_over = rec(4, PV, ESCALATE, DecisionSource.LLM, alternative=REFINE, llm=INFO)
+    human = rec(5, MachineState.CODE_REFINEMENT, ESCALATE, DecisionSource.HUMAN)
+    later = rec(6, PV, REFINE).model_copy(update={"decided_at": CLOCK.now() + timedelta(hours=2)})
+    failed = shadow(1, CV, agreed=True).model_copy(
+        update={"outcome": ShadowOutcome.FAILED, "decision": None, "error": "boom"}
+    )
+    rules = shadow(3, PV, agreed=False).model_copy(update={"decider": ShadowDecider.RULES})
+    entries: list[LedgerEntryIn] = [
+        DecisionEntry(script),
+        ShadowEntry(failed),
+        DecisionEntry(unsure),
+    ]
+    entries += [DecisionEntry(llm_alone), ShadowEntry(rules), DecisionEntry(llm_over)]
+    entries += [DecisionEntry(human), DecisionEntry(later), ShadowEntry(shadow(6, PV, False))]
+    put(store, "varied", entries)
+    put(store, "empty", [])
+
+
+@pytest.mark.parametrize("cut", ["none", "middle", "late"])
+def test_the_fast_read_counts_what_full_validation_counts(store: Store, cut: str) -> None:
+    """One scan (gather) gives the groups, advice and routing that ledger() per workflow gives."""
+    vary(store)
+    times = sorted(d.decided_at for wf in validated(store) for d in wf.decisions)
+    since = {"none": None, "middle": times[len(times) // 2], "late": times[0] + timedelta(hours=1)}
+    start = since[cut]
+
+    def report(workflows: Iterable[WorkflowRecord]) -> tuple[list[dict[str, Any]], str]:
+        groups = recommend(aggregate(workflows, start), min_samples=4)
+        return [g.as_json() for g in groups], routing_yaml(groups)
+
+    fast, slow = report(gather(store)), report(validated(store))
+    assert fast == slow
+    counted = sum(g["samples"] for g in fast[0])
+    assert counted == {"none": 34, "middle": 34 - len(times) // 2, "late": 1}[cut]
+
+
+def test_a_damaged_entry_is_named_by_workflow_and_seq(store: Store, tmp_path: Path) -> None:
+    """A decision whose counted fields are damaged stops insights, naming workflow and seq."""
+    store.close()
+    with closing(sqlite3.connect(tmp_path / "data" / DB_FILENAME)) as db, db:
+        db.execute(
+            "UPDATE ledger SET payload = json_set(payload, '$.source', 'oracle') "
+            "WHERE workflow_id = 'rules-2' AND seq = 3"
+        )
+    with open_store(tmp_path / "data") as again, pytest.raises(StoreCorruptError) as err:
+        aggregate(gather(again))
+    message = str(err.value)
+    assert message.startswith("workflow rules-2: ledger entry seq 3 (decision) is damaged")
+    assert "field 'source'" in message and "'oracle'" in message
+    code, _, stderr = invoke(tmp_path, "--format", "json")
+    assert code != 0 and "rules-2" in stderr and "seq 3" in stderr

@@ -33,6 +33,7 @@ from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.clock import FixedClock
+from state.codec import decode_entry
 from state.config import Gates, WorkflowConfig
 from state.decision import LLMCallInfo, ShadowDecider, ShadowOutcome, ShadowRecord
 from state.errors import (
@@ -42,6 +43,7 @@ from state.errors import (
     UnknownWorkflowError,
 )
 from state.reports import PlanDraft, PlanValidationReport
+from state.sql_core import SqlStore
 from state.sqlite_store import DB_FILENAME, default_data_dir
 from state.steps import Gate, MachineState, Step, WorkflowStatus
 from state.store import (
@@ -305,6 +307,8 @@ def test_closed_store_refuses_calls(open_store: StoreFactory) -> None:
         _created(store)
     with pytest.raises(StoreError, match="closed"):
         store.load("wf-1")
+    with pytest.raises(StoreError, match="closed"):
+        list(store.scan_ledger())
     store.close()  # closing again is harmless
 
 
@@ -476,6 +480,27 @@ def test_ledger_filters_by_seq_and_kind(store: Store) -> None:
     answers = store.ledger("wf-1", after_seq=2, kinds={LedgerKind.HUMAN_ANSWER, LedgerKind.EVENT})
     assert [e.kind for e in answers] == [LedgerKind.HUMAN_ANSWER, LedgerKind.EVENT]
     assert store.ledger("wf-1", kinds=[]) == []
+
+
+def test_scan_ledger_streams_every_workflows_entries_as_stored(store: Store) -> None:
+    """scan_ledger: each workflow's entries in seq order, as ledger() decodes them, by kind."""
+    if isinstance(store, SqlStore):
+        store.scan_batch = 4  # batches that end inside a workflow and on its last entry
+    _created(store, "wf-0")  # no entries: not in the scan
+    for wid in ("wf-2", "wf-1"):
+        _replay(store, wid)
+    raw = list(store.scan_ledger())
+    wids = [e.workflow_id for e in raw]
+    assert sorted(set(wids)) == ["wf-1", "wf-2"]
+    assert wids == sorted(wids, key=wids.index)  # each workflow's entries together
+    by_workflow = {wid: [decode_entry(*e) for e in raw if e.workflow_id == wid] for wid in wids}
+    assert by_workflow == {wid: store.ledger(wid) for wid in ("wf-1", "wf-2")}
+    decisions = list(store.scan_ledger([LedgerKind.DECISION]))
+    assert [(e.workflow_id, e.seq) for e in decisions] == [
+        (e.workflow_id, e.seq) for e in raw if e.kind == LedgerKind.DECISION
+    ]
+    assert [e.seq for e in decisions if e.workflow_id == "wf-1"] == [1, 3, 5, 7]
+    assert list(store.scan_ledger([])) == []
 
 
 def test_event_entries_keep_their_data(store: Store) -> None:
