@@ -227,12 +227,10 @@ def test_processes_commit_concurrently_without_losing_a_seq(postgres_url: str) -
         assert pids == {"0", "1", "2"}
 
 
-def test_the_tier_skips_with_a_one_line_reason_where_postgresql_is_missing(
-    tmp_path: Path,
-) -> None:
-    """Without initdb/pg_ctl the PostgreSQL cases skip, saying why; the run still passes."""
-    env = {**os.environ, BIN_ENV: str(tmp_path), "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
+def _tier_without_postgres(tmp_path: Path, ci: str) -> subprocess.CompletedProcess[str]:
+    """One PostgreSQL case run by a pytest that finds no initdb/pg_ctl, with ``CI=ci``."""
+    env = {**os.environ, BIN_ENV: str(tmp_path), "PYTHONPATH": str(REPO), "CI": ci}
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -252,8 +250,23 @@ def test_the_tier_skips_with_a_one_line_reason_where_postgresql_is_missing(
         timeout=300,
         check=False,
     )
+
+
+def test_the_tier_skips_with_a_one_line_reason_where_postgresql_is_missing(
+    tmp_path: Path,
+) -> None:
+    """Without initdb/pg_ctl the PostgreSQL cases skip, saying why; the run still passes."""
+    done = _tier_without_postgres(tmp_path, ci="")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 skipped" in done.stdout
     reasons = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     assert len(reasons) == 1
     assert "PostgreSQL tier skipped: PostgreSQL is not installed" in reasons[0]
+
+
+def test_in_ci_a_missing_postgresql_fails_the_tier(tmp_path: Path) -> None:
+    """With ``CI`` set the same absence is an error: scripts/install must have provided it."""
+    done = _tier_without_postgres(tmp_path, ci="true")
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "1 error" in done.stdout
+    assert "in CI scripts/install must provide it" in done.stdout
