@@ -522,7 +522,7 @@ def resume_report(peers: ModuleType, target: int, runs: int, base: Path) -> None
             sizes = {
                 wid: conn.execute(
                     "SELECT (SELECT SUM(LENGTH(payload)) FROM ledger WHERE workflow_id = ?), "
-                    "LENGTH(snapshot) + (SELECT SUM(LENGTH(payload)) FROM records "
+                    "LENGTH(snapshot) + (SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM records "
                     "WHERE workflow_id = ?) FROM workflows WHERE id = ?",
                     (wid, wid, wid),
                 ).fetchone()
@@ -545,7 +545,7 @@ def resume_report(peers: ModuleType, target: int, runs: int, base: Path) -> None
             st, cs = built[label]
             print(
                 f"  {label:16s} {len(cs)} entries, ledger payloads {payload / 1e3:.0f} KB, "
-                f"snapshot (head + records) {snapshot / 1e3:.0f} KB, "
+                f"snapshot (head + records' own text) {snapshot / 1e3:.0f} KB, "
                 f"stopped in '{st.machine_state.value}'"
             )
         first, last = commit_s[:100], commit_s[-100:]
@@ -554,7 +554,8 @@ def resume_report(peers: ModuleType, target: int, runs: int, base: Path) -> None
             f"{statistics.median(first) * 1e3:.2f} ms (median) over the first 100 "
             f"entries, {statistics.median(last) * 1e3:.2f} ms over the last 100: "
             f"{statistics.median(last) / statistics.median(first):.2f}x (target <= 1.5x; a "
-            "commit writes the head row, its ledger entries and the records it adds or changes)"
+            "commit writes the head row, its ledger entries and the records it adds or changes; a "
+            "record its ledger entry mirrors points at the entry instead of holding the text)"
         )
         t = time.perf_counter()
         engine = DecisionPipeline(WorkflowMachine(), SystemClock())
