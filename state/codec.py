@@ -327,15 +327,22 @@ def decode_records(
         workflow_id: the workflow.
         head: the stored head, validated (``decode_state``): the state without its lists.
         counts: how many records each list of ``SnapshotEncoder.SPLICED`` has, in order.
-        rows: (list name, index, JSON text) rows, ordered by list name and index.
+        rows: (list name, index, JSON text[, seq]) rows, ordered by list name and index;
+            the text comes from the ledger entry ``seq`` when the row points at one.
 
     Raises:
         Damaged: a record is missing, misplaced or fails validation, naming it.
     """
     names = tuple(_RECORD_LISTS)
     texts: dict[str, list[str]] = {name: [] for name in names}
-    for name, idx, payload in rows:
+    for name, idx, payload, *seq in rows:
         got = texts.get(name)
+        if got is not None and idx == len(got) and payload is None and seq and seq[0] is not None:
+            raise Damaged(
+                workflow_id,
+                "the stored snapshot",
+                f"{name} record {idx} points at ledger entry seq {seq[0]}, which is missing",
+            )
         if got is None or idx != len(got) or not isinstance(payload, str):
             where = f"{name} record {idx}" if got is not None else f"record {name!r} {idx}"
             raise Damaged(

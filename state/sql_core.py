@@ -8,7 +8,7 @@ the choreography; ``state.sqlite_store`` and ``state.postgres_store`` subclass `
 with their connection handling.
 
 How a workflow is stored, so that a commit costs the same at its 1,000th ledger entry as
-at its first (the tables are made by the backends' migrations 1 and 2):
+at its first (the tables are made by the backends' migrations 1, 2 and 4):
 
 - ``workflows``: one row per workflow: its version, listing columns, configuration, the
   JSON of the state's *head* (every field but the three growing lists of
@@ -16,9 +16,11 @@ at its first (the tables are made by the backends' migrations 1 and 2):
   many records each list has (``history_n``, ``answers_n``, ``decisions_n``), and the seq of
   its last ledger entry (``ledger_seq``).
 - ``records``: one row per record of those lists, keyed by (workflow, list name, index),
-  holding the record's JSON. A record is written by the commit that adds it; the one
-  record that changes after it was written (a step's record, running when the decision
-  starts it, then completed or failed) is rewritten in place by the commit that changes it.
+  holding the record's JSON, or (schema 4) the ``seq`` of a ledger entry of the same commit
+  whose payload is that JSON (a decision, a finished step, an answer: stored once). A
+  record is written by the commit that adds it; the one record that changes after it was
+  written (a step's record, running when the decision starts it, then completed or failed)
+  is rewritten in place by the commit that changes it.
 - ``ledger``: the append-only entries, numbered from ``ledger_seq``.
 
 A commit is therefore one ``UPDATE`` of the workflow row, which checks the expected version
@@ -38,7 +40,7 @@ import functools
 import json
 import os
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,8 +124,11 @@ class Statements:
         "FROM workflows WHERE id = ?"
     )
     select_records: str = (
-        "SELECT list_name, idx, payload FROM records WHERE workflow_id = ? ORDER BY list_name, idx"
+        "SELECT r.list_name, r.idx, CASE WHEN r.seq IS NULL THEN r.payload ELSE l.payload END, "
+        "r.seq FROM records r LEFT JOIN ledger l ON l.workflow_id = r.workflow_id "
+        "AND l.seq = r.seq WHERE r.workflow_id = ? ORDER BY r.list_name, r.idx"
     )
+    """A record's text: its own payload, or the ledger entry's it points to (schema 4)."""
     stored_version: str = "SELECT version FROM workflows WHERE id = ?"
     commit: str = (
         "UPDATE workflows SET version = version + 1, status = ?, phase = ?, "
@@ -144,9 +149,11 @@ class Statements:
         "INSERT INTO ledger (workflow_id, seq, kind, recorded_at, payload) VALUES (?, ?, ?, ?, ?)"
     )
     put_record: str = (
-        "INSERT INTO records (workflow_id, list_name, idx, payload) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (workflow_id, list_name, idx) DO UPDATE SET payload = excluded.payload"
+        "INSERT INTO records (workflow_id, list_name, idx, seq, payload) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (workflow_id, list_name, idx) DO UPDATE SET seq = excluded.seq, "
+        "payload = excluded.payload"
     )
+    """A record row holds its text, or (seq, NULL): the seq of a ledger entry with that text."""
     cut_records: str = "DELETE FROM records WHERE workflow_id = ? AND list_name = ? AND idx >= ?"
     clear_records: str = "DELETE FROM records WHERE workflow_id = ?"
     select_ledger: str = (
@@ -283,14 +290,16 @@ class SqlStore(ClosesOnExit):
             workflow_id, str(owner), str(host), pid, parse_time(workflow_id, "its lease", expires)
         )
 
-    def _write_records(self, tx: Tx, delta: SnapshotDelta, *, new: bool = False) -> None:
+    def _write_records(
+        self, tx: Tx, delta: SnapshotDelta, seqs: Mapping[str, int], *, new: bool = False
+    ) -> None:
         wid = delta.workflow_id
         if delta.rewrite and not new:
             tx.run(self.sql.clear_records, (wid,))
         for name, start in delta.cuts:
             tx.run(self.sql.cut_records, (wid, name, start))
         if delta.rows:
-            tx.many(self.sql.put_record, [(wid, *row) for row in delta.rows])
+            tx.many(self.sql.put_record, [(wid, *row) for row in record_rows(delta, seqs)])
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -314,7 +323,7 @@ class SqlStore(ClosesOnExit):
                     f"workflow {wid} already exists in {self._place}; choose another id, or "
                     "resume it"
                 )
-            self._write_records(tx, delta, new=True)
+            self._write_records(tx, delta, {}, new=True)
         self._encoder.wrote(delta, 1)
         return 1
 
@@ -390,6 +399,7 @@ class SqlStore(ClosesOnExit):
                 )
             if row is None:
                 self._refuse_commit(tx, workflow_id, expected_version, owner, now)
+            seqs: dict[str, int] = {}
             if payloads:
                 first = int(row[0]) - len(payloads) + 1
                 tx.many(
@@ -399,7 +409,8 @@ class SqlStore(ClosesOnExit):
                         for seq, (kind, payload) in enumerate(payloads, start=first)
                     ],
                 )
-            self._write_records(tx, delta)
+                seqs = {payload: seq for seq, (_, payload) in enumerate(payloads, start=first)}
+            self._write_records(tx, delta, seqs)
 
     def _refuse_commit(
         self, tx: Tx, workflow_id: str, expected_version: int, owner: str | None, now: datetime
@@ -679,6 +690,56 @@ def schema_3(tx: Tx, *, big_integer: str, real: str) -> None:
         )"""
     )
     tx.run("CREATE INDEX leases_by_owner ON leases (owner)")
+
+
+def schema_4(tx: Tx, *, rebuild: bool) -> None:
+    """Schema 3 to 4, both backends: a record row may point at the ledger entry holding its text.
+
+    A commit's ledger entries mirror the records it adds (a decision, a finished step, an
+    answer); the row then keeps that entry's ``seq`` and no text, so the text is written
+    once. Rows written before keep their text (``seq`` NULL).
+
+    Args:
+        tx: the migration's transaction.
+        rebuild: make the table anew (SQLite: ``WITHOUT ROWID``, so that a row is one
+            b-tree entry instead of a table row plus an index entry, and ``payload``
+            nullable); otherwise alter it in place (PostgreSQL).
+    """
+    if not rebuild:
+        tx.run("ALTER TABLE records ADD COLUMN seq BIGINT")
+        tx.run("ALTER TABLE records ALTER COLUMN payload DROP NOT NULL")
+        return
+    tx.run(
+        """CREATE TABLE records_v4 (
+            workflow_id TEXT NOT NULL REFERENCES workflows (id),
+            list_name TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            seq INTEGER,
+            payload TEXT,
+            PRIMARY KEY (workflow_id, list_name, idx)
+        ) WITHOUT ROWID"""
+    )
+    tx.run(
+        "INSERT INTO records_v4 (workflow_id, list_name, idx, payload) "
+        "SELECT workflow_id, list_name, idx, payload FROM records"
+    )
+    tx.run("DROP TABLE records")
+    tx.run("ALTER TABLE records_v4 RENAME TO records")
+
+
+def record_rows(
+    delta: SnapshotDelta, seqs: Mapping[str, int]
+) -> list[tuple[str, int, int | None, str | None]]:
+    """The delta's record rows as stored: (list name, index, seq, text).
+
+    A record whose text is the payload of one of the commit's ledger entries (``seqs``:
+    payload to seq) points at that entry instead of holding the text again.
+    """
+    rows: list[tuple[str, int, int | None, str | None]] = []
+    for name, idx, text in delta.rows:
+        seq = seqs.get(text)
+        rows.append((name, idx, None, text) if seq is None else (name, idx, seq, None))
+    return rows
 
 
 def split_v1_snapshots(tx: Tx) -> None:

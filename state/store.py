@@ -366,25 +366,31 @@ class SnapshotEncoder:
                 keep, old_len = 0, 0
             else:
                 old = known.records[j]
+                if records is old:  # an untouched list: states share it, nothing to write
+                    all_records.append(records)
+                    all_texts.append(known.texts[j])
+                    continue
                 keep, old_len = _common_prefix(old, records), len(old)
-                texts = known.texts[j][:keep]
-            fresh = tuple(r.model_dump_json() for r in records[keep:])
+                texts = known.texts[j] if keep == len(known.texts[j]) else known.texts[j][:keep]
+            n = len(records)
+            if keep < n:
+                texts += tuple([r.model_dump_json() for r in records[keep:]])
             start = keep if same else 0
-            texts += fresh
-            rows.extend((name, i, texts[i]) for i in range(start, len(records)))
-            if same and len(records) < old_len:
-                cuts.append((name, len(records)))
+            if start < n:
+                rows += [(name, i, texts[i]) for i in range(start, n)]
+            if same and n < old_len:
+                cuts.append((name, n))
             all_records.append(records)
             all_texts.append(texts)
         return SnapshotDelta(
-            workflow_id=wid,
-            head=self.head(state),
-            counts=tuple(len(r) for r in all_records),
-            rows=tuple(rows),
-            cuts=tuple(cuts),
-            rewrite=not same,
-            records=tuple(all_records),
-            texts=tuple(all_texts),
+            wid,
+            self.head(state),
+            tuple(map(len, all_records)),
+            tuple(rows),
+            tuple(cuts),
+            not same,
+            tuple(all_records),
+            tuple(all_texts),
         )
 
     def wrote(self, delta: SnapshotDelta, version: int | None) -> None:

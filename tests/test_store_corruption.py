@@ -124,7 +124,11 @@ def test_a_damaged_database_is_refused_untouched(
 
 
 def test_a_damaged_table_page_is_reported_when_read(data_dir: Path) -> None:
-    """Garbage in the ledger's pages opens fine but reading it raises StoreCorruptError."""
+    """Garbage in the ledger's pages opens fine but reading it raises StoreCorruptError.
+
+    The state's records that mirror ledger entries keep their text there (schema 4), so a
+    load reports the damage too; the listing, which reads only the workflow rows, still works.
+    """
     db = _db(data_dir)
     with closing(sqlite3.connect(db)) as conn:
         (root,) = conn.execute(
@@ -135,9 +139,11 @@ def test_a_damaged_table_page_is_reported_when_read(data_dir: Path) -> None:
     data[(root - 1) * page_size : root * page_size] = b"\x5a" * page_size
     db.write_bytes(bytes(data))
     with _left_unchanged(data_dir), SQLiteStore(data_dir) as store:
-        assert store.load("wf-1").version == 4  # the snapshot's pages are intact
+        assert [w.version for w in store.list_workflows() if w.workflow_id == "wf-1"] == [4]
         with pytest.raises(StoreCorruptError, match=r"workflow wf-1: could not read the ledger"):
             store.ledger("wf-1")
+        with pytest.raises(StoreCorruptError, match=r"workflow wf-1: could not load"):
+            store.load("wf-1")
 
 
 def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
@@ -260,18 +266,30 @@ def test_a_damaged_snapshot_names_workflow_and_problem(
         assert "restore it from a backup" in message
 
 
+# A record row's text, its own or that of the ledger entry it points at (schema 4).
+_TEXT = (
+    "COALESCE(payload, (SELECT l.payload FROM ledger l WHERE l.workflow_id = "
+    "records.workflow_id AND l.seq = records.seq))"
+)
+
+
 @pytest.mark.parametrize(
     ("sql", "problem"),
     [
         (
-            "UPDATE records SET payload = json_set(payload, '$.status', 'resting') "
+            f"UPDATE records SET seq = NULL, payload = json_set({_TEXT}, '$.status', 'resting') "
             "WHERE workflow_id = 'wf-1' AND list_name = 'history' AND idx = 0",
             "the stored snapshot (history record 0) is damaged: field '0.status'",
         ),
         (
-            "UPDATE records SET payload = substr(payload, 1, 30) "
+            f"UPDATE records SET seq = NULL, payload = substr({_TEXT}, 1, 30) "
             "WHERE workflow_id = 'wf-1' AND list_name = 'decisions' AND idx = 1",
             "the stored snapshot (decisions) is damaged: field '(top level)': Invalid JSON",
+        ),
+        (
+            "UPDATE records SET seq = 999, payload = NULL "
+            "WHERE workflow_id = 'wf-1' AND list_name = 'decisions' AND idx = 0",
+            "decisions record 0 points at ledger entry seq 999, which is missing",
         ),
         (
             "DELETE FROM records WHERE workflow_id = 'wf-1' AND list_name = 'decisions' "
@@ -284,7 +302,7 @@ def test_a_damaged_snapshot_names_workflow_and_problem(
             "decisions record 1 is out of place",
         ),
     ],
-    ids=["bad-field", "truncated", "missing-last", "missing-first"],
+    ids=["bad-field", "truncated", "dangling", "missing-last", "missing-first"],
 )
 def test_a_damaged_record_row_names_workflow_and_record(
     data_dir: Path, sql: str, problem: str

@@ -143,3 +143,25 @@ def test_a_damaged_schema_1_snapshot_is_still_named_after_converting(backend: Ba
             StoreCorruptError, match=r"workflow wf-2: the stored snapshot is damaged: .*JSON"
         ):
             store.load("wf-2")
+
+
+def test_schema_4_stores_a_record_its_ledger_entry_mirrors_once(tmp_path: Path) -> None:
+    """A record the commit's ledger entry mirrors keeps only the entry's seq; it loads equal."""
+    history = long_history("wf-1", 12)
+    with SQLiteStore(tmp_path) as store:
+        version = store.create(history[0][0], WorkflowConfig())
+        for state, entries in history[1:]:
+            version = store.commit(
+                "wf-1", state, expected_version=version, entries=entries, owner=None
+            )
+    with closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn:
+        (pointers,) = conn.execute(
+            "SELECT COUNT(seq) FROM records WHERE workflow_id = 'wf-1'"
+        ).fetchone()
+        (mirrored,) = conn.execute(
+            "SELECT COUNT(*) FROM records r JOIN ledger l ON l.workflow_id = r.workflow_id "
+            "AND l.seq = r.seq WHERE r.payload IS NULL"
+        ).fetchone()
+    assert pointers > 0 and mirrored == pointers  # every pointer finds its entry
+    with SQLiteStore(tmp_path) as store:
+        assert store.load("wf-1").state == history[-1][0]

@@ -22,7 +22,7 @@ from state.errors import StoreError, UnknownWorkflowError
 from state.postgres_store.connection import Tx, check_url, describe, open_pool, translate
 from state.postgres_store.queue import PostgresQueue
 from state.postgres_store.schema import MIGRATIONS, Migration, migrate
-from state.sql_core import SqlStore, Statements
+from state.sql_core import SqlStore, Statements, record_rows
 from state.store import SnapshotDelta, SnapshotEncoder
 
 if TYPE_CHECKING:
@@ -53,14 +53,20 @@ _COMMIT = """WITH w AS (
     SELECT %s, w.ledger_seq - %s + e.n, e.kind, %s, e.payload
     FROM w, unnest(%b::text[], %b::text[]) WITH ORDINALITY AS e (kind, payload, n)
 ), recs AS (
-    INSERT INTO records (workflow_id, list_name, idx, payload)
-    SELECT %s, r.list_name, r.idx, r.payload
-    FROM w, unnest(%b::text[], %b::int[], %b::text[]) AS r (list_name, idx, payload)
-    ON CONFLICT (workflow_id, list_name, idx) DO UPDATE SET payload = excluded.payload
+    INSERT INTO records (workflow_id, list_name, idx, seq, payload)
+    SELECT %s, r.list_name, r.idx, w.ledger_seq - %s + NULLIF(r.n, 0), NULLIF(r.payload, '')
+    FROM w, unnest(%b::text[], %b::int[], %b::int[], %b::text[]) AS r (list_name, idx, n, payload)
+    ON CONFLICT (workflow_id, list_name, idx) DO UPDATE SET seq = excluded.seq,
+        payload = excluded.payload
 )
 SELECT ledger_seq FROM w"""
 COMMIT_SQL = _COMMIT.format(lease="")
 """A commit in one statement: the row's UPDATE, whose result gates the two inserts.
+
+A record that mirrors one of the entries carries the entry's ordinal ``n`` and no text
+(``''``), and so points at the entry's seq (``sql_core.record_rows``); the others carry
+their text and ``n`` 0. (Sentinels rather than NULLs: an array of only NULLs has no type to
+send in binary.)
 
 The arrays go in binary (``%b``): in text, every quote of their JSON would be escaped.
 """
@@ -210,6 +216,9 @@ class PostgresStore(SqlStore, PostgresQueue):
         sql = COMMIT_SQL
         if owner is not None:
             sql, lease = COMMIT_LEASED_SQL, (workflow_id, owner, at)
+        # Entry ordinals (1, 2, ...) where the core has seqs: the seqs are known only after
+        # the UPDATE, inside the statement.
+        rows = record_rows(delta, {payload: n for n, (_, payload) in enumerate(payloads, 1)})
         params = (
             *head,
             workflow_id,
@@ -221,9 +230,11 @@ class PostgresStore(SqlStore, PostgresQueue):
             [kind for kind, _ in payloads],
             [payload for _, payload in payloads],
             workflow_id,
-            [name for name, _, _ in delta.rows],
-            [idx for _, idx, _ in delta.rows],
-            [text for _, _, text in delta.rows],
+            len(payloads),
+            [name for name, _, _, _ in rows],
+            [idx for _, idx, _, _ in rows],
+            [n or 0 for _, _, n, _ in rows],
+            [text or "" for _, _, _, text in rows],
         )
         try:
             with self._connection(checked=False) as conn:
