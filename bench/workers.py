@@ -38,9 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,23 +109,24 @@ class FakeServer:
         cpu, requests = self._proc.stdout.readline().split()
         return float(cpu), int(requests)
 
-    def __enter__(self) -> FakeServer:
-        """Use it as a context manager that stops the server."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
+    def stop(self) -> None:
+        """Stop the server (its stdin closed ends it)."""
         assert self._proc.stdin is not None
         self._proc.stdin.close()
         try:
             self._proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self._proc.kill()
+
+
+@contextmanager
+def fake_server(latency: float, env: dict[str, str]) -> Iterator[FakeServer]:
+    """The fake server in its own process, stopped on exit."""
+    server = FakeServer(latency, env)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _children_cpu() -> float:
@@ -308,7 +310,7 @@ def main() -> None:
             "OPENAI_MODEL": "fake-model",
             "PYTHONPATH": str(ROOT),
         }
-        with FakeServer(args.latency, env) as server:
+        with fake_server(args.latency, env) as server:
             env["OPENAI_BASE_URL"] = server.base_url
             print(f"LLM latency {args.latency:.1f}s per call, {LLM_CALLS} calls per workflow")
             bench_backend("sqlite", f"sqlite://{tmp / 'sqlite'}", env, tmp, server, args)
