@@ -12,6 +12,7 @@ need to see them. Only an answer with nothing readable at all is ``invalid_outpu
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -168,10 +169,16 @@ def _range_problem(field: ReportField, value: Any) -> str | None:
     return None
 
 
+@functools.cache
+def _validator(spec: ReportSpec) -> Draft202012Validator:
+    """The schema validator of ``spec``, built once (building it costs more than using it)."""
+    return Draft202012Validator(spec.schema)
+
+
 def _read_json(data: dict[str, Any], spec: ReportSpec) -> tuple[dict[str, Any], list[str]]:
     problems = [
         f"schema: {err.message}"
-        for err in Draft202012Validator(spec.schema).iter_errors(data)
+        for err in _validator(spec).iter_errors(data)
         # missing fields, wrong types and bad enum values are reported field by field below
         if err.validator not in ("required", "type", "enum")
     ]

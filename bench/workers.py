@@ -18,6 +18,12 @@ the LLM latency is the two simulated calls; the scaling runs print it too. SQLit
 PostgreSQL when a server can be started as the tests do (``tests/support/postgres.py``,
 durable settings).
 
+CPU is printed beside it, since on a small machine the orchestrator's share is mostly
+waiting for a core: the workers' CPU per workflow (with and without their start-up, which
+is measured on its own: one worker started and stopped on an empty queue), and the fake
+server's CPU per request. The fake server runs in a process of its own (``--serve``), so
+its CPU is its own and not the bench's polling; it shares the cores with the workers.
+
     python -m bench.workers [--latency 1.0] [--per-worker 16] [--concurrency 4]
                             [--in-flight 1000] [--skip-postgres]
 """
@@ -32,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -64,6 +72,82 @@ class SlowWorld:
 
     def __call__(self, body: dict[str, Any]) -> Reply:
         return Delay(self.latency, Content(self.world.http_responder(body).text))
+
+
+def serve_fake(latency: float) -> None:
+    """``--serve``: the fake server; prints its URL, then its CPU for each line read."""
+    # A thousand clients connect at once: the standard library's backlog of 5 would make
+    # them retry their connects, which is the test server's limit, not ours.
+    ThreadingHTTPServer.request_queue_size = 4096
+    with FakeOpenAIServer(responder=SlowWorld(latency)) as server:
+        print(server.base_url, flush=True)
+        for _line in sys.stdin:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            print(f"{usage.ru_utime + usage.ru_stime} {len(server.requests)}", flush=True)
+
+
+class FakeServer:
+    """The fake server in its own process (``serve_fake``), asked for its CPU as it runs."""
+
+    def __init__(self, latency: float, env: dict[str, str]) -> None:
+        cmd = [sys.executable, "-m", "bench.workers", "--serve", str(latency)]
+        self._proc = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self._proc.stdout is not None
+        self.base_url = self._proc.stdout.readline().strip()
+        if not self.base_url:
+            self._proc.wait()
+            raise RuntimeError(f"the fake server did not start (exit {self._proc.returncode})")
+
+    def usage(self) -> tuple[float, int]:
+        """The server's CPU seconds so far and the requests it has answered."""
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write("usage\n")
+        self._proc.stdin.flush()
+        cpu, requests = self._proc.stdout.readline().split()
+        return float(cpu), int(requests)
+
+    def stop(self) -> None:
+        """Stop the server (its stdin closed ends it)."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+
+
+@contextmanager
+def fake_server(latency: float, env: dict[str, str]) -> Iterator[FakeServer]:
+    """The fake server in its own process, stopped on exit."""
+    server = FakeServer(latency, env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def startup_cpu(url: str, env: dict[str, str]) -> float:
+    """CPU seconds of one worker started and stopped on an empty queue (its start-up)."""
+    with open_store(url) as store:
+        queue = _queue(store)
+        before = _children_cpu()
+        procs = _start_workers(url, env, 1, 1)
+        try:
+            while len(queue.workers()) < 1:
+                time.sleep(0.05)
+        finally:
+            _stop(procs)
+        for info in queue.workers():
+            queue.remove_worker(info.beat.worker_id)
+    return _children_cpu() - before
 
 
 def _queue(store: Store) -> WorkQueue:
@@ -161,7 +245,12 @@ def _shares(spans: list[float], floor: float) -> str:
 
 
 def bench_backend(
-    name: str, url: str, env: dict[str, str], tmp: Path, args: argparse.Namespace
+    name: str,
+    url: str,
+    env: dict[str, str],
+    tmp: Path,
+    server: FakeServer,
+    args: argparse.Namespace,
 ) -> None:
     """Print throughput and scaling on one backend, then the overhead at ``--in-flight``."""
     base: float | None = None
@@ -178,14 +267,23 @@ def bench_backend(
             flush=True,
         )
     per = max(1, args.in_flight // 4)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start_cpu = startup_cpu(url, env)
+    before, (server_before, requests_before) = _children_cpu(), server.usage()
     wall, spans = run_pool(url, env, tmp / f"ws-{name}-flight", 4, per, per * 4, queued_first=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    cpu = _children_cpu() - before
+    server_cpu, requests = server.usage()
+    server_cpu, requests = server_cpu - server_before, requests - requests_before
+    count = per * 4
     print(
-        f"{name:8} {per * 4} queued, then 4 workers x {per}: all parked {wall:.2f}s after the "
-        f"workers started; {_shares(spans, floor)}; workers' CPU {cpu:.1f}s "
-        f"({cpu / (per * 4) * 1000:.0f} ms per workflow, start-up included)",
+        f"{name:8} {count} queued, then 4 workers x {per}: all parked {wall:.2f}s after the "
+        f"workers started; {_shares(spans, floor)}",
+        flush=True,
+    )
+    print(
+        f"{name:8} workers' CPU {cpu:.1f}s = {cpu / count * 1000:.1f} ms per workflow "
+        f"({(cpu - 4 * start_cpu) / count * 1000:.1f} ms without the start-up of "
+        f"{start_cpu:.2f}s per worker); fake server's CPU {server_cpu:.1f}s = "
+        f"{server_cpu / max(1, requests) * 1000:.1f} ms per request ({requests} requests)",
         flush=True,
     )
 
@@ -198,33 +296,34 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=1000)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--serve", type=float, help=argparse.SUPPRESS)  # the fake server
     args = parser.parse_args()
+    if args.serve is not None:
+        serve_fake(args.serve)
+        return
     configure_logging("console", "WARNING")
-    # A thousand clients connect at once: the standard library's backlog of 5 would make
-    # them retry their connects, which is the test server's limit, not ours.
-    ThreadingHTTPServer.request_queue_size = 4096
-    with FakeOpenAIServer(responder=SlowWorld(args.latency)) as server, \
-            tempfile.TemporaryDirectory(prefix="bench-workers-") as tmpdir:  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmpdir:
         tmp = Path(tmpdir)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")},
-            "OPENAI_BASE_URL": server.base_url,
             "OPENAI_API_KEY": "sk-bench",
             "OPENAI_MODEL": "fake-model",
             "PYTHONPATH": str(ROOT),
         }
-        print(f"LLM latency {args.latency:.1f}s per call, {LLM_CALLS} calls per workflow")
-        bench_backend("sqlite", f"sqlite://{tmp / 'sqlite'}", env, tmp, args)
-        reason = unavailable_reason()
-        if args.skip_postgres or reason is not None:
-            print(f"postgres skipped: {reason or '--skip-postgres'}")
-            return
-        pg = PostgresServer(durable=True)
-        try:
-            pg.start()
-            bench_backend("postgres", pg.url(), env, tmp, args)
-        finally:
-            pg.stop()
+        with fake_server(args.latency, env) as server:
+            env["OPENAI_BASE_URL"] = server.base_url
+            print(f"LLM latency {args.latency:.1f}s per call, {LLM_CALLS} calls per workflow")
+            bench_backend("sqlite", f"sqlite://{tmp / 'sqlite'}", env, tmp, server, args)
+            reason = unavailable_reason()
+            if args.skip_postgres or reason is not None:
+                print(f"postgres skipped: {reason or '--skip-postgres'}")
+                return
+            pg = PostgresServer(durable=True)
+            try:
+                pg.start()
+                bench_backend("postgres", pg.url(), env, tmp, server, args)
+            finally:
+                pg.stop()
 
 
 if __name__ == "__main__":

@@ -41,8 +41,7 @@ from state.clock import Clock, SystemClock
 from state.config import LLMSettings, WorkflowConfig
 from state.errors import ConfigError
 from state.memory_store import MemoryStore
-from state.postgres_store.connection import STORE_ENV
-from state.postgres_store.store import PostgresStore
+from state.postgres_store import STORE_ENV
 from state.repository import RepositorySettings
 from state.sqlite_store import (
     DATA_DIR_ENV,
@@ -65,7 +64,7 @@ STORE_SCHEMES = ("sqlite", "memory", "postgresql", "postgres")
 """The URL schemes ``open_store`` knows, besides a plain directory."""
 
 # STORE_ENV (ORCHESTRATOR_STORE): the store URL ``open_store`` uses when it is given nothing
-# and no data directory is set; defined beside the store whose messages name it.
+# and no data directory is set; defined in the package of the store whose messages name it.
 
 
 def open_store(
@@ -133,6 +132,9 @@ def open_store(
                 busy_timeout_s=busy_timeout_s,
             )
         case "postgresql" | "postgres":
+            # Imported here: psycopg takes a third of a second that SQLite workers skip.
+            from state.postgres_store.store import PostgresStore  # noqa: PLC0415
+
             return PostgresStore(url_or_dir, clock=clock)
         case _:
             raise ConfigError(

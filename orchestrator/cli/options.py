@@ -12,7 +12,7 @@ import click
 from orchestrator import composition
 from state.config import Coordinator
 from state.errors import ConfigError
-from state.postgres_store.connection import STORE_ENV
+from state.postgres_store import STORE_ENV
 from state.sqlite_store import default_data_dir
 from state.store import Store
 

@@ -8,7 +8,9 @@ stops at a gate is parked (it waits for a human, not for a worker) and one that 
 leaves the queue; the answer to a gate queues it again (``answer_workflow``).
 
 When the queue has nothing to claim the worker waits for a wake-up (``wait_for_work``: a
-NOTIFY on PostgreSQL) or its polling interval. It records a heartbeat every
+NOTIFY on PostgreSQL) or its polling interval; a run that ends claims again at once only
+when the last claim filled every free slot (a claim is a write transaction, and 250 runs
+ending one by one would otherwise make 250 of them). It records a heartbeat every
 ``heartbeat_s`` seconds, so ``orchestrator workers`` can tell a live worker from a dead
 one. ``stop`` (SIGTERM in the CLI) hands every workflow back: its run is cancelled, its
 lease released and the queue woken, so another worker takes it over at once; a step cut
@@ -198,16 +200,23 @@ class Worker:
         stopping = asyncio.create_task(stop.wait())
         driving: dict[asyncio.Task[None], Claim] = {}
         waiter: asyncio.Task[bool] | None = None
+        # Whether the queue may hold more than the last claim took: a claim is a write
+        # transaction, so a run that ends does not start one unless the last claim filled
+        # every free slot or the queue has woken (or polled) the worker since.
+        more = True
         self._emit(WorkerEventKind.STARTED, detail=f"concurrency {settings.concurrency}")
         try:
             while not stop.is_set():
                 free = settings.concurrency - len(driving)
-                if free > 0:
+                if free > 0 and more:
                     held = {c.workflow_id for c in driving.values()}
-                    for claim in await self._claim(free):
+                    claims = await self._claim(free)
+                    more = len(claims) >= free
+                    for claim in claims:
                         if claim.workflow_id in held:
                             # Its run just released the lease and is settling its entry.
                             await self._release(claim.workflow_id)
+                            more = True  # claimed again once that run has settled it
                             continue
                         driving[asyncio.create_task(self._drive(claim))] = claim
                 pending: set[asyncio.Future[Any]] = {stopping, *driving}
@@ -221,6 +230,7 @@ class Worker:
                 for task in done:
                     if task is waiter:
                         waiter = None
+                        more = True
                     elif task in driving:
                         del driving[task]
         finally:

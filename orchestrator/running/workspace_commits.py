@@ -133,7 +133,9 @@ def commit_round_sync(
 async def commit_round(
     state: WorkflowState, config: WorkflowConfig, result: PlanDraft | CodeChange
 ) -> PlanDraft | CodeChange:
-    """``commit_round_sync`` off the event loop."""
+    """``commit_round_sync`` off the event loop (no thread hop without a repository)."""
+    if not config.repository.enabled:
+        return result
     return await asyncio.to_thread(commit_round_sync, state, config, result)
 
 
@@ -190,5 +192,7 @@ def restore_sync(state: WorkflowState, config: WorkflowConfig) -> EventEntry | N
 
 
 async def restore(state: WorkflowState, config: WorkflowConfig) -> EventEntry | None:
-    """``restore_sync`` off the event loop."""
+    """``restore_sync`` off the event loop (no thread hop without a repository)."""
+    if not config.repository.enabled:
+        return None
     return await asyncio.to_thread(restore_sync, state, config)

@@ -21,3 +21,7 @@ builds one through ``orchestrator.composition.open_store``.
 """
 
 __all__ = ["connection", "queue", "schema", "store"]
+
+STORE_ENV = "ORCHESTRATOR_STORE"
+"""The environment variable naming the store URL (``--store``); defined here, not in
+``connection``, so naming it does not import psycopg (SQLite workers start without it)."""

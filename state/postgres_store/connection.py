@@ -13,13 +13,11 @@ from psycopg import conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from state.errors import ConcurrencyError, StoreCorruptError, StoreError
+from state.postgres_store import STORE_ENV
 
 # The pool logs each failed connection attempt; with no handler configured Python would
 # print those to stderr, and the library never prints: the error we raise says it once.
 logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
-
-STORE_ENV = "ORCHESTRATOR_STORE"
-"""The environment variable naming the store by URL when no data directory is set."""
 
 
 def describe(url: str) -> str:

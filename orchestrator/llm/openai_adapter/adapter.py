@@ -174,13 +174,20 @@ class OpenAIChatModel:
                 raise self._unavailable(request, tally, "")
             tally.attempts += 1
             try:
-                completion = await self._client.chat.completions.create(
-                    model=self._model,
-                    messages=messages_for(request, mode),
-                    temperature=request.temperature,
-                    max_tokens=request.max_tokens,
-                    timeout=max(0.001, min(timeout_s, remaining)),
-                    extra_body=format_body(request, mode),
+                # ``post`` rather than ``chat.completions.create``: the body is plain JSON
+                # already, and ``create`` walks its ~40 typed parameters on every call
+                # (about a third of a call's CPU); errors and timeouts are the same.
+                completion = await self._client.post(
+                    "/chat/completions",
+                    cast_to=ChatCompletion,
+                    body={
+                        "model": self._model,
+                        "messages": messages_for(request, mode),
+                        "temperature": request.temperature,
+                        "max_tokens": request.max_tokens,
+                        **(format_body(request, mode) or {}),
+                    },
+                    options={"timeout": max(0.001, min(timeout_s, remaining))},
                 )
                 if not isinstance(completion, ChatCompletion) or not completion.choices:
                     raise _GarbledBodyError(completion)
