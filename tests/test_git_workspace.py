@@ -164,3 +164,29 @@ def test_a_second_workflow_gets_its_own_branch(env: dict[str, str], tmp_path: Pa
     assert start(env, tmp_path, repo, wid="wf-two").returncode == 0
     branches = git(repo, "branch", "--format=%(refname:short)").split()
     assert {"orchestrator/wf-one", "orchestrator/wf-two"} <= set(branches)
+
+
+def test_submit_repo_queues_a_workflow_on_its_own_branch(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """``submit --repo`` makes the branch and worktree, stores them and queues the workflow."""
+    repo = make_repo(tmp_path / "repo")
+    before = snapshot(repo)
+    done = run_cli(
+        env,
+        *("submit", "-r", "fill missing values", "--id", "wf-sub"),
+        *("--config", str(tmp_path / "config.yaml"), "--repo", str(repo)),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "wf-sub"
+    assert git(repo, "branch", "--list", "orchestrator/wf-sub").strip()
+    with open_store(tmp_path / "data") as store:
+        stored = store.load("wf-sub")
+    assert stored.config.repository.branch == "orchestrator/wf-sub"
+    worktree = Path(stored.config.repository.worktree or "")
+    assert worktree == tmp_path / "data" / "workspaces" / "wf-sub" and worktree.is_dir()
+    assert stored.state.workspace == str(worktree)
+    assert snapshot(repo) == before  # the user's checkout untouched
+
+    both = run_cli(env, "submit", "-r", "x", "--repo", str(repo), "--workspace", "/tmp/x")
+    assert both.returncode == 2 and "give --repo or --workspace, not both" in both.stderr

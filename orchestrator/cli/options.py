@@ -128,3 +128,27 @@ def repository_options(fn: F) -> F:
         help="a git repository: work on branch orchestrator/ID in a worktree of it under "
         "DATA_DIR/workspaces/ID (the checkout itself is never touched)",
     )(fn)
+
+
+def new_workflow_options(fn: F) -> F:
+    """What a new workflow is made from: requirement, config, workspace or ``--repo``, id.
+
+    Shared by ``run`` and ``submit``, so both take a new workflow the same way (read by
+    ``orchestrator.cli.running.read_new_workflow``).
+    """
+    fn = repository_options(fn)
+    fn = click.option("--id", "workflow_id", help="workflow id (default: generated)")(fn)
+    fn = click.option(
+        "--workspace",
+        type=click.Path(path_type=Path),
+        help="where plans and code are written (default: DATA_DIR/workspaces/ID)",
+    )(fn)
+    fn = click.option(
+        "--config", "config_file", metavar="CONFIG.yaml", help="workflow configuration"
+    )(fn)
+    fn = click.option(
+        "--requirements-file",
+        type=click.Path(path_type=Path),
+        help="what to build, from a UTF-8 text file",
+    )(fn)
+    return click.option("--requirements", "-r", help="what to build, in words")(fn)

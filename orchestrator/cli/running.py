@@ -17,6 +17,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,8 +35,8 @@ from orchestrator.cli.llm_access import enter_llm
 from orchestrator.cli.options import (
     data_dir_option,
     llm_options,
+    new_workflow_options,
     open_store,
-    repository_options,
     resolve_data_dir,
 )
 from orchestrator.cli.printable import printable
@@ -150,14 +151,13 @@ async def _drive(
     interactive: bool,
     quiet: bool,
     workflow_id: str,
-    create: tuple[str, Path] | None,
+    create: tuple[NewWorkflow, Path] | None,
     tally: LogTally,
-    repository: tuple[Path, str | None] | None = None,
 ) -> WorkflowState:
-    """Open the LLM, create the workflow if ``create`` (requirements, workspace), run it.
+    """Open the LLM, create the workflow if ``create`` (the new workflow, its workspace), run it.
 
-    With ``repository`` (``--repo``, ``--base``) the workspace is a new worktree of that
-    repository on the workflow's own branch, removed again if the workflow is not stored.
+    With ``--repo`` the workspace is a new worktree of that repository on the workflow's own
+    branch, removed again if the workflow is not stored (``made_workspace``).
     """
     target = resolve_target(config.llm, base_url=base_url, model=model)
     if target.embedded and not quiet:
@@ -196,20 +196,15 @@ async def _drive(
             observers=observers,
         )
         if create is not None:
-            requirements, workspace = create
-            made: contextlib.AbstractContextManager[object]
-            if repository is not None:
-                made = repository_workspace(*repository, workflow_id, workspace)
-            else:
-                made = new_workspace(workspace)
-            with made as settings:
-                if isinstance(settings, RepositorySettings):
-                    config = config.model_copy(update={"repository": settings})
+            new, workspace = create
+            with made_workspace(new, workspace) as (stored, settings):
+                config = stored  # the human's change view reads it: it names the worktree
+                if settings is not None:
                     click.echo(
                         f"working on branch {settings.branch} in {settings.worktree}", err=True
                     )
                 service.create(
-                    requirements,
+                    new.requirements,
                     config,
                     workspace_root=workspace.parent,
                     workspace=workspace,
@@ -244,6 +239,80 @@ def _finish(state: WorkflowState, config: WorkflowConfig) -> None:
         sys.exit(1)
 
 
+@dataclass(frozen=True, slots=True)
+class NewWorkflow:
+    """A new workflow as ``run`` and ``submit`` read it from their options, all checked.
+
+    Attributes:
+        workflow_id: its id (given, or generated).
+        config: its configuration, with ``--coordinator`` applied.
+        requirements: what to build.
+        repository: ``(--repo, --base)``, or None for a plain directory.
+    """
+
+    workflow_id: str
+    config: WorkflowConfig
+    requirements: str
+    repository: tuple[Path, str | None] | None
+
+
+def read_new_workflow(
+    *,
+    requirements: str | None,
+    requirements_file: Path | None,
+    config_file: str | None,
+    workspace: Path | None,
+    workflow_id: str | None,
+    coordinator: str | None,
+    repo: Path | None,
+    base: str | None,
+) -> NewWorkflow:
+    """Everything about a new workflow that can be refused, refused before the store opens.
+
+    Raises:
+        click.UsageError: the options contradict each other.
+        ConfigError: a bad id, config, requirement, or repository (``git.check_start``).
+    """
+    if (requirements is None) == (requirements_file is None):
+        raise click.UsageError("give the requirement with --requirements or --requirements-file")
+    if repo is not None and workspace is not None:
+        raise click.UsageError("give --repo or --workspace, not both (--repo makes a worktree)")
+    if base is not None and repo is None:
+        raise click.UsageError("--base needs --repo: the branch of which repository?")
+    if workflow_id is not None:
+        check_workflow_id(workflow_id)
+    config = with_coordinator(read_config(config_file), coordinator)
+    check_runnable(config)
+    if config.repository.path is not None:
+        raise ConfigError(
+            "the config's 'repository:' is set by run --repo; remove it from the file"
+        )
+    text = read_requirements(requirements, requirements_file, config)
+    wid = workflow_id or default_workflow_id(SystemClock())
+    repository = None
+    if repo is not None:
+        git.check_start(repo.expanduser(), wid, base)  # refused before the LLM starts
+        repository = (repo, base)
+    return NewWorkflow(wid, config, text, repository)
+
+
+@contextlib.contextmanager
+def made_workspace(
+    new: NewWorkflow, workspace: Path
+) -> Iterator[tuple[WorkflowConfig, RepositorySettings | None]]:
+    """The new workflow's workspace (a worktree with ``--repo``), undone if the body raises.
+
+    Yields the configuration to store (naming the worktree with ``--repo``) and the
+    repository settings, if any.
+    """
+    if new.repository is None:
+        with new_workspace(workspace):
+            yield new.config, None
+        return
+    with repository_workspace(*new.repository, new.workflow_id, workspace) as settings:
+        yield new.config.model_copy(update={"repository": settings}), settings
+
+
 def refuse_taken(store: Store, workflow_id: str) -> None:
     """Refuse an id the store already holds (``run --id``, ``submit --id``)."""
     try:
@@ -270,22 +339,9 @@ def workspace_path(data_dir: Path, workflow_id: str, workspace: Path | None) -> 
 
 
 @click.command()
-@click.option("--requirements", "-r", help="what to build, in words")
-@click.option(
-    "--requirements-file",
-    type=click.Path(path_type=Path),
-    help="what to build, from a UTF-8 text file",
-)
-@click.option("--config", "config_file", metavar="CONFIG.yaml", help="workflow configuration")
-@click.option(
-    "--workspace",
-    type=click.Path(path_type=Path),
-    help="where plans and code are written (default: DATA_DIR/workspaces/ID)",
-)
-@click.option("--id", "workflow_id", help="workflow id (default: generated)")
+@new_workflow_options
 @click.option("--no-input", is_flag=True, help="never ask at gates, even in a terminal")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
-@repository_options
 @llm_options
 @data_dir_option
 def run(
@@ -304,30 +360,20 @@ def run(
     data_dir: Path | None,
 ) -> None:
     """Run a new workflow from a requirement to validated code (or to a human gate)."""
-    if (requirements is None) == (requirements_file is None):
-        raise click.UsageError("give the requirement with --requirements or --requirements-file")
-    if repo is not None and workspace is not None:
-        raise click.UsageError("give --repo or --workspace, not both (--repo makes a worktree)")
-    if base is not None and repo is None:
-        raise click.UsageError("--base needs --repo: the branch of which repository?")
-    # Everything that can be refused is refused before the store is opened.
-    if workflow_id is not None:
-        check_workflow_id(workflow_id)
-    config = with_coordinator(read_config(config_file), coordinator)
-    check_runnable(config)
-    if config.repository.path is not None:
-        raise ConfigError(
-            "the config's 'repository:' is set by run --repo; remove it from the file"
-        )
-    text = read_requirements(requirements, requirements_file, config)
-    wid = workflow_id or default_workflow_id(SystemClock())
-    repository = None
-    if repo is not None:
-        git.check_start(repo.expanduser(), wid, base)  # refused before the LLM starts
-        repository = (repo, base)
+    new = read_new_workflow(
+        requirements=requirements,
+        requirements_file=requirements_file,
+        config_file=config_file,
+        workspace=workspace,
+        workflow_id=workflow_id,
+        coordinator=coordinator,
+        repo=repo,
+        base=base,
+    )
+    wid = new.workflow_id
     with open_store(data_dir) as store:
         refuse_taken(store, wid)
-        create = (text, workspace_path(resolve_data_dir(data_dir), wid, workspace))
+        create = (new, workspace_path(resolve_data_dir(data_dir), wid, workspace))
         state = _logged(
             data_dir,
             wid,
@@ -335,7 +381,7 @@ def run(
             lambda tally: asyncio.run(
                 _drive(
                     store,
-                    config,
+                    new.config,
                     base_url,
                     model,
                     _interactive(no_input),
@@ -343,7 +389,6 @@ def run(
                     wid,
                     create,
                     tally,
-                    repository,
                 )
             ),
         )

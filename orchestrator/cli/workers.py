@@ -23,17 +23,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli.inputs import (
-    check_runnable,
-    check_workflow_id,
-    read_config,
-    read_requirements,
+from orchestrator.cli.options import (
+    data_dir_option,
+    new_workflow_options,
+    open_store,
+    resolve_data_dir,
 )
-from orchestrator.cli.options import data_dir_option, open_store, resolve_data_dir
 from orchestrator.cli.printable import printable
-from orchestrator.cli.running import new_workspace, refuse_taken, with_coordinator, workspace_path
+from orchestrator.cli.running import (
+    made_workspace,
+    read_new_workflow,
+    refuse_taken,
+    workspace_path,
+)
 from orchestrator.composition import WorkerRunners
-from orchestrator.running.runner import default_workflow_id
 from orchestrator.running.worker import Worker, WorkerEvent, WorkerEventKind, WorkerSettings, submit
 from state.clock import SystemClock
 from state.config import Coordinator
@@ -53,19 +56,7 @@ def _queue_of(store: Store) -> WorkQueue:
 
 
 @click.command("submit")
-@click.option("--requirements", "-r", help="what to build, in words")
-@click.option(
-    "--requirements-file",
-    type=click.Path(path_type=Path),
-    help="what to build, from a UTF-8 text file",
-)
-@click.option("--config", "config_file", metavar="CONFIG.yaml", help="workflow configuration")
-@click.option(
-    "--workspace",
-    type=click.Path(path_type=Path),
-    help="where plans and code are written (default: DATA_DIR/workspaces/ID)",
-)
-@click.option("--id", "workflow_id", help="workflow id (default: generated)")
+@new_workflow_options
 @click.option(
     "--coordinator",
     type=click.Choice([c.value for c in Coordinator]),
@@ -78,25 +69,37 @@ def submit_command(
     config_file: str | None,
     workspace: Path | None,
     workflow_id: str | None,
+    repo: Path | None,
+    base: str | None,
     coordinator: str | None,
     data_dir: Path | None,
 ) -> None:
     """Queue a new workflow for the workers without running it; print its id."""
-    if (requirements is None) == (requirements_file is None):
-        raise click.UsageError("give the requirement with --requirements or --requirements-file")
-    if workflow_id is not None:
-        check_workflow_id(workflow_id)
-    config = with_coordinator(read_config(config_file), coordinator)
-    check_runnable(config)
-    text = read_requirements(requirements, requirements_file, config)
-    clock = SystemClock()
-    wid = workflow_id or default_workflow_id(clock)
+    new = read_new_workflow(
+        requirements=requirements,
+        requirements_file=requirements_file,
+        config_file=config_file,
+        workspace=workspace,
+        workflow_id=workflow_id,
+        coordinator=coordinator,
+        repo=repo,
+        base=base,
+    )
+    wid = new.workflow_id
     with open_store(data_dir) as store:
         queue = _queue_of(store)
         refuse_taken(store, wid)
         path = workspace_path(resolve_data_dir(data_dir), wid, workspace)
-        with new_workspace(path):
-            submit(store, queue, text, config, workflow_id=wid, workspace=path, clock=clock)
+        with made_workspace(new, path) as (config, _settings):
+            submit(
+                store,
+                queue,
+                new.requirements,
+                config,
+                workflow_id=wid,
+                workspace=path,
+                clock=SystemClock(),
+            )
     click.echo(wid)
 
 
