@@ -7,6 +7,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from state.errors import HumanAnswerError
+from state.validation import check_text
+
 RESERVED_DIRS = frozenset({"plans"})
 """Top-level workspace directories the programmer may not write (the planner owns them)."""
 
@@ -211,3 +214,32 @@ def select_context(
     markdown = "\n\n".join([layout, *sections])
     tokens = -(-used // CHARS_PER_TOKEN)  # rounded up
     return ContextSelection(markdown, tuple(shown), tokens, budget_tokens)
+
+
+def line_comment(workspace: str, where: str, text: str, *, label: str = "--at") -> str:
+    """A change request at ``FILE:LINE`` of the workspace, as the programmer is shown it.
+
+    ``request-changes --at FILE:LINE TEXT`` and the console's "at a line" requests both come
+    here, so both are checked alike.
+
+    Raises:
+        HumanAnswerError: ``where`` is malformed, leaves the workspace, names no file there,
+            or a line past its end; or ``text`` carries control characters (``label`` names
+            the option or field in the message).
+    """
+    check_text(text, label, HumanAnswerError)
+    path, sep, number = where.rpartition(":")
+    if not sep or not path or not number.isdigit() or int(number) < 1:
+        raise HumanAnswerError(
+            f"{label} {where!r}: give FILE:LINE, e.g. {label} src/prep.py:42 'why'"
+        )
+    target, why = resolve_in_workspace(Path(workspace), path)
+    if target is None or not target.is_file():
+        raise HumanAnswerError(
+            f"{label} {where}: {why or 'no such file'} in the workspace {workspace}; name a "
+            "file of the change (see: orchestrator inspect ID)"
+        )
+    lines = len(target.read_text(encoding="utf-8", errors="replace").splitlines())
+    if int(number) > lines:
+        raise HumanAnswerError(f"{label} {where}: {path} has {lines} lines; name one of them")
+    return f"At {path}:{int(number)}: {text}"

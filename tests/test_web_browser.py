@@ -192,7 +192,7 @@ def test_log_in_with_a_token_and_answer_as_its_holder(browser: Any, tmp_path: Pa
 def test_a_repo_workflow_shows_its_branch_and_the_change_in_the_browser(
     browser: Any, tmp_path: Path
 ) -> None:
-    """A --repo workflow at the final gate: the branch, the diff to approve, each round's diff."""
+    """A --repo workflow at the final gate: branch, diff to approve, round diffs, a line request."""
     with served_world() as llm:
         repo = make_repo(tmp_path / "repo")
         (tmp_path / "config.yaml").write_text(
@@ -226,3 +226,12 @@ def test_a_repo_workflow_shows_its_branch_and_the_change_in_the_browser(
             diffs = [r for r in rounds if r.find_elements(By.CSS_SELECTOR, "details.diff-box")]
             assert len(diffs) == 2, "both code rounds show their diff"
             _shot(browser, "repo-change")
+
+            browser.find_element(By.ID, "by").send_keys("fatima")
+            browser.find_element(By.ID, "at").send_keys("prep.py:4: skip empty rows")
+            browser.find_element(By.CSS_SELECTOR, 'button[value="request_changes"]').click()
+            result = wait.until(lambda d: d.find_element(By.ID, "answer-result").text or None)
+            assert "request_changes recorded at the final gate by fatima" in result
+        with open_store(data) as store:
+            answer = store.load("wf-repo").state.human_answers[-1]
+        assert answer.changes == ("At prep.py:4: skip empty rows",)

@@ -124,3 +124,25 @@ async def test_a_plain_directory_workflow_has_no_branch_and_no_round_diffs(
     assert info["repository"] is None
     assert info["change"]["diff"] is None and "--repo" in info["change"]["note"]
     assert all(r["diff"] is None for r in rounds)
+
+
+async def test_a_change_request_at_a_line_is_checked_and_recorded(
+    client: httpx.AsyncClient,
+) -> None:
+    """``at`` takes FILE:LINE requests as ``request-changes --at``: a bad one records nothing."""
+    ask = {"gate": "final", "answer": "request_changes", "by": "fatima"}
+    bad = await client.post(
+        "/api/workflows/wf-r/answer", json=ask | {"at": [{"where": "prep.py:999", "text": "x"}]}
+    )
+    assert bad.status_code == 422 and "prep.py has 6 lines" in bad.json()["error"]
+    outside = await client.post(
+        "/api/workflows/wf-r/answer", json=ask | {"at": [{"where": "../x.py:1", "text": "x"}]}
+    )
+    assert outside.status_code == 422 and "contains '..'" in outside.json()["error"]
+    assert (await client.get("/api/workflows/wf-r")).json()["human_answers"] == []
+    good = await client.post(
+        "/api/workflows/wf-r/answer",
+        json=ask | {"at": [{"where": "prep.py:4", "text": "skip empty rows"}]},
+    )
+    assert good.status_code == 200, good.text
+    assert good.json()["recorded"]["changes"] == ["At prep.py:4: skip empty rows"]

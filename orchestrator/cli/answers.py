@@ -12,14 +12,13 @@ from pathlib import Path
 
 import click
 
-from agents.workspace import resolve_in_workspace
+from agents.workspace import line_comment
 from orchestrator.cli.inputs import check_answer_text, check_workflow_id
 from orchestrator.cli.options import data_dir_option, open_store
 from orchestrator.cli.printable import printable
 from orchestrator.cli.running import resume
 from orchestrator.running.runner import answer_workflow
 from state.clock import SystemClock
-from state.errors import ConfigError
 from state.steps import Gate, WorkflowStatus
 from state.workflow import HumanAnswerKind
 
@@ -79,29 +78,6 @@ def _answer_command(kind: HumanAnswerKind) -> Callable[..., None]:
             click.echo(f"continue with: orchestrator resume {workflow_id}")
 
     return command
-
-
-def line_comment(workspace: str, where: str, text: str) -> str:
-    """``--at FILE:LINE TEXT`` as the change request the programmer is shown.
-
-    Raises:
-        ConfigError: FILE:LINE is malformed, leaves the workspace, names no file there, or
-            a line past its end.
-    """
-    check_answer_text("--at", text)
-    path, sep, number = where.rpartition(":")
-    if not sep or not path or not number.isdigit() or int(number) < 1:
-        raise ConfigError(f"--at {where!r}: give FILE:LINE, e.g. --at src/prep.py:42 'why'")
-    target, why = resolve_in_workspace(Path(workspace), path)
-    if target is None or not target.is_file():
-        raise ConfigError(
-            f"--at {where}: {why or 'no such file'} in the workspace {workspace}; name a file "
-            "of the change (see: orchestrator inspect ID)"
-        )
-    lines = len(target.read_text(encoding="utf-8", errors="replace").splitlines())
-    if int(number) > lines:
-        raise ConfigError(f"--at {where}: {path} has {lines} lines; name one of them")
-    return f"At {path}:{int(number)}: {text}"
 
 
 def _make_answer_command(name: str, kind: HumanAnswerKind, help_text: str) -> click.Command:

@@ -24,6 +24,15 @@ from state.workflow import HumanAnswerKind
 _FORBID = ConfigDict(extra="forbid")
 
 
+class LineChangeIn(BaseModel):
+    """A change request at a line of the workspace (``request-changes --at``)."""
+
+    model_config = _FORBID
+
+    where: str = Field(description="FILE:LINE, a file of the workspace and a line it has")
+    text: str = Field(min_length=1, description="what to change there")
+
+
 class AnswerIn(BaseModel):
     """An answer at a gate."""
 
@@ -32,6 +41,9 @@ class AnswerIn(BaseModel):
     gate: Gate = Field(description="the gate the answerer saw; refused if it waits elsewhere")
     answer: HumanAnswerKind
     changes: list[str] = Field(default_factory=list, description="change requests or guidance")
+    at: list[LineChangeIn] = Field(
+        default_factory=list, description="change requests at a FILE:LINE of the workspace"
+    )
     comment: str | None = None
     by: str | None = Field(
         None, description="who answers; ignored when tokens are configured (the holder's name)"
@@ -253,6 +265,7 @@ async def answer(workflow_id: str, body: AnswerIn, request: Request) -> Response
         body.answer,
         by=by,
         changes=body.changes,
+        at=[(c.where, c.text) for c in body.at],
         comment=body.comment or None,
         resume=body.resume,
     )

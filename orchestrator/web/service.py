@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from agents.workspace import line_comment
 from orchestrator.composition import (
     build_agents,
     build_coordinator,
@@ -525,17 +526,30 @@ class ConsoleService:
         *,
         by: str,
         changes: Sequence[str] = (),
+        at: Sequence[tuple[str, str]] = (),
         comment: str | None = None,
         resume: bool = False,
     ) -> dict[str, Any]:
         """Record an answer at ``gate`` through the CLI's path, then run on when asked.
 
+        ``at`` holds change requests at a ``FILE:LINE`` of the workspace, checked as
+        ``request-changes --at`` checks them.
+
         Raises:
             UnknownWorkflowError: no such workflow.
             AnswerRefusedError: it does not wait at ``gate`` (any more), or another answer
                 got there first; nothing was recorded.
-            HumanAnswerError: the answer itself does not fit (no change named).
+            HumanAnswerError: the answer itself does not fit (no change named, a line that
+                is not in the workspace).
         """
+        if at:
+            fresh = await self._load(workflow_id)
+            if fresh.state.waiting_gate is not None and fresh.state.waiting_gate.value == gate:
+                workspace = fresh.state.workspace
+                changes = (
+                    *changes,
+                    *(line_comment(workspace, w, t, label="at") for w, t in at),
+                )
         try:
             state = await self._io(
                 answer_workflow,

@@ -198,11 +198,24 @@ function answerForm(wf, allowed) {
     e.preventDefault();
     const data = new FormData(e.target);
     const kind = e.submitter ? e.submitter.value : "approve";
+    // "FILE:LINE: what to change", one per line, as request-changes --at takes them.
+    const atLines = String(data.get("at") || "").split("\n").map((s) => s.trim()).filter(Boolean);
+    const at = [];
+    for (const line of atLines) {
+      const m = /^(.+?:\d+):\s*(.+)$/.exec(line);
+      if (!m) {
+        result.textContent = `"${line}": write FILE:LINE: what to change, e.g. src/prep.py:42: handle None`;
+        result.className = "result error";
+        return;
+      }
+      at.push({ where: m[1], text: m[2] });
+    }
     const body = {
       gate: wf.waiting_gate,
       answer: kind,
       comment: String(data.get("comment") || "") || null,
       changes: String(data.get("changes") || "").split("\n").map((s) => s.trim()).filter(Boolean),
+      at,
       resume: data.get("resume") === "on",
     };
     if (me.open) {
@@ -226,6 +239,9 @@ function answerForm(wf, allowed) {
     : el("p", { text: `Answering as ${me.name}` }),
   el("label", {}, "Comment", el("textarea", { name: "comment", id: "comment", rows: 2 })),
   el("label", {}, "Change requests (one per line; needed to request changes)", el("textarea", { name: "changes", id: "changes", rows: 2 })),
+  wf.waiting_gate === "code_review" || wf.waiting_gate === "final"
+    ? el("label", {}, "Change requests at a line (FILE:LINE: what to change, one per line)", el("textarea", { name: "at", id: "at", rows: 2, placeholder: "src/prep.py:42: handle None" }))
+    : null,
   me.can_run ? el("label", { class: "inline" }, el("input", { type: "checkbox", name: "resume", checked: true }), " run on right away") : null,
   el("div", { class: "buttons" }, kinds.map((k) => el("button", { type: "submit", name: "answer", value: k, class: k, text: labels[k] || k }))),
   result);
