@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,12 @@ from orchestrator.llm.local_server import LocalModelServer
 
 from support.postgres import PostgresServer, unavailable_reason
 from support.tiers import tier_missing
+
+# A developer's OTEL_* settings would switch tracing on (orchestrator.telemetry) in every CLI
+# test and in the processes tests start, so the session drops them before any test module
+# copies the environment.
+for _name in [n for n in os.environ if n.startswith("OTEL_")]:
+    del os.environ[_name]
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
