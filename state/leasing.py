@@ -6,11 +6,35 @@ functions whether the claim, the renewal or the commit may go ahead.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
-from state.codec import ts
+from state.codec import ts, ttl
 from state.errors import ConcurrencyError
 from state.store import Lease, lease_is_stale
+
+
+def new_lease(
+    workflow_id: str,
+    owner: str,
+    ttl_s: float,
+    *,
+    now: datetime,
+    host: str,
+    pid: int | None = None,
+) -> Lease:
+    """The lease ``acquire_lease`` writes: ``owner`` on ``host`` (``pid``: this process).
+
+    Raises:
+        StoreError: ``ttl_s`` is not a positive, finite number of seconds.
+    """
+    return Lease(
+        workflow_id=workflow_id,
+        owner=owner,
+        host=host,
+        pid=pid if pid is not None else os.getpid(),
+        expires_at=now + ttl(workflow_id, ttl_s),
+    )
 
 
 def refuse_unless_free(current: Lease | None, owner: str, *, now: datetime, host: str) -> None:

@@ -14,7 +14,6 @@ behind one lock; calls never wait on anything else, so async callers need not of
 from __future__ import annotations
 
 import functools
-import os
 import socket
 import threading
 from collections.abc import Collection, Iterator, Sequence
@@ -285,12 +284,8 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
     ) -> Lease:
         """Claim the workflow for ``owner`` for ``ttl_s`` seconds (see ``Store``)."""
         now = self._now()
-        lease = Lease(
-            workflow_id=workflow_id,
-            owner=owner,
-            host=host if host is not None else self.host,
-            pid=pid if pid is not None else os.getpid(),
-            expires_at=now + ttl(workflow_id, ttl_s),
+        lease = leasing.new_lease(
+            workflow_id, owner, ttl_s, now=now, host=self.host if host is None else host, pid=pid
         )
         with self.data.lock:
             self._open()

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -514,12 +513,8 @@ class SqlStore(ClosesOnExit):
     ) -> Lease:
         """Claim the workflow for ``owner`` for ``ttl_s`` seconds (see ``Store``)."""
         now = self._now()
-        lease = Lease(
-            workflow_id=workflow_id,
-            owner=owner,
-            host=host if host is not None else self.host,
-            pid=pid if pid is not None else os.getpid(),
-            expires_at=now + ttl(workflow_id, ttl_s),
+        lease = leasing.new_lease(
+            workflow_id, owner, ttl_s, now=now, host=self.host if host is None else host, pid=pid
         )
         with self._transaction("acquire the lease", workflow_id) as tx:
             self._require(tx, workflow_id, lock=True)
