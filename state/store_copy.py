@@ -9,6 +9,11 @@ numbers the entries 1, 2, 3... as the source did, so the copy has the same versi
 ledger entries (seq, time, content), snapshots, summaries and artifacts; ``copy_store``
 reads both sides back to check it. Leases are not copied: workflows must not run while
 they are copied, and one with a live lease is refused.
+
+The work queue is copied after the workflows, oldest entry first: a ready entry (submitted
+or answered, not yet driven) is queued in the target, so a worker there picks it up; a
+parked one is queued and parked with its note. Its queue time becomes the time of the
+copy, and its wakeup count starts again; both only order and guard later claims.
 """
 
 from __future__ import annotations
@@ -21,17 +26,22 @@ from itertools import groupby
 
 from state.clock import Clock, SystemClock
 from state.errors import ConcurrencyError, StoreError
+from state.queue import QueueEntry, QueueStatus, work_queue
 from state.store import Store, WorkflowSummary
 
 
 @dataclass(frozen=True, slots=True)
 class CopiedWorkflow:
-    """One workflow as copied: its version and how many entries and artifacts it has."""
+    """One workflow as copied: its version, entries, artifacts and place in the queue.
+
+    ``queued`` is None when it was not in the source's work queue.
+    """
 
     workflow_id: str
     version: int
     entries: int
     artifacts: int
+    queued: QueueStatus | None = None
 
 
 class _ReplayClock:
@@ -87,6 +97,8 @@ def copy_store(
         copied = [_copy_one(source, target, replay, summary) for summary in summaries]
         for summary in summaries:
             _check(source, target, summary.workflow_id)
+        replay.at = now  # the queue entries are made now
+        copied = _copy_queue(source, target, copied)
     finally:
         target.close()
     return copied
@@ -128,6 +140,48 @@ def _copy_one(
         replay.at = artifact.recorded_at
         target.add_artifact(wid, artifact.kind, artifact.path)
     return CopiedWorkflow(wid, version, len(ledger), len(artifacts))
+
+
+def _copy_queue(source: Store, target: Store, copied: list[CopiedWorkflow]) -> list[CopiedWorkflow]:
+    """Queue in ``target`` what ``source`` has queued, parked ones with their notes; check it.
+
+    Raises:
+        StoreError: the target has no work queue while the source has queued workflows, or
+            its queue differs from the source's after the copy.
+    """
+    theirs_q = work_queue(source)
+    entries = theirs_q.queued() if theirs_q is not None else []
+    if not entries:
+        return copied
+    ours_q = work_queue(target)
+    if ours_q is None:
+        raise StoreError(
+            f"the target store has no work queue, but {len(entries)} workflow(s) are queued "
+            "in the source; the workflows were copied, the queue was not. Copy into a "
+            "SQLite or PostgreSQL store"
+        )
+    for entry in entries:
+        ours_q.enqueue(entry.workflow_id)
+    wakeups = {e.workflow_id: e.wakeups for e in ours_q.queued()}
+    for entry in entries:
+        if entry.status is QueueStatus.PARKED:
+            wid = entry.workflow_id
+            ours_q.settle(wid, wakeups[wid], finished=False, note=entry.note)
+    if _queue_view(ours_q.queued()) != _queue_view(entries):
+        raise StoreError(
+            "the target's work queue differs from the source's after the copy (a worker on "
+            "the target may have claimed a workflow meanwhile); compare them with "
+            "orchestrator workers on both stores"
+        )
+    status = {e.workflow_id: e.status for e in entries}
+    return [
+        CopiedWorkflow(c.workflow_id, c.version, c.entries, c.artifacts, status.get(c.workflow_id))
+        for c in copied
+    ]
+
+
+def _queue_view(entries: Sequence[QueueEntry]) -> set[tuple[str, QueueStatus, str | None]]:
+    return {(e.workflow_id, e.status, e.note) for e in entries}
 
 
 def _check(source: Store, target: Store, wid: str) -> None:

@@ -28,6 +28,7 @@ from orchestrator.running.updates import complete_step, new_workflow
 from state.clock import FixedClock
 from state.config import Gates, WorkflowConfig
 from state.errors import ConcurrencyError
+from state.queue import QueueStatus, work_queue
 from state.reports import PlanDraft
 from state.store import DecisionEntry, EventEntry, LedgerEntryIn, StepResultEntry, Store
 from state.store_copy import copy_store
@@ -83,6 +84,23 @@ def _fill(data_dir: Path) -> None:
             store.add_artifact(wid, "plan", f"/ws/{wid}/plan_v1.md")  # again: keeps its place
 
 
+def _queue_some(data_dir: Path) -> None:
+    """wf-a ready (submitted, not yet driven), wf-b parked at its gate with a note."""
+    with composition.open_store(data_dir) as store:
+        queue = work_queue(store)
+        assert queue is not None
+        queue.enqueue("wf-a")
+        queue.enqueue("wf-b")
+        wakeups = {e.workflow_id: e.wakeups for e in queue.queued()}
+        queue.settle("wf-b", wakeups["wf-b"], finished=False, note="waits at the plan gate")
+
+
+def _queue_view(store: Store) -> list[tuple[str, QueueStatus, str | None]]:
+    queue = work_queue(store)
+    assert queue is not None
+    return sorted((e.workflow_id, e.status, e.note) for e in queue.queued())
+
+
 def _assert_same(source: Store, copy: Store) -> None:
     assert copy.list_workflows() == source.list_workflows()
     for summary in source.list_workflows():
@@ -126,6 +144,34 @@ def test_migrate_copies_sqlite_into_memory(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     with composition.open_store(tmp_path) as source, composition.open_store(target) as copy:
         _assert_same(source, copy)
+
+
+@pytest.mark.parametrize("backend", ["memory", "postgres"])
+def test_migrate_copies_the_work_queue(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A ready workflow stays claimable on the target, a parked one keeps its note."""
+    _fill(tmp_path)
+    _queue_some(tmp_path)
+    target = (
+        request.getfixturevalue("postgres_url")
+        if backend == "postgres"
+        else f"memory://migrate-{uuid.uuid4().hex}"
+    )
+    result = _invoke("store", "migrate", "--from", str(tmp_path), "--to", target)
+    assert result.exit_code == 0, result.output
+    assert "wf-a: version 4, 3 ledger entries, 2 artifacts, queued ready" in result.output
+    assert "wf-b: version 4, 3 ledger entries, 2 artifacts, queued parked" in result.output
+    with composition.open_store(tmp_path) as source, composition.open_store(target) as copy:
+        expected = [
+            ("wf-a", QueueStatus.READY, None),
+            ("wf-b", QueueStatus.PARKED, "waits at the plan gate"),
+        ]
+        assert _queue_view(source) == expected
+        assert _queue_view(copy) == expected
+        queue = work_queue(copy)
+        assert queue is not None
+        assert [c.workflow_id for c in queue.claim("worker-1", 60, 10)] == ["wf-a"]
 
 
 def test_migrate_refuses_a_target_that_holds_the_workflows(tmp_path: Path) -> None:

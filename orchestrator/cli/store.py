@@ -31,8 +31,9 @@ def store_group() -> None:
 def migrate(source: str, target: str) -> None:
     """Copy every workflow with its ledger and artifacts, then check the copy.
 
-    The copy keeps versions, ledger entries (numbers, times, contents), snapshots and
-    artifacts; it is read back and compared before the command succeeds. Stop the
+    The copy keeps versions, ledger entries (numbers, times, contents), snapshots,
+    artifacts and the work queue (ready and parked entries, with their notes); it is read
+    back and compared before the command succeeds. Stop the
     workflows first: one that runs (a live lease) is refused, and nothing is copied into a
     store that already holds one of the workflows.
     """
@@ -42,5 +43,6 @@ def migrate(source: str, target: str) -> None:
         click.echo(
             f"{item.workflow_id}: version {item.version}, {item.entries} ledger entries, "
             f"{item.artifacts} artifacts"
+            + (f", queued {item.queued.value}" if item.queued is not None else "")
         )
     click.echo(f"copied and checked {len(copied)} workflow(s)")
