@@ -76,6 +76,7 @@ OURS = PACKAGES
 # outside system -> the module prefixes that may import it
 LIBRARY_HOMES: dict[str, tuple[str, ...]] = {
     "openai": ("orchestrator.llm.openai_adapter",),
+    "aiohttp": ("orchestrator.llm.openai_adapter",),
     "transitions": ("orchestrator.deciding.machine",),
     "sqlite3": ("state.sqlite_store",),
     "psycopg": ("state.postgres_store",),

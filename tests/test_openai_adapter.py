@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -488,6 +489,47 @@ async def test_connection_refused_is_retried_then_unavailable(sleeps: SleepRecor
             await model.complete(ask())
 
     assert len(sleeps.calls) == 1
+
+
+async def test_a_server_that_hangs_up_is_a_connection_error_not_a_timeout(
+    sleeps: SleepRecorder,
+) -> None:
+    """A server that reads the request and closes the socket is reported as what it did.
+
+    The aiohttp transport names every connection fault a connect timeout; the adapter
+    looks at the cause, so the message does not send the user after a slow server.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    try:
+        async with openai_chat_model(
+            f"http://127.0.0.1:{port}/v1", None, "m", max_attempts=2, sleep=sleeps
+        ) as model:
+            with pytest.raises(LLMUnavailableError) as caught:
+                await model.complete(ask())
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert "2 attempts in" in str(caught.value)
+    assert "connection error" in str(caught.value)
+    assert "timeout" not in str(caught.value)
 
 
 async def test_a_retrying_client_is_made_not_to_retry(

@@ -32,7 +32,7 @@ from orchestrator.llm.openai_adapter.formats import (
 )
 from orchestrator.llm.openai_adapter.json_extract import parse_json_object
 from orchestrator.llm.openai_adapter.redaction import clip, redact, root_cause, safe_url
-from orchestrator.llm.openai_adapter.retry import Failure, RetryPolicy, status_failure
+from orchestrator.llm.openai_adapter.retry import Failure, RetryPolicy, status_failure, timed_out
 from orchestrator.llm.protocol import LLMRequest, LLMResponse
 from state.clock import Clock, SystemClock
 from state.errors import ConfigError, LLMOutputError, LLMUnavailableError
@@ -200,7 +200,11 @@ class OpenAIChatModel:
                 )
                 cause: BaseException = exc
             except openai.APITimeoutError as exc:
-                failure, cause = Failure(f"timeout after {min(timeout_s, remaining):.1f} s"), exc
+                if timed_out(exc):
+                    failure = Failure(f"timeout after {min(timeout_s, remaining):.1f} s")
+                else:
+                    failure = Failure(f"connection error ({root_cause(exc)})")
+                cause = exc
             except openai.APIConnectionError as exc:
                 failure, cause = Failure(f"connection error ({root_cause(exc)})"), exc
             except (_GarbledBodyError, ValueError, AttributeError) as exc:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import aiohttp
 import openai
 
 from orchestrator.llm.backoff import backoff_delay
@@ -131,3 +132,21 @@ def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -
             when = when.replace(tzinfo=UTC)
         value = (when - (now or datetime.now(UTC))).total_seconds()
     return max(0.0, value) if math.isfinite(value) else None
+
+
+def timed_out(exc: openai.APITimeoutError) -> bool:
+    """Whether a timeout the client reports is one, not a connection fault it misnames.
+
+    The aiohttp transport turns every ``aiohttp.ClientConnectionError`` into a connect
+    timeout, so a refused connection or a server that hung up would read "timeout after
+    60 s"; its real timeouts (``aiohttp.ServerTimeoutError``, ``TimeoutError``) and the
+    httpx transport's keep the name.
+    """
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, TimeoutError):  # aiohttp.ServerTimeoutError is one too
+            return True
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return False
+        cause = cause.__cause__
+    return True
