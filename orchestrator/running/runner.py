@@ -61,6 +61,7 @@ from state.store import (
     LedgerKind,
     StepResultEntry,
     Store,
+    StoredWorkflow,
 )
 from state.usage import charge_step
 from state.workflow import HumanAnswerKind, StepRecord, StepStatus, WorkflowState
@@ -303,11 +304,19 @@ class WorkflowRunner:
 
         return list(await asyncio.gather(*(one(w) for w in workflow_ids), return_exceptions=True))
 
-    async def run(self, workflow_id: str) -> WorkflowState:
+    async def run(
+        self, workflow_id: str, *, claimed: StoredWorkflow | None = None
+    ) -> WorkflowState:
         """Drive a workflow until it finishes or waits for a human; resumes where it stopped.
 
         Every store call is awaited through an ``AsyncStore``, so the event loop (other
         workflows, lease renewals, LLM calls) never waits on the store's disk or locks.
+
+        Args:
+            workflow_id: the workflow to drive.
+            claimed: the workflow as loaded after this runner's owner took its lease (a
+                worker's claim takes it): the run then neither takes the lease nor loads
+                the workflow again, and a commit still fails if the lease was lost since.
 
         Raises:
             UnknownWorkflowError: no such workflow.
@@ -315,14 +324,15 @@ class WorkflowRunner:
             InconsistentStateError: its stored state breaks the workflow's rules.
         """
         async with AsyncStore(self.store) as store:
-            await store.acquire_lease(workflow_id, self.owner, self.lease_ttl_s)
+            if claimed is None:
+                await store.acquire_lease(workflow_id, self.owner, self.lease_ttl_s)
             renewer = asyncio.create_task(self._renew(store, workflow_id))
             try:
                 with structlog.contextvars.bound_contextvars(workflow_id=workflow_id):
                     if not telemetry.enabled():
-                        return await self._drive(store, workflow_id)
+                        return await self._drive(store, workflow_id, claimed)
                     with telemetry.workflow_span(workflow_id):
-                        return await self._drive(store, workflow_id)
+                        return await self._drive(store, workflow_id, claimed)
             finally:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -338,8 +348,10 @@ class WorkflowRunner:
             except Exception as exc:  # a lost lease shows up at the next commit
                 log.warning("lease.renew.failed", workflow_id=workflow_id, error=str(exc))
 
-    async def _drive(self, store: AsyncStore, wid: str) -> WorkflowState:
-        stored = await store.load(wid)
+    async def _drive(
+        self, store: AsyncStore, wid: str, claimed: StoredWorkflow | None
+    ) -> WorkflowState:
+        stored = claimed if claimed is not None else await store.load(wid)
         state, config = stored.state, stored.config
         check_consistency(state, config)
         commit = _Committer(store, wid, stored.version, self.owner)

@@ -280,9 +280,10 @@ class Worker:
         wid = claim.workflow_id
         self._emit(WorkerEventKind.CLAIMED, wid)
         try:
+            # Loaded once, under the lease the claim took: the run does not load it again.
             stored = await asyncio.to_thread(self.store.load, wid)
             runner = await self.runners.runner_for(stored.config, self.worker_id)
-            state = await runner.run(wid)
+            state = await runner.run(wid, claimed=stored)
         except ConcurrencyError as exc:
             self._emit(WorkerEventKind.LOST, wid, str(exc))
             return
