@@ -327,14 +327,23 @@ class SnapshotEncoder:
 
     Safe to share between threads; a race only costs a cache miss or a full rewrite.
 
+    The cache must hold every workflow the process is writing, or each commit rewrites all
+    its records: a worker driving 250 workflows at once with room for 32 did that on almost
+    every commit. So it sizes itself: a commit that finds its workflow gone while the cache
+    is full (it was evicted between its load and this commit) doubles the room, up to
+    ``most``. A process that only reads (a console listing thousands) keeps the first size.
+
     Args:
-        max_workflows: how many workflows' records to keep (the least recently written go).
+        max_workflows: how many workflows' records to keep at first (the least recently
+            written or read go first).
+        most: the most it grows to.
     """
 
     SPLICED: ClassVar[tuple[str, ...]] = ("history", "human_answers", "decisions")
 
-    def __init__(self, max_workflows: int = 32) -> None:
+    def __init__(self, max_workflows: int = 32, *, most: int = 65_536) -> None:
         self._max = max_workflows
+        self._most = max(most, max_workflows)
         self._cache: OrderedDict[str, _Written] = OrderedDict()
         self._exclude = set(self.SPLICED)
         self._lock = threading.Lock()
@@ -354,6 +363,8 @@ class SnapshotEncoder:
         wid = state.workflow_id
         with self._lock:
             known = self._cache.get(wid)
+            if known is None and stored_version is not None and len(self._cache) >= self._max:
+                self._max = min(2 * self._max, self._most)  # evicted while still in use
         same = known is not None and stored_version is not None and known.version == stored_version
         rows: list[tuple[str, int, str]] = []
         cuts: list[tuple[str, int]] = []
@@ -401,6 +412,11 @@ class SnapshotEncoder:
         """Remember a state just read from the store at ``version`` with its records' texts."""
         records = tuple(getattr(state, name) for name in self.SPLICED)
         self._remember(state.workflow_id, _Written(version, records, tuple(map(tuple, texts))))
+
+    @property
+    def room(self) -> int:
+        """How many workflows' records it keeps now."""
+        return self._max
 
     def forget(self, workflow_id: str) -> None:
         """Forget what is stored for ``workflow_id`` (a commit failed: it may or may not be)."""

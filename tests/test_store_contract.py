@@ -793,6 +793,26 @@ def test_snapshot_encoder_output_equals_model_dump_json() -> None:
         assert WorkflowState.model_validate_json(text) == state
 
 
+def test_snapshot_encoder_grows_to_hold_every_workflow_being_written() -> None:
+    """Three workflows committed in turn with room for two: one rewrite, then only deltas."""
+    encoder = SnapshotEncoder(2)
+    versions: dict[str, int] = {}
+    states = {wid: [state for state, _ in _history(wid)] for wid in ("wf-1", "wf-2", "wf-3")}
+    for wid, history in states.items():
+        encoder.wrote(encoder.delta(history[0], None), 1)
+        versions[wid] = 1
+    rewrites = []
+    for step in range(1, min(map(len, states.values()))):
+        for wid, history in states.items():
+            delta = encoder.delta(history[step], versions[wid])
+            rewrites.append(delta.rewrite)
+            versions[wid] += 1
+            encoder.wrote(delta, versions[wid])
+    assert encoder.room == 4
+    assert rewrites[0]  # wf-1 was evicted by the third create
+    assert rewrites[1:] and not any(rewrites[1:])  # every later commit is a delta
+
+
 def test_pid_alive_tells_running_from_gone(dead_pid: int) -> None:
     """pid_alive is True for this process and False for a reaped one or a bad pid."""
     assert pid_alive(os.getpid())
