@@ -316,7 +316,9 @@ class WorkflowRunner:
             workflow_id: the workflow to drive.
             claimed: the workflow as loaded after this runner's owner took its lease (a
                 worker's claim takes it): the run then neither takes the lease nor loads
-                the workflow again, and a commit still fails if the lease was lost since.
+                the workflow again (a commit still fails if the lease was lost since), and
+                leaves the lease to its claimant, who releases it after settling the
+                workflow's queue entry, so no other worker claims it in between.
 
         Raises:
             UnknownWorkflowError: no such workflow.
@@ -337,8 +339,9 @@ class WorkflowRunner:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
-                with contextlib.suppress(Exception):  # releasing is best effort: leases expire
-                    await store.release_lease(workflow_id, self.owner)
+                if claimed is None:  # a claimant releases it once it has settled the queue
+                    with contextlib.suppress(Exception):  # best effort: leases expire
+                        await store.release_lease(workflow_id, self.owner)
 
     async def _renew(self, store: AsyncStore, workflow_id: str) -> None:
         while True:

@@ -5,7 +5,8 @@ one store. The worker claims up to ``concurrency`` workflows at a time (``WorkQu
 takes their leases, so two workers never drive one workflow) and drives each with a
 ``WorkflowRunner`` whose lease owner is the worker's id, in one event loop. A workflow that
 stops at a gate is parked (it waits for a human, not for a worker) and one that finishes
-leaves the queue; the answer to a gate queues it again (``answer_workflow``).
+leaves the queue, both before its lease is released, so no other worker claims it in
+between; the answer to a gate queues it again (``answer_workflow``).
 
 When the queue has nothing to claim the worker waits for a wake-up (``wait_for_work``: a
 NOTIFY on PostgreSQL) or its polling interval; a run that ends claims again at once only
@@ -214,7 +215,8 @@ class Worker:
                     more = len(claims) >= free
                     for claim in claims:
                         if claim.workflow_id in held:
-                            # Its run just released the lease and is settling its entry.
+                            # Its run settled the entry (an answer kept it ready) and
+                            # is letting the lease go.
                             await self._release(claim.workflow_id)
                             more = True  # claimed again once that run has settled it
                             continue
@@ -303,7 +305,9 @@ class Worker:
         finished = state.machine_state in TERMINAL_STATES
         gate = state.waiting_gate
         note = None if gate is None else f"waits at the {gate.value} gate"
+        # Settled before the lease goes: a parked workflow is never claimed between the two.
         await self._settle(claim, finished=finished, note=note)
+        await self._release(wid)
         if finished:
             self._emit(WorkerEventKind.FINISHED, wid, state.machine_state.value)
         else:
