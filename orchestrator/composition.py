@@ -31,8 +31,6 @@ from orchestrator.deciding.llm_decider import LLMDecider
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.execution.sandbox import Sandbox, SandboxLimits, sweep_stale_sandboxes
-from orchestrator.llm.local_server import LocalModelServer
-from orchestrator.llm.openai_adapter import connect
 from orchestrator.llm.protocol import ChatModel
 from orchestrator.repository import git
 from orchestrator.running.runner import Observer, WorkflowRunner
@@ -183,6 +181,11 @@ async def open_chat_model(target: LLMTarget, settings: LLMSettings) -> AsyncIter
         ConfigError: the embedded model is needed but not installed.
         LLMUnavailableError: the server cannot be reached or started.
     """
+    # Imported here, not at the top: the openai client and its HTTP stack take about 0.6 s
+    # to import, which every command that never asks an LLM (list, show, answer) paid.
+    from orchestrator.llm.local_server import LocalModelServer  # noqa: PLC0415
+    from orchestrator.llm.openai_adapter import connect  # noqa: PLC0415
+
     server: LocalModelServer | None = None
     base_url = target.base_url
     model = target.model

@@ -517,3 +517,29 @@ def test_decide_falls_back_when_the_llm_cannot_be_opened(
     text = CliRunner().invoke(cli, args, env=key)
     assert text.exit_code == 0 and "llm unavailable: " in text.stdout
     assert message in text.stdout
+
+
+def test_commands_that_ask_no_llm_do_not_import_its_client(tmp_path: Path) -> None:
+    """The CLI imports the openai client only when a chat model is opened (about 0.6 s)."""
+    probe = (
+        "import sys\n"
+        "from orchestrator.cli import main\n"
+        "sys.argv = ['orchestrator', 'list']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('openai', 'aiohttp', 'httpx2') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
+    env.pop("ORCHESTRATOR_STORE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
