@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -107,6 +108,19 @@ def server_settings(url: str) -> str:
     return f"PostgreSQL {version}, " + ", ".join(values)
 
 
+def smallest_commit_us(url: str, n: int = 300) -> float:
+    """Median microseconds of a one-row INSERT committed on its own: one WAL flush."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS flush_probe (payload TEXT NOT NULL)")
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            conn.execute("INSERT INTO flush_probe (payload) VALUES (%s)", ("x" * 600,))
+            times.append(time.perf_counter() - t)
+        conn.execute("DROP TABLE flush_probe")
+    return statistics.median(times) * 1e6
+
+
 def bench_langgraph_postgres(peers: ModuleType, n: int, url: str, mode: str | None) -> Sample:
     """peers.bench_langgraph with PostgresSaver on ``url`` (its tables made first)."""
     with PostgresSaver.from_conn_string(url) as saver:
@@ -148,9 +162,17 @@ def main() -> None:
             sample, settings = bench_postgres_store(peers, n, fresh())
             samples["pg"].append(sample)
             for key, durability in (("sqlite-normal", "normal"), ("sqlite-full", "full")):
-                samples[key].append(bench_ours(peers, n, durability, args.dir, coalesce=True)[0])  # type: ignore[arg-type]
+                sqlite_sample, tx_per_workflow = bench_ours(
+                    peers,
+                    n,
+                    durability,  # type: ignore[arg-type]
+                    args.dir,
+                    coalesce=True,
+                )
+                samples[key].append(sqlite_sample)
             samples["lg-pg"].append(bench_langgraph_postgres(peers, n, fresh(), None))
             samples["lg-pg-sync"].append(bench_langgraph_postgres(peers, n, fresh(), "sync"))
+        flush_us = smallest_commit_us(fresh())
 
     def rate(key: str) -> float:
         return max(s.decisions / s.seconds for s in samples[key])
@@ -171,6 +193,16 @@ def main() -> None:
         f"PostgresSaver as peers.py (async) {rate('pg') / rate('lg-pg'):.2f}x. Ours counts "
         f"{samples['pg'][0].decisions // n} decisions per workflow, langgraph "
         f"{peers.DECISIONS_PER_WORKFLOW}"
+    )
+    per_decision = tx_per_workflow / (samples["pg"][0].decisions // n)
+    cap = 1e6 / (flush_us * per_decision)
+    print(
+        f"the floor: the smallest commit on this server (one 600-byte row, its own "
+        f"transaction) takes {flush_us:.0f} us, a WAL flush; ours make {per_decision:.2f} "
+        f"write transactions per decision ({tx_per_workflow:.0f} per workflow), so flushes "
+        f"alone cap PostgresStore at {cap:.0f} decisions/s, "
+        f"{cap / rate('lg-pg-sync'):.2f}x PostgresSaver sync; 5x would leave "
+        f"{1e6 / (5 * rate('lg-pg-sync')):.0f} us per decision"
     )
 
 
