@@ -146,6 +146,7 @@ class AsyncStore:
         expected_version: int,
         entries: Sequence[LedgerEntryIn] = (),
         owner: str | None,
+        wake: bool = False,
     ) -> int:
         """``Store.commit``."""
         return await self._submit(
@@ -155,6 +156,7 @@ class AsyncStore:
             expected_version=expected_version,
             entries=entries,
             owner=owner,
+            wake=wake,
         )
 
     async def list_workflows(self, status: WorkflowStatus | None = None) -> list[WorkflowSummary]:

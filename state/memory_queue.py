@@ -76,20 +76,24 @@ class MemoryQueue:
 
     def enqueue(self, workflow_id: str) -> None:
         """Make the workflow ready and wake idle workers (see ``WorkQueue``)."""
-        queue = self._queue()
         now = self._now()
         with self.data.lock:
             self._open()
             self._row(workflow_id)
-            entry = queue.entries.get(workflow_id)
-            if entry is None:
-                queue.entries[workflow_id] = _Queued(QueueStatus.READY, 1, now)
-            else:
-                if entry.status is not QueueStatus.READY:
-                    entry.queued_at = now
-                entry.status, entry.note = QueueStatus.READY, None
-                entry.wakeups += 1
-            queue.woken.notify_all()
+            self._ready_locked(workflow_id, now)
+
+    def _ready_locked(self, workflow_id: str, now: datetime) -> None:
+        """``enqueue``'s change, the store's lock held (a commit with ``wake`` calls it too)."""
+        queue = self._queue()
+        entry = queue.entries.get(workflow_id)
+        if entry is None:
+            queue.entries[workflow_id] = _Queued(QueueStatus.READY, 1, now)
+        else:
+            if entry.status is not QueueStatus.READY:
+                entry.queued_at = now
+            entry.status, entry.note = QueueStatus.READY, None
+            entry.wakeups += 1
+        queue.woken.notify_all()
 
     def claim(self, owner: str, ttl_s: float, limit: int) -> list[Claim]:
         """Lease up to ``limit`` ready, unleased workflows to ``owner`` (see ``WorkQueue``)."""

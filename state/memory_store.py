@@ -194,6 +194,7 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
         expected_version: int,
         entries: Sequence[LedgerEntryIn] = (),
         owner: str | None,
+        wake: bool = False,
     ) -> int:
         """Replace the snapshot and append ledger entries, all or nothing (see ``Store``)."""
         check_commit_target(workflow_id, state)
@@ -219,6 +220,8 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
             row.ledger.extend(
                 (last + i, kind, now, payload) for i, (kind, payload) in enumerate(payloads, 1)
             )
+            if wake:
+                self._ready_locked(workflow_id, now)
         return expected_version + 1
 
     def list_workflows(self, status: WorkflowStatus | None = None) -> list[WorkflowSummary]:

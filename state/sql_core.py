@@ -43,7 +43,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
 from state import leasing
 from state.clock import Clock
@@ -213,7 +213,8 @@ class SqlStore(ClosesOnExit):
 
     Subclasses set ``host``, ``_place`` (the database in messages: a path, "the PostgreSQL
     database ..."), ``_clock``, ``_encoder`` and ``_damage`` (to None), and implement
-    ``_transaction``, ``damage_where`` and ``_unknown``.
+    ``_transaction``, ``damage_where`` and ``_unknown``; they mix in ``SqlQueue`` too,
+    whose ``_enqueue_in`` a commit with ``wake`` calls inside its transaction.
     """
 
     blocking: bool = True
@@ -225,6 +226,12 @@ class SqlStore(ClosesOnExit):
     _clock: Clock
     _encoder: SnapshotEncoder
     _damage: str | None
+
+    if TYPE_CHECKING:  # from the work queue every SQL backend mixes in (state.sql_queue)
+
+        def _enqueue_in(self, tx: Tx, workflow_id: str, at: str) -> None: ...
+
+        def _woke(self) -> None: ...
 
     # -- what a backend supplies -----------------------------------------------------------
 
@@ -353,6 +360,7 @@ class SqlStore(ClosesOnExit):
         expected_version: int,
         entries: Sequence[LedgerEntryIn] = (),
         owner: str | None,
+        wake: bool = False,
     ) -> int:
         """Replace the snapshot and append ledger entries in one transaction (see ``Store``)."""
         check_commit_target(workflow_id, state)
@@ -362,11 +370,15 @@ class SqlStore(ClosesOnExit):
         at = ts(now)
         head = (*summary_values(state, now), delta.head, *delta.counts, len(payloads))
         try:
-            self._write_commit(workflow_id, expected_version, owner, head, payloads, at, delta, now)
+            self._write_commit(
+                workflow_id, expected_version, owner, head, payloads, at, delta, now, wake=wake
+            )
         except BaseException:
             self._encoder.forget(workflow_id)
             raise
         self._encoder.wrote(delta, expected_version + 1)
+        if wake:
+            self._woke()
         return expected_version + 1
 
     def _write_commit(
@@ -379,9 +391,12 @@ class SqlStore(ClosesOnExit):
         at: str,
         delta: SnapshotDelta,
         now: datetime,
+        *,
+        wake: bool = False,
     ) -> None:
-        """The commit's transaction: the row's UPDATE, then the entries and the records.
+        """The commit's transaction: the row's UPDATE, the entries, the records, the wake.
 
+        With ``wake`` the workflow's queue entry is made ready in the same transaction.
         A backend may do the same in fewer round trips (PostgreSQL: one statement).
 
         Raises:
@@ -410,6 +425,8 @@ class SqlStore(ClosesOnExit):
                 )
                 seqs = {payload: seq for seq, (_, payload) in enumerate(payloads, start=first)}
             self._write_records(tx, delta, seqs)
+            if wake:
+                self._enqueue_in(tx, workflow_id, at)
 
     def _refuse_commit(
         self, tx: Tx, workflow_id: str, expected_version: int, owner: str | None, now: datetime

@@ -145,8 +145,16 @@ class SqlQueue:
         now = ts(self._now())
         with self._transaction("queue the workflow", workflow_id) as tx:
             self._require(tx, workflow_id)
-            tx.run(self.queue_sql.enqueue, (workflow_id, now))
-            self._announce(tx, workflow_id)
+            self._enqueue_in(tx, workflow_id, now)
+        self._woke()
+
+    def _enqueue_in(self, tx: Tx, workflow_id: str, at: str) -> None:
+        """Make the workflow ready inside ``tx`` (``enqueue``'s, or a commit's with ``wake``)."""
+        tx.run(self.queue_sql.enqueue, (workflow_id, at))
+        self._announce(tx, workflow_id)
+
+    def _woke(self) -> None:
+        """After the transaction that queued a workflow: wake this process's idle worker."""
         self._wake.set()
 
     def _candidates(

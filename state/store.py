@@ -528,6 +528,7 @@ class Store(Protocol):
         expected_version: int,
         entries: Sequence[LedgerEntryIn] = (),
         owner: str | None,
+        wake: bool = False,
     ) -> int:
         """Replace the snapshot and append ledger entries, all or nothing.
 
@@ -538,6 +539,10 @@ class Store(Protocol):
             entries: appended in order, numbered after the ledger's last entry.
             owner: when given, the commit happens only while this owner holds a live lease;
                 None commits without checking leases (single-writer tools, tests).
+            wake: also make the workflow ready in the store's work queue, in the same
+                transaction (``WorkQueue.enqueue``), and wake idle workers: an answer and
+                its wake-up are recorded together or not at all. A store without a work
+                queue ignores it.
 
         Returns:
             The new version (``expected_version + 1``).

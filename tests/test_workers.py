@@ -32,9 +32,10 @@ from orchestrator.running.worker import Worker, WorkerEvent, WorkerEventKind, Wo
 from prompt_templates.loader import TemplateLoader
 from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
+from state.errors import ConcurrencyError
 from state.queue import QueueStatus, WorkerBeat, WorkQueue, work_queue
 from state.steps import Gate, MachineState
-from state.store import Store
+from state.store import EventEntry, LedgerKind, Store
 from state.workflow import HumanAnswerKind
 
 from support.world import GOOD_PLAN, World
@@ -124,6 +125,34 @@ def test_an_answer_while_driving_keeps_the_workflow_ready(
     queue.enqueue("wf-1")
     assert queue.settle("wf-1", 0, finished=True)
     assert queue.queued() == []
+
+
+def test_a_commit_that_wakes_queues_the_workflow_with_it(
+    opener: StoreFactory, clock: ManualClock
+) -> None:
+    """commit(wake=True) records and wakes in one transaction; a refused one does neither."""
+    store = opener()
+    queue = queue_of(store)
+    add(store, "wf-1", clock)
+    stored = store.load("wf-1")
+    queue.enqueue("wf-1")
+    [claim] = queue.claim("worker-a", 10, 1)
+    assert queue.settle("wf-1", claim.wakeups, finished=False, note="waits at the plan gate")
+    store.release_lease("wf-1", "worker-a")
+    clock.advance(1)
+    event = EventEntry("note", {"n": 1})
+    version = store.commit(
+        "wf-1", stored.state, expected_version=stored.version, entries=[event], owner=None,
+        wake=True,
+    )  # fmt: skip
+    [entry] = queue.queued()
+    assert (entry.status, entry.wakeups, entry.note) == (QueueStatus.READY, 2, None)
+    assert queue.settle("wf-1", entry.wakeups, finished=False, note="waits again")
+    with pytest.raises(ConcurrencyError):
+        store.commit("wf-1", stored.state, expected_version=version - 1, owner=None, wake=True)
+    [still] = queue.queued()
+    assert still.status is QueueStatus.PARKED and still.wakeups == 2
+    assert [e.kind for e in store.ledger("wf-1")] == [LedgerKind.EVENT]
 
 
 def test_heartbeats_and_holdings(opener: StoreFactory, clock: ManualClock) -> None:

@@ -50,7 +50,6 @@ from state.clock import Clock
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord, RecoveryStrategy
 from state.errors import AgentError, ConfigError
-from state.queue import work_queue
 from state.reports import CodeChange, PlanDraft
 from state.steps import TERMINAL_STATES, Gate
 from state.store import (
@@ -202,16 +201,16 @@ def answer_workflow(
         pipeline = DecisionPipeline(machine or WorkflowMachine(), clock)
         state, record = pipeline.decide_by_rule(state, stored.config)
         entries.append(DecisionEntry(record))
+    # The answer and its wake-up in one transaction: a worker that claims it sees the
+    # answer, and a process that dies after recording it cannot leave it parked.
     store.commit(
         workflow_id,
         state,
         expected_version=stored.version,
         entries=entries,
         owner=None,
+        wake=state.machine_state not in TERMINAL_STATES,
     )
-    queue = work_queue(store)
-    if queue is not None and state.machine_state not in TERMINAL_STATES:
-        queue.enqueue(workflow_id)  # after the commit: a worker that claims it sees the answer
     log.info(
         "human.answered", workflow_id=workflow_id, gate=answer.gate.value, answer=kind.value, by=by
     )

@@ -200,15 +200,18 @@ class PostgresStore(SqlStore, PostgresQueue):
         at: str,
         delta: SnapshotDelta,
         now: datetime,
+        *,
+        wake: bool = False,
     ) -> None:
         """The commit as one statement, its own transaction: one round trip to the server.
 
         A delta that drops records (rare: a state whose lists shrank, or one this handle
-        does not know the stored form of) takes the core's transaction of several statements.
+        does not know the stored form of) and a commit that wakes its queue entry (an
+        answer: rare too) take the core's transaction of several statements.
         """
-        if delta.rewrite or delta.cuts:
+        if delta.rewrite or delta.cuts or wake:
             super()._write_commit(
-                workflow_id, expected_version, owner, head, payloads, at, delta, now
+                workflow_id, expected_version, owner, head, payloads, at, delta, now, wake=wake
             )
             return
         self._refuse_writes("commit", workflow_id)
