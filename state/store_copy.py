@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import groupby
 
@@ -149,35 +149,32 @@ def _copy_queue(source: Store, target: Store, copied: list[CopiedWorkflow]) -> l
         StoreError: the target has no work queue while the source has queued workflows, or
             its queue differs from the source's after the copy.
     """
-    theirs_q = work_queue(source)
-    entries = theirs_q.queued() if theirs_q is not None else []
+    source_queue = work_queue(source)
+    entries = source_queue.queued() if source_queue is not None else []
     if not entries:
         return copied
-    ours_q = work_queue(target)
-    if ours_q is None:
+    target_queue = work_queue(target)
+    if target_queue is None:
         raise StoreError(
             f"the target store has no work queue, but {len(entries)} workflow(s) are queued "
             "in the source; the workflows were copied, the queue was not. Copy into a "
             "SQLite or PostgreSQL store"
         )
     for entry in entries:
-        ours_q.enqueue(entry.workflow_id)
-    wakeups = {e.workflow_id: e.wakeups for e in ours_q.queued()}
+        target_queue.enqueue(entry.workflow_id)
+    wakeups = {e.workflow_id: e.wakeups for e in target_queue.queued()}
     for entry in entries:
         if entry.status is QueueStatus.PARKED:
             wid = entry.workflow_id
-            ours_q.settle(wid, wakeups[wid], finished=False, note=entry.note)
-    if _queue_view(ours_q.queued()) != _queue_view(entries):
+            target_queue.settle(wid, wakeups[wid], finished=False, note=entry.note)
+    if _queue_view(target_queue.queued()) != _queue_view(entries):
         raise StoreError(
             "the target's work queue differs from the source's after the copy (a worker on "
             "the target may have claimed a workflow meanwhile); compare them with "
             "orchestrator workers on both stores"
         )
     status = {e.workflow_id: e.status for e in entries}
-    return [
-        CopiedWorkflow(c.workflow_id, c.version, c.entries, c.artifacts, status.get(c.workflow_id))
-        for c in copied
-    ]
+    return [replace(c, queued=status.get(c.workflow_id)) for c in copied]
 
 
 def _queue_view(entries: Sequence[QueueEntry]) -> set[tuple[str, QueueStatus, str | None]]:
