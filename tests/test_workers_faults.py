@@ -167,6 +167,16 @@ def all_parked(store: Store, ids: list[str]) -> Callable[[], bool]:
     return check
 
 
+def running_step(store: Store, wid: str, step: int) -> Callable[[], bool]:
+    """Whether ``wid``'s last recorded step is ``step``, marked running (its call is out)."""
+
+    def check() -> bool:
+        rec = store.load(wid).state.last_record
+        return rec is not None and rec.step.value == step and rec.status is StepStatus.RUNNING
+
+    return check
+
+
 def check_invariants(store: Store, wid: str) -> None:
     """Nothing lost, nothing run twice, the ledger and the snapshot agree, at the plan gate."""
     stored = store.load(wid)
@@ -252,7 +262,10 @@ def test_a_worker_cut_off_past_its_lease_writes_nothing(
     [wid] = submit_many(store, tmp_path, 1)
     stalled = pool.start("-c", "1")
     pool.wait_output(stalled, "claimed")
-    time.sleep(1.0)  # inside its slow planner call
+    # Inside its slow planner call. Not a fixed sleep: a worker's first claim also imports
+    # the LLM client, which takes a second or more on a loaded machine.
+    wait_until(running_step(store, wid, 1), "the planner step is marked running")
+    time.sleep(0.5)
     stalled.send_signal(signal.SIGSTOP)
     world.slow = {}
     other = pool.start("-c", "1")
@@ -276,7 +289,7 @@ def test_sigterm_hands_the_workflow_back_at_once(
     [wid] = submit_many(store, tmp_path, 1)
     first = pool.start("-c", "1", "--lease-ttl", "60")
     pool.wait_output(first, "claimed")
-    time.sleep(0.5)
+    wait_until(running_step(store, wid, 1), "the planner step is marked running")
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=15) == 0, pool.output(first)
     assert f"handed_back {wid}" in pool.output(first)
