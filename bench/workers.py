@@ -179,13 +179,12 @@ def _stop(procs: list[Any]) -> None:
 
 def _submit_all(store: Store, workspaces: Path, tag: str, count: int) -> list[str]:
     clock = SystemClock()
-    queue = _queue(store)
     ids = []
     for i in range(count):
         wid = f"wf-{workspaces.name}-{tag}-{i}"
         ws = workspaces / wid
         ws.mkdir(parents=True)
-        submit(store, queue, "fill missing values", CONFIG, workflow_id=wid, workspace=ws,
+        submit(store, "fill missing values", CONFIG, workflow_id=wid, workspace=ws,
                clock=clock)  # fmt: skip
         ids.append(wid)
     return ids

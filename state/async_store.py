@@ -130,9 +130,11 @@ class AsyncStore:
 
     # -- the Store's calls -----------------------------------------------------------------
 
-    async def create(self, state: WorkflowState, config: WorkflowConfig) -> int:
+    async def create(
+        self, state: WorkflowState, config: WorkflowConfig, *, wake: bool = False
+    ) -> int:
         """``Store.create``."""
-        return await self._submit(self.store.create, state, config)
+        return await self._submit(self.store.create, state, config, wake=wake)
 
     async def load(self, workflow_id: str) -> StoredWorkflow:
         """``Store.load``."""

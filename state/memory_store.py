@@ -152,7 +152,7 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
 
     # -- workflows -------------------------------------------------------------------------
 
-    def create(self, state: WorkflowState, config: WorkflowConfig) -> int:
+    def create(self, state: WorkflowState, config: WorkflowConfig, *, wake: bool = False) -> int:
         """Store a new workflow and return its first version (1) (see ``Store``)."""
         wid = state.workflow_id
         now = self._now()
@@ -169,6 +169,8 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
                     f"workflow {wid} already exists in {self.name}; choose another id, or resume it"
                 )
             self.data.rows[wid] = row
+            if wake:
+                self._ready_locked(wid, now)
         return 1
 
     def load(self, workflow_id: str) -> StoredWorkflow:

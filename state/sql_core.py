@@ -310,7 +310,7 @@ class SqlStore(ClosesOnExit):
     # -- workflows -------------------------------------------------------------------------
 
     @noting_damage
-    def create(self, state: WorkflowState, config: WorkflowConfig) -> int:
+    def create(self, state: WorkflowState, config: WorkflowConfig, *, wake: bool = False) -> int:
         """Store a new workflow and return its first version (1) (see ``Store``)."""
         wid = state.workflow_id
         now = self._now()
@@ -323,14 +323,19 @@ class SqlStore(ClosesOnExit):
             ts(state.created_at or now),
             config.model_dump_json(),
         )
-        with self._transaction("create the workflow", wid, single=not delta.rows) as tx:
+        single = not (delta.rows or wake)
+        with self._transaction("create the workflow", wid, single=single) as tx:
             if not tx.run(self.sql.insert_workflow, row):
                 raise StoreError(
                     f"workflow {wid} already exists in {self._place}; choose another id, or "
                     "resume it"
                 )
             self._write_records(tx, delta, {}, new=True)
+            if wake:
+                self._enqueue_in(tx, wid, ts(now))
         self._encoder.wrote(delta, 1)
+        if wake:
+            self._woke()
         return 1
 
     @noting_damage

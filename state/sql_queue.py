@@ -149,7 +149,10 @@ class SqlQueue:
         self._woke()
 
     def _enqueue_in(self, tx: Tx, workflow_id: str, at: str) -> None:
-        """Make the workflow ready inside ``tx`` (``enqueue``'s, or a commit's with ``wake``)."""
+        """Make the workflow ready inside ``tx``.
+
+        ``enqueue`` calls it, and so do a ``create`` and a ``commit`` with ``wake``.
+        """
         tx.run(self.queue_sql.enqueue, (workflow_id, at))
         self._announce(tx, workflow_id)
 

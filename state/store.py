@@ -502,8 +502,15 @@ class Store(Protocol):
         """
         ...
 
-    def create(self, state: WorkflowState, config: WorkflowConfig) -> int:
+    def create(self, state: WorkflowState, config: WorkflowConfig, *, wake: bool = False) -> int:
         """Store a new workflow and return its first version (1).
+
+        Args:
+            state: its first snapshot.
+            config: its configuration.
+            wake: also queue it, ready, in the store's work queue, in the same transaction
+                (as ``commit``'s ``wake``): a submitted workflow is never stored without
+                its queue entry. A store without a work queue ignores it.
 
         Raises:
             StoreError: a workflow with this id already exists; nothing is changed.

@@ -32,7 +32,7 @@ from orchestrator.running.worker import Worker, WorkerEvent, WorkerEventKind, Wo
 from prompt_templates.loader import TemplateLoader
 from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
-from state.errors import ConcurrencyError
+from state.errors import ConcurrencyError, StoreError
 from state.queue import QueueStatus, WorkerBeat, WorkQueue, work_queue
 from state.steps import Gate, MachineState
 from state.store import EventEntry, LedgerKind, Store
@@ -153,6 +153,26 @@ def test_a_commit_that_wakes_queues_the_workflow_with_it(
     [still] = queue.queued()
     assert still.status is QueueStatus.PARKED and still.wakeups == 2
     assert [e.kind for e in store.ledger("wf-1")] == [LedgerKind.EVENT]
+
+
+def test_a_created_workflow_that_wakes_is_queued_with_it(
+    opener: StoreFactory, clock: ManualClock
+) -> None:
+    """create(wake=True) stores and queues in one transaction; a refused one does neither."""
+    store = opener()
+    queue = queue_of(store)
+    state = new_workflow("wf-1", "fill missing values", "ws", clock.now())
+    assert store.create(state, CONFIG, wake=True) == 1
+    [entry] = queue.queued()
+    assert (entry.workflow_id, entry.status, entry.wakeups) == ("wf-1", QueueStatus.READY, 1)
+    [claim] = queue.claim("worker-a", 10, 1)
+    assert queue.settle("wf-1", claim.wakeups, finished=False, note="waits at the plan gate")
+    with pytest.raises(StoreError, match="already exists"):
+        store.create(state, CONFIG, wake=True)
+    [still] = queue.queued()
+    assert (still.status, still.wakeups) == (QueueStatus.PARKED, 1)
+    add(store, "wf-2", clock)  # without wake: stored, not queued
+    assert [e.workflow_id for e in queue.queued()] == ["wf-1"]
 
 
 def test_heartbeats_and_holdings(opener: StoreFactory, clock: ManualClock) -> None:

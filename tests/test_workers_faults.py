@@ -136,7 +136,6 @@ def submit_many(store: Store, tmp_path: Path, count: int) -> list[str]:
         workspace.mkdir(parents=True)
         submit(
             store,
-            queue_of(store),
             "fill missing values",
             CONFIG,
             workflow_id=wid,

@@ -87,13 +87,12 @@ def submit_command(
     )
     wid = new.workflow_id
     with open_store(data_dir) as store:
-        queue = _queue_of(store)
+        _queue_of(store)  # refused before a workspace is made
         refuse_taken(store, wid)
         path = workspace_path(resolve_data_dir(data_dir), wid, workspace)
         with made_workspace(new, path) as (config, _settings):
             submit(
                 store,
-                queue,
                 new.requirements,
                 config,
                 workflow_id=wid,

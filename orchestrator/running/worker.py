@@ -50,7 +50,7 @@ from state.errors import (
     StoreError,
     StoreVersionError,
 )
-from state.queue import Claim, WorkerBeat, WorkQueue
+from state.queue import Claim, WorkerBeat, WorkQueue, work_queue
 from state.steps import TERMINAL_STATES
 from state.store import Store
 from state.workflow import WorkflowState
@@ -118,7 +118,6 @@ def default_worker_id() -> str:
 
 def submit(
     store: Store,
-    queue: WorkQueue,
     requirements: str,
     config: WorkflowConfig,
     *,
@@ -126,21 +125,20 @@ def submit(
     workspace: Path,
     clock: Clock,
 ) -> WorkflowState:
-    """Store a new workflow and queue it for a worker, without running it.
+    """Store a new workflow and queue it for a worker, in one transaction, without running it.
 
     Raises:
-        StoreError: it cannot be stored or queued (if queuing fails after it was stored,
-            the message says so and ``orchestrator resume`` runs it).
+        StoreError: the store keeps no work queue, or the workflow cannot be stored (then
+            nothing was: no workflow without its queue entry, no entry without a workflow).
     """
-    state = new_workflow(workflow_id, requirements, str(workspace), clock.now())
-    store.create(state, config)
-    try:
-        queue.enqueue(workflow_id)
-    except StoreError as exc:
+    if work_queue(store) is None:
         raise StoreError(
-            f"workflow {workflow_id} was stored but could not be queued ({exc}); run it "
-            f"with: orchestrator resume {workflow_id}"
-        ) from exc
+            f"the store {store!r} keeps no work queue, so no worker would run workflow "
+            f"{workflow_id}; use a data directory, sqlite:///PATH or postgresql://... for "
+            "workers, or run it with `orchestrator run`"
+        )
+    state = new_workflow(workflow_id, requirements, str(workspace), clock.now())
+    store.create(state, config, wake=True)
     log.info("workflow.submitted", workflow_id=workflow_id, workspace=str(workspace))
     return state
 
