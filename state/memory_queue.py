@@ -119,12 +119,22 @@ class MemoryQueue:
         return claims
 
     def settle(
-        self, workflow_id: str, wakeups: int, *, finished: bool, note: str | None = None
+        self,
+        workflow_id: str,
+        wakeups: int,
+        *,
+        finished: bool,
+        note: str | None = None,
+        release: str | None = None,
     ) -> bool:
         """Remove a finished workflow, or park one not answered since (see ``WorkQueue``)."""
         queue = self._queue()
         with self.data.lock:
             self._open()
+            if release is not None:
+                row = self.data.rows.get(workflow_id)
+                if row is not None and row.lease is not None and row.lease.owner == release:
+                    row.lease = None
             entry = queue.entries.get(workflow_id)
             if entry is None:
                 return False

@@ -123,13 +123,21 @@ class WorkQueue(Protocol):
         ...
 
     def settle(
-        self, workflow_id: str, wakeups: int, *, finished: bool, note: str | None = None
+        self,
+        workflow_id: str,
+        wakeups: int,
+        *,
+        finished: bool,
+        note: str | None = None,
+        release: str | None = None,
     ) -> bool:
         """Take a finished workflow out of the queue, or park one that waits or cannot run.
 
         A workflow is parked only when its wakeup count is still ``wakeups`` (nobody
         answered it since it was claimed); otherwise it stays ready. A finished one leaves
-        the queue whatever the count.
+        the queue whatever the count. With ``release`` that owner's lease on it is given
+        up in the same transaction, whatever the entry's fate: no other worker can find a
+        settling workflow ready and free in between, and the claimant writes once.
 
         Returns:
             Whether the entry was removed or parked (False: it stays ready, or is gone).

@@ -46,7 +46,7 @@ from state.queue import (
 from state.store import Lease, pid_alive
 
 if TYPE_CHECKING:
-    from state.sql_core import Tx
+    from state.sql_core import Statements, Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,7 @@ class SqlQueue:
 
     if TYPE_CHECKING:
         host: str
+        sql: Statements
 
         def _transaction(
             self,
@@ -197,20 +198,28 @@ class SqlQueue:
         return claims
 
     def settle(
-        self, workflow_id: str, wakeups: int, *, finished: bool, note: str | None = None
+        self,
+        workflow_id: str,
+        wakeups: int,
+        *,
+        finished: bool,
+        note: str | None = None,
+        release: str | None = None,
     ) -> bool:
         """Remove a finished workflow, or park one nobody answered since its claim."""
-        with self._transaction("settle the queued workflow", workflow_id, single=True) as tx:
+        single = release is None
+        with self._transaction("settle the queued workflow", workflow_id, single=single) as tx:
             if finished:
-                return tx.run("DELETE FROM work_queue WHERE workflow_id = ?", (workflow_id,)) > 0
-            return (
-                tx.run(
+                settled = tx.run("DELETE FROM work_queue WHERE workflow_id = ?", (workflow_id,))
+            else:
+                settled = tx.run(
                     "UPDATE work_queue SET status = 'parked', note = ? "
                     "WHERE workflow_id = ? AND wakeups = ?",
                     (note, workflow_id, wakeups),
                 )
-                > 0
-            )
+            if release is not None:
+                tx.run(self.sql.delete_lease, (workflow_id, release))
+            return settled > 0
 
     def queued(self) -> list[QueueEntry]:
         """Every queued workflow, the oldest-queued first."""

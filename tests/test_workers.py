@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -153,6 +154,29 @@ def test_a_commit_that_wakes_queues_the_workflow_with_it(
     [still] = queue.queued()
     assert still.status is QueueStatus.PARKED and still.wakeups == 2
     assert [e.kind for e in store.ledger("wf-1")] == [LedgerKind.EVENT]
+
+
+def test_settling_can_release_the_lease_with_it(opener: StoreFactory, clock: ManualClock) -> None:
+    """settle(release=owner) gives up that owner's lease whether it parks the entry or not."""
+    store = opener()
+    queue = queue_of(store)
+    for wid in ("wf-1", "wf-2", "wf-3"):
+        add(store, wid, clock)
+        queue.enqueue(wid)
+    claims = {c.workflow_id: c for c in queue.claim("worker-a", 60, 3)}
+    assert queue.settle(
+        "wf-1", claims["wf-1"].wakeups, finished=False, note="w", release="worker-a"
+    )
+    queue.enqueue("wf-2")  # answered since its claim: it stays ready, the lease goes anyway
+    assert not queue.settle("wf-2", claims["wf-2"].wakeups, finished=False, release="worker-a")
+    assert queue.settle("wf-3", claims["wf-3"].wakeups, finished=True, release="worker-b")
+    assert store.lease("wf-1") is None and store.lease("wf-2") is None
+    held = store.lease("wf-3")  # another owner's name releases nothing
+    assert held is not None and held.owner == "worker-a"
+    status = {e.workflow_id: e.status for e in queue.queued()}
+    assert status == {"wf-1": QueueStatus.PARKED, "wf-2": QueueStatus.READY}
+    [again] = queue.claim("worker-c", 60, 1)
+    assert again.workflow_id == "wf-2"
 
 
 def test_a_created_workflow_that_wakes_is_queued_with_it(
@@ -314,31 +338,35 @@ def test_a_worker_parks_at_gates_and_wakes_on_answers(tmp_path: Path) -> None:
     assert workers_left == []  # a worker that stopped unregisters
 
 
-class ReleaseWatcher:
-    """The real store, noting where each workflow's queue entry stood when its lease went."""
+class LeaseWatcher:
+    """The real store and its queue, noting how each workflow's lease went."""
 
     def __init__(self, store: Store) -> None:
         self.inner = store
-        self.at_release: list[tuple[str, QueueStatus | None]] = []
+        self.released: list[str] = []  # release_lease calls of their own
+        self.settled: list[tuple[str, str | None]] = []  # settles, with the owner released
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
     def release_lease(self, workflow_id: str, owner: str) -> bool:
-        entries = {e.workflow_id: e.status for e in queue_of(self.inner).queued()}
-        self.at_release.append((workflow_id, entries.get(workflow_id)))
+        self.released.append(workflow_id)
         return self.inner.release_lease(workflow_id, owner)
 
+    def settle(self, workflow_id: str, wakeups: int, **kwargs: Any) -> bool:
+        self.settled.append((workflow_id, kwargs.get("release")))
+        return queue_of(self.inner).settle(workflow_id, wakeups, **kwargs)
 
-def test_a_workflow_is_parked_before_its_lease_goes(tmp_path: Path) -> None:
-    """Parked first, then released: no other worker claims a workflow at its gate.
 
-    The other order let a second worker find it ready and free between the two, run it
-    only to find it at its gate, and park it again: 40% more runs at 1,000 in flight
-    (bench/workers.py).
+def test_a_workflow_is_parked_in_the_write_that_lets_its_lease_go(tmp_path: Path) -> None:
+    """Parked and released at once: no other worker claims a workflow at its gate.
+
+    Released first, then parked, a second worker could find it ready and free between the
+    two, run it only to find it at its gate, and park it again: 40% more runs at 1,000 in
+    flight (bench/workers.py).
     """
     with open_store(tmp_path / "data") as real:
-        store = ReleaseWatcher(real)
+        store = LeaseWatcher(real)
         queue = queue_of(real)
         clock = SystemClock()
         for i in range(3):
@@ -361,7 +389,7 @@ def test_a_workflow_is_parked_before_its_lease_goes(tmp_path: Path) -> None:
 
             worker = Worker(
                 store,  # type: ignore[arg-type]
-                queue,
+                store,  # type: ignore[arg-type]
                 ScriptedRunners(store, world),  # type: ignore[arg-type]
                 clock=clock,
                 settings=WorkerSettings(concurrency=3, poll_s=0.2),
@@ -370,7 +398,12 @@ def test_a_workflow_is_parked_before_its_lease_goes(tmp_path: Path) -> None:
             await serve_until(worker, done)
 
         asyncio.run(scenario())
-    assert sorted(store.at_release) == [(f"wf-{i}", QueueStatus.PARKED) for i in range(3)]
+        assert [e.status for e in queue.queued()] == [QueueStatus.PARKED] * 3
+        assert all(real.lease(f"wf-{i}") is None for i in range(3))
+    owner = {owner for _, owner in store.settled}
+    assert sorted(w for w, _ in store.settled) == [f"wf-{i}" for i in range(3)]
+    assert len(owner) == 1 and None not in owner
+    assert store.released == []  # no separate write that could come first
 
 
 def test_a_rejected_workflow_leaves_the_queue(tmp_path: Path) -> None:

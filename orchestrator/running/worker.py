@@ -5,8 +5,9 @@ one store. The worker claims up to ``concurrency`` workflows at a time (``WorkQu
 takes their leases, so two workers never drive one workflow) and drives each with a
 ``WorkflowRunner`` whose lease owner is the worker's id, in one event loop. A workflow that
 stops at a gate is parked (it waits for a human, not for a worker) and one that finishes
-leaves the queue, both before its lease is released, so no other worker claims it in
-between; the answer to a gate queues it again (``answer_workflow``).
+leaves the queue, both in the transaction that releases its lease (``settle`` with
+``release``), so no other worker claims it in between; the answer to a gate queues it
+again (``answer_workflow``).
 
 When the queue has nothing to claim the worker waits for a wake-up (``wait_for_work``: a
 NOTIFY on PostgreSQL) or its polling interval; a run that ends claims again at once only
@@ -303,9 +304,9 @@ class Worker:
         finished = state.machine_state in TERMINAL_STATES
         gate = state.waiting_gate
         note = None if gate is None else f"waits at the {gate.value} gate"
-        # Settled before the lease goes: a parked workflow is never claimed between the two.
+        # Settled and released in one transaction: a workflow at its gate is never found
+        # ready and free by another worker in between.
         await self._settle(claim, finished=finished, note=note)
-        await self._release(wid)
         if finished:
             self._emit(WorkerEventKind.FINISHED, wid, state.machine_state.value)
         else:
@@ -314,16 +315,23 @@ class Worker:
     async def _park(self, claim: Claim, detail: str) -> None:
         """Park a workflow that cannot run, with the reason, and let its lease go."""
         await self._settle(claim, finished=False, note=f"cannot run: {detail}")
-        await self._release(claim.workflow_id)
         self._emit(WorkerEventKind.PARKED, claim.workflow_id, detail)
 
     async def _settle(self, claim: Claim, *, finished: bool, note: str | None) -> None:
+        """Settle the claimed workflow's queue entry and give up its lease, in one write."""
+        wid = claim.workflow_id
         try:
             await asyncio.to_thread(
-                self.queue.settle, claim.workflow_id, claim.wakeups, finished=finished, note=note
+                self.queue.settle,
+                wid,
+                claim.wakeups,
+                finished=finished,
+                note=note,
+                release=self.worker_id,
             )
         except StoreError as exc:  # it stays ready: the next claim finds where it stands
-            log.warning("worker.settle.failed", workflow_id=claim.workflow_id, error=str(exc))
+            log.warning("worker.settle.failed", workflow_id=wid, error=str(exc))
+            await self._release(wid)  # nothing was written: at least let the lease go
 
     async def _release(self, workflow_id: str) -> None:
         with contextlib.suppress(StoreError):
