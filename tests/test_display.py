@@ -23,7 +23,7 @@ from orchestrator.composition import build_coordinator, open_store
 from orchestrator.execution.sandbox import Sandbox, SandboxLimits
 from orchestrator.llm.scripted import ScriptedChatModel
 from orchestrator.logsetup import LogTally, logging_to_file
-from orchestrator.running.runner import ProgressEvent, WorkflowRunner
+from orchestrator.running.runner import ProgressEvent, ProgressKind, WorkflowRunner
 from prompt_templates.loader import TemplateLoader
 from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
@@ -165,6 +165,38 @@ async def test_the_plain_display_prints_one_line_per_event(tmp_path: Path) -> No
     assert "decision #1 " in text and f"decision #{len(state.decisions)} " in text
     assert "step 2 done: alignment 9.1/" in text
     assert "\x1b" not in text
+
+
+async def test_an_environment_build_shows_under_the_running_step(tmp_path: Path) -> None:
+    """Its latest line stands under the spinner until the step ends; plain lines print each."""
+    state = await drive(tmp_path, [])
+    config, rec = WorkflowConfig(), state.history[0]
+    console = terminal()
+    display = LiveDisplay(console, get_time=Ticks())
+    out = io.StringIO()
+    plain = ProgressDisplay(Console(file=out, highlight=False))
+
+    def event(kind: ProgressKind, detail: str | None = None) -> ProgressEvent:
+        return ProgressEvent(kind, state, config, step=rec, detail=detail)
+
+    with display:
+        for e in (
+            event(ProgressKind.STEP_STARTED),
+            event(ProgressKind.STEP_PROGRESS, "building the project environment from r.txt"),
+            event(ProgressKind.STEP_PROGRESS, "Collecting pandas [red]x[/red]"),
+        ):
+            display.on_event(e)
+            plain.on_event(e)
+        area = shown(console, display.renderable())
+        display.on_event(event(ProgressKind.STEP_FINISHED))
+        after = shown(console, display.renderable())
+    assert "step 1 initial planning (planner) attempt 1" in area
+    assert "Collecting pandas [red]x[/red]" in area  # the latest line, markup left as text
+    assert "building the project" not in area
+    assert "Collecting pandas" not in after
+    text = out.getvalue()
+    assert "step 1 building the project environment from r.txt" in text
+    assert "step 1 Collecting pandas [red]x[/red]" in text
 
 
 def test_logging_to_file_keeps_warnings_off_the_terminal(

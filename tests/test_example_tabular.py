@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from agents.programmer import ProgrammerAgent
 from agents.validator import ValidatorAgent
 from orchestrator.composition import build_coordinator, open_store
 from orchestrator.execution.checks import run_validation_tools
+from orchestrator.execution.environments import build_progress
 from orchestrator.execution.sandbox import Sandbox, SandboxLimits
 from orchestrator.llm.protocol import LLMRequest
 from orchestrator.llm.scripted import ScriptedChatModel
-from orchestrator.running.runner import WorkflowRunner
+from orchestrator.running.runner import Observer, ProgressEvent, ProgressKind, WorkflowRunner
 from prompt_templates.loader import TemplateLoader
 from state.check_settings import ValidationSetup
 from state.clock import SystemClock
@@ -33,7 +35,7 @@ from state.config import Coordinator, Gates, WorkflowConfig, load_config
 from state.errors import AgentError
 from state.reports import CodeValidationReport, ToolStatus
 from state.steps import MachineState, Step
-from state.workflow import StepStatus
+from state.workflow import StepStatus, WorkflowState
 
 from support.wheels import EXAMPLE, WHEELS, offline, require_wheels
 from support.world import GOOD_PLAN, GOOD_REVIEW, GOOD_STANDARD
@@ -196,14 +198,40 @@ def test_the_examples_config_names_its_environment_and_checks() -> None:
     assert [c.name for c in config.checks] == ["compile", "ruff", "pytest", "plan_alignment"]
 
 
+def run_workflow(
+    world: TabularWorld,
+    data: Path,
+    repo: Path,
+    config: WorkflowConfig,
+    observers: Sequence[Observer] = (),
+) -> WorkflowState:
+    """Run the example's workflow on ``repo`` with the real agents and ``world``'s answers."""
+    model = ScriptedChatModel(responder=world)
+    templates = TemplateLoader()
+    with open_store(data) as store:
+        runner = WorkflowRunner(
+            store,
+            build_coordinator(model),
+            StepAgents(
+                planner=PlannerAgent(model, templates),
+                validator=ValidatorAgent(model, templates, sandbox=SANDBOX),
+                programmer=ProgrammerAgent(model, templates),
+            ),
+            clock=SystemClock(),
+            observers=observers,
+        )
+        wid = runner.create(
+            REQUIREMENT, config, workspace_root=repo.parent, workspace=repo
+        ).workflow_id
+        return asyncio.run(runner.run(wid))
+
+
 def test_a_workflow_imputes_the_median_after_one_refinement(repo: Path, env_cache: Path) -> None:
     """The first code fails a real pandas test, one refinement fixes it, the workflow ends.
 
     The checks are the built-ins plus the project's own pytest command, read from junit.
     """
     world = TabularWorld()
-    model = ScriptedChatModel(responder=world)
-    templates = TemplateLoader()
     unit = "python -m pytest -q -p no:cacheprovider tests --junitxml={report:junit}"
     config = WorkflowConfig.model_validate(
         {
@@ -219,21 +247,7 @@ def test_a_workflow_imputes_the_median_after_one_refinement(repo: Path, env_cach
             ],
         }
     )
-    with open_store(repo.parent / "data") as store:
-        runner = WorkflowRunner(
-            store,
-            build_coordinator(model),
-            StepAgents(
-                planner=PlannerAgent(model, templates),
-                validator=ValidatorAgent(model, templates, sandbox=SANDBOX),
-                programmer=ProgrammerAgent(model, templates),
-            ),
-            clock=SystemClock(),
-        )
-        wid = runner.create(
-            REQUIREMENT, config, workspace_root=repo.parent, workspace=repo
-        ).workflow_id
-        state = asyncio.run(runner.run(wid))
+    state = run_workflow(world, repo.parent / "data", repo, config)
     assert state.machine_state is MachineState.COMPLETED
     done = [r for r in state.history if r.status is StepStatus.COMPLETED]
     assert [int(r.step) for r in done] == [1, 2, 4, 5, 6, 7]
@@ -257,6 +271,31 @@ def test_a_workflow_imputes_the_median_after_one_refinement(repo: Path, env_cach
     ).read_text(encoding="utf-8")
 
 
+def test_a_runs_display_is_told_how_the_environment_build_goes(repo: Path, tmp_path: Path) -> None:
+    """The build a validation step waits for reaches the runner's observers, line by line."""
+    config = WorkflowConfig(
+        coordinator=Coordinator.PROGRAMMATIC,
+        gates=Gates(plan=False, final=False),
+        environment=offline(tmp_path / "envs", requirements="requirements.txt"),
+    )
+    seen: list[ProgressEvent] = []
+
+    class Recorder:
+        def on_event(self, event: ProgressEvent) -> None:
+            seen.append(event)
+
+    run_workflow(TabularWorld(), tmp_path / "data", repo, config, [Recorder()])
+    told = [e for e in seen if e.kind is ProgressKind.STEP_PROGRESS]
+    assert told, [e.kind for e in seen]
+    assert all(e.step is not None and e.step.step is Step.CODE_VALIDATION for e in told)
+    lines = [e.detail or "" for e in told]
+    assert lines[0].startswith("building the project environment from requirements.txt")
+    assert any(line.startswith("ready in ") for line in lines)  # built once, then cached
+    started = [i for i, e in enumerate(seen) if e.kind is ProgressKind.STEP_STARTED]
+    first = seen.index(told[0])
+    assert seen[max(i for i in started if i < first)].step.step is Step.CODE_VALIDATION  # type: ignore[union-attr]
+
+
 async def test_an_environment_that_cannot_be_built_fails_the_step_clearly(
     repo: Path, tmp_path: Path
 ) -> None:
@@ -277,9 +316,16 @@ async def test_an_environment_that_cannot_be_built_fails_the_step_clearly(
             environment=offline(tmp_path / "envs", requirements="requirements.txt")
         ),
     )
-    with pytest.raises(AgentError) as err:
-        await agents.run(ctx)
+    told: list[str] = []
+    token = build_progress.set(told.append)  # as a runner sets it around a step
+    try:
+        with pytest.raises(AgentError) as err:
+            await agents.run(ctx)
+    finally:
+        build_progress.reset(token)
     assert err.value.error_type == "sandbox_error"
+    assert told[0].startswith("building the project environment from requirements.txt")
+    assert any("no-such-package-here" in line for line in told)  # the installer's own lines
     message = str(err.value)
     assert "could not be built from requirements.txt" in message
     assert "no-such-package-here" in message

@@ -86,6 +86,9 @@ class ProgressDisplay:
                     + (f": {_shown(line)}" if line else "")
                     + (f" (commit {sha[:12]})" if sha else "")
                 )
+        elif event.kind == "step_progress" and event.step is not None and event.detail:
+            step = int(event.step.step)
+            self.console.print(f"{head} step {step} [dim]{_shown(event.detail)}[/dim]")
         elif event.kind == "interrupted" and event.step is not None:
             self.console.print(
                 f"{head} step {int(event.step.step)} was interrupted by a crash; it will be retried"
@@ -171,6 +174,7 @@ class LiveDisplay:
             get_time=get_time,
         )
         self._task: TaskID | None = None
+        self._note: str | None = None  # the running step's last progress line
         self._event: ProgressEvent | None = None
         self._live = Live(
             console=self.console,
@@ -185,6 +189,10 @@ class LiveDisplay:
         rows: list[RenderableType] = []
         if self._task is not None:
             rows.append(self._steps)  # the step or decision in flight
+            if self._note is not None:
+                rows.append(
+                    Text("  " + printable(self._note), "dim", no_wrap=True, overflow="ellipsis")
+                )
         event = self._event
         if event is not None:
             state = event.state
@@ -200,7 +208,9 @@ class LiveDisplay:
     def on_event(self, event: ProgressEvent) -> None:
         """Record the event: history lines above, the status area redrawn."""
         self._event = event
-        if event.kind == "step_started" and event.step is not None:
+        if event.kind == "step_progress":  # under the spinner, not a line of its own
+            self._note = event.detail
+        elif event.kind == "step_started" and event.step is not None:
             spec = STEP_SPECS[event.step.step]
             self._begin(
                 f"step {int(spec.step)} {spec.name} ({spec.agent.value}) "
@@ -208,7 +218,7 @@ class LiveDisplay:
             )
         elif event.kind in {"step_finished", "interrupted", "decision"}:
             self._begin(f"deciding decision #{len(event.state.decisions) + 1}")
-        if event.kind != "step_started":
+        if event.kind not in ("step_started", "step_progress"):
             self._lines.on_event(event)  # the step in flight is the spinner, not a line
         if event.kind in ("waiting", "finished"):
             self._end_step()
@@ -224,6 +234,7 @@ class LiveDisplay:
         self._task = self._steps.add_task(description, total=None)
 
     def _end_step(self) -> None:
+        self._note = None
         if self._task is not None:
             self._steps.remove_task(self._task)
             self._task = None

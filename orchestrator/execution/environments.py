@@ -41,6 +41,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ __all__ = [
     "Progress",
     "ProjectEnvironment",
     "build_environment",
+    "build_progress",
     "default_cache_dir",
     "environment_key",
     "inspect_python",
@@ -73,6 +75,14 @@ MARKER = ".hybrid-environment.json"
 
 Progress = Callable[[str], None]
 """Told one line at a time how a build goes."""
+
+build_progress: ContextVar[Progress | None] = ContextVar("build_progress", default=None)
+"""Told how a build goes when the caller passes no ``progress``.
+
+A runner sets it around a step, so that a build the step's checks wait for shows in the
+live display without every layer between (the validator agent, its tool runner) passing
+a callback along. Tasks the step starts inherit it with the rest of their context.
+"""
 
 _LOCK_POLL_S = 0.2
 _ERROR_LINES = 15
@@ -137,11 +147,14 @@ async def project_environment(
         settings: the workflow's ``environment:`` section.
         workspace: where ``requirements`` and ``pyproject`` are read from.
         progress: told how a build goes (it can take a minute); the build also logs.
+            Default: ``build_progress``'s, when one is set.
         base_python: the interpreter a virtualenv is built from.
 
     Raises:
         SandboxError: the interpreter cannot be run, the file is missing, or the build failed.
     """
+    if progress is None:
+        progress = build_progress.get()
     if settings.python:
         return await inspect_python(_interpreter(settings.python))
     if settings.builds:

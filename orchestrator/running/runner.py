@@ -26,12 +26,13 @@ from typing import Protocol
 
 import structlog
 
-from agents.base import StepAgents, StepContext
+from agents.base import AgentResult, StepAgents, StepContext
 from agents.human import Human
 from orchestrator import telemetry
 from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline, log_decision
 from orchestrator.deciding.shadow import ShadowBook, calls_recorded
+from orchestrator.execution.environments import build_progress
 from orchestrator.llm.backoff import Sleep, backoff_delay
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.repository.git import GitError
@@ -73,6 +74,7 @@ class ProgressKind(StrEnum):
 
     DECISION = "decision"  # a decision was taken and committed
     STEP_STARTED = "step_started"
+    STEP_PROGRESS = "step_progress"  # the running step says how it goes (``detail``)
     STEP_FINISHED = "step_finished"
     WAITING = "waiting"  # the workflow waits for a human at a gate
     FINISHED = "finished"  # the workflow completed, was rejected or failed
@@ -89,6 +91,8 @@ class ProgressEvent:
     decision: DecisionRecord | None = None
     step: StepRecord | None = None
     gate: Gate | None = None
+    detail: str | None = None
+    """A ``step_progress`` event's line: how a project environment's build goes."""
 
 
 class Observer(Protocol):
@@ -484,7 +488,7 @@ class WorkflowRunner:
             if rec.step in ROUND_STEPS:  # --repo: a failed attempt's writes do not linger
                 restored = await self._restore(state, config)
                 waited.extend([restored] if restored is not None else [])
-            result = await self.agents.run(ctx)
+            result = await self._run_agent(ctx, state, config)
             if isinstance(result, PlanDraft | CodeChange):
                 result = await self._commit_round(state, config, result)
             return complete_step(state, result, self.clock.now())
@@ -502,6 +506,26 @@ class WorkflowRunner:
         except Exception as exc:  # an agent bug must not crash the runner
             log.error("step.crashed", step=int(rec.step), error=repr(exc))
             return fail_step(state, "internal_error", repr(exc), self.clock.now(), retryable=False)
+
+    async def _run_agent(
+        self, ctx: StepContext, state: WorkflowState, config: WorkflowConfig
+    ) -> AgentResult:
+        """Run the step's agent; a project environment's build it waits for is reported."""
+        if not self.observers:
+            return await self.agents.run(ctx)
+        running = state.history[-1]
+
+        def report(line: str) -> None:
+            event = ProgressEvent(
+                ProgressKind.STEP_PROGRESS, state, config, step=running, detail=line
+            )
+            self._emit(event)
+
+        token = build_progress.set(report)
+        try:
+            return await self.agents.run(ctx)
+        finally:
+            build_progress.reset(token)
 
     async def _restore(self, state: WorkflowState, config: WorkflowConfig) -> EventEntry | None:
         try:
