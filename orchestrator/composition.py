@@ -173,6 +173,15 @@ def resolve_target(
     )
 
 
+def import_chat_stack() -> None:
+    """Import the openai client stack ``open_chat_model`` needs, ahead of its first use.
+
+    A worker calls it before it claims anything, so that its first claimed workflow does
+    not wait on (and hold its lease through) a second or more of imports on a busy machine.
+    """
+    from orchestrator.llm import local_server, openai_adapter  # noqa: F401, PLC0415
+
+
 @asynccontextmanager
 async def open_chat_model(target: LLMTarget, settings: LLMSettings) -> AsyncIterator[ChatModel]:
     """A ready chat model for ``target``; the embedded server is stopped on exit.

@@ -530,6 +530,10 @@ def test_commands_that_ask_no_llm_do_not_import_its_client(tmp_path: Path) -> No
         "except SystemExit:\n"
         "    pass\n"
         "print(sorted(m for m in ('openai', 'aiohttp', 'httpx2') if m in sys.modules))\n"
+        # what a worker does before its first claim
+        "from orchestrator.composition import import_chat_stack\n"
+        "import_chat_stack()\n"
+        "print(sorted(m for m in ('openai', 'aiohttp') if m in sys.modules))\n"
     )
     env = {**os.environ, "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data")}
     env.pop("ORCHESTRATOR_STORE", None)
@@ -542,4 +546,4 @@ def test_commands_that_ask_no_llm_do_not_import_its_client(tmp_path: Path) -> No
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert done.stdout.strip().splitlines()[-2:] == ["[]", "['aiohttp', 'openai']"]

@@ -36,7 +36,7 @@ from orchestrator.cli.running import (
     refuse_taken,
     workspace_path,
 )
-from orchestrator.composition import WorkerRunners
+from orchestrator.composition import WorkerRunners, import_chat_stack
 from orchestrator.running.worker import Worker, WorkerEvent, WorkerEventKind, WorkerSettings, submit
 from state.clock import SystemClock
 from state.config import Coordinator
@@ -127,6 +127,7 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     clock = SystemClock()
+    import_chat_stack()  # before the first claim, not while holding its lease
     async with AsyncExitStack() as stack:
         runners = WorkerRunners(
             store,
