@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -260,8 +260,19 @@ class Group:
         }
 
 
-def gather(store: Store) -> Iterator[WorkflowRecord]:
+SINCE_MARGIN = timedelta(minutes=10)
+"""How much earlier than ``since`` ``gather`` asks the store for: an entry is recorded
+after its decision by the same process, but a clock stepped back in between (NTP) would
+date it earlier. ``aggregate`` still cuts on each record's ``decided_at``."""
+
+
+def gather(store: Store, since: datetime | None = None) -> Iterator[WorkflowRecord]:
     """Every workflow with decisions or shadow answers, from one scan of the ledgers.
+
+    Args:
+        store: the store to read.
+        since: only entries recorded from about then on (``SINCE_MARGIN`` earlier), cut
+            by the store, so a short window reads only its part of a long record.
 
     Raises:
         StoreCorruptError: an entry's counted fields are damaged, naming its workflow and seq.
@@ -270,7 +281,8 @@ def gather(store: Store) -> Iterator[WorkflowRecord]:
     wid: str | None = None
     decisions: list[DecisionFields] = []
     shadows: list[ShadowFields] = []
-    for entry in store.scan_ledger(_KINDS):
+    cut = since - SINCE_MARGIN if since is not None else None
+    for entry in store.scan_ledger(_KINDS, since=cut):
         if entry.workflow_id != wid:
             if wid is not None:
                 yield WorkflowRecord(wid, tuple(decisions), tuple(shadows))

@@ -264,16 +264,19 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
         except Damaged as exc:
             raise exc.to_error(self.name[0].upper() + self.name[1:]) from exc
 
-    def scan_ledger(self, kinds: Collection[LedgerKind] | None = None) -> Iterator[RawLedgerEntry]:
+    def scan_ledger(
+        self, kinds: Collection[LedgerKind] | None = None, *, since: datetime | None = None
+    ) -> Iterator[RawLedgerEntry]:
         """Every workflow's ledger entries of ``kinds``, unvalidated (see ``Store``)."""
         wanted = {LedgerKind(k).value for k in kinds} if kinds is not None else None
+        cut = aware(since) if since is not None else None
         with self.data.lock:
             self._open()
             # The ledgers only grow: a copy of each list is the ledger as it is now.
             ledgers = sorted((wid, list(row.ledger)) for wid, row in self.data.rows.items())
         for wid, entries in ledgers:
             for seq, kind, at, payload in entries:
-                if wanted is None or kind in wanted:
+                if (wanted is None or kind in wanted) and (cut is None or at >= cut):
                     yield RawLedgerEntry(wid, seq, kind, ts(at), payload)
 
     # -- leases ----------------------------------------------------------------------------

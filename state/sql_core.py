@@ -496,7 +496,9 @@ class SqlStore(ClosesOnExit):
     scan_batch: int = 5000
     """How many entries one query of ``scan_ledger`` fetches."""
 
-    def scan_ledger(self, kinds: Collection[LedgerKind] | None = None) -> Iterator[RawLedgerEntry]:
+    def scan_ledger(
+        self, kinds: Collection[LedgerKind] | None = None, *, since: datetime | None = None
+    ) -> Iterator[RawLedgerEntry]:
         """Every workflow's ledger entries of ``kinds``, unvalidated (see ``Store``).
 
         Keyset pagination over the ledger's primary key: each batch is one short read
@@ -510,11 +512,15 @@ class SqlStore(ClosesOnExit):
             if not wanted:
                 return
             sql += f" AND kind IN ({', '.join('?' * len(wanted))})"
+        cut: list[str] = []
+        if since is not None:
+            sql += " AND recorded_at >= ?"  # fixed-width UTC text: text order is time order
+            cut = [ts(since)]
         sql += " ORDER BY workflow_id, seq LIMIT ?"
         after: tuple[str, int] = ("", 0)
         while True:
             with self._transaction("read the ledgers", write=False) as tx:
-                rows = tx.all(sql, [*after, *wanted, self.scan_batch])
+                rows = tx.all(sql, [*after, *wanted, *cut, self.scan_batch])
             for row in rows:
                 yield RawLedgerEntry(*row)
             if len(rows) < self.scan_batch:

@@ -585,7 +585,9 @@ class Store(Protocol):
         """
         ...
 
-    def scan_ledger(self, kinds: Collection[LedgerKind] | None = None) -> Iterator[RawLedgerEntry]:
+    def scan_ledger(
+        self, kinds: Collection[LedgerKind] | None = None, *, since: datetime | None = None
+    ) -> Iterator[RawLedgerEntry]:
         """Every workflow's ledger entries (of ``kinds``; None for all), unvalidated.
 
         The read path of readers that go over the whole record (``orchestrator insights``):
@@ -595,7 +597,9 @@ class Store(Protocol):
         entry by its ``workflow_id`` and ``seq``. Workflows without such entries do not
         appear. Each batch is read by itself: entries appended during the scan may or may
         not be in it, but the entries it yields for a workflow are contiguous in seq among
-        those of ``kinds``.
+        those of ``kinds``. With ``since`` only entries recorded at or after it come back
+        (by ``recorded_at``, the committing store's clock), filtered by the database, so a
+        reader of the last day does not decode the years before it.
 
         Raises:
             StoreError: the store cannot be read.

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from test_store_contract import ManualClock
 
 from orchestrator.cli.app import cli
 from orchestrator.composition import open_store
 from orchestrator.insights import (
+    SINCE_MARGIN,
     DecisionFields,
     Recommendation,
     ShadowFields,
@@ -217,6 +219,18 @@ def test_since_keeps_only_recent_decisions(store: Store) -> None:
     assert aggregate(gather(store), since=later) == []
 
 
+def test_since_is_cut_by_the_store_before_anything_is_read(tmp_path: Path) -> None:
+    """Entries recorded well before ``since`` never leave the store; the margin's do."""
+    clock = ManualClock()
+    since = clock.t + timedelta(days=1)
+    with open_store(tmp_path / "data", clock=clock) as store:
+        put(store, "old", [DecisionEntry(rec(1, PV, COMPLETE))])
+        clock.t = since - SINCE_MARGIN / 2
+        put(store, "near", [DecisionEntry(rec(1, PV, COMPLETE))])
+        assert [w.workflow_id for w in gather(store, since)] == ["near"]
+        assert [w.workflow_id for w in gather(store)] == ["near", "old"]
+
+
 def invoke(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     """Run ``orchestrator insights`` on the test store."""
     result = CliRunner().invoke(cli, ["insights", *args, "--data-dir", str(tmp_path / "data")])
@@ -310,7 +324,7 @@ def test_the_fast_read_counts_what_full_validation_counts(store: Store, cut: str
         groups = recommend(aggregate(workflows, start), min_samples=4)
         return [g.as_json() for g in groups], routing_yaml(groups)
 
-    fast, slow = report(gather(store)), report(validated(store))
+    fast, slow = report(gather(store, start)), report(validated(store))
     assert fast == slow
     counted = sum(g["samples"] for g in fast[0])
     assert counted == {"none": 34, "middle": 34 - len(times) // 2, "late": 1}[cut]

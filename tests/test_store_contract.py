@@ -33,7 +33,7 @@ from orchestrator.deciding.machine import WorkflowMachine
 from orchestrator.deciding.pipeline import DecisionPipeline
 from orchestrator.running.updates import complete_step, fail_step, new_workflow, record_answer
 from state.clock import FixedClock
-from state.codec import decode_entry
+from state.codec import decode_entry, ts
 from state.config import Gates, WorkflowConfig
 from state.decision import LLMCallInfo, ShadowDecider, ShadowOutcome, ShadowRecord
 from state.errors import (
@@ -501,6 +501,32 @@ def test_scan_ledger_streams_every_workflows_entries_as_stored(store: Store) -> 
     ]
     assert [e.seq for e in decisions if e.workflow_id == "wf-1"] == [1, 3, 5, 7]
     assert list(store.scan_ledger([])) == []
+
+
+def test_scan_ledger_since_cuts_by_recorded_time(store: Store, clock: ManualClock) -> None:
+    """``since`` keeps the entries recorded at or after it, in every workflow, by kind too."""
+    _created(store, "wf-1")
+    _created(store, "wf-2")
+    versions = {"wf-1": 1, "wf-2": 1}
+    for minute in range(3):
+        clock.t = T0 + timedelta(minutes=minute)
+        for wid in ("wf-1", "wf-2"):
+            state = store.load(wid).state
+            entries = [EventEntry("tick", {"minute": minute})]
+            versions[wid] = store.commit(
+                wid, state, expected_version=versions[wid], entries=entries, owner=None
+            )
+    cut = list(store.scan_ledger(since=T0 + timedelta(minutes=1)))
+    assert [(e.workflow_id, e.seq) for e in cut] == [
+        ("wf-1", 2),
+        ("wf-1", 3),
+        ("wf-2", 2),
+        ("wf-2", 3),
+    ]
+    assert all(e.recorded_at >= ts(T0 + timedelta(minutes=1)) for e in cut)
+    assert list(store.scan_ledger([LedgerKind.DECISION], since=T0)) == []
+    assert len(list(store.scan_ledger(since=T0))) == 6
+    assert list(store.scan_ledger(since=T0 + timedelta(minutes=3))) == []
 
 
 def test_event_entries_keep_their_data(store: Store) -> None:

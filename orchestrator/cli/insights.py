@@ -100,7 +100,7 @@ def insights(
             "another file"
         )
     with open_store(data_dir) as store:
-        groups = recommend(aggregate(gather(store), start), min_samples=min_samples)
+        groups = recommend(aggregate(gather(store, start), start), min_samples=min_samples)
     if fmt == "json":
         routing = {s.value: c.value for s, c in routing_block(groups).items()}
         click.echo(json.dumps({"groups": [g.as_json() for g in groups], "routing": routing}))
