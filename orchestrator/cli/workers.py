@@ -37,22 +37,18 @@ from orchestrator.cli.running import (
     workspace_path,
 )
 from orchestrator.composition import WorkerRunners, import_chat_stack
-from orchestrator.running.worker import Worker, WorkerEvent, WorkerEventKind, WorkerSettings, submit
+from orchestrator.running.worker import (
+    Worker,
+    WorkerEvent,
+    WorkerEventKind,
+    WorkerSettings,
+    queue_of,
+    submit,
+)
 from state.clock import SystemClock
 from state.config import Coordinator
-from state.errors import ConfigError
-from state.queue import QueueStatus, WorkQueue, work_queue
+from state.queue import QueueStatus, WorkQueue
 from state.store import Store
-
-
-def _queue_of(store: Store) -> WorkQueue:
-    queue = work_queue(store)
-    if queue is None:
-        raise ConfigError(
-            f"the store {store!r} keeps no work queue; use a data directory, "
-            "sqlite:///PATH or postgresql://... for workers"
-        )
-    return queue
 
 
 @click.command("submit")
@@ -87,7 +83,7 @@ def submit_command(
     )
     wid = new.workflow_id
     with open_store(data_dir) as store:
-        _queue_of(store)  # refused before a workspace is made
+        queue_of(store)  # refused before a workspace is made
         refuse_taken(store, wid)
         path = workspace_path(resolve_data_dir(data_dir), wid, workspace)
         with made_workspace(new, path) as (config, _settings):
@@ -189,7 +185,7 @@ def worker_command(
         concurrency=concurrency, lease_ttl_s=lease_ttl, poll_s=poll, heartbeat_s=heartbeat
     )
     with open_store(data_dir) as store:
-        queue = _queue_of(store)
+        queue = queue_of(store)
         with suppress(KeyboardInterrupt):
             asyncio.run(_serve(store, queue, settings, base_url, model, quiet))
 
@@ -212,7 +208,7 @@ def workers_command(forget_stale: bool, data_dir: Path | None) -> None:
     """
     now = datetime.now().astimezone()
     with open_store(data_dir) as store:
-        queue = _queue_of(store)
+        queue = queue_of(store)
         found = queue.workers()
         entries = queue.queued()
         if forget_stale:

@@ -45,6 +45,7 @@ from state.clock import Clock
 from state.config import WorkflowConfig
 from state.errors import (
     ConcurrencyError,
+    ConfigError,
     LLMUnavailableError,
     OrchestratorError,
     StoreCorruptError,
@@ -117,6 +118,21 @@ def default_worker_id() -> str:
     return f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
+def queue_of(store: Store) -> WorkQueue:
+    """The store's work queue.
+
+    Raises:
+        ConfigError: the store keeps none (it is not one workers can share).
+    """
+    queue = work_queue(store)
+    if queue is None:
+        raise ConfigError(
+            f"the store {store!r} keeps no work queue; use a data directory, "
+            "sqlite:///PATH or postgresql://... for workers"
+        )
+    return queue
+
+
 def submit(
     store: Store,
     requirements: str,
@@ -129,15 +145,11 @@ def submit(
     """Store a new workflow and queue it for a worker, in one transaction, without running it.
 
     Raises:
-        StoreError: the store keeps no work queue, or the workflow cannot be stored (then
-            nothing was: no workflow without its queue entry, no entry without a workflow).
+        ConfigError: the store keeps no work queue (``queue_of``).
+        StoreError: the workflow cannot be stored (then nothing was: no workflow without
+            its queue entry, no entry without a workflow).
     """
-    if work_queue(store) is None:
-        raise StoreError(
-            f"the store {store!r} keeps no work queue, so no worker would run workflow "
-            f"{workflow_id}; use a data directory, sqlite:///PATH or postgresql://... for "
-            "workers, or run it with `orchestrator run`"
-        )
+    queue_of(store)
     state = new_workflow(workflow_id, requirements, str(workspace), clock.now())
     store.create(state, config, wake=True)
     log.info("workflow.submitted", workflow_id=workflow_id, workspace=str(workspace))
