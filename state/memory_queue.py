@@ -95,6 +95,14 @@ class MemoryQueue:
             entry.wakeups += 1
         queue.woken.notify_all()
 
+    def _release_locked(self, workflow_id: str, owner: str) -> bool:
+        """Drop ``owner``'s lease, the store's lock held (``release_lease`` and ``settle``)."""
+        row = self.data.rows.get(workflow_id)
+        if row is None or row.lease is None or row.lease.owner != owner:
+            return False
+        row.lease = None
+        return True
+
     def claim(self, owner: str, ttl_s: float, limit: int) -> list[Claim]:
         """Lease up to ``limit`` ready, unleased workflows to ``owner`` (see ``WorkQueue``)."""
         queue = self._queue()
@@ -132,9 +140,7 @@ class MemoryQueue:
         with self.data.lock:
             self._open()
             if release is not None:
-                row = self.data.rows.get(workflow_id)
-                if row is not None and row.lease is not None and row.lease.owner == release:
-                    row.lease = None
+                self._release_locked(workflow_id, release)
             entry = queue.entries.get(workflow_id)
             if entry is None:
                 return False

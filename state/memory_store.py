@@ -316,11 +316,7 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
         """Give up ``owner``'s lease; whether there was one to give up."""
         with self.data.lock:
             self._open()
-            row = self.data.rows.get(workflow_id)
-            if row is None or row.lease is None or row.lease.owner != owner:
-                return False
-            row.lease = None
-            return True
+            return self._release_locked(workflow_id, owner)
 
     def lease(self, workflow_id: str) -> Lease | None:
         """The workflow's lease, live or expired, or None (see ``Store``)."""
