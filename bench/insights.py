@@ -197,12 +197,12 @@ def main() -> None:
             best_since = float("inf")
             for _ in range(args.repeat):
                 t = time.perf_counter()
-                recent = recommend(aggregate(gather(store, since), since), min_samples=20)
+                window = recommend(aggregate(gather(store, since), since), min_samples=20)
                 best_since = min(best_since, time.perf_counter() - t)
             print(f"decisions read: {n}; groups: {len(groups)}; routing: {routing_block(groups)}")
             print(f"insights: {best_all:.2f} s (best of {args.repeat}; target < 2 s); reading "
                   f"the ledgers alone: {best_read:.2f} s")  # fmt: skip
-            print(f"insights --since (the last two days: {sum(g.samples for g in recent)} "
+            print(f"insights --since (the last two days: {sum(g.samples for g in window)} "
                   f"decisions, the last tenth): {best_since:.2f} s")  # fmt: skip
 
 
