@@ -9,8 +9,10 @@ step ends, ``complete_step``, its ``StepResultEntry`` committed with the next de
 ``WorkflowRunner`` does when that decision needs no LLM call); at a gate,
 ``record_answer`` and a commit with its ``HumanAnswerEntry``; at the end ``release_lease``.
 Everything from ``create`` to ``release_lease`` is inside the timed loop; only decisions are
-counted. It runs with durability "normal" (WAL, synchronous=NORMAL: survives a process crash)
-and "full" (WAL, synchronous=FULL: survives a power loss), and LangGraph with ``SqliteSaver``
+counted. It runs with durability "normal" (WAL, synchronous=NORMAL: survives a process crash;
+a second time with the store's checkpoint thread stopped, so that SQLite checkpoints inside
+commits as it does by default) and "full" (WAL, synchronous=FULL: survives a power loss),
+and LangGraph with ``SqliteSaver``
 through ``peers.bench_langgraph`` exactly as peers.py calls it, each in a fresh temporary
 directory on the same disk, in one process, best of ``--repeat``.
 
@@ -178,11 +180,31 @@ def pragmas(conn: sqlite3.Connection) -> str:
     return f"journal_mode={mode}, synchronous={SYNCHRONOUS.get(sync, sync)}"
 
 
+def checkpoint_in_commits(store: SQLiteStore) -> None:
+    """Stop the store's checkpoint thread: SQLite checkpoints inside commits, as by default."""
+    checkpoints, store._checkpoints = store._checkpoints, None
+    if checkpoints is not None:
+        checkpoints.close()
+    store._connection().execute("PRAGMA wal_autocheckpoint = 1000")
+
+
 def bench_ours(
-    peers: ModuleType, n: int, durability: Durability, base: Path, *, coalesce: bool = False
+    peers: ModuleType,
+    n: int,
+    durability: Durability,
+    base: Path,
+    *,
+    coalesce: bool = False,
+    inline_checkpoints: bool = False,
 ) -> tuple[Sample, int]:
-    """``n`` durable workflows in a fresh store; the sample and transactions per workflow."""
+    """``n`` durable workflows in a fresh store; the sample and transactions per workflow.
+
+    With ``inline_checkpoints`` the store's checkpoint thread is stopped first, to show
+    what it saves.
+    """
     with tempfile.TemporaryDirectory(dir=base) as d, SQLiteStore(d, durability=durability) as st:
+        if inline_checkpoints:
+            checkpoint_in_commits(st)
         run = make_durable_runner(peers, st, owner=f"bench-{os.getpid()}", coalesce=coalesce)
         warm = run(-1)
         assert warm.status is WorkflowStatus.COMPLETED, warm.machine_state
@@ -276,20 +298,20 @@ def wal_pages_per_transaction(peers: ModuleType, base: Path, workflows: int = 20
 
     The count does not depend on the machine's load, unlike the rates: a NORMAL commit's
     cost is mostly writing these pages. Measured on a store already holding 100 workflows,
-    with automatic checkpoints off, by reading the WAL's frame headers (a frame whose
-    "database size" field is set ends a transaction).
+    with checkpoints off (SQLite's own and the store's thread), by reading the WAL's frame
+    headers (a frame whose "database size" field is set ends a transaction).
     """
     with tempfile.TemporaryDirectory(dir=base) as d, SQLiteStore(d) as st:
         run = make_durable_runner(peers, st, owner="pages", coalesce=True)
         for i in range(100):
             run(i)
-        conn: sqlite3.Connection = st._conn  # type: ignore[assignment]
+        conn = st._connection()
+        checkpoint_in_commits(st)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         for i in range(100, 100 + workflows):
             run(i)
         wal = (Path(d) / f"{DB_FILENAME}-wal").read_bytes()
-        conn.execute("PRAGMA wal_autocheckpoint = 1000")
     (page_size,) = struct.unpack(">I", wal[8:12])
     frames = transactions = 0
     for off in range(32, len(wal) - page_size - 23, page_size + 24):
@@ -674,6 +696,7 @@ def main() -> None:
 
     names = {
         "normal": "hybrid-orchestrator SQLiteStore (normal)",
+        "normal-inline": "  the same, checkpoints inside commits",
         "full": "hybrid-orchestrator SQLiteStore (full)",
         "lg": "langgraph SqliteSaver (as peers.py: async)",
         "lg-sync": "langgraph SqliteSaver (durability=sync)",
@@ -687,6 +710,11 @@ def main() -> None:
             # As the runner commits: a step's result goes with the decision that follows it.
             sample, tx[key] = bench_ours(peers, n, durability, base, coalesce=True)
             samples[key].append(sample)
+            if durability == "normal":  # what the checkpoint thread saves
+                sample, tx["normal-inline"] = bench_ours(
+                    peers, n, durability, base, coalesce=True, inline_checkpoints=True
+                )
+                samples["normal-inline"].append(sample)
         samples["lg"].append(bench_langgraph_sqlite(peers, n, base, None))
         samples["lg-sync"].append(bench_langgraph_sqlite(peers, n, base, "sync"))
         samples["lg-sync-normal"].append(

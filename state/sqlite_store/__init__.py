@@ -16,7 +16,9 @@ What is stored, and how a commit writes only what changed, is ``state.sql_core``
 shared with the PostgreSQL store. Modules: ``connection`` (where the file lives, its
 permissions, opening it read-write or read-only, sqlite3 errors in our words, ``Tx``),
 ``schema`` (tables and migrations), ``queue`` (the work queue's SQLite part: waking
-idle workers of this process; the rest is ``state.sql_queue``'s) and ``store`` (the class).
+idle workers of this process; the rest is ``state.sql_queue``'s), ``checkpoints`` (the WAL
+copied back into the file on a thread of its own, so that no commit waits for it) and
+``store`` (the class).
 Code outside the store builds one through ``orchestrator.composition.open_store``.
 """
 
@@ -42,6 +44,7 @@ __all__ = [
     "Durability",
     "Migration",
     "SQLiteStore",
+    "checkpoints",
     "connection",
     "default_data_dir",
     "queue",

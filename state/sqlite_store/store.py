@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from state.clock import Clock, SystemClock
 from state.errors import ConfigError, StoreError, UnknownWorkflowError
 from state.sql_core import SqlStore
+from state.sqlite_store.checkpoints import BACKSTOP, Checkpointer
 from state.sqlite_store.connection import (
     DATA_DIR_ENV,
     DB_FILENAME,
@@ -86,6 +87,7 @@ class SQLiteStore(SqlStore, SQLiteQueue):
         self._lock = threading.RLock()
         self._encoder = SnapshotEncoder()
         self._conn: sqlite3.Connection | None = None
+        self._checkpoints: Checkpointer | None = None
         self._damage: str | None = None
         if read_only is None:
             read_only = self.data_dir.is_dir() and not can_write(self.data_dir, self.path)
@@ -108,6 +110,8 @@ class SQLiteStore(SqlStore, SQLiteQueue):
             conn.close()
             raise
         self._conn = conn
+        if not read_only and durability == "normal":
+            self._checkpoints = Checkpointer(self.path, busy_timeout_s)
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""
@@ -129,6 +133,9 @@ class SQLiteStore(SqlStore, SQLiteQueue):
             return
         # From here on the file may be written: it is ours and not from the future.
         configure(conn, self.path, self.durability)
+        if self.durability == "normal":
+            # Checkpoints run on a thread (``checkpoints``); SQLite's own is the backstop.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP}")
         if version < len(migrations):
             migrate(conn, self.path, migrations)
 
@@ -171,6 +178,8 @@ class SQLiteStore(SqlStore, SQLiteQueue):
                 yield Tx(conn)
                 if begin is not None:
                     conn.execute("COMMIT")
+                if write and self._checkpoints is not None:
+                    self._checkpoints.committed()
             except BaseException as exc:
                 if conn.in_transaction:
                     # The original error says more; SQLite rolls back on close anyway.
@@ -208,6 +217,8 @@ class SQLiteStore(SqlStore, SQLiteQueue):
             conn, self._conn = self._conn, None
             if conn is None:
                 return
+            if self._checkpoints is not None:
+                self._checkpoints.close()
             try:
                 conn.close()
             except sqlite3.Error as exc:
