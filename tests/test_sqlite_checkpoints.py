@@ -6,6 +6,7 @@ is there, what only the WAL holds is not.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sqlite3
 import threading
@@ -118,3 +119,13 @@ def test_a_checkpointer_that_cannot_open_the_file_says_so_and_stops(tmp_path: Pa
     checkpoints.close()
     assert [e["event"] for e in logs] == ["store.checkpoint.unavailable"]
     assert "SQLite's own checkpoints" in logs[0]["advice"]
+
+
+def test_a_store_dropped_without_closing_stops_its_thread(tmp_path: Path) -> None:
+    """Garbage-collecting an unclosed store ends its checkpoint thread too."""
+    store = SQLiteStore(tmp_path)
+    _create(store, EVERY)
+    assert len(_checkpoint_threads()) == 1
+    del store
+    gc.collect()
+    _wait_for(lambda: not _checkpoint_threads())

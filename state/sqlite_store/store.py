@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -112,6 +113,8 @@ class SQLiteStore(SqlStore, SQLiteQueue):
         self._conn = conn
         if not read_only and durability == "normal":
             self._checkpoints = Checkpointer(self.path, busy_timeout_s)
+            # A store dropped without close() still stops its thread.
+            weakref.finalize(self, self._checkpoints.close)
 
     def __repr__(self) -> str:
         mode = ", read_only=True" if self.read_only else ""
