@@ -201,6 +201,14 @@ class AsyncStore:
         """``Store.lease``."""
         return await self._submit(self.store.lease, workflow_id)
 
+    async def leases(self) -> list[Lease]:
+        """``Store.leases``."""
+        return await self._submit(self.store.leases)
+
+    async def note_activity(self, workflow_id: str, owner: str, activity: str | None) -> bool:
+        """``Store.note_activity``."""
+        return await self._submit(self.store.note_activity, workflow_id, owner, activity)
+
     async def add_artifact(self, workflow_id: str, kind: str, path: str) -> Artifact:
         """``Store.add_artifact``."""
         return await self._submit(self.store.add_artifact, workflow_id, kind, path)

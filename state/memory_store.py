@@ -13,6 +13,7 @@ behind one lock; calls never wait on anything else, so async callers need not of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import socket
 import threading
@@ -49,6 +50,7 @@ from state.store import (
     SnapshotEncoder,
     StoredWorkflow,
     WorkflowSummary,
+    clip_activity,
 )
 from state.workflow import WorkflowState
 
@@ -299,6 +301,10 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
             self._open()
             row = self._row(workflow_id)
             leasing.refuse_unless_free(row.lease, owner, now=now, host=self.host)
+            if row.lease is not None and row.lease.owner == owner:  # its note stays with it
+                lease = dataclasses.replace(
+                    lease, activity=row.lease.activity, activity_at=row.lease.activity_at
+                )
             row.lease = lease
         return lease
 
@@ -309,7 +315,7 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
             self._open()
             row = self._row(workflow_id)
             held = leasing.refuse_unless_holder(row.lease, workflow_id, owner)
-            row.lease = Lease(workflow_id, owner, held.host, held.pid, expires)
+            row.lease = dataclasses.replace(held, expires_at=expires)
             return row.lease
 
     def release_lease(self, workflow_id: str, owner: str) -> bool:
@@ -317,6 +323,25 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
         with self.data.lock:
             self._open()
             return self._release_locked(workflow_id, owner)
+
+    def leases(self) -> list[Lease]:
+        """Every workflow's lease, live or expired (see ``Store``)."""
+        with self.data.lock:
+            self._open()
+            return [r.lease for r in self.data.rows.values() if r.lease is not None]
+
+    def note_activity(self, workflow_id: str, owner: str, activity: str | None) -> bool:
+        """Say on ``owner``'s lease what it is doing now (see ``Store``)."""
+        at = None if activity is None else self._now()
+        with self.data.lock:
+            self._open()
+            row = self.data.rows.get(workflow_id)
+            if row is None or row.lease is None or row.lease.owner != owner:
+                return False
+            row.lease = dataclasses.replace(
+                row.lease, activity=clip_activity(activity), activity_at=at
+            )
+            return True
 
     def lease(self, workflow_id: str) -> Lease | None:
         """The workflow's lease, live or expired, or None (see ``Store``)."""

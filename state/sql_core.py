@@ -36,6 +36,7 @@ state that comes back equals the one committed, and a damaged record is named.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from abc import abstractmethod
@@ -77,6 +78,7 @@ from state.store import (
     SnapshotEncoder,
     StoredWorkflow,
     WorkflowSummary,
+    clip_activity,
 )
 from state.workflow import WorkflowState
 
@@ -168,11 +170,23 @@ class Statements:
         "created_at, updated_at FROM workflows"
     )
     summaries_order: str = " ORDER BY updated_at DESC, id"
-    read_lease: str = "SELECT owner, host, pid, expires_at FROM leases WHERE workflow_id = ?"
+    read_lease: str = (
+        "SELECT owner, host, pid, expires_at, activity, activity_at FROM leases "
+        "WHERE workflow_id = ?"
+    )
     put_lease: str = (
         "INSERT INTO leases (workflow_id, owner, host, pid, expires_at) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (workflow_id) DO UPDATE SET owner = excluded.owner, host = excluded.host, "
-        "pid = excluded.pid, expires_at = excluded.expires_at"
+        "pid = excluded.pid, expires_at = excluded.expires_at, "
+        # The holder's note stays with a renewal; a new holder starts without one.
+        "activity = CASE WHEN leases.owner = excluded.owner THEN leases.activity END, "
+        "activity_at = CASE WHEN leases.owner = excluded.owner THEN leases.activity_at END"
+    )
+    read_leases: str = (
+        "SELECT workflow_id, owner, host, pid, expires_at, activity, activity_at FROM leases"
+    )
+    note_activity: str = (
+        "UPDATE leases SET activity = ?, activity_at = ? WHERE workflow_id = ? AND owner = ?"
     )
     delete_lease: str = "DELETE FROM leases WHERE workflow_id = ? AND owner = ?"
     put_artifact: str = (
@@ -287,13 +301,21 @@ class SqlStore(ClosesOnExit):
 
     def _read_lease(self, tx: Tx, workflow_id: str) -> Lease | None:
         row = tx.one(self.sql.read_lease, (workflow_id,))
-        if row is None:
-            return None
-        owner, host, pid, expires = row
+        return None if row is None else self._lease_of(workflow_id, row)
+
+    @staticmethod
+    def _lease_of(workflow_id: str, row: Sequence[Any]) -> Lease:
+        owner, host, pid, expires, activity, activity_at = row
         if not isinstance(pid, int):
             raise Damaged(workflow_id, "its lease", f"pid {pid!r} is not an integer")
         return Lease(
-            workflow_id, str(owner), str(host), pid, parse_time(workflow_id, "its lease", expires)
+            workflow_id,
+            str(owner),
+            str(host),
+            pid,
+            parse_time(workflow_id, "its lease", expires),
+            None if activity is None else str(activity),
+            None if activity_at is None else parse_time(workflow_id, "its lease", activity_at),
         )
 
     def _write_records(
@@ -566,7 +588,7 @@ class SqlStore(ClosesOnExit):
             held = leasing.refuse_unless_holder(
                 self._read_lease(tx, workflow_id), workflow_id, owner
             )
-            renewed = Lease(workflow_id, owner, held.host, held.pid, expires)
+            renewed = dataclasses.replace(held, expires_at=expires)
             self._put_lease(tx, renewed)
         return renewed
 
@@ -575,6 +597,23 @@ class SqlStore(ClosesOnExit):
         """Give up ``owner``'s lease; whether there was one to give up."""
         with self._transaction("release the lease", workflow_id, single=True) as tx:
             return tx.run(self.sql.delete_lease, (workflow_id, owner)) > 0
+
+    @noting_damage
+    def leases(self) -> list[Lease]:
+        """Every workflow's lease, live or expired (see ``Store``)."""
+        with self._transaction("read the leases", write=False) as tx:
+            rows = tx.all(self.sql.read_leases)
+        return [self._lease_of(str(row[0]), row[1:]) for row in rows]
+
+    @noting_damage
+    def note_activity(self, workflow_id: str, owner: str, activity: str | None) -> bool:
+        """Say on ``owner``'s lease what it is doing now (see ``Store``)."""
+        at = None if activity is None else ts(self._now())
+        with self._transaction("note the lease's activity", workflow_id, single=True) as tx:
+            return (
+                tx.run(self.sql.note_activity, (clip_activity(activity), at, workflow_id, owner))
+                > 0
+            )
 
     @noting_damage
     def lease(self, workflow_id: str) -> Lease | None:
@@ -748,6 +787,12 @@ def schema_4(tx: Tx, *, rebuild: bool) -> None:
     )
     tx.run("DROP TABLE records")
     tx.run("ALTER TABLE records_v4 RENAME TO records")
+
+
+def schema_5(tx: Tx) -> None:
+    """Schema 4 to 5, both backends: a lease says what its holder is doing (``note_activity``)."""
+    tx.run("ALTER TABLE leases ADD COLUMN activity TEXT")
+    tx.run("ALTER TABLE leases ADD COLUMN activity_at TEXT")
 
 
 def record_rows(

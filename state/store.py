@@ -191,6 +191,17 @@ class Artifact:
     recorded_at: datetime
 
 
+ACTIVITY_CHARS = 500
+"""The longest ``Lease.activity`` a store keeps; a longer note is cut, ending in "…"."""
+
+
+def clip_activity(activity: str | None) -> str | None:
+    """``activity`` as a store keeps it: at most ``ACTIVITY_CHARS`` characters."""
+    if activity is None or len(activity) <= ACTIVITY_CHARS:
+        return activity
+    return activity[: ACTIVITY_CHARS - 1] + "…"
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """A worker's claim to run a workflow until ``expires_at``.
@@ -201,6 +212,10 @@ class Lease:
         host: the holder's host name, so a stale lease of a dead local process can be taken.
         pid: the holder's process id on ``host``.
         expires_at: when the claim lapses unless renewed (timezone-aware).
+        activity: what the holder last said it is doing (``Store.note_activity``: an
+            environment build's latest line, say), or None. It goes with the lease: a
+            renewal keeps it, a new holder starts without one.
+        activity_at: when ``activity`` was said.
     """
 
     workflow_id: str
@@ -208,6 +223,8 @@ class Lease:
     host: str
     pid: int
     expires_at: datetime
+    activity: str | None = None
+    activity_at: datetime | None = None
 
     def is_live(self, now: datetime) -> bool:
         """Whether the lease has not expired at ``now``."""
@@ -649,6 +666,21 @@ class Store(Protocol):
 
     def lease(self, workflow_id: str) -> Lease | None:
         """The workflow's lease, live or expired, or None."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every workflow's lease, live or expired (one per workflow being run, or left)."""
+        ...
+
+    def note_activity(self, workflow_id: str, owner: str, activity: str | None) -> bool:
+        """Say on ``owner``'s lease what it is doing now, for whoever watches the workflow.
+
+        Not part of the workflow's record: it lives on the lease and goes with it. Long
+        texts are cut to ``ACTIVITY_CHARS`` characters; None clears it.
+
+        Returns:
+            Whether ``owner`` holds the lease (nothing is written when it does not).
+        """
         ...
 
     def add_artifact(self, workflow_id: str, kind: str, path: str) -> Artifact:

@@ -47,6 +47,7 @@ from state.sql_core import SqlStore
 from state.sqlite_store import DB_FILENAME, default_data_dir
 from state.steps import Gate, MachineState, Step, WorkflowStatus
 from state.store import (
+    ACTIVITY_CHARS,
     DecisionEntry,
     EventEntry,
     HumanAnswerEntry,
@@ -688,6 +689,52 @@ def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store, dead_
     _created(store)
     store.acquire_lease("wf-1", "killed", 3600, pid=dead_pid)
     assert store.acquire_lease("wf-1", "w2", 30).owner == "w2"
+
+
+def test_a_lease_holder_notes_its_activity_and_the_note_goes_with_the_lease(
+    open_store: StoreFactory, clock: ManualClock
+) -> None:
+    """Only the holder writes the note; renewals keep it, a new holder and a release drop it."""
+    store, other = open_store(), open_store()
+    _created(store)
+    assert not store.note_activity("wf-1", "w1", "building")  # no lease: nothing written
+    store.acquire_lease("wf-1", "w1", 30)
+    clock.advance(1)
+    assert store.note_activity("wf-1", "w1", "environment: installing numpy")
+    held = other.lease("wf-1")
+    assert held is not None
+    assert (held.activity, held.activity_at) == (
+        "environment: installing numpy",
+        T0 + timedelta(seconds=1),
+    )
+    assert not other.note_activity("wf-1", "w2", "not mine")
+    store.renew_lease("wf-1", "w1", 30)
+    store.acquire_lease("wf-1", "w1", 30)  # the holder again: an extension
+    renewed = other.lease("wf-1")
+    assert renewed is not None
+    assert renewed.activity == "environment: installing numpy"
+    assert store.note_activity("wf-1", "w1", "x" * 2000)
+    long = other.lease("wf-1")
+    assert long is not None and long.activity is not None
+    assert len(long.activity) == ACTIVITY_CHARS and long.activity.endswith("…")
+    assert store.note_activity("wf-1", "w1", None)
+    cleared = other.lease("wf-1")
+    assert cleared is not None
+    assert (cleared.activity, cleared.activity_at) == (None, None)
+    store.note_activity("wf-1", "w1", "busy")
+    clock.advance(30)
+    taken = other.acquire_lease("wf-1", "w2", 30)
+    assert taken.activity is None
+    current = store.lease("wf-1")
+    assert current is not None
+    assert (current.owner, current.activity) == ("w2", None)
+    other.note_activity("wf-1", "w2", "mine now")
+    assert [(le.workflow_id, le.owner, le.activity) for le in store.leases()] == [
+        ("wf-1", "w2", "mine now")
+    ]
+    other.release_lease("wf-1", "w2")
+    assert store.lease("wf-1") is None
+    assert store.leases() == []
 
 
 def test_lease_of_a_process_on_another_host_waits_for_expiry(store: Store, dead_pid: int) -> None:

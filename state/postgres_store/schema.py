@@ -13,7 +13,7 @@ import psycopg
 
 from state.errors import StoreCorruptError, StoreVersionError
 from state.postgres_store.connection import Tx
-from state.sql_core import apply_migrations, schema_2, schema_3, schema_4
+from state.sql_core import apply_migrations, schema_2, schema_3, schema_4, schema_5
 
 Migration = Callable[[psycopg.Cursor[tuple[object, ...]]], None]
 """Brings the schema from version N to N+1 with ``cur.execute`` only (no commit)."""
@@ -101,7 +101,18 @@ def _migration_4(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
     schema_4(Tx(cur), rebuild=False)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2, _migration_3, _migration_4)
+def _migration_5(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+    """Leases say what their holder is doing (``sql_core.schema_5``)."""
+    schema_5(Tx(cur))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+    _migration_5,
+)
 """``MIGRATIONS[n]`` brings the schema from version n to n+1; never edit a released one."""
 
 STORE_SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from state.errors import StoreCorruptError, StoreVersionError
-from state.sql_core import apply_migrations, schema_2, schema_3, schema_4
+from state.sql_core import apply_migrations, schema_2, schema_3, schema_4, schema_5
 from state.sqlite_store.connection import DATA_DIR_ENV, Tx
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -84,7 +84,18 @@ def _migration_4(conn: sqlite3.Connection) -> None:
     schema_4(Tx(conn), rebuild=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2, _migration_3, _migration_4)
+def _migration_5(conn: sqlite3.Connection) -> None:
+    """Leases say what their holder is doing (``sql_core.schema_5``)."""
+    schema_5(Tx(conn))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+    _migration_5,
+)
 """``MIGRATIONS[n]`` brings the schema from version n to n+1; never edit a released one."""
 
 STORE_SCHEMA_VERSION = len(MIGRATIONS)
