@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -272,19 +273,42 @@ def test_a_workflow_imputes_the_median_after_one_refinement(repo: Path, env_cach
 
 
 def test_a_runs_display_is_told_how_the_environment_build_goes(repo: Path, tmp_path: Path) -> None:
-    """The build a validation step waits for reaches the runner's observers, line by line."""
+    """The build a validation step waits for reaches the runner's observers, line by line.
+
+    Another handle on the store (as the console or ``status`` in another process) sees the
+    latest line on the workflow's lease while the build runs, and nothing once it is done.
+    """
     config = WorkflowConfig(
         coordinator=Coordinator.PROGRAMMATIC,
         gates=Gates(plan=False, final=False),
         environment=offline(tmp_path / "envs", requirements="requirements.txt"),
     )
     seen: list[ProgressEvent] = []
+    noted: list[str] = []
+    done = threading.Event()
+    data = tmp_path / "data"
 
     class Recorder:
         def on_event(self, event: ProgressEvent) -> None:
             seen.append(event)
 
-    run_workflow(TabularWorld(), tmp_path / "data", repo, config, [Recorder()])
+    def watch() -> None:
+        with open_store(data) as peek:
+            while not done.wait(0.05):
+                noted.extend(le.activity for le in peek.leases() if le.activity is not None)
+
+    with open_store(data):
+        pass  # made before the watcher opens it
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        run_workflow(TabularWorld(), data, repo, config, [Recorder()])
+    finally:
+        done.set()
+        watcher.join()
+    assert any(n.startswith("building the project environment") for n in noted), noted
+    with open_store(data) as after:
+        assert after.leases() == []  # the note went with the lease
     told = [e for e in seen if e.kind is ProgressKind.STEP_PROGRESS]
     assert told, [e.kind for e in seen]
     assert all(e.step is not None and e.step.step is Step.CODE_VALIDATION for e in told)

@@ -235,3 +235,26 @@ def test_a_repo_workflow_shows_its_branch_and_the_change_in_the_browser(
         with open_store(data) as store:
             answer = store.load("wf-repo").state.human_answers[-1]
         assert answer.changes == ("At prep.py:4: skip empty rows",)
+
+
+def test_a_running_workflow_shows_what_its_process_is_doing(browser: Any, tmp_path: Path) -> None:
+    """The lease's activity note (an environment build's line) shows, follows and goes."""
+    with open_store(tmp_path / "data") as store:
+        store_waiting(store, "wf-a", tmp_path / "ws")
+        store.acquire_lease("wf-a", "worker-7", 300)  # a live process of this host: this one
+        store.note_activity("wf-a", "worker-7", "building the project environment (pip)")
+        wait = WebDriverWait(
+            browser, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        )
+        app = create_app(make_service(store, tmp_path / "ws"), AccessPolicy(), watch_interval_s=0.2)
+        with ServerThread(app) as server:
+            browser.get(server.url + "/workflows/wf-a")
+            shown = wait.until(lambda d: d.find_element(By.ID, "activity").text or None)
+            assert shown == "building the project environment (pip)"
+            assert "(running)" in browser.find_element(By.ID, "machine-state").text
+            _shot(browser, "activity")
+            # Another process writes a newer line: the live feed redraws the page.
+            store.note_activity("wf-a", "worker-7", "Collecting pandas")
+            wait.until(lambda d: d.find_element(By.ID, "activity").text == "Collecting pandas")
+            store.release_lease("wf-a", "worker-7")
+            wait.until(lambda d: not d.find_elements(By.ID, "activity"))

@@ -458,9 +458,12 @@ def test_submit_queues_and_workers_lists(tmp_path: Path) -> None:
         assert store.load("wf-sub").state.decisions == ()
         assert [e.workflow_id for e in queue_of(store).queued()] == ["wf-sub"]
         queue_of(store).beat(WorkerBeat("worker-x", "h", 1, SystemClock().now(), 2, 10.0))
+        store.acquire_lease("wf-sub", "worker-x", 60)
+        store.note_activity("wf-sub", "worker-x", "building the project environment")
     listed = runner.invoke(cli, ["workers"], env=env, catch_exceptions=False)
     assert listed.exit_code == 0, listed.output
     assert "worker-x" in listed.stdout and "ok" in listed.stdout
+    assert "wf-sub (worker-x): building the project environment (0s ago)" in listed.stdout
     assert "queue: 1 ready, 0 parked" in listed.stdout
     again = runner.invoke(cli, ["submit", "-r", "x", "--id", "wf-sub"], env=env)
     assert again.exit_code == 2 and "already exists" in again.output

@@ -211,6 +211,8 @@ def workers_command(forget_stale: bool, data_dir: Path | None) -> None:
         queue = queue_of(store)
         found = queue.workers()
         entries = queue.queued()
+        ours = {info.beat.worker_id for info in found}
+        doing = [le for le in store.leases() if le.owner in ours and le.activity is not None]
         if forget_stale:
             for info in found:
                 if info.is_stale(now):
@@ -232,6 +234,12 @@ def workers_command(forget_stale: bool, data_dir: Path | None) -> None:
     console = Console(highlight=False, soft_wrap=True)
     if found:
         console.print(table)
+        for lease in sorted(doing, key=lambda le: le.workflow_id):
+            said = _age(now, lease.activity_at) if lease.activity_at is not None else "?"
+            click.echo(
+                f"  {printable(lease.workflow_id)} ({printable(lease.owner)}): "
+                f"{printable(lease.activity or '')} ({said})"
+            )
     else:
         click.echo("no workers registered")
     ready = sum(1 for e in entries if e.status is QueueStatus.READY)

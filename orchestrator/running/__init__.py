@@ -1,6 +1,7 @@
 """Running: drives workflows durably through their steps, agents, gates and the store."""
 
 __all__ = [
+    "activity",
     "agent_context",
     "consistency",
     "replay",

@@ -36,6 +36,7 @@ from orchestrator.execution.environments import build_progress
 from orchestrator.llm.backoff import Sleep, backoff_delay
 from orchestrator.llm.metering import UsageMeter
 from orchestrator.repository.git import GitError
+from orchestrator.running.activity import ActivityNotes
 from orchestrator.running.agent_context import build_step_context
 from orchestrator.running.consistency import check_consistency
 from orchestrator.running.updates import (
@@ -429,7 +430,8 @@ class WorkflowRunner:
                     ProgressKind.STEP_STARTED, state, config, decision=record, step=running
                 )
             )
-            state, waited = await self._run_step(state, config, record)
+            notes = ActivityNotes(store, wid, self.owner)
+            state, waited = await self._run_step(state, config, record, notes)
             done = state.history[-1]
             # Committed together with the next decision, microseconds from now, unless that
             # decision must wait for an LLM: then it is committed first (see _decide).
@@ -459,16 +461,20 @@ class WorkflowRunner:
         return await commit(state, DecisionEntry(record)), record
 
     async def _run_step(
-        self, state: WorkflowState, config: WorkflowConfig, record: DecisionRecord
+        self,
+        state: WorkflowState,
+        config: WorkflowConfig,
+        record: DecisionRecord,
+        notes: ActivityNotes,
     ) -> tuple[WorkflowState, list[EventEntry]]:
         """Run the step, its LLM calls charged to the workflow; any backoff wait as an event."""
         meter = UsageMeter(state, config.llm)
         waited: list[EventEntry] = []
         if not telemetry.enabled():
-            done = await self._attempt(state, config, record, meter, waited)
+            done = await self._attempt(state, config, record, meter, waited, notes)
         else:
             with telemetry.step_span(state.workflow_id, state.history[-1]) as span:
-                done = await self._attempt(state, config, record, meter, waited)
+                done = await self._attempt(state, config, record, meter, waited, notes)
                 telemetry.describe_step(span, done.history[-1])
         return charge_step(done, meter.usage, meter.charged(done.counters)), waited
 
@@ -479,6 +485,7 @@ class WorkflowRunner:
         record: DecisionRecord,
         meter: UsageMeter,
         waited: list[EventEntry],
+        notes: ActivityNotes,
     ) -> WorkflowState:
         rec = state.history[-1]
         try:
@@ -488,7 +495,7 @@ class WorkflowRunner:
             if rec.step in ROUND_STEPS:  # --repo: a failed attempt's writes do not linger
                 restored = await self._restore(state, config)
                 waited.extend([restored] if restored is not None else [])
-            result = await self._run_agent(ctx, state, config)
+            result = await self._run_agent(ctx, state, config, notes)
             if isinstance(result, PlanDraft | CodeChange):
                 result = await self._commit_round(state, config, result)
             return complete_step(state, result, self.clock.now())
@@ -508,22 +515,27 @@ class WorkflowRunner:
             return fail_step(state, "internal_error", repr(exc), self.clock.now(), retryable=False)
 
     async def _run_agent(
-        self, ctx: StepContext, state: WorkflowState, config: WorkflowConfig
+        self, ctx: StepContext, state: WorkflowState, config: WorkflowConfig, notes: ActivityNotes
     ) -> AgentResult:
-        """Run the step's agent; a project environment's build it waits for is reported."""
-        if not self.observers:
-            return await self.agents.run(ctx)
+        """Run the step's agent; a project environment's build it waits for is reported.
+
+        Each line of the build goes to the observers and, as the lease's activity note, to
+        whoever watches the store (the console, ``orchestrator status``).
+        """
         running = state.history[-1]
 
         def report(line: str) -> None:
-            event = ProgressEvent(
-                ProgressKind.STEP_PROGRESS, state, config, step=running, detail=line
-            )
-            self._emit(event)
+            notes.say(line)
+            if self.observers:
+                event = ProgressEvent(
+                    ProgressKind.STEP_PROGRESS, state, config, step=running, detail=line
+                )
+                self._emit(event)
 
         token = build_progress.set(report)
         try:
-            return await self.agents.run(ctx)
+            async with notes.step():
+                return await self.agents.run(ctx)
         finally:
             build_progress.reset(token)
 

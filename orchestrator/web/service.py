@@ -148,6 +148,8 @@ class Version:
     status: str
     waiting_gate: str | None
     updated_at: str
+    activity: str | None = None
+    """What the lease's holder last said it is doing (an environment build's line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,20 +369,24 @@ class ConsoleService:
         return await asyncio.shield(pending)
 
     def _running(self, workflow_id: str) -> bool:
-        task = self._runs.get(workflow_id)
-        if task is not None and not task.done():
-            return True
+        return self._drive_state(workflow_id)[0]
+
+    def _drive_state(self, workflow_id: str) -> tuple[bool, str | None]:
+        """Whether a live process drives the workflow, and what it says it is doing."""
         lease = self._store.lease(workflow_id)
-        return lease is not None and not lease_is_stale(
+        live = lease is not None and not lease_is_stale(
             lease, now=self._clock.now(), host=self._host
         )
+        activity = lease.activity if lease is not None and live else None
+        task = self._runs.get(workflow_id)
+        return live or (task is not None and not task.done()), activity
 
     async def workflow(self, workflow_id: str) -> dict[str, Any]:
         """A workflow's summary, decision timeline, validation rounds, answers and artifacts."""
         stored = await self._view(workflow_id)
         state, config = stored.state, stored.config
         artifacts = await self._io(self._store.artifacts, workflow_id)
-        running = await self._io(self._running, workflow_id)
+        running, activity = await self._io(self._drive_state, workflow_id)
         c = state.counters
         info = {
             "workflow": {
@@ -394,6 +400,7 @@ class ConsoleService:
                 if state.pending_answer is not None
                 else None,
                 "running": running,
+                "activity": activity,
                 "version": stored.version,
                 "decisions": len(state.decisions),
                 "llm_calls": c.llm_calls,
@@ -506,12 +513,15 @@ class ConsoleService:
     async def versions(self) -> dict[str, Version]:
         """Each workflow's version and where it stands, for the live feed."""
         rows = await self._io(self._store.list_workflows, None)
+        leases = await self._io(self._store.leases)
+        notes = {le.workflow_id: le.activity for le in leases if le.activity is not None}
         return {
             r.workflow_id: Version(
                 r.version,
                 r.status.value,
                 r.waiting_gate.value if r.waiting_gate is not None else None,
                 r.updated_at.isoformat(),
+                notes.get(r.workflow_id),
             )
             for r in rows
         }

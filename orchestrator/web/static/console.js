@@ -380,6 +380,7 @@ async function renderWorkflow(main) {
     el("h1", {}, `Workflow ${wid} `, badge(wf.status)),
     el("dl", { class: "summary" },
       el("dt", { text: "state" }), el("dd", { id: "machine-state", text: wf.machine_state + (wf.running ? " (running)" : "") }),
+      wf.activity ? [el("dt", { text: "now" }), el("dd", { id: "activity", text: wf.activity })] : null,
       el("dt", { text: "phase" }), el("dd", { text: wf.phase }),
       el("dt", { text: "decisions" }), el("dd", { id: "decision-count", text: wf.decisions }),
       el("dt", { text: "LLM" }), el("dd", { text: `${wf.llm_calls} calls, ${wf.tokens} tokens` }),
