@@ -78,6 +78,13 @@ def test_list_status_and_inspect(env: dict[str, str]) -> None:
     status = json.loads(invoke(env, "status", "wf-cli", "--json").output)
     assert status["status"] == "awaiting_human" and status["decisions"] == 3
     assert status["artifacts"] == ["plans/plan_v1.md"]
+    assert "run_by" not in status  # nobody holds it at the gate
+    with open_store(Path(env["ORCHESTRATOR_DATA_DIR"])) as store:
+        store.acquire_lease("wf-cli", "worker-9", 300)  # as a live worker of this host would
+        store.note_activity("wf-cli", "worker-9", "building the project environment")
+    shown = invoke(env, "status", "wf-cli").output
+    assert "run_by               worker-9 on " in shown
+    assert "activity             building the project environment" in shown
     report = json.loads(invoke(env, "inspect", "wf-cli", "--json").output)
     assert [d["source"] for d in report["decisions"]] == ["programmatic"] * 3
     assert report["decisions"][-1]["chosen"].startswith("request_approval")

@@ -8,6 +8,7 @@ in the form ``decide`` reads, to ask what another coordinator or model would do 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -31,11 +32,12 @@ from orchestrator.reporting import (
     repository_summary,
     validation_rounds,
 )
+from state.clock import SystemClock
 from state.config import dump_config
 from state.decision import DecisionRecord
 from state.errors import ConfigError
 from state.steps import WorkflowStatus
-from state.store import LedgerEntry, StoredWorkflow
+from state.store import Lease, LedgerEntry, StoredWorkflow, lease_is_stale
 from state.usage import usage_summary
 from state.workflow import WorkflowState
 
@@ -116,9 +118,30 @@ def list_(status: str | None, as_json: bool, data_dir: Path | None) -> None:
 
 def _load(data_dir: Path | None, workflow_id: str) -> tuple[StoredWorkflow, list[str]]:
     """The stored workflow and its artifacts' paths, the id checked first."""
+    stored, artifacts, _lease = _load_with_lease(data_dir, workflow_id)
+    return stored, artifacts
+
+
+def _load_with_lease(
+    data_dir: Path | None, workflow_id: str
+) -> tuple[StoredWorkflow, list[str], Lease | None]:
+    """``_load``, and the workflow's lease when a live process holds it."""
     check_workflow_id(workflow_id)
     with open_store(data_dir) as store:
-        return store.load(workflow_id), [a.path for a in store.artifacts(workflow_id)]
+        stored = store.load(workflow_id)
+        artifacts = [a.path for a in store.artifacts(workflow_id)]
+        lease = store.lease(workflow_id)
+    now = SystemClock().now()
+    if lease is not None and lease_is_stale(lease, now=now, host=socket.gethostname()):
+        lease = None
+    return stored, artifacts, lease
+
+
+def _run_by(lease: Lease | None) -> dict[str, Any]:
+    """Who drives the workflow now and what it last said it is doing (``Lease.activity``)."""
+    if lease is None:
+        return {}
+    return {"run_by": lease.describe(), "activity": lease.activity}
 
 
 @click.command()
@@ -127,8 +150,13 @@ def _load(data_dir: Path | None, workflow_id: str) -> tuple[StoredWorkflow, list
 @data_dir_option
 def status(workflow_id: str, as_json: bool, data_dir: Path | None) -> None:
     """Where a workflow stands."""
-    stored, artifacts = _load(data_dir, workflow_id)
-    info = _summary(stored.state) | repository_summary(stored.config) | {"artifacts": artifacts}
+    stored, artifacts, lease = _load_with_lease(data_dir, workflow_id)
+    info = (
+        _summary(stored.state)
+        | _run_by(lease)
+        | repository_summary(stored.config)
+        | {"artifacts": artifacts}
+    )
     if as_json:
         click.echo(json.dumps(info))
         return
