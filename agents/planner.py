@@ -7,6 +7,7 @@ compared; ``PlanDraft.path`` is that file, relative to the workspace.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import structlog
@@ -71,8 +72,8 @@ class PlannerAgent:
                 template,
                 ctx,
                 requirements=ctx.requirements or "(no requirement given)",
-                workspace_context=code_context(
-                    ctx.workspace, max_total_chars=self._max_context_chars
+                workspace_context=await asyncio.to_thread(
+                    code_context, ctx.workspace, max_total_chars=self._max_context_chars
                 ),
                 change_requests=format_list(ctx.change_requests),
             )
@@ -106,7 +107,7 @@ class PlannerAgent:
                 f"{ctx.label}: the planner's answer was empty; expected a markdown plan",
                 error_type="invalid_output",
             )
-        path = write_plan(ctx, version, markdown)
+        path = await asyncio.to_thread(write_plan, ctx, version, markdown)
         log.info(
             "agent.plan.written",
             workflow_id=ctx.workflow_id,

@@ -23,6 +23,7 @@ the attempt is recorded as a step error and retried with the correction in the p
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,8 @@ class ProgrammerAgent:
             LLMUnavailableError: the LLM could not answer.
         """
         plan, _ = require_plan(ctx)
-        selection = select_context(
+        selection = await asyncio.to_thread(
+            select_context,
             ctx.workspace,
             "\n".join([plan, *ctx.change_requests]),
             budget_tokens=self._max_context_chars // CHARS_PER_TOKEN,
@@ -205,7 +207,7 @@ class ProgrammerAgent:
                 "each followed by a fenced code block",
                 error_type="invalid_output",
             )
-        outcome = write_files(ctx, files)
+        outcome = await asyncio.to_thread(write_files, ctx, files)
         log.info(
             "agent.code.written",
             workflow_id=ctx.workflow_id,

@@ -168,7 +168,9 @@ class ValidatorAgent:
     async def validate_code(self, ctx: StepContext) -> CodeValidationReport:
         """Steps 5 and 7: the two concurrent LLM reviews, then the tools if the score allows."""
         plan, _ = require_plan(ctx)
-        code = code_context(ctx.workspace, max_total_chars=self._max_context_chars)
+        code = await asyncio.to_thread(
+            code_context, ctx.workspace, max_total_chars=self._max_context_chars
+        )
         review_task = asyncio.ensure_future(self._review(ctx, plan, code))
         standard_task = asyncio.ensure_future(self._standardize(ctx, plan, code))
         try:
