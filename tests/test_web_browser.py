@@ -256,5 +256,11 @@ def test_a_running_workflow_shows_what_its_process_is_doing(browser: Any, tmp_pa
             # Another process writes a newer line: the live feed redraws the page.
             store.note_activity("wf-a", "worker-7", "Collecting pandas")
             wait.until(lambda d: d.find_element(By.ID, "activity").text == "Collecting pandas")
+            browser.get(server.url + "/workflows")  # the listing says it too
+            row = wait.until(
+                lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-workflow-id="wf-a"] .activity')
+            )
+            assert row.text == "Collecting pandas"
+            browser.get(server.url + "/workflows/wf-a")
             store.release_lease("wf-a", "worker-7")
             wait.until(lambda d: not d.find_elements(By.ID, "activity"))

@@ -284,8 +284,22 @@ class ConsoleService:
         rows = await self._io(self._store.list_workflows, status)
         if gate is not None:
             rows = [r for r in rows if r.waiting_gate is not None and r.waiting_gate.value == gate]
-        items = [summary_row(r) for r in _window(rows, limit, offset)]
+        notes = await self._activities()
+        items = [
+            summary_row(r) | {"activity": notes.get(r.workflow_id)}
+            for r in _window(rows, limit, offset)
+        ]
         return Page(items=items, total=len(rows), offset=offset, limit=limit)
+
+    async def _activities(self) -> dict[str, str]:
+        """What each live lease's holder says it is doing, by workflow (``Lease.activity``)."""
+        leases = await self._io(self._store.leases)
+        now = self._clock.now()
+        return {
+            le.workflow_id: le.activity
+            for le in leases
+            if le.activity is not None and not lease_is_stale(le, now=now, host=self._host)
+        }
 
     async def inbox(self, *, limit: int | None = None, offset: int = 0) -> Page:
         """The workflows waiting at a gate, the longest waiting first, with their questions.
@@ -513,8 +527,7 @@ class ConsoleService:
     async def versions(self) -> dict[str, Version]:
         """Each workflow's version and where it stands, for the live feed."""
         rows = await self._io(self._store.list_workflows, None)
-        leases = await self._io(self._store.leases)
-        notes = {le.workflow_id: le.activity for le in leases if le.activity is not None}
+        notes = await self._activities()
         return {
             r.workflow_id: Version(
                 r.version,

@@ -155,7 +155,7 @@ async function renderWorkflows(main) {
     el("td", {}, el("a", { href: `/workflows/${encodeURIComponent(w.workflow_id)}`, text: w.workflow_id })),
     el("td", {}, badge(w.status)),
     el("td", { text: w.phase }),
-    el("td", { text: w.machine_state }),
+    el("td", {}, w.machine_state, w.activity ? el("div", { class: "activity", text: w.activity }) : null),
     el("td", { text: w.current_step ?? "-" }),
     el("td", { text: w.waiting_gate || "-" }),
     el("td", { title: when(w.updated_at), text: ago(w.updated_at) + " ago" })));
