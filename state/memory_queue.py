@@ -30,7 +30,7 @@ from state.queue import (
 from state.store import Lease
 
 if TYPE_CHECKING:
-    from state.memory_store import MemoryData
+    from state.memory_store import MemoryData, _Row
 
 
 @dataclass(slots=True)
@@ -95,10 +95,17 @@ class MemoryQueue:
             entry.wakeups += 1
         queue.woken.notify_all()
 
-    def _release_locked(self, workflow_id: str, owner: str) -> bool:
-        """Drop ``owner``'s lease, the store's lock held (``release_lease`` and ``settle``)."""
+    def _held_locked(self, workflow_id: str, owner: str) -> _Row | None:
+        """The workflow's row when ``owner`` holds its lease, the store's lock held."""
         row = self.data.rows.get(workflow_id)
         if row is None or row.lease is None or row.lease.owner != owner:
+            return None
+        return row
+
+    def _release_locked(self, workflow_id: str, owner: str) -> bool:
+        """Drop ``owner``'s lease, the store's lock held (``release_lease`` and ``settle``)."""
+        row = self._held_locked(workflow_id, owner)
+        if row is None:
             return False
         row.lease = None
         return True

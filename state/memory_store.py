@@ -335,8 +335,8 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
         at = None if activity is None else self._now()
         with self.data.lock:
             self._open()
-            row = self.data.rows.get(workflow_id)
-            if row is None or row.lease is None or row.lease.owner != owner:
+            row = self._held_locked(workflow_id, owner)
+            if row is None or row.lease is None:
                 return False
             row.lease = dataclasses.replace(
                 row.lease, activity=clip_activity(activity), activity_at=at

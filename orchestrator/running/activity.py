@@ -28,6 +28,8 @@ EVERY_S = 1.0
 class ActivityNotes:
     """The latest line a step said, written to its lease while the step runs.
 
+    One per run: each ``step`` block starts from nothing and clears what it wrote.
+
     Args:
         store: the run's store.
         workflow_id: the workflow.

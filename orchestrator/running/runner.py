@@ -396,6 +396,7 @@ class WorkflowRunner:
         restored = await restore(state, config)  # --repo: back to the last recorded commit
         if restored is not None:
             state = await commit(state, restored)
+        notes = ActivityNotes(store, wid, self.owner)  # each step's, cleared as it ends
 
         while state.machine_state not in TERMINAL_STATES:
             gate = state.waiting_gate
@@ -430,7 +431,6 @@ class WorkflowRunner:
                     ProgressKind.STEP_STARTED, state, config, decision=record, step=running
                 )
             )
-            notes = ActivityNotes(store, wid, self.owner)
             state, waited = await self._run_step(state, config, record, notes)
             done = state.history[-1]
             # Committed together with the next decision, microseconds from now, unless that
