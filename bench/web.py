@@ -27,8 +27,11 @@ server time is those four requests issued together, as the page's script does, u
 last body is complete; the four one after another (what they cost with no overlap) and
 each alone are printed too. The inbox is timed on its first call after the console starts
 (it knows nothing yet; ``orchestrator serve`` makes that call itself at start) and then
-warm. Each figure is the median of ``--repeat`` runs after one warm-up; the slowest run is
-printed too.
+warm. The live feed's poll (``Watcher.poll``, once a second while the console runs) is
+timed on its first call, which lists every workflow, then when nothing moved, and after
+100 and 1,000 workflows were committed again from another store handle (as a worker's
+commits move them; the commits are not timed). Each figure is the median of ``--repeat``
+runs after one warm-up; the slowest run is printed too.
 
     python -m bench.web [--decisions 1000] [--workflows 10000] [--waiting-share 0.25]
                         [--repeat 15]
@@ -54,6 +57,7 @@ from orchestrator.logsetup import configure_logging
 from orchestrator.running.updates import StepResultT, complete_step, new_workflow, record_answer
 from orchestrator.web.access import AccessPolicy
 from orchestrator.web.app import create_app
+from orchestrator.web.events import Watcher
 from orchestrator.web.service import ConsoleService, build_service
 from state.clock import FixedClock
 from state.config import Coordinator, WorkflowConfig
@@ -139,6 +143,25 @@ def fill(store: Store, workflows: int, waiting_share: float) -> int:
     return n_waiting
 
 
+class Toucher:
+    """Commits workflows again, unchanged but for their version, as a worker's commits move them.
+
+    Each call takes the next ``n`` of the filled workflows, round robin.
+    """
+
+    def __init__(self, store: Store, workflows: int) -> None:
+        self._store = store
+        self._ids = [f"wf-{i:05d}" for i in range(workflows - 1)]
+        self._next = 0
+
+    def __call__(self, n: int) -> None:
+        for _ in range(n):
+            wid = self._ids[self._next % len(self._ids)]
+            self._next += 1
+            stored = self._store.load(wid)
+            self._store.commit(wid, stored.state, expected_version=stored.version, owner=None)
+
+
 async def timed(repeat: int, call: Callable[[], Awaitable[object]]) -> list[float]:
     """Milliseconds of ``repeat`` calls after one warm-up."""
     await call()
@@ -158,7 +181,7 @@ def show(label: str, ms: list[float], target: float | None = None) -> None:
     print(f"  {label:<44} median {med:8.1f} ms  max {max(ms):8.1f} ms{verdict}")
 
 
-async def measure(service: ConsoleService, repeat: int) -> None:
+async def measure(service: ConsoleService, touch: Callable[[int], object], repeat: int) -> None:
     app = create_app(service, AccessPolicy())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
@@ -221,7 +244,29 @@ async def measure(service: ConsoleService, repeat: int) -> None:
         print("the service calls alone (no HTTP, no JSON encoding):")
         show("ConsoleService.workflow", await timed(repeat, service_workflow))
         show("ConsoleService.inbox, all rows", await timed(repeat, service_inbox))
-        show("ConsoleService.versions (the live feed)", await timed(repeat, service.versions))
+        await live_feed(service, touch, repeat)
+
+
+async def live_feed(service: ConsoleService, touch: Callable[[int], object], repeat: int) -> None:
+    """The live feed's poll (``Watcher.poll``), which the console runs once a second.
+
+    Its first poll lists every workflow; later ones read every workflow's version and
+    list only those that moved, which ``touch`` makes happen from another store handle,
+    as workers do, between polls (not timed).
+    """
+    show("live feed, first poll (lists every workflow)", await timed(repeat, service.versions))
+    watcher = Watcher(service)
+    await watcher.poll()
+    show("live feed, a poll where nothing moved", await timed(repeat, watcher.poll))
+    for moved in (100, 1000):
+        ms: list[float] = []
+        for _ in range(repeat):
+            await asyncio.to_thread(touch, moved)
+            t = time.perf_counter()
+            changes = await watcher.poll()
+            ms.append((time.perf_counter() - t) * 1000)
+            assert len(changes) == moved, len(changes)
+        show(f"live feed, a poll after {moved} workflows moved", ms)
 
 
 def main() -> None:
@@ -246,7 +291,8 @@ def main() -> None:
         )
         service = build_service(data, run_workflows=False)  # as `orchestrator serve --no-run`
         try:
-            asyncio.run(measure(service, args.repeat))
+            with open_store(data) as other:  # another handle: a worker's, say
+                asyncio.run(measure(service, Toucher(other, args.workflows), args.repeat))
         finally:
             asyncio.run(service.close())
 

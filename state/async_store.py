@@ -161,9 +161,15 @@ class AsyncStore:
             wake=wake,
         )
 
-    async def list_workflows(self, status: WorkflowStatus | None = None) -> list[WorkflowSummary]:
+    async def list_workflows(
+        self, status: WorkflowStatus | None = None, *, ids: Collection[str] | None = None
+    ) -> list[WorkflowSummary]:
         """``Store.list_workflows``."""
-        return await self._submit(self.store.list_workflows, status)
+        return await self._submit(self.store.list_workflows, status, ids=ids)
+
+    async def versions(self) -> dict[str, int]:
+        """``Store.versions``."""
+        return await self._submit(self.store.versions)
 
     async def ledger(
         self,

@@ -113,6 +113,12 @@ def summary_values(state: WorkflowState, now: datetime) -> tuple[object, ...]:
     )
 
 
+_STATUSES: dict[object, WorkflowStatus] = {m.value: m for m in WorkflowStatus}
+_STATES: dict[object, MachineState] = {m.value: m for m in MachineState}
+_STEPS: dict[object, Step] = {m.value: m for m in Step}
+_GATES: dict[object, Gate] = {m.value: m for m in Gate}
+
+
 def summary_of(row: tuple[Any, ...]) -> WorkflowSummary:
     """A listing row as a ``WorkflowSummary``.
 
@@ -124,13 +130,15 @@ def summary_of(row: tuple[Any, ...]) -> WorkflowSummary:
     """
     wid, status, phase, machine_state, step, gate, version, created, updated = row
     try:
+        # The tables first (a listing of thousands spent most of its time in the enums'
+        # constructors), the constructors for what they miss, which also say what is wrong.
         return WorkflowSummary(
             workflow_id=wid,
-            status=WorkflowStatus(status),
+            status=_STATUSES.get(status) or WorkflowStatus(status),
             phase=int(phase),
-            machine_state=MachineState(machine_state),
-            current_step=Step(step) if step is not None else None,
-            waiting_gate=Gate(gate) if gate is not None else None,
+            machine_state=_STATES.get(machine_state) or MachineState(machine_state),
+            current_step=(_STEPS.get(step) or Step(step)) if step is not None else None,
+            waiting_gate=(_GATES.get(gate) or Gate(gate)) if gate is not None else None,
             version=int(version),
             created_at=parse_time(wid, "the created_at column", created),
             updated_at=parse_time(wid, "the updated_at column", updated),

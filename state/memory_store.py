@@ -228,17 +228,25 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
                 self._ready_locked(workflow_id, now)
         return expected_version + 1
 
-    def list_workflows(self, status: WorkflowStatus | None = None) -> list[WorkflowSummary]:
-        """Every workflow (or those with ``status``), the most recently updated first."""
+    def list_workflows(
+        self, status: WorkflowStatus | None = None, *, ids: Collection[str] | None = None
+    ) -> list[WorkflowSummary]:
+        """Every workflow (or those with ``status``, or among ``ids``), newest first."""
         wanted = WorkflowStatus(status) if status is not None else None
         with self.data.lock:
             self._open()
-            found = [
-                r.summary for r in self.data.rows.values() if wanted in (None, r.summary.status)
-            ]
+            rows = self.data.rows
+            among = rows.values() if ids is None else [rows[i] for i in set(ids) if i in rows]
+            found = [r.summary for r in among if wanted in (None, r.summary.status)]
         found.sort(key=lambda s: s.workflow_id)
         found.sort(key=lambda s: s.updated_at, reverse=True)  # stable: ties stay by id
         return found
+
+    def versions(self) -> dict[str, int]:
+        """Each workflow's current version, by id (see ``Store``)."""
+        with self.data.lock:
+            self._open()
+            return {wid: r.summary.version for wid, r in self.data.rows.items()}
 
     # -- ledger ----------------------------------------------------------------------------
 

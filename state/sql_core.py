@@ -170,6 +170,9 @@ class Statements:
         "created_at, updated_at FROM workflows"
     )
     summaries_order: str = " ORDER BY updated_at DESC, id"
+    among_ids: str = "id IN (SELECT value FROM json_each(?))"
+    """A listing's filter on ids, given as one JSON array: one statement for any number."""
+    select_versions: str = "SELECT id, version FROM workflows"
     read_lease: str = (
         "SELECT owner, host, pid, expires_at, activity, activity_at FROM leases "
         "WHERE workflow_id = ?"
@@ -481,16 +484,33 @@ class SqlStore(ClosesOnExit):
         )
 
     @noting_damage
-    def list_workflows(self, status: WorkflowStatus | None = None) -> list[WorkflowSummary]:
-        """Every workflow (or those with ``status``), the most recently updated first."""
-        sql = self.sql.select_summaries
-        params: tuple[str, ...] = ()
+    def list_workflows(
+        self, status: WorkflowStatus | None = None, *, ids: Collection[str] | None = None
+    ) -> list[WorkflowSummary]:
+        """Every workflow (or those with ``status``, or among ``ids``), newest first."""
+        where: list[str] = []
+        params: list[str] = []
         if status is not None:
-            sql += " WHERE status = ?"
-            params = (WorkflowStatus(status).value,)
+            where.append("status = ?")
+            params.append(WorkflowStatus(status).value)
+        if ids is not None:
+            if not ids:
+                return []
+            where.append(self.sql.among_ids)
+            params.append(json.dumps(sorted(ids)))
+        sql = self.sql.select_summaries
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         with self._transaction("list the workflows", write=False) as tx:
             rows = tx.all(sql + self.sql.summaries_order, params)
         return [summary_of(row) for row in rows]
+
+    @noting_damage
+    def versions(self) -> dict[str, int]:
+        """Each workflow's current version, by id (see ``Store``)."""
+        with self._transaction("list the workflows' versions", write=False) as tx:
+            rows = tx.all(self.sql.select_versions)
+        return {str(wid): int(version) for wid, version in rows}
 
     # -- ledger ----------------------------------------------------------------------------
 

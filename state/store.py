@@ -578,8 +578,25 @@ class Store(Protocol):
         """
         ...
 
-    def list_workflows(self, status: WorkflowStatus | None = None) -> list[WorkflowSummary]:
-        """Every workflow (or those with ``status``), the most recently updated first."""
+    def list_workflows(
+        self, status: WorkflowStatus | None = None, *, ids: Collection[str] | None = None
+    ) -> list[WorkflowSummary]:
+        """Every workflow, the most recently updated first.
+
+        Args:
+            status: only the workflows with this status.
+            ids: only the workflows among these ids (an unknown id is left out, not
+                refused); with ``versions``, what a watcher re-reads of those that changed.
+        """
+        ...
+
+    def versions(self) -> dict[str, int]:
+        """Each workflow's current version, by id.
+
+        The cheapest way to see which workflows changed since an earlier look: a watcher
+        compares these with the versions it knows, then lists only the ones that moved
+        (``list_workflows(ids=...)``).
+        """
         ...
 
     def ledger(

@@ -359,6 +359,34 @@ def test_list_filters_by_status_and_orders_by_recency(store: Store) -> None:
 def test_list_of_an_empty_store_is_empty(store: Store) -> None:
     """A new store lists no workflows."""
     assert store.list_workflows() == []
+    assert store.versions() == {}
+
+
+def test_versions_follow_commits(store: Store) -> None:
+    """Store.versions maps every workflow to its version, which each commit moves on."""
+    _created(store, "a")
+    state, version = _created(store, "b")
+    assert store.versions() == {"a": 1, "b": 1}
+    version = store.commit("b", state, expected_version=version, owner=None)
+    assert store.versions() == {"a": 1, "b": 2}
+    assert {s.workflow_id: s.version for s in store.list_workflows()} == store.versions()
+
+
+def test_list_among_ids_keeps_the_order_and_the_filter(store: Store) -> None:
+    """A listing by ids has only those, newest first; unknown ids are left out; none, none."""
+    _created(store, "a")
+    _replay(store, "b")  # ends running
+    store.create(new_workflow("c", "r", "/ws", T0 + timedelta(days=1)), WorkflowConfig())
+    assert [s.workflow_id for s in store.list_workflows(ids=["a", "c", "nope"])] == ["c", "a"]
+    assert [s.workflow_id for s in store.list_workflows(ids=("b",))] == ["b"]
+    assert store.list_workflows(ids=[]) == []
+    assert store.list_workflows(WorkflowStatus.AWAITING_HUMAN, ids=["a", "b"]) == []
+    running = store.list_workflows(WorkflowStatus.RUNNING, ids={"a", "b"})
+    assert [s.workflow_id for s in running] == ["b", "a"]
+    assert running == [s for s in store.list_workflows() if s.workflow_id in {"a", "b"}]
+    quoted = 'it\'s "odd"]'  # ids travel as one JSON array: quotes and brackets survive
+    store.create(new_workflow(quoted, "r", "/ws", T0), WorkflowConfig())
+    assert [s.workflow_id for s in store.list_workflows(ids=[quoted])] == [quoted]
 
 
 # -- commits that write only what changed ------------------------------------------------

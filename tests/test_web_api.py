@@ -488,6 +488,41 @@ async def test_a_new_gate_wait_is_posted_and_retried(
     assert await watcher.poll() == []  # nothing changed: nothing posted again
 
 
+async def test_the_live_feed_sees_commits_notes_and_new_workflows_of_other_handles(
+    service: ConsoleService, store: Store, tmp_path: Path
+) -> None:
+    """After the first poll, another handle's commit, lease note and new workflow are changes.
+
+    An unchanged workflow keeps the very Version object of the poll before (the feed reads
+    only the versions of those, not their summaries), and is not published again.
+    """
+    store_waiting(store, "wf-b", tmp_path / "ws")
+    watcher = Watcher(service)
+    assert await watcher.poll() == []
+    before = await service.versions()
+    assert (await service.versions(before))["wf-a"] is before["wf-a"]
+    with open_store(tmp_path / "data") as other:  # a worker's, say
+        stored = other.load("wf-b")
+        other.commit("wf-b", stored.state, expected_version=stored.version, owner=None)
+        changes = await watcher.poll()
+        assert [(c["workflow_id"], c["version"]) for c in changes] == [("wf-b", stored.version + 1)]
+        other.acquire_lease("wf-a", "worker-1", 60.0)
+        other.note_activity("wf-a", "worker-1", "building the environment")
+        changes = await watcher.poll()
+        assert [(c["workflow_id"], c["activity"]) for c in changes] == [
+            ("wf-a", "building the environment")
+        ]
+        assert await watcher.poll() == []
+        other.release_lease("wf-a", "worker-1")
+        store_waiting(other, "wf-c", tmp_path / "ws")
+        changes = await watcher.poll()
+        assert {(c["workflow_id"], c["activity"]) for c in changes} == {
+            ("wf-a", None),
+            ("wf-c", None),
+        }
+        assert next(c for c in changes if c["workflow_id"] == "wf-c")["waiting_gate"] == "plan"
+
+
 async def test_an_unreachable_webhook_gives_up_without_raising(service: ConsoleService) -> None:
     """Delivery to a closed port is retried, logged and abandoned; nothing raises."""
     notifier = Notifier((Webhook("http://127.0.0.1:9/hook"),), attempts=2, backoff_s=0.01)

@@ -74,14 +74,16 @@ class Watcher:
         The first poll only learns what exists: workflows already waiting when the console
         starts are not announced again.
         """
-        now = await self._service.versions()
+        now = await self._service.versions(self._known)
         first = self._known is None
         before = self._known or {}
         self._known = now
         if first:
             return []
-        changes = [
-            {"workflow_id": wid, **asdict(v)} for wid, v in now.items() if before.get(wid) != v
+        changes = [  # an unchanged workflow's Version is the very object of the last poll
+            {"workflow_id": wid, **asdict(v)}
+            for wid, v in now.items()
+            if (old := before.get(wid)) is not v and old != v
         ]
         for change in changes:
             for queue in list(self._subscribers):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -524,20 +524,41 @@ class ConsoleService:
             )
         return await self._io(_read_inside, workflow_id, Path(stored.state.workspace), path)
 
-    async def versions(self) -> dict[str, Version]:
-        """Each workflow's version and where it stands, for the live feed."""
-        rows = await self._io(self._store.list_workflows, None)
-        notes = await self._activities()
-        return {
+    async def versions(self, known: Mapping[str, Version] | None = None) -> dict[str, Version]:
+        """Each workflow's version and where it stands, for the live feed.
+
+        Args:
+            known: what the previous call returned. Only the workflows whose version
+                moved since (or that are new) are then listed in full; the others are
+                taken from it, so a poll over thousands of workflows that rarely change
+                reads their versions and not their summaries.
+        """
+        if not known:
+            rows = await self._io(self._store.list_workflows, None)
+            current = {r.workflow_id: r.version for r in rows}
+        else:
+            current = await self._io(self._store.versions)
+            moved = [w for w, v in current.items() if (k := known.get(w)) is None or k.version != v]
+            rows = await self._io(self._store.list_workflows, ids=moved) if moved else []
+        fresh = {
             r.workflow_id: Version(
                 r.version,
                 r.status.value,
                 r.waiting_gate.value if r.waiting_gate is not None else None,
                 r.updated_at.isoformat(),
-                notes.get(r.workflow_id),
             )
             for r in rows
         }
+        notes = await self._activities()
+        found: dict[str, Version] = {}
+        for wid in current:
+            # Listed after the versions: a workflow that moved in between is the newer one.
+            v = fresh.get(wid) or (known or {}).get(wid)
+            if v is None:
+                continue
+            note = notes.get(wid)
+            found[wid] = v if v.activity == note else replace(v, activity=note)
+        return found
 
     # --- changing ------------------------------------------------------------------------
 

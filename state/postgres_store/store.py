@@ -35,6 +35,7 @@ POSTGRES_SQL = dataclasses.replace(
     exists_locked="SELECT 1 FROM workflows WHERE id = ? FOR UPDATE",
     # COLLATE "C": byte order, as SQLite sorts ids, whatever the database's locale.
     summaries_order=' ORDER BY updated_at DESC, id COLLATE "C"',
+    among_ids="id IN (SELECT jsonb_array_elements_text(?::jsonb))",
     # ord keeps the first-recorded order across updates, as SQLite's rowid does.
     read_artifacts=(
         "SELECT kind, path, recorded_at FROM artifacts WHERE workflow_id = ? ORDER BY ord"
