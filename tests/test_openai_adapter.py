@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -297,8 +298,11 @@ async def test_empty_text_answer_is_an_output_error(
         RawBody(b"{not json at all", content_type="application/json"),
         RawBody(b"<html>502 Bad Gateway</html>", content_type="text/html"),
         RawBody(b'{"object": "error"}'),
+        RawBody(b'{"choices": []}'),
+        RawBody(b'{"choices": [{"finish_reason": "stop"}]}'),
+        RawBody(b'[{"choices": []}]'),
     ],
-    ids=["broken-json", "html", "not-a-completion"],
+    ids=["broken-json", "html", "not-a-completion", "no-choices", "no-message", "an-array"],
 )
 async def test_invalid_http_body_is_retried(
     server: FakeOpenAIServer, model: OpenAIChatModel, garbage: RawBody
@@ -310,6 +314,27 @@ async def test_invalid_http_body_is_retried(
 
     assert response.attempts == 2
     assert response.notes == ("attempt 1: invalid response body (not a chat completion)",)
+
+
+async def test_a_sparse_completion_is_read_with_what_it_has(
+    server: FakeOpenAIServer, model: OpenAIChatModel
+) -> None:
+    """Null usage, no model and fields the adapter does not know are fine; counts become 0."""
+    body = {
+        "id": "x",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "x": 1}],
+        "usage": {"prompt_tokens": None, "completion_tokens": 3, "extra": {"a": 1}},
+        "system_fingerprint": None,
+    }
+    server.push(RawBody(json.dumps(body).encode()))
+
+    response = await model.complete(ask(schema=None))
+
+    assert (response.text, response.finish_reason, response.attempts) == ("hi", None, 1)
+    assert (response.prompt_tokens, response.completion_tokens) == (0, 3)
+    assert response.model == "fake-model"  # the model asked for, as the body names none
+    server.push(RawBody(b'{"choices": [{"message": {"content": "ok"}}], "usage": null}'))
+    assert (await model.complete(ask(schema=None))).prompt_tokens == 0
 
 
 async def test_invalid_http_body_every_time_is_unavailable(
