@@ -39,11 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import StateGraph
@@ -67,8 +67,9 @@ from state.clock import FixedClock, SystemClock
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
 from state.reports import CodeChange, PlanDraft
-from state.sql_core import Statements
 from state.sqlite_store import DB_FILENAME, Durability, SQLiteStore
+from state.sqlite_store import store as sqlite_store_module
+from state.sqlite_store.connection import Tx
 from state.steps import Step, WorkflowStatus
 from state.store import DecisionEntry, EventEntry, HumanAnswerEntry, StepResultEntry, Store
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
@@ -364,48 +365,98 @@ def one_row_commit_us(base: Path, n: int = 2000) -> float:
     return best
 
 
-def statements_commit_us(peers: ModuleType, base: Path, n: int = 2000) -> float:
-    """Median microseconds of our commit's SQL alone, no Python between the statements.
+class _RecordingTx(Tx):
+    """A store transaction that also writes down every statement it runs, with its values."""
 
-    BEGIN, the leased UPDATE of the workflow row (its snapshot as the trace leaves it),
-    one ledger entry (the trace's median payload) and one record row pointing at it, then
-    COMMIT: what ``SQLiteStore.commit`` sends for one decision, on a connection opened as
-    the store opens its own (WAL, NORMAL), without the store's checkpoint thread. Each
-    transaction is timed alone; the median of ``n``.
+    log: ClassVar[list[list[tuple[str, str, Any]]]] = []
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn)
+        self.calls: list[tuple[str, str, Any]] = []
+        _RecordingTx.log.append(self.calls)
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        self.calls.append(("one", sql, params))
+        return super().one(sql, params)
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        self.calls.append(("all", sql, params))
+        return super().all(sql, params)
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> int:
+        self.calls.append(("run", sql, params))
+        return super().run(sql, params)
+
+    def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self.calls.append(("many", sql, list(rows)))
+        super().many(sql, rows)
+
+
+def statements_per_decision_us(
+    peers: ModuleType, base: Path, workflows: int = 20, replays: int = 5
+) -> float:
+    """Microseconds per decision of our write transactions' SQL alone, no Python between.
+
+    ``workflows + 1`` workflows of the trace are driven through a store whose transactions
+    write down each statement with its values. Those transactions are then replayed,
+    statement for statement, on a copy of the file as it was before them (a lone statement
+    on its own, the others between BEGIN IMMEDIATE and COMMIT, as the store sends them), on
+    a connection opened as the store opens its own (WAL, NORMAL), with no checkpoint on the
+    commit path (the store's thread runs them beside it). The first workflow's replay warms
+    the connection (its statements prepared, the schema read) and is not timed. The median
+    of ``replays`` copies, per decision.
     """
-    sql = Statements()
     owner = "floor"
     with tempfile.TemporaryDirectory(dir=base) as d:
+        db, before = Path(d) / DB_FILENAME, Path(d) / "before.db"
         with SQLiteStore(d, durability="normal") as st:
-            make_durable_runner(peers, st, owner=owner)(0)
-            state = new_workflow("wf-floor", "r", "/tmp/ws", SystemClock().now())
-            version = st.create(state, WorkflowConfig())
-            st.acquire_lease("wf-floor", owner, LEASE_TTL_S)
-        conn = sqlite3.connect(Path(d) / DB_FILENAME, isolation_level=None)
-        try:
-            conn.execute("PRAGMA synchronous = NORMAL")
-            snapshot, status, machine_state = conn.execute(
-                "SELECT snapshot, status, machine_state FROM workflows WHERE id = 'wf-0'"
-            ).fetchone()
-            lengths = sorted(len(r[0]) for r in conn.execute("SELECT payload FROM ledger"))
-            payload = "x" * lengths[len(lengths) // 2]
-            at = "2026-01-01T00:00:00.000000+00:00"
-            times = []
-            for k in range(n):
+            run = make_durable_runner(peers, st, owner=owner, coalesce=True)
+            run(-1)
+            st._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            shutil.copy(db, before)
+            original, sqlite_store_module.Tx = sqlite_store_module.Tx, _RecordingTx  # type: ignore[attr-defined]
+            per_workflow: list[list[list[tuple[str, str, Any]]]] = []
+            decisions = 0
+            try:
+                for i in range(workflows + 1):
+                    _RecordingTx.log.clear()
+                    made = len(run(i).decisions)
+                    decisions += made if i else 0
+                    per_workflow.append([calls for calls in _RecordingTx.log if calls])
+            finally:
+                sqlite_store_module.Tx = original  # type: ignore[attr-defined]
+        totals = []
+        for i in range(replays):
+            copy = Path(d) / f"replay-{i}.db"
+            shutil.copy(before, copy)
+            conn = sqlite3.connect(copy, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the store's thread does them
+                _replay(conn, per_workflow[0])
                 t = time.perf_counter()
-                conn.execute("BEGIN")
-                head = (status, 1, machine_state, 1, None, at, snapshot, 0, 0, k + 1, 1)
-                seq = conn.execute(
-                    sql.commit_leased, (*head, "wf-floor", version, "wf-floor", owner, at)
-                ).fetchone()[0]
-                conn.execute(sql.insert_entry, ("wf-floor", seq, "decision", at, payload))
-                conn.execute(sql.put_record, ("wf-floor", "decisions", k, seq, None))
-                conn.execute("COMMIT")
-                times.append(time.perf_counter() - t)
-                version += 1
-        finally:
-            conn.close()
-    return statistics.median(times) * 1e6
+                for transactions in per_workflow[1:]:
+                    _replay(conn, transactions)
+                totals.append(time.perf_counter() - t)
+            finally:
+                conn.close()
+    return statistics.median(totals) / decisions * 1e6
+
+
+def _replay(conn: sqlite3.Connection, transactions: list[list[tuple[str, str, Any]]]) -> None:
+    for calls in transactions:
+        lone = len(calls) == 1
+        if not lone:
+            conn.execute("BEGIN IMMEDIATE")
+        for method, sql, params in calls:
+            if method == "many":
+                conn.executemany(sql, params)
+            else:
+                conn.execute(sql, params).fetchall()
+        if not lone:
+            conn.execute("COMMIT")
 
 
 def filesystem_of(path: Path) -> str:
@@ -816,15 +867,14 @@ def main() -> None:
         "in the WAL on average (normal; 20 workflows on a store holding 100)"
     )
     ours_tx = tx["normal"] / (samples["normal"][0].decisions // n)
-    statements = statements_commit_us(peers, base)
+    statements = statements_per_decision_us(peers, base)
     print(
         f"the floor: 10x langgraph sync+NORMAL leaves {1e6 / (10 * rate('lg-sync-normal')):.0f} "
         f"us per decision, all in; the smallest SQLite commit on this disk (one 600-byte "
         f"row, WAL, NORMAL) takes {one_row_commit_us(base):.0f} us, and ours make "
-        f"{ours_tx:.2f} write transactions per decision; our commit's statements alone "
-        f"(no Python between them, median) take {statements:.0f} us a transaction, "
-        f"{statements * ours_tx:.0f} us a decision, beside {1e6 / mem_rate:.0f} us for "
-        "the decision itself (in memory)"
+        f"{ours_tx:.2f} write transactions per decision; their statements alone, replayed "
+        f"with no Python between them, take {statements:.0f} us per decision, beside "
+        f"{1e6 / mem_rate:.0f} us for the decision itself (in memory)"
     )
     resume_report(peers, args.ledger, args.resume_runs, base)
     print("target: resume of a 1,000-entry ledger under 100 ms")
