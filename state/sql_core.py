@@ -510,7 +510,12 @@ class SqlStore(ClosesOnExit):
         """Each workflow's current version, by id (see ``Store``)."""
         with self._transaction("list the workflows' versions", write=False) as tx:
             rows = tx.all(self.sql.select_versions)
-        return {str(wid): int(version) for wid, version in rows}
+        found: dict[str, int] = {}
+        for wid, version in rows:
+            if not isinstance(version, int):
+                raise Damaged(str(wid), "its version column", f"{version!r} is not an integer")
+            found[str(wid)] = version
+        return found
 
     # -- ledger ----------------------------------------------------------------------------
 

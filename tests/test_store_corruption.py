@@ -385,6 +385,17 @@ def test_a_damaged_summary_row_is_named_by_list(data_dir: Path) -> None:
         store.list_workflows()
 
 
+def test_a_damaged_version_is_named_by_versions(data_dir: Path) -> None:
+    """A version that is not an integer makes Store.versions name the workflow."""
+    _tamper(data_dir, "UPDATE workflows SET version = 'four' WHERE id = 'wf-2'")
+    with (
+        _left_unchanged(data_dir),
+        SQLiteStore(data_dir) as store,
+        pytest.raises(StoreCorruptError, match=r"workflow wf-2: its version column is damaged"),
+    ):
+        store.versions()
+
+
 def test_a_damaged_lease_row_is_named(data_dir: Path) -> None:
     """A lease whose expiry is not a time raises StoreCorruptError instead of being replaced."""
     _tamper(data_dir, "UPDATE leases SET expires_at = 'soon' WHERE workflow_id = 'wf-1'")

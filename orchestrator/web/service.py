@@ -533,6 +533,7 @@ class ConsoleService:
                 taken from it, so a poll over thousands of workflows that rarely change
                 reads their versions and not their summaries.
         """
+        known = known or {}
         if not known:
             rows = await self._io(self._store.list_workflows, None)
             current = {r.workflow_id: r.version for r in rows}
@@ -553,7 +554,7 @@ class ConsoleService:
         found: dict[str, Version] = {}
         for wid in current:
             # Listed after the versions: a workflow that moved in between is the newer one.
-            v = fresh.get(wid) or (known or {}).get(wid)
+            v = fresh.get(wid) or known.get(wid)
             if v is None:
                 continue
             note = notes.get(wid)
