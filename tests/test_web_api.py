@@ -555,6 +555,23 @@ def test_the_event_stream_announces_a_change(service: ConsoleService) -> None:
         assert events[0]["workflow_id"] == "wf-a" and events[0]["waiting_gate"] is None
 
 
+def test_shutting_down_ends_open_event_streams_cleanly(service: ConsoleService) -> None:
+    """A stop finishes each open stream's response, rather than cutting it off after a wait."""
+    app = create_app(service, AccessPolicy(), watch_interval_s=0.05)
+    with (
+        ServerThread(app) as server,
+        httpx.Client(base_url=server.url) as http,
+        http.stream("GET", "/api/events") as first,
+        http.stream("GET", "/api/events") as second,
+    ):
+        streams = [first.iter_lines(), second.iter_lines()]
+        for lines in streams:
+            assert [next(lines), next(lines)] == ["event: hello", "data: {}"]
+        server.stop()
+        for lines in streams:  # a stream cut off mid-response raises RemoteProtocolError
+            assert [line for line in lines if line] == []
+
+
 @pytest.fixture
 def llm() -> Iterator[FakeOpenAIServer]:
     world = World(plan_reports=[GOOD_PLAN])
@@ -623,7 +640,7 @@ async def test_rounds_and_nan_scores_are_served_as_json(
 
 
 def test_orchestrator_serve_starts_a_console_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """The real command serves the API on loopback, open, and stops cleanly on SIGTERM."""
+    """The real command serves on loopback, open, and on SIGTERM ends an open event stream."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -640,11 +657,17 @@ def test_orchestrator_serve_starts_a_console_and_stops_on_sigterm(tmp_path: Path
                 assert proc.poll() is None, proc.communicate()[1]
                 time.sleep(0.05)
         assert whoami == {"name": None, "open": True, "can_run": False}
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/api/events") as stream:
+            lines = stream.iter_lines()
+            assert [next(lines), next(lines)] == ["event: hello", "data: {}"]
+            proc.send_signal(signal.SIGTERM)
+            assert [line for line in lines if line] == []  # finished, not cut off
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert proc.returncode == -signal.SIGTERM and "Traceback" not in err, err
+    assert "Cancel" not in err and "ERROR" not in err, err
     assert f"console at http://127.0.0.1:{port}/ (open (loopback))" in err
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -52,11 +53,10 @@ def serve(
 ) -> None:
     """Serve the web console: inbox, workflows, decisions, charts, answers."""
     # Imported here so every other command starts without loading the web stack.
-    import uvicorn  # noqa: PLC0415
-
     from orchestrator.web.access import AccessPolicy, parse_tokens, read_token_file  # noqa: PLC0415
     from orchestrator.web.app import create_app  # noqa: PLC0415
     from orchestrator.web.notify import Notifier, parse_webhook  # noqa: PLC0415
+    from orchestrator.web.server import ConsoleServer  # noqa: PLC0415
     from orchestrator.web.service import build_service  # noqa: PLC0415
 
     tokens = read_token_file(token_file) if token_file else {}
@@ -77,5 +77,8 @@ def serve(
     app = create_app(service, policy, notifier=Notifier(hooks) if hooks else None, public_url=url)
     access = "open (loopback)" if policy.open else f"{len(tokens)} token(s)"
     click.echo(f"console at {url}/ ({access}); Ctrl-C stops it", err=True)
-    # Open event streams never end by themselves: give them 3 s to go at shutdown.
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    server = ConsoleServer(app, host=host, port=port)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # uvicorn has logged why (the port is taken, say)
+        raise SystemExit(3)

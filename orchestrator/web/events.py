@@ -44,13 +44,27 @@ class Watcher:
         self._answer_url = answer_url
         self._interval_s = interval_s
         self._known: dict[str, Version] | None = None
-        self._subscribers: set[asyncio.Queue[dict[str, object]]] = set()
+        # Each open stream's queue; None in a queue ends that stream.
+        self._subscribers: set[asyncio.Queue[dict[str, object] | None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._ended = False
 
     def start(self) -> None:
-        """Poll in the background until ``stop``."""
+        """Poll in the background until ``stop``; streams may open again."""
+        self._ended = False
         if self._task is None:
             self._task = asyncio.create_task(self._loop())
+
+    def end_streams(self) -> None:
+        """End every open event stream, and every one opened from now until ``start``.
+
+        A stream never ends by itself, so a server shutting down waits for them in vain:
+        it calls this first, and each stream finishes its response cleanly. A browser's
+        ``EventSource`` then reconnects on its own once the console is back.
+        """
+        self._ended = True
+        for queue in list(self._subscribers):
+            queue.put_nowait(None)
 
     async def stop(self) -> None:
         """Stop polling."""
@@ -116,7 +130,9 @@ class Watcher:
 
     async def subscribe(self, heartbeat_s: float = 15.0) -> AsyncIterator[str]:
         """Server-sent events: ``hello`` at once, then one ``workflow`` event per change."""
-        queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        if self._ended:
+            return
+        queue: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
             yield "event: hello\ndata: {}\n\n"
@@ -126,6 +142,8 @@ class Watcher:
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
+                if change is None:
+                    return
                 yield f"event: workflow\ndata: {json.dumps(change)}\n\n"
         finally:
             self._subscribers.discard(queue)

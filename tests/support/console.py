@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import structlog
-import uvicorn
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
+from orchestrator.web.server import ConsoleServer
 from orchestrator.web.service import ConsoleService, RunLauncher
 from state.clock import FixedClock
 from state.config import WorkflowConfig
@@ -103,16 +103,18 @@ def run_to_plan_gate(
 
 
 class ServerThread:
-    """A real uvicorn server for ``app`` on a free loopback port, in a daemon thread."""
+    """The console's real server (``ConsoleServer``) for ``app`` on a free loopback port.
+
+    It runs in a daemon thread; ``stop`` (or leaving the ``with``) shuts it down as
+    ``orchestrator serve`` does, ending the open event streams first.
+    """
 
     def __init__(self, app: Any) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
-        )
+        self._server = ConsoleServer(app, grace_s=1)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
@@ -136,6 +138,12 @@ class ServerThread:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Shut the server down and wait for its thread (again: nothing happens)."""
         self._server.should_exit = True
         self._thread.join(timeout=15)
+        if self._thread.is_alive():
+            raise RuntimeError("the console server did not stop within 15 s")
         self._sock.close()
