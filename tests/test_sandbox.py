@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -371,20 +373,21 @@ CONNECT = """
 """
 
 
-async def _serve_loopback() -> tuple[asyncio.Server, int]:
-    """A TCP server on an ephemeral loopback port that closes every connection."""
+@contextlib.contextmanager
+def _listening_on_loopback() -> Iterator[int]:
+    """A loopback port that listens and never accepts: the kernel completes a connect.
 
-    async def close(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(close, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    No connection ever becomes an object in this process, so none is left to close.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
 
 
 async def test_network_is_denied_when_isolation_is_available(workspace: Path) -> None:
     """Inside the sandbox even the parent's loopback port cannot be reached."""
-    server, port = await _serve_loopback()
-    async with server:
+    with _listening_on_loopback() as port:
         result = await run_python(Sandbox(FAST), workspace, CONNECT, str(port))
     if not result.network_isolated:
         pytest.skip("this platform cannot create network namespaces")
@@ -394,9 +397,8 @@ async def test_network_is_denied_when_isolation_is_available(workspace: Path) ->
 
 async def test_network_can_be_allowed(workspace: Path) -> None:
     """With network=True the same connection succeeds (so the denial above is real)."""
-    server, port = await _serve_loopback()
     limits = SandboxLimits(wall_timeout_s=10, cpu_s=5, memory_mb=512, network=True)
-    async with server:
+    with _listening_on_loopback() as port:
         result = await run_python(Sandbox(limits), workspace, CONNECT, str(port))
     assert result.stdout == "connected\n"
     assert not result.network_isolated
