@@ -80,5 +80,7 @@ def serve(
     server = ConsoleServer(app, host=host, port=port)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    if not server.started:  # uvicorn has logged why (the port is taken, say)
+    # uvicorn exits with 3 itself when it cannot listen (the port is taken, say) or the
+    # console fails to start; this is a stop that came before it was listening.
+    if not server.started:
         raise SystemExit(3)
