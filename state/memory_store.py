@@ -42,6 +42,8 @@ from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
     ClosesOnExit,
+    Commit,
+    CommitOutcome,
     Lease,
     LedgerEntry,
     LedgerEntryIn,
@@ -51,6 +53,7 @@ from state.store import (
     StoredWorkflow,
     WorkflowSummary,
     clip_activity,
+    commit_each,
 )
 from state.workflow import WorkflowState
 
@@ -227,6 +230,10 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
             if wake:
                 self._ready_locked(workflow_id, now)
         return expected_version + 1
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[CommitOutcome]:
+        """The commits one by one (see ``Store``): nothing here is written to a disk."""
+        return commit_each(self, commits)
 
     def list_workflows(
         self, status: WorkflowStatus | None = None, *, ids: Collection[str] | None = None

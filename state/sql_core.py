@@ -69,6 +69,8 @@ from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
     ClosesOnExit,
+    Commit,
+    CommitOutcome,
     Lease,
     LedgerEntry,
     LedgerEntryIn,
@@ -79,6 +81,8 @@ from state.store import (
     StoredWorkflow,
     WorkflowSummary,
     clip_activity,
+    commit_each,
+    distinct_runs,
 )
 from state.workflow import WorkflowState
 
@@ -199,6 +203,23 @@ class Statements:
     read_artifacts: str = (
         "SELECT kind, path, recorded_at FROM artifacts WHERE workflow_id = ? ORDER BY rowid"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCommit:
+    """One commit, encoded and ready to write: what ``SqlStore._write_commit_in`` takes."""
+
+    workflow_id: str
+    expected_version: int
+    owner: str | None
+    head: tuple[object, ...]
+    """The workflow row's new values, in the order of the commit's ``UPDATE``."""
+    payloads: list[tuple[str, str]]
+    """(kind, payload) of each ledger entry."""
+    at: str
+    delta: SnapshotDelta
+    now: datetime
+    wake: bool
 
 
 def noting_damage(
@@ -393,70 +414,132 @@ class SqlStore(ClosesOnExit):
         wake: bool = False,
     ) -> int:
         """Replace the snapshot and append ledger entries in one transaction (see ``Store``)."""
-        check_commit_target(workflow_id, state)
-        delta = self._encoder.delta(state, expected_version)
-        payloads = [encode_entry(delta.text_of, workflow_id, entry) for entry in entries]
-        now = self._now()
-        at = ts(now)
-        head = (*summary_values(state, now), delta.head, *delta.counts, len(payloads))
+        p = self._prepare(workflow_id, state, expected_version, entries, owner, wake)
         try:
-            self._write_commit(
-                workflow_id, expected_version, owner, head, payloads, at, delta, now, wake=wake
-            )
+            self._write_commit(p)
         except BaseException:
             self._encoder.forget(workflow_id)
             raise
-        self._encoder.wrote(delta, expected_version + 1)
+        self._encoder.wrote(p.delta, expected_version + 1)
         if wake:
             self._woke()
         return expected_version + 1
 
-    def _write_commit(
+    def commit_many(self, commits: Sequence[Commit]) -> list[CommitOutcome]:
+        """Several commits, each all or nothing, in one transaction (see ``Store``).
+
+        A refused commit (its version moved on, its lease is gone, no such workflow) is
+        refused before it writes anything, so the others go on in the same transaction. If
+        the transaction fails before its end (a database error, damage found), it is rolled
+        back and the commits run one by one, each in its own transaction, so each gets its
+        own outcome; if it fails at its end, none was written and each gets that error.
+        """
+        outcomes: list[CommitOutcome] = []
+        for run in distinct_runs(commits):
+            outcomes.extend(self._commit_together(run) if len(run) > 1 else commit_each(self, run))
+        return outcomes
+
+    def _commit_together(self, commits: Sequence[Commit]) -> list[CommitOutcome]:
+        outcomes: list[CommitOutcome | PreparedCommit] = []
+        for c in commits:
+            try:
+                outcomes.append(
+                    self._prepare(
+                        c.workflow_id, c.state, c.expected_version, c.entries, c.owner, c.wake
+                    )
+                )
+            except Exception as exc:  # e.g. a state that belongs to another workflow
+                outcomes.append(exc)
+        prepared = [p for p in outcomes if isinstance(p, PreparedCommit)]
+        ending = False
+        try:
+            with self._transaction(f"commit {len(prepared)} workflows together") as tx:
+                for i, p in enumerate(outcomes):
+                    if isinstance(p, PreparedCommit):
+                        try:
+                            self._write_commit_in(tx, p)
+                        except (ConcurrencyError, UnknownWorkflowError) as exc:
+                            outcomes[i] = exc  # refused before it wrote anything
+                ending = True  # the block's end commits the transaction
+        except Exception as exc:
+            for p in prepared:
+                self._encoder.forget(p.workflow_id)
+            if not ending:
+                return commit_each(self, commits)
+            return [o if isinstance(o, Exception) else exc for o in outcomes]
+        done: list[CommitOutcome] = []
+        for c, o in zip(commits, outcomes, strict=True):
+            if isinstance(o, PreparedCommit):
+                self._encoder.wrote(o.delta, o.expected_version + 1)
+                done.append(o.expected_version + 1)
+            else:
+                self._encoder.forget(c.workflow_id)  # as a failed ``commit`` does
+                done.append(o)
+        if any(c.wake and isinstance(o, int) for c, o in zip(commits, done, strict=True)):
+            self._woke()
+        return done
+
+    def _prepare(
         self,
         workflow_id: str,
+        state: WorkflowState,
         expected_version: int,
+        entries: Sequence[LedgerEntryIn],
         owner: str | None,
-        head: Sequence[object],
-        payloads: Sequence[tuple[str, str]],
-        at: str,
-        delta: SnapshotDelta,
-        now: datetime,
-        *,
-        wake: bool = False,
-    ) -> None:
-        """The commit's transaction: the row's UPDATE, the entries, the records, the wake.
+        wake: bool,
+    ) -> PreparedCommit:
+        """What a commit writes, encoded: the head row's values, the entries, the delta."""
+        check_commit_target(workflow_id, state)
+        delta = self._encoder.delta(state, expected_version)
+        payloads = [encode_entry(delta.text_of, workflow_id, entry) for entry in entries]
+        now = self._now()
+        head = (*summary_values(state, now), delta.head, *delta.counts, len(payloads))
+        return PreparedCommit(
+            workflow_id, expected_version, owner, head, payloads, ts(now), delta, now, wake
+        )
+
+    def _write_commit(self, p: PreparedCommit) -> None:
+        """A commit in a transaction of its own (see ``_write_commit_in``).
+
+        A backend may do the same in fewer round trips (PostgreSQL: one statement).
+        """
+        with self._transaction("commit", p.workflow_id) as tx:
+            self._write_commit_in(tx, p)
+
+    def _write_commit_in(self, tx: Tx, p: PreparedCommit) -> None:
+        """The commit's statements: the row's UPDATE, the entries, the records, the wake.
 
         With ``wake`` the workflow's queue entry is made ready in the same transaction.
-        A backend may do the same in fewer round trips (PostgreSQL: one statement).
 
         Raises:
             UnknownWorkflowError: there is no such workflow; nothing was written.
-            ConcurrencyError: the version moved on, or ``owner`` holds no live lease.
+            ConcurrencyError: the version moved on, or ``owner`` holds no live lease;
+                nothing was written.
         """
-        with self._transaction("commit", workflow_id) as tx:
-            if owner is None:
-                row = tx.one(self.sql.commit, (*head, workflow_id, expected_version))
-            else:
-                row = tx.one(
-                    self.sql.commit_leased,
-                    (*head, workflow_id, expected_version, workflow_id, owner, at),
-                )
-            if row is None:
-                self._refuse_commit(tx, workflow_id, expected_version, owner, now)
-            seqs: dict[str, int] = {}
-            if payloads:
-                first = int(row[0]) - len(payloads) + 1
-                tx.many(
-                    self.sql.insert_entry,
-                    [
-                        (workflow_id, seq, kind, at, payload)
-                        for seq, (kind, payload) in enumerate(payloads, start=first)
-                    ],
-                )
-                seqs = {payload: seq for seq, (_, payload) in enumerate(payloads, start=first)}
-            self._write_records(tx, delta, seqs)
-            if wake:
-                self._enqueue_in(tx, workflow_id, at)
+        wid = p.workflow_id
+        if p.owner is None:
+            row = tx.one(self.sql.commit, (*p.head, wid, p.expected_version))
+        else:
+            row = tx.one(
+                self.sql.commit_leased,
+                (*p.head, wid, p.expected_version, wid, p.owner, p.at),
+            )
+        if row is None:
+            self._refuse_commit(tx, wid, p.expected_version, p.owner, p.now)
+        seqs: dict[str, int] = {}
+        if p.payloads:
+            first = int(row[0]) - len(p.payloads) + 1
+            tx.many(
+                self.sql.insert_entry,
+                [
+                    (wid, seq, kind, p.at, payload)
+                    for seq, (kind, payload) in enumerate(p.payloads, start=first)
+                ],
+            )
+            seqs = {payload: seq for seq, (_, payload) in enumerate(p.payloads, start=first)}
+        self._write_records(tx, p.delta, seqs)
+        if p.wake:
+            self._enqueue_in(tx, wid, p.at)
 
     def _refuse_commit(
         self, tx: Tx, workflow_id: str, expected_version: int, owner: str | None, now: datetime

@@ -118,6 +118,63 @@ LedgerEntryIn = DecisionEntry | StepResultEntry | HumanAnswerEntry | EventEntry 
 
 
 @dataclass(frozen=True, slots=True)
+class Commit:
+    """The arguments of one ``Store.commit``, for ``Store.commit_many``."""
+
+    workflow_id: str
+    state: WorkflowState
+    expected_version: int
+    entries: Sequence[LedgerEntryIn] = ()
+    owner: str | None = None
+    wake: bool = False
+
+
+CommitOutcome = int | Exception
+"""What one commit of ``Store.commit_many`` came to: its new version, or the error it met."""
+
+
+def commit_each(store: Store, commits: Sequence[Commit]) -> list[CommitOutcome]:
+    """``commits`` one by one, each in its own transaction; the outcome of each.
+
+    What a backend that cannot write several commits together does for ``commit_many``, and
+    what one that can falls back to when their shared transaction failed before its end.
+    """
+    outcomes: list[CommitOutcome] = []
+    for c in commits:
+        try:
+            outcomes.append(
+                store.commit(
+                    c.workflow_id,
+                    c.state,
+                    expected_version=c.expected_version,
+                    entries=c.entries,
+                    owner=c.owner,
+                    wake=c.wake,
+                )
+            )
+        except Exception as exc:  # the caller of this commit re-raises it
+            outcomes.append(exc)
+    return outcomes
+
+
+def distinct_runs(commits: Sequence[Commit]) -> Iterator[Sequence[Commit]]:
+    """``commits`` cut, in order, into runs in which no workflow appears twice.
+
+    A commit's snapshot delta is made against the workflow's last written state, so a
+    second commit of one workflow waits for the first's transaction.
+    """
+    start = 0
+    seen: set[str] = set()
+    for i, c in enumerate(commits):
+        if c.workflow_id in seen:
+            yield commits[start:i]
+            start, seen = i, set()
+        seen.add(c.workflow_id)
+    if start < len(commits):
+        yield commits[start:]
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """A ledger entry as stored, its content validated.
 
@@ -575,6 +632,22 @@ class Store(Protocol):
             UnknownWorkflowError: no workflow has this id.
             ConcurrencyError: the version moved on, or ``owner`` holds no live lease.
             StoreError: an entry cannot be stored (a running step, unserializable data).
+        """
+        ...
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[CommitOutcome]:
+        """Several commits, in order, in as few transactions as the backend can (group commit).
+
+        Each commit is all or nothing, as ``commit`` makes it, and its outcome is what
+        ``commit`` would have returned or raised: its new version, or the error (a refused
+        commit does not stop the others). Every commit that succeeded is durable when this
+        returns. A backend may write them in one transaction, so that a batch of concurrent
+        workflows' decisions costs one disk write (SQLite) or one WAL flush (PostgreSQL)
+        instead of one each; ``AsyncStore`` hands it the commits that queue up while the
+        previous batch is written.
+
+        Returns:
+            One outcome per commit, in the order given.
         """
         ...
 

@@ -48,6 +48,7 @@ from state.sqlite_store import DB_FILENAME, default_data_dir
 from state.steps import Gate, MachineState, Step, WorkflowStatus
 from state.store import (
     ACTIVITY_CHARS,
+    Commit,
     DecisionEntry,
     EventEntry,
     HumanAnswerEntry,
@@ -275,6 +276,78 @@ def test_commit_of_another_workflows_state_is_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="state of workflow wf-2"):
         store.commit("wf-1", other, expected_version=1, owner=None)
     assert store.load("wf-1").version == 1
+
+
+def test_commit_many_writes_each_workflow_as_commit_would(open_store: StoreFactory) -> None:
+    """Three workflows' histories, a batch per step: each loads and reads back as if alone."""
+    store, alone = open_store(), open_store()
+    wids = ("wf-a", "wf-b", "wf-c")
+    versions = {wid: _created(store, wid)[1] for wid in wids}
+    histories = {wid: _history(wid) for wid in wids}
+    for step in range(len(histories["wf-a"])):
+        batch = [
+            Commit(wid, histories[wid][step][0], versions[wid], histories[wid][step][1])
+            for wid in wids
+        ]
+        outcomes = store.commit_many(batch)
+        assert outcomes == [versions[wid] + 1 for wid in wids]
+        versions = {wid: versions[wid] + 1 for wid in wids}
+    reader = open_store()  # knows nothing this process wrote
+    for wid in wids:
+        _, version = _replay(alone, f"{wid}-alone")
+        loaded = reader.load(wid)
+        assert (loaded.state, loaded.version) == (histories[wid][-1][0], version)
+        ledger = [(e.seq, e.content) for e in reader.ledger(wid)]
+        assert ledger == [(e.seq, e.content) for e in reader.ledger(f"{wid}-alone")]
+        assert len(ledger) == 9
+
+
+def test_commit_many_refuses_one_commit_and_writes_the_others(
+    store: Store, clock: ManualClock
+) -> None:
+    """A stale version, an unknown id, a foreign state, a lost lease: each its own error."""
+    for wid in ("wf-1", "wf-2", "wf-3", "wf-4", "wf-5"):
+        _created(store, wid)
+    store.acquire_lease("wf-5", "someone-else", 60)
+    step = {wid: _history(wid)[0] for wid in ("wf-1", "wf-2", "wf-3", "wf-5")}
+    store.commit("wf-2", step["wf-2"][0], expected_version=1, entries=step["wf-2"][1], owner=None)
+    ghost = new_workflow("ghost", "r", "/ws", T0)
+    outcomes = store.commit_many(
+        [
+            Commit("wf-1", step["wf-1"][0], 1, step["wf-1"][1]),
+            Commit("wf-2", step["wf-2"][0], 1, step["wf-2"][1]),  # stale: version 2 stored
+            Commit("ghost", ghost, 1),
+            Commit("wf-4", step["wf-1"][0], 1),  # the state of wf-1
+            Commit("wf-5", step["wf-5"][0], 1, step["wf-5"][1], owner="me"),
+            Commit("wf-3", step["wf-3"][0], 1, step["wf-3"][1]),
+        ]
+    )
+    assert outcomes[0] == 2 and outcomes[5] == 2
+    assert isinstance(outcomes[1], ConcurrencyError) and "2 stored" in str(outcomes[1])
+    assert isinstance(outcomes[2], UnknownWorkflowError) and "ghost" in str(outcomes[2])
+    assert isinstance(outcomes[3], StoreError) and "state of workflow wf-1" in str(outcomes[3])
+    assert isinstance(outcomes[4], ConcurrencyError) and "someone-else" in str(outcomes[4])
+    assert [store.load(w).version for w in ("wf-1", "wf-2", "wf-3", "wf-4", "wf-5")] == [
+        2, 2, 2, 1, 1,
+    ]  # fmt: skip
+    assert [len(store.ledger(w)) for w in ("wf-1", "wf-2", "wf-3", "wf-4", "wf-5")] == [
+        1, 1, 1, 0, 0,
+    ]  # fmt: skip
+    # A refused commit leaves nothing behind that a later commit trips on.
+    assert store.commit("wf-2", _history("wf-2")[1][0], expected_version=2, owner=None) == 3
+
+
+def test_commit_many_takes_two_commits_of_one_workflow_in_order(store: Store) -> None:
+    """The same workflow twice in a batch: the second is checked against the first's version."""
+    _created(store)
+    (first, e1), (second, e2) = _history("wf-1")[:2]
+    outcomes = store.commit_many([Commit("wf-1", first, 1, e1), Commit("wf-1", second, 2, e2)])
+    assert outcomes == [2, 3]
+    loaded = store.load("wf-1")
+    assert (loaded.state, loaded.version) == (second, 3)
+    assert [e.seq for e in store.ledger("wf-1")] == [1, 2]
+    [again] = store.commit_many([Commit("wf-1", first, 2, e1)])
+    assert isinstance(again, ConcurrencyError)
 
 
 def test_commit_is_visible_to_another_handle(open_store: StoreFactory) -> None:

@@ -11,7 +11,6 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -22,8 +21,9 @@ from state.errors import StoreError, UnknownWorkflowError
 from state.postgres_store.connection import Tx, check_url, describe, open_pool, translate
 from state.postgres_store.queue import PostgresQueue
 from state.postgres_store.schema import MIGRATIONS, Migration, migrate
-from state.sql_core import SqlStore, Statements, record_rows
-from state.store import SnapshotDelta, SnapshotEncoder
+from state.sql_core import PreparedCommit, SqlStore, Statements, record_rows
+from state.sql_core import Tx as SqlTx
+from state.store import SnapshotEncoder
 
 if TYPE_CHECKING:
     from state.store import Store
@@ -191,63 +191,66 @@ class PostgresStore(SqlStore, PostgresQueue):
         except psycopg.Error as exc:
             raise translate(exc, doing, self.where, workflow_id) from exc
 
-    def _write_commit(
-        self,
-        workflow_id: str,
-        expected_version: int,
-        owner: str | None,
-        head: Sequence[object],
-        payloads: Sequence[tuple[str, str]],
-        at: str,
-        delta: SnapshotDelta,
-        now: datetime,
-        *,
-        wake: bool = False,
-    ) -> None:
+    def _write_commit(self, p: PreparedCommit) -> None:
         """The commit as one statement, its own transaction: one round trip to the server.
 
         A delta that drops records (rare: a state whose lists shrank, or one this handle
         does not know the stored form of) and a commit that wakes its queue entry (an
         answer: rare too) take the core's transaction of several statements.
         """
-        if delta.rewrite or delta.cuts or wake:
-            super()._write_commit(
-                workflow_id, expected_version, owner, head, payloads, at, delta, now, wake=wake
-            )
+        statement = self._one_statement(p)
+        if statement is None:
+            super()._write_commit(p)
             return
-        self._refuse_writes("commit", workflow_id)
+        self._refuse_writes("commit", p.workflow_id)
+        try:
+            with self._connection(checked=False) as conn:
+                row = conn.execute(*statement).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc, "commit", self.where, p.workflow_id) from exc
+        if row is None:
+            with self._transaction("commit", p.workflow_id) as tx:
+                self._refuse_commit(tx, p.workflow_id, p.expected_version, p.owner, p.now)
+
+    def _write_commit_in(self, tx: SqlTx, p: PreparedCommit) -> None:
+        """The commit inside a transaction of several (``commit_many``): one statement."""
+        statement = self._one_statement(p)
+        if statement is None:
+            super()._write_commit_in(tx, p)
+        elif tx.one(*statement) is None:
+            self._refuse_commit(tx, p.workflow_id, p.expected_version, p.owner, p.now)
+
+    @staticmethod
+    def _one_statement(p: PreparedCommit) -> tuple[str, tuple[object, ...]] | None:
+        """The commit's one statement and its parameters; None when it needs the core's."""
+        delta = p.delta
+        if delta.rewrite or delta.cuts or p.wake:
+            return None
         lease: tuple[object, ...] = ()
         sql = COMMIT_SQL
-        if owner is not None:
-            sql, lease = COMMIT_LEASED_SQL, (workflow_id, owner, at)
+        if p.owner is not None:
+            sql, lease = COMMIT_LEASED_SQL, (p.workflow_id, p.owner, p.at)
         # Entry ordinals (1, 2, ...) where the core has seqs: the seqs are known only after
         # the UPDATE, inside the statement.
+        payloads = p.payloads
         rows = record_rows(delta, {payload: n for n, (_, payload) in enumerate(payloads, 1)})
-        params = (
-            *head,
-            workflow_id,
-            expected_version,
+        return sql, (
+            *p.head,
+            p.workflow_id,
+            p.expected_version,
             *lease,
-            workflow_id,
+            p.workflow_id,
             len(payloads),
-            at,
+            p.at,
             [kind for kind, _ in payloads],
             [payload for _, payload in payloads],
-            workflow_id,
+            p.workflow_id,
             len(payloads),
             [name for name, _, _, _ in rows],
             [idx for _, idx, _, _ in rows],
             [n or 0 for _, _, n, _ in rows],
             [text or "" for _, _, _, text in rows],
         )
-        try:
-            with self._connection(checked=False) as conn:
-                row = conn.execute(sql, params).fetchone()
-        except psycopg.Error as exc:
-            raise translate(exc, "commit", self.where, workflow_id) from exc
-        if row is None:
-            with self._transaction("commit", workflow_id) as tx:
-                self._refuse_commit(tx, workflow_id, expected_version, owner, now)
 
     def damage_where(self) -> str:
         """The store's name in a damage message: "The PostgreSQL database ... on ..."."""
