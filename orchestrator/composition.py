@@ -35,6 +35,7 @@ from orchestrator.llm.protocol import ChatModel
 from orchestrator.repository import git
 from orchestrator.running.runner import Observer, WorkflowRunner
 from prompt_templates.loader import TemplateLoader
+from state.async_store import SharedAsyncStore
 from state.clock import Clock, SystemClock
 from state.config import LLMSettings, WorkflowConfig
 from state.errors import ConfigError
@@ -329,6 +330,7 @@ class WorkerRunners:
         self._lease_ttl_s = lease_ttl_s
         self._observers = list(observers)
         self._runners: dict[tuple[LLMTarget, str, str], WorkflowRunner] = {}
+        self._views = SharedAsyncStore(store)  # all runners' commits are grouped together
         self._lock = asyncio.Lock()
 
     async def runner_for(self, config: WorkflowConfig, owner: str) -> WorkflowRunner:
@@ -352,6 +354,7 @@ class WorkerRunners:
                     owner=owner,
                     observers=self._observers,
                     lease_ttl_s=self._lease_ttl_s,
+                    views=self._views,
                 )
                 self._runners[key] = runner
             return runner

@@ -7,6 +7,17 @@ wrapper keeps the calls of concurrent tasks in the order they were made, which a
 not, and costs two thread wake-ups per call (see ``bench/awaited.py``). A store whose
 ``blocking`` is False is called inline, since its calls only take a lock for microseconds.
 
+Commits are grouped: the worker takes every commit queued behind the one it picked up (up
+to ``MAX_GROUP``, none jumping a call queued between them) and hands them to
+``Store.commit_many`` together, which a SQL backend writes in one transaction. So while one
+batch is on disk, the next builds up, and a thousand workflows in flight share their disk
+writes instead of queueing one fsync (or WAL flush) each; a lone commit is written as soon
+as it arrives, as before. Each commit still gets its own outcome, so a refused one fails
+only its own caller.
+
+``SharedAsyncStore`` hands one view to every concurrent user (a runner's runs, a worker's
+runners), which is what lets their commits meet in the queue.
+
 A call whose awaiting task is cancelled still finishes on the worker (a transaction cannot
 be interrupted half-way); its result is dropped. Use it as ``async with AsyncStore(store)``:
 leaving stops the worker once the calls already made are done. The wrapped store is not
@@ -20,7 +31,8 @@ import contextlib
 import functools
 import queue
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -29,6 +41,7 @@ from state.errors import StoreError
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
+    Commit,
     Lease,
     LedgerEntry,
     LedgerEntryIn,
@@ -41,7 +54,18 @@ from state.workflow import WorkflowState
 
 R = TypeVar("R")
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+MAX_GROUP = 64
+"""The most commits the worker hands to ``Store.commit_many`` at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One queued call: ``call``, or the commit ``commit`` when it is set."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    call: Callable[[], Any]
+    commit: Commit | None = None
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -53,18 +77,65 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
-def _work(jobs: queue.SimpleQueue[_Job | None]) -> None:
-    """The worker thread: run each job, hand its outcome to the job's loop."""
+def _hand_back(job: _Job, result: Any, error: BaseException | None) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits this any more
+        job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+
+
+def _run(job: _Job) -> None:
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        result = job.call()
+    except BaseException as exc:  # handed to the awaiting task, which re-raises it
+        error = exc
+    _hand_back(job, result, error)
+
+
+def _run_group(store: Store, group: list[_Job]) -> None:
+    """Write the commits of ``group`` together; each job gets its own commit's outcome."""
+    if len(group) == 1:
+        _run(group[0])
+        return
+    commits = [job.commit for job in group if job.commit is not None]
+    try:
+        outcomes: list[Any] = store.commit_many(commits)
+    except BaseException as exc:  # the whole batch failed: every caller sees why
+        outcomes = [exc] * len(group)
+    for job, outcome in zip(group, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            _hand_back(job, None, outcome)
+        else:
+            _hand_back(job, outcome, None)
+
+
+def _work(store: Store, jobs: queue.SimpleQueue[_Job | None]) -> None:
+    """The worker thread: run each job, hand its outcome to the job's loop.
+
+    A commit gathers the commits queued right behind it, and they are written together
+    before the first other job (or the stop marker) met while gathering them.
+    """
     while (job := jobs.get()) is not None:
-        loop, future, call = job
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = call()
-        except BaseException as exc:  # handed to the awaiting task, which re-raises it
-            error = exc
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits this any more
-            loop.call_soon_threadsafe(_settle, future, result, error)
+        if job.commit is None:
+            _run(job)
+            continue
+        group = [job]
+        while len(group) < MAX_GROUP:
+            try:
+                after = jobs.get_nowait()
+            except queue.Empty:
+                break
+            if after is not None and after.commit is not None:
+                group.append(after)
+                continue
+            _run_group(store, group)
+            group = []
+            if after is None:
+                return
+            _run(after)
+            break
+        if group:
+            _run_group(store, group)
 
 
 class AsyncStore:
@@ -102,17 +173,20 @@ class AsyncStore:
             return
         # Joining could block the loop behind a slow call: wait for a marker job instead.
         done = asyncio.get_running_loop().create_future()
-        jobs.put((asyncio.get_running_loop(), done, lambda: None))
+        jobs.put(_Job(asyncio.get_running_loop(), done, lambda: None))
         jobs.put(None)
         await asyncio.shield(done)
 
     def _submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> asyncio.Future[R]:
         """Start ``fn(*args, **kwargs)`` now; its outcome arrives as the future's."""
+        return self._start(functools.partial(fn, *args, **kwargs))
+
+    def _start(self, call: Callable[[], R], commit: Commit | None = None) -> asyncio.Future[R]:
+        """Queue ``call`` (the commit ``commit``, which may be grouped, when it is set)."""
         if self._closed:
             raise StoreError(f"the async view of {self.store!r} is closed; make a new one")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        call = functools.partial(fn, *args, **kwargs)
         if not self.store.blocking:
             try:
                 future.set_result(call())
@@ -122,10 +196,10 @@ class AsyncStore:
         if self._jobs is None:
             self._jobs = queue.SimpleQueue()
             self._thread = threading.Thread(
-                target=_work, args=(self._jobs,), name="store-worker", daemon=True
+                target=_work, args=(self.store, self._jobs), name="store-worker", daemon=True
             )
             self._thread.start()
-        self._jobs.put((loop, future, call))
+        self._jobs.put(_Job(loop, future, call, commit))
         return future
 
     # -- the Store's calls -----------------------------------------------------------------
@@ -150,16 +224,18 @@ class AsyncStore:
         owner: str | None,
         wake: bool = False,
     ) -> int:
-        """``Store.commit``."""
-        return await self._submit(
+        """``Store.commit``; written together with the commits queued beside it."""
+        c = Commit(workflow_id, state, expected_version, tuple(entries), owner, wake)
+        call = functools.partial(
             self.store.commit,
             workflow_id,
             state,
             expected_version=expected_version,
-            entries=entries,
+            entries=c.entries,
             owner=owner,
             wake=wake,
         )
+        return await self._start(call, c)
 
     async def list_workflows(
         self, status: WorkflowStatus | None = None, *, ids: Collection[str] | None = None
@@ -222,3 +298,36 @@ class AsyncStore:
     async def artifacts(self, workflow_id: str) -> list[Artifact]:
         """``Store.artifacts``."""
         return await self._submit(self.store.artifacts, workflow_id)
+
+
+class SharedAsyncStore:
+    """One ``AsyncStore`` over ``store`` for everyone using it at the same time.
+
+    Concurrent runs that each made their own ``AsyncStore`` would each have a worker thread
+    and could not group their commits; sharing one gives a thousand workflows in flight one
+    thread and one transaction per batch of commits. The view is made by the first user and
+    closed when the last one leaves, so nothing lingers between runs.
+
+    Args:
+        store: the store to call.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._view: AsyncStore | None = None
+        self._users = 0
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[AsyncStore]:
+        """The shared view, for as long as the ``async with`` block runs."""
+        if self._view is None:
+            self._view = AsyncStore(self.store)
+        view = self._view
+        self._users += 1
+        try:
+            yield view
+        finally:
+            self._users -= 1
+            if self._users == 0 and self._view is view:
+                self._view = None
+                await view.aclose()

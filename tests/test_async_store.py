@@ -7,7 +7,6 @@ go, so a store call made on the loop's own thread would stall every other task u
 from __future__ import annotations
 
 import asyncio
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,16 +20,9 @@ from state.errors import StoreError
 from state.sqlite_store import DB_FILENAME
 from state.store import EventEntry
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+from support.sqlite_lock import write_lock_held
 
-_LOCK_HOLDER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("ROLLBACK")
-"""
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 async def test_the_loop_runs_while_a_commit_waits_for_another_process(tmp_path: Path) -> None:
@@ -38,18 +30,8 @@ async def test_the_loop_runs_while_a_commit_waits_for_another_process(tmp_path: 
     store = open_store(tmp_path, busy_timeout_s=30)
     state = new_workflow("wf-1", "r", "/ws", T0)
     store.create(state, WorkflowConfig())
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _LOCK_HOLDER,
-        str(tmp_path / DB_FILENAME),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert holder.stdin is not None and holder.stdout is not None
     try:
-        assert (await holder.stdout.readline()).strip() == b"locked"
-        async with AsyncStore(store) as astore:
+        async with write_lock_held(tmp_path / DB_FILENAME) as release, AsyncStore(store) as astore:
             commit = asyncio.create_task(
                 astore.commit(
                     "wf-1", state, expected_version=1, entries=[EventEntry("x")], owner=None
@@ -61,14 +43,10 @@ async def test_the_loop_runs_while_a_commit_waits_for_another_process(tmp_path: 
                 ticks += 1
             assert ticks == 200
             assert not commit.done()  # still waiting for the lock, off the loop
-            holder.stdin.write(b"go\n")
-            await holder.stdin.drain()
+            release.set()
             assert await commit == 2
         assert [e.content for e in store.ledger("wf-1")] == [EventEntry("x")]
     finally:
-        if holder.returncode is None:
-            holder.kill()
-        await holder.wait()
         store.close()
 
 

@@ -47,7 +47,7 @@ from orchestrator.running.updates import (
     record_answer,
 )
 from orchestrator.running.workspace_commits import ROUND_STEPS, commit_round, restore
-from state.async_store import AsyncStore
+from state.async_store import AsyncStore, SharedAsyncStore
 from state.clock import Clock
 from state.config import WorkflowConfig
 from state.decision import DecisionRecord, RecoveryStrategy
@@ -241,8 +241,13 @@ class WorkflowRunner:
         new_id: Callable[[], str] | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        views: SharedAsyncStore | None = None,
     ) -> None:
         self.store = store
+        # One awaited view for all concurrent runs, so their commits are written together.
+        self._views = views or SharedAsyncStore(store)
+        if self._views.store is not store:
+            raise ValueError("views must be shared over the runner's own store")
         self.coordinator = coordinator
         self.agents = agents
         self.clock = clock
@@ -313,8 +318,10 @@ class WorkflowRunner:
     ) -> WorkflowState:
         """Drive a workflow until it finishes or waits for a human; resumes where it stopped.
 
-        Every store call is awaited through an ``AsyncStore``, so the event loop (other
-        workflows, lease renewals, LLM calls) never waits on the store's disk or locks.
+        Every store call is awaited through an ``AsyncStore`` that the runner's concurrent
+        runs share, so the event loop (other workflows, lease renewals, LLM calls) never
+        waits on the store's disk or locks, and commits made at the same time are written
+        in one transaction.
 
         Args:
             workflow_id: the workflow to drive.
@@ -329,7 +336,7 @@ class WorkflowRunner:
             ConcurrencyError: another live process runs it.
             InconsistentStateError: its stored state breaks the workflow's rules.
         """
-        async with AsyncStore(self.store) as store:
+        async with self._views.use() as store:
             if claimed is None:
                 await store.acquire_lease(workflow_id, self.owner, self.lease_ttl_s)
             renewer = asyncio.create_task(self._renew(store, workflow_id))
