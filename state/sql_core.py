@@ -454,12 +454,11 @@ class SqlStore(ClosesOnExit):
         ending = False
         try:
             with self._transaction(f"commit {len(prepared)} workflows together") as tx:
-                for i, p in enumerate(outcomes):
-                    if isinstance(p, PreparedCommit):
-                        try:
-                            self._write_commit_in(tx, p)
-                        except (ConcurrencyError, UnknownWorkflowError) as exc:
-                            outcomes[i] = exc  # refused before it wrote anything
+                refusals = self._write_commits_in(tx, prepared)
+                at = [i for i, o in enumerate(outcomes) if isinstance(o, PreparedCommit)]
+                for i, refusal in zip(at, refusals, strict=True):
+                    if refusal is not None:
+                        outcomes[i] = refusal  # refused before it wrote anything
                 ending = True  # the block's end commits the transaction
         except Exception as exc:
             for p in prepared:
@@ -497,6 +496,24 @@ class SqlStore(ClosesOnExit):
         return PreparedCommit(
             workflow_id, expected_version, owner, head, payloads, ts(now), delta, now, wake
         )
+
+    def _write_commits_in(
+        self, tx: Tx, prepared: Sequence[PreparedCommit]
+    ) -> list[ConcurrencyError | UnknownWorkflowError | None]:
+        """Several workflows' commits in ``tx``; for each, the refusal it met, or None.
+
+        A refused commit wrote nothing; any other error ends the whole transaction. A
+        backend may send them all at once (PostgreSQL: one pipeline).
+        """
+        refusals: list[ConcurrencyError | UnknownWorkflowError | None] = []
+        for p in prepared:
+            try:
+                self._write_commit_in(tx, p)
+            except (ConcurrencyError, UnknownWorkflowError) as exc:
+                refusals.append(exc)
+            else:
+                refusals.append(None)
+        return refusals
 
     def _write_commit(self, p: PreparedCommit) -> None:
         """A commit in a transaction of its own (see ``_write_commit_in``).

@@ -24,6 +24,7 @@ from state.config import WorkflowConfig
 from state.errors import ConfigError, StoreCorruptError, StoreError, StoreVersionError
 from state.postgres_store.schema import MIGRATIONS, STORE_SCHEMA_VERSION
 from state.postgres_store.store import PostgresStore
+from state.store import Commit, EventEntry
 
 from support.postgres import BIN_ENV, PostgresServer
 
@@ -270,3 +271,26 @@ def test_in_ci_a_missing_postgresql_fails_the_tier(tmp_path: Path) -> None:
     assert done.returncode != 0, done.stdout + done.stderr
     assert "1 error" in done.stdout
     assert "in CI scripts/install must provide it" in done.stdout
+
+
+def test_a_database_error_in_a_pipelined_batch_falls_back_to_one_by_one(
+    postgres_url: str,
+) -> None:
+    """A commit whose INSERT breaks a key fails alone; the batch's others still commit."""
+    with composition.open_store(postgres_url) as store:
+        states = [new_workflow(f"wf-{i}", "r", "/ws", T0) for i in range(3)]
+        for s in states:
+            store.create(s, WorkflowConfig())
+        _sql(  # the seq wf-1's next entry would take: its INSERT fails inside the pipeline
+            postgres_url,
+            "INSERT INTO ledger (workflow_id, seq, kind, recorded_at, payload) "
+            "SELECT 'wf-1', ledger_seq + 1, 'event', '2026-03-01T12:00:00+00:00', '{}' "
+            "FROM workflows WHERE id = 'wf-1'",
+        )
+        outcomes = store.commit_many(
+            [Commit(s.workflow_id, s, 1, (EventEntry("x"),)) for s in states]
+        )
+        assert outcomes[0] == outcomes[2] == 2
+        assert isinstance(outcomes[1], StoreError)
+        assert store.load("wf-1").version == 1
+        assert store.load("wf-0").version == store.load("wf-2").version == 2
