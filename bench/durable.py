@@ -16,11 +16,19 @@ and LangGraph with ``SqliteSaver``
 through ``peers.bench_langgraph`` exactly as peers.py calls it, each in a fresh temporary
 directory on the same disk, in one process, best of ``--repeat``.
 
+Part 1b runs the same trace with ``--in-flight`` workflows at a time (default 1, 16 and
+64): ours as that many tasks on one event loop awaiting one ``AsyncStore``, as a worker's
+runs do, so that commits queued together share a transaction (group commit); LangGraph as
+that many threads running ``peers.bench_langgraph`` on one ``SqliteSaver`` (its supported
+way to checkpoint from several threads), durability "sync"; both synchronous=NORMAL. It
+prints how many commits shared a transaction on average.
+
 Part 2 builds a workflow whose ledger holds ``--ledger`` entries (plans that never converge,
 escalations a human lets go on, transient step failures that are retried, then code that
 never converges), leaves a stale lease of a dead worker on it, and times a resume.
 
     python -m bench.durable [--workflows 200] [--repeat 3] [--ledger 1000] [--resume-runs 20]
+                            [--in-flight 1 16 64]
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -63,6 +72,7 @@ from orchestrator.running.updates import (
     new_workflow,
     record_answer,
 )
+from state.async_store import AsyncStore
 from state.clock import FixedClock, SystemClock
 from state.config import Coordinator, WorkflowConfig
 from state.decision import DecisionRecord
@@ -71,7 +81,15 @@ from state.sqlite_store import DB_FILENAME, Durability, SQLiteStore
 from state.sqlite_store import store as sqlite_store_module
 from state.sqlite_store.connection import Tx
 from state.steps import Step, WorkflowStatus
-from state.store import DecisionEntry, EventEntry, HumanAnswerEntry, StepResultEntry, Store
+from state.store import (
+    Commit,
+    CommitOutcome,
+    DecisionEntry,
+    EventEntry,
+    HumanAnswerEntry,
+    StepResultEntry,
+    Store,
+)
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
 
 LEASE_TTL_S = 300.0
@@ -83,10 +101,17 @@ CODE = CodeChange(files=("prep.py",), summary="stub")
 # -- part 1: durable decisions per second ---------------------------------------------------
 
 
-def make_durable_runner(
-    peers: ModuleType, store: Store, owner: str, *, coalesce: bool = False
-) -> Callable[[int], WorkflowState]:
-    """A function that drives workflow ``i`` through the trace, committing as a runner does.
+StoreCall = tuple[str, tuple[Any, ...], dict[str, Any]]
+"""A store call the trace makes: the method's name, its positional and keyword arguments."""
+
+Trace = Generator[StoreCall, Any, WorkflowState]
+"""One workflow through the trace: yields its store calls, is sent their results."""
+
+
+def durable_trace(
+    peers: ModuleType, owner: str, *, coalesce: bool = False
+) -> Callable[[int], Trace]:
+    """Workflow ``i`` through the trace, as the store calls a runner makes (see the drivers).
 
     With ``coalesce`` a step's result is committed together with the decision that follows
     it (one transaction instead of two; each decision is still durable before its action,
@@ -98,25 +123,29 @@ def make_durable_runner(
     config = WorkflowConfig(coordinator=Coordinator.PROGRAMMATIC)
     now = clock.now
     decide = engine.decide_by_rule
-    commit = store.commit
 
-    def run(i: int) -> WorkflowState:
+    def commit(wid: str, state: WorkflowState, version: int, *entries: Any) -> StoreCall:
+        return (
+            "commit",
+            (wid, state),
+            {
+                "expected_version": version,
+                "entries": entries,
+                "owner": owner,
+            },
+        )
+
+    def run(i: int) -> Trace:
         wid = f"wf-{i}"
         state = new_workflow(wid, "create a data preprocessing step", "/tmp/ws", now())
-        version = store.create(state, config)
-        store.acquire_lease(wid, owner, LEASE_TTL_S)
+        version = yield "create", (state, config), {}
+        yield "acquire_lease", (wid, owner, LEASE_TTL_S), {}
         plan_i = code_i = 0
         pending: tuple[StepResultEntry, ...] = ()
         while True:
             state, record = decide(state, config)
             # The decision is durable before the action it starts.
-            version = commit(
-                wid,
-                state,
-                expected_version=version,
-                entries=(*pending, DecisionEntry(record)),
-                owner=owner,
-            )
+            version = yield commit(wid, state, version, *pending, DecisionEntry(record))
             pending = ()
             rec = state.history[-1] if state.history else None
             if rec is not None and rec.status is StepStatus.RUNNING:
@@ -135,26 +164,64 @@ def make_durable_runner(
                 if coalesce:
                     pending = (StepResultEntry(state.history[-1]),)
                 else:
-                    version = commit(
-                        wid,
-                        state,
-                        expected_version=version,
-                        entries=(StepResultEntry(state.history[-1]),),
-                        owner=owner,
-                    )
+                    version = yield commit(wid, state, version, StepResultEntry(state.history[-1]))
             status = state.status
             if status is WorkflowStatus.AWAITING_HUMAN:
                 state = record_answer(state, None, HumanAnswerKind.APPROVE, by="bench", now=now())
-                version = commit(
-                    wid,
-                    state,
-                    expected_version=version,
-                    entries=(HumanAnswerEntry(state.human_answers[-1]),),
-                    owner=owner,
+                version = yield commit(
+                    wid, state, version, HumanAnswerEntry(state.human_answers[-1])
                 )
             elif status is not WorkflowStatus.RUNNING:
-                store.release_lease(wid, owner)
+                yield "release_lease", (wid, owner), {}
                 return state
+
+    return run
+
+
+def make_durable_runner(
+    peers: ModuleType, store: Store, owner: str, *, coalesce: bool = False
+) -> Callable[[int], WorkflowState]:
+    """A function that drives workflow ``i`` through the trace, calling ``store`` directly.
+
+    Per workflow ``create`` and ``acquire_lease``, per decision a ``commit`` of the new
+    state with its ``DecisionEntry`` before the step runs, and so on (see ``durable_trace``).
+    """
+    trace = durable_trace(peers, owner, coalesce=coalesce)
+
+    def run(i: int) -> WorkflowState:
+        steps = trace(i)
+        result: Any = None
+        while True:
+            try:
+                name, args, kwargs = steps.send(result)
+            except StopIteration as done:
+                state: WorkflowState = done.value
+                return state
+            result = getattr(store, name)(*args, **kwargs)
+
+    return run
+
+
+def make_awaited_runner(
+    peers: ModuleType, store: AsyncStore, owner: str, *, coalesce: bool = False
+) -> Callable[[int], Awaitable[WorkflowState]]:
+    """``make_durable_runner``'s trace, each store call awaited through ``store``.
+
+    Run as many at once as there are workflows in flight: their commits queue in the
+    ``AsyncStore`` together and are written in one transaction (group commit).
+    """
+    trace = durable_trace(peers, owner, coalesce=coalesce)
+
+    async def run(i: int) -> WorkflowState:
+        steps = trace(i)
+        result: Any = None
+        while True:
+            try:
+                name, args, kwargs = steps.send(result)
+            except StopIteration as done:
+                state: WorkflowState = done.value
+                return state
+            result = await getattr(store, name)(*args, **kwargs)
 
     return run
 
@@ -224,14 +291,16 @@ def bench_ours(
 
 
 @contextlib.contextmanager
-def langgraph_durability(mode: str | None) -> Iterator[None]:
+def langgraph_durability(mode: str | None, *, per_thread: bool = False) -> Iterator[None]:
     """Make graphs compiled inside this block ``invoke`` with ``durability=mode``.
 
     peers.bench_langgraph calls ``app.invoke(init, cfg)`` with LangGraph's default durability,
     "async": a step's checkpoint is written by a background thread while the next step runs.
     "sync" waits for each checkpoint before the next step, which is what our runner promises.
+    With ``per_thread`` each thread's workflows get thread ids of their own (peers.py numbers
+    them from 0 in every call), so that several threads can run it on one saver.
     """
-    if mode is None:
+    if mode is None and not per_thread:
         yield
         return
     original = StateGraph.compile
@@ -240,10 +309,15 @@ def langgraph_durability(mode: str | None) -> Iterator[None]:
         app = original(self, *args, **kwargs)
         invoke = app.invoke
 
-        def invoke_durably(*a: Any, **k: Any) -> Any:
-            return invoke(*a, durability=mode, **k)  # type: ignore[call-overload]
+        def invoke_durably(init: Any, cfg: Any = None, **k: Any) -> Any:
+            if per_thread and cfg is not None:
+                tid = f"{threading.current_thread().name}-{cfg['configurable']['thread_id']}"
+                cfg = {"configurable": {"thread_id": tid}}
+            if mode is not None:
+                k["durability"] = mode
+            return invoke(init, cfg, **k)
 
-        app.invoke = invoke_durably  # type: ignore[method-assign]
+        app.invoke = invoke_durably  # type: ignore[method-assign,assignment]
         return app
 
     StateGraph.compile = compile_with_durability  # type: ignore[method-assign]
@@ -272,6 +346,152 @@ def bench_langgraph_sqlite(
         finally:
             conn.close()
     return Sample(secs, n * peers.DECISIONS_PER_WORKFLOW, settings)
+
+
+# -- part 1b: many workflows in flight ---------------------------------------------------
+
+
+@dataclass
+class InFlight:
+    """A timed run with workflows in flight, and how many commits shared a transaction."""
+
+    sample: Sample
+    commits_per_tx: float
+
+
+def ours_in_flight(peers: ModuleType, n: int, k: int, store: Store, settings: str) -> InFlight:
+    """``n`` workflows, ``k`` at a time on one event loop, all through one ``AsyncStore``.
+
+    Each of ``k`` tasks takes the next workflow when its last one ends; every store call is
+    awaited, as ``WorkflowRunner`` awaits them, and the commits that queue up while the
+    previous batch is written share a transaction. ``store`` is fresh; it is counted on.
+    """
+    batches: list[int] = []
+    many, one = store.commit_many, store.commit
+
+    def commit_many(commits: Sequence[Commit]) -> list[CommitOutcome]:
+        batches.append(len(commits))
+        return many(commits)
+
+    def commit(*a: Any, **kw: Any) -> int:
+        batches.append(1)
+        return one(*a, **kw)
+
+    store.commit_many = commit_many  # type: ignore[method-assign]
+    store.commit = commit  # type: ignore[method-assign]
+
+    async def drive() -> tuple[float, int]:
+        async with AsyncStore(store) as astore:
+            run = make_awaited_runner(peers, astore, f"bench-{os.getpid()}", coalesce=True)
+            assert (await run(-1)).status is WorkflowStatus.COMPLETED
+            gc.collect()
+            batches.clear()
+            todo = iter(range(n))
+            decisions = [0]
+
+            async def lane() -> None:
+                for i in todo:  # shared: each lane takes the next workflow
+                    done = await run(i)
+                    decisions[0] += len(done.decisions)
+
+            t = time.perf_counter()
+            await asyncio.gather(*(lane() for _ in range(k)))
+            return time.perf_counter() - t, decisions[0]
+
+    secs, decisions = asyncio.run(drive())
+    return InFlight(Sample(secs, decisions, settings), sum(batches) / max(len(batches), 1))
+
+
+def bench_ours_in_flight(peers: ModuleType, n: int, k: int, base: Path) -> InFlight:
+    """``ours_in_flight`` on a fresh ``SQLiteStore`` (durability "normal")."""
+    with tempfile.TemporaryDirectory(dir=base) as d, SQLiteStore(d) as st:
+        settings = pragmas(st._connection())
+        return ours_in_flight(peers, n, k, st, settings)
+
+
+def langgraph_in_threads(peers: ModuleType, n: int, k: int, saver: Any) -> tuple[float, int]:
+    """peers.bench_langgraph in ``k`` threads at once on ``saver``, durability "sync".
+
+    Each thread runs ``n // k`` workflows with thread ids of its own; the seconds from the
+    first start to the last end, and the decisions made.
+    """
+    each = max(n // k, 1)
+    with langgraph_durability("sync", per_thread=True):
+        threads = [
+            threading.Thread(target=peers.bench_langgraph, args=(each, saver), name=f"lane{j}")
+            for j in range(k)
+        ]
+        gc.collect()
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        secs = time.perf_counter() - t
+    return secs, each * k * peers.DECISIONS_PER_WORKFLOW
+
+
+def bench_langgraph_threads(peers: ModuleType, n: int, k: int, base: Path) -> Sample:
+    """``langgraph_in_threads`` on one SqliteSaver with synchronous=NORMAL.
+
+    SqliteSaver is LangGraph's way to checkpoint to SQLite from several threads (one
+    connection behind its lock).
+    """
+    with tempfile.TemporaryDirectory(dir=base) as d:
+        conn = sqlite3.connect(f"{d}/lg.sqlite", check_same_thread=False)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            secs, decisions = langgraph_in_threads(peers, n, k, SqliteSaver(conn))
+            settings = pragmas(conn)
+        finally:
+            conn.close()
+    return Sample(secs, decisions, settings)
+
+
+def add_in_flight_option(ap: argparse.ArgumentParser) -> None:
+    """``--in-flight K ...``: the numbers of workflows in flight the concurrent rows time."""
+    ap.add_argument(
+        "--in-flight",
+        type=int,
+        nargs="*",
+        default=[1, 16, 64],
+        help="workflows in flight for the concurrent rows (none: skip them)",
+    )
+
+
+def in_flight_report(
+    title: str,
+    ks: Sequence[int],
+    repeat: int,
+    ours: Callable[[int], InFlight],
+    theirs: Callable[[int], Sample],
+) -> None:
+    """Ours and LangGraph with each of ``ks`` workflows in flight, side by side.
+
+    Best of ``repeat``, interleaved as part 1; ``ours(k)`` and ``theirs(k)`` time one run.
+    """
+    mine: dict[int, list[InFlight]] = {k: [] for k in ks}
+    lg: dict[int, list[Sample]] = {k: [] for k in ks}
+    for _ in range(repeat):
+        for k in ks:
+            mine[k].append(ours(k))
+            lg[k].append(theirs(k))
+
+    def best(samples: Sequence[Sample]) -> float:
+        return max(s.decisions / s.seconds for s in samples)
+
+    print(f"\nworkflows in flight: {title}")
+    print(
+        f"{'in flight':>9s} {'ours dec/s':>10s} {'us/dec':>7s} {'commits/tx':>10s} "
+        f"{'lg dec/s':>9s} {'us/dec':>7s} {'x lg':>6s}"
+    )
+    for k in ks:
+        ours_rate, lg_rate = best([f.sample for f in mine[k]]), best(lg[k])
+        grouped = max(f.commits_per_tx for f in mine[k])
+        print(
+            f"{k:9d} {ours_rate:10.0f} {1e6 / ours_rate:7.1f} {grouped:10.1f} {lg_rate:9.0f} "
+            f"{1e6 / lg_rate:7.1f} {ours_rate / lg_rate:6.2f}"
+        )
 
 
 def langgraph_writes_per_workflow(peers: ModuleType, base: Path, workflows: int = 3) -> float:
@@ -777,6 +997,7 @@ def main() -> None:
         "--ledger", type=int, default=1000, help="ledger entries of the resumed workflow"
     )
     ap.add_argument("--resume-runs", type=int, default=20)
+    add_in_flight_option(ap)
     ap.add_argument(
         "--dir",
         type=Path,
@@ -876,6 +1097,16 @@ def main() -> None:
         f"with no Python between them, take {statements:.0f} us per decision, beside "
         f"{1e6 / mem_rate:.0f} us for the decision itself (in memory)"
     )
+    if args.in_flight:
+        in_flight_report(
+            "ours: tasks on one event loop awaiting one AsyncStore, commits grouped; "
+            "langgraph: threads on one SqliteSaver, durability=sync; both synchronous=NORMAL, "
+            "both commit before acting",
+            args.in_flight,
+            args.repeat,
+            lambda k: bench_ours_in_flight(peers, n, k, base),
+            lambda k: bench_langgraph_threads(peers, n, k, base),
+        )
     resume_report(peers, args.ledger, args.resume_runs, base)
     print("target: resume of a 1,000-entry ledger under 100 ms")
 

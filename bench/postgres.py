@@ -21,8 +21,14 @@ With ``--synchronous-commit off`` the started server's commits stop waiting for 
 flush (a crash of the server may lose the last fraction of a second of commits, never
 corrupt them), which shows what each engine costs besides the disk's flush.
 
+Then the same with workflows in flight (``--in-flight``, as ``bench/durable.py``): ours as
+tasks on one event loop sharing one ``AsyncStore`` (commits grouped into one transaction,
+one WAL flush), LangGraph as as many threads on a ``PostgresSaver`` over a pool of as many
+connections (each checkpoint its own transaction; the server may share flushes of
+commits that arrive together).
+
     python -m bench.postgres [--workflows 100] [--repeat 3] [--url postgresql://...]
-                             [--synchronous-commit off]
+                             [--synchronous-commit off] [--in-flight 1 16 64]
 """
 
 from __future__ import annotations
@@ -41,9 +47,21 @@ from types import ModuleType
 
 import psycopg
 from langgraph.checkpoint.postgres import PostgresSaver
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
 from bench._peers import load_peers
-from bench.durable import Sample, bench_ours, langgraph_durability, make_durable_runner
+from bench.durable import (
+    InFlight,
+    Sample,
+    add_in_flight_option,
+    bench_ours,
+    in_flight_report,
+    langgraph_durability,
+    langgraph_in_threads,
+    make_durable_runner,
+    ours_in_flight,
+)
 from orchestrator.composition import open_store
 from orchestrator.logsetup import configure_logging
 from state.steps import WorkflowStatus
@@ -131,6 +149,22 @@ def bench_langgraph_postgres(peers: ModuleType, n: int, url: str, mode: str | No
     return Sample(secs, n * peers.DECISIONS_PER_WORKFLOW, f"durability={mode or 'async'}")
 
 
+def bench_postgres_in_flight(peers: ModuleType, n: int, k: int, url: str) -> InFlight:
+    """``n`` workflows, ``k`` in flight through one ``AsyncStore`` on ``PostgresStore``."""
+    with open_store(url) as store:
+        return ours_in_flight(peers, n, k, store, "PostgresStore")
+
+
+def bench_langgraph_postgres_threads(peers: ModuleType, n: int, k: int, url: str) -> Sample:
+    """PostgresSaver on a pool of ``k`` connections, ``k`` threads each running workflows."""
+    kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    with ConnectionPool(url, min_size=k, max_size=k, kwargs=kwargs, open=True) as pool:
+        saver = PostgresSaver(pool)  # type: ignore[arg-type]
+        saver.setup()
+        secs, decisions = langgraph_in_threads(peers, n, k, saver)
+    return Sample(secs, decisions, f"{k} threads, a pool of {k}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workflows", type=int, default=100)
@@ -143,6 +177,7 @@ def main() -> None:
         default="on",
         help="the started server's synchronous_commit (on: each commit waits for its flush)",
     )
+    add_in_flight_option(ap)
     args = ap.parse_args()
     configure_logging("console", level="ERROR")
     peers = load_peers()
@@ -204,6 +239,18 @@ def main() -> None:
         f"{cap / rate('lg-pg-sync'):.2f}x PostgresSaver sync; 5x would leave "
         f"{1e6 / (5 * rate('lg-pg-sync')):.0f} us per decision"
     )
+
+    if args.in_flight:
+        with databases(args.url, args.synchronous_commit) as fresh:
+            in_flight_report(
+                "ours: tasks on one event loop awaiting one AsyncStore on PostgresStore, "
+                "commits grouped; langgraph: threads on PostgresSaver over a pool of as many "
+                "connections, durability=sync; both commit before acting, same server",
+                args.in_flight,
+                args.repeat,
+                lambda k: bench_postgres_in_flight(peers, n, k, fresh()),
+                lambda k: bench_langgraph_postgres_threads(peers, n, k, fresh()),
+            )
 
 
 if __name__ == "__main__":
