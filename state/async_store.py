@@ -10,10 +10,10 @@ not, and costs two thread wake-ups per call (see ``bench/awaited.py``). A store 
 Commits are grouped: the worker takes every commit queued behind the one it picked up (up
 to ``MAX_GROUP``, none jumping a call queued between them) and hands them to
 ``Store.commit_many`` together, which a SQL backend writes in one transaction. So while one
-batch is on disk, the next builds up, and a thousand workflows in flight share their disk
-writes instead of queueing one fsync (or WAL flush) each; a lone commit is written as soon
-as it arrives, as before. Each commit still gets its own outcome, so a refused one fails
-only its own caller.
+batch is on disk, the next builds up, and a thousand workflows in flight share the end of
+a transaction (a WAL write on SQLite, a WAL flush on PostgreSQL) instead of paying one
+each; a lone commit is written as soon as it arrives, as before. Each commit still gets
+its own outcome, so a refused one fails only its own caller.
 
 ``SharedAsyncStore`` hands one view to every concurrent user (a runner's runs, a worker's
 runners), which is what lets their commits meet in the queue.
