@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -639,3 +640,24 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
     """Retry-After is read as milliseconds, seconds or an HTTP date; past dates mean now."""
     now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
     assert parse_retry_after(headers, now=now) == expected
+
+
+@pytest.mark.parametrize("keep_alive", [False, True])
+def test_the_fake_server_keeps_connections_alive_only_when_asked(keep_alive: bool) -> None:
+    """By default each answer closes its connection; ``keep_alive`` serves two on one."""
+    body = json.dumps({"model": "fake-model", "messages": []})
+    with FakeOpenAIServer([Content(OK), Content(OK)], keep_alive=keep_alive) as fake:
+        port = int(fake.base_url.rsplit(":", 1)[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("POST", "/v1/chat/completions", body)
+            first = conn.getresponse()
+            first.read()
+            assert (first.getheader("Connection") == "close") is not keep_alive
+            if keep_alive:
+                conn.request("POST", "/v1/chat/completions", body)
+                second = conn.getresponse()
+                assert second.status == 200
+                assert json.loads(second.read())["choices"][0]["message"]["content"] == OK
+        finally:
+            conn.close()

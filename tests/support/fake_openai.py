@@ -13,6 +13,10 @@ Each chat request takes the next scripted reply from the queue, else asks the ``
 with neither, it answers 500 "no scripted reply left" and counts the request in
 ``unexpected`` so a fixture can fail the test. ``reject_formats`` makes it refuse some
 ``response_format`` types the way llama.cpp does, before the queue is consulted.
+
+Each response closes its connection, so a test that stops the server sees the next call
+fail; ``keep_alive=True`` keeps connections open across requests (HTTP/1.1), as llama.cpp's
+server and OpenAI's do, for benchmarks that should not pay a TCP connect per call.
 """
 
 from __future__ import annotations
@@ -111,7 +115,9 @@ class FakeOpenAIServer:
         models: Iterable[str] = ("fake-model",),
         reject_formats: Iterable[str] = (),
         reject_status: int = 400,
+        keep_alive: bool = False,
     ) -> None:
+        self.keep_alive = keep_alive
         self._queue: deque[Reply] = deque(replies)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -150,7 +156,13 @@ class FakeOpenAIServer:
 
     def start(self) -> FakeOpenAIServer:
         """Bind a free loopback port and serve from a daemon thread."""
-        handler = type("Handler", (_Handler,), {"fake": self})
+        attrs: dict[str, Any] = {"fake": self}
+        if self.keep_alive:
+            # Without TCP_NODELAY, a kept-alive connection's body waits out the client's
+            # delayed ACK of the headers (40 ms on Linux).
+            attrs["protocol_version"] = "HTTP/1.1"
+            attrs["disable_nagle_algorithm"] = True
+        handler = type("Handler", (_Handler,), attrs)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -270,7 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
+        if not self.fake.keep_alive:
+            self.send_header("Connection", "close")
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
