@@ -8,8 +8,10 @@ clock runs from the first submission until every workflow is parked at its gate.
 
     scaling(n) = throughput(n workers) / (n * throughput(1 worker))
 
-With ``--in-flight`` workflows (default 1,000) queued first, then spread over 4 workers
-at once, the orchestrator's own share of each workflow's wall time is
+With each ``--in-flight`` count of workflows (default 100, 250 and 1,000) stored first
+and made ready all at once for 4 workers (started, registered and idle, so their start-up
+is not inside any workflow's span), the orchestrator's own share of each workflow's wall
+time is
 
     own share = (span - LLM latency) / span
 
@@ -21,11 +23,15 @@ durable settings).
 CPU is printed beside it, since on a small machine the orchestrator's share is mostly
 waiting for a core: the workers' CPU per workflow (with and without their start-up, which
 is measured on its own: one worker started and stopped on an empty queue), and the fake
-server's CPU per request. The fake server runs in a process of its own (``--serve``), so
-its CPU is its own and not the bench's polling; it shares the cores with the workers.
+server's CPU per request, and how busy the machine's cores were while the workflows ran
+(the workers' CPU without their start-up, and the server's, over wall time and cores):
+near 100 % the spans are queueing for a core. The
+fake server runs in a process of its own (``--serve``), so its CPU is its own and not the
+bench's polling; it shares the cores with the workers, and keeps connections alive as
+llama.cpp's server does, so no call pays a TCP connect the real server would not ask for.
 
     python -m bench.workers [--latency 1.0] [--per-worker 16] [--concurrency 4]
-                            [--in-flight 1000] [--skip-postgres]
+                            [--in-flight 100 250 1000] [--skip-postgres]
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the scripted world and the server liv
 
 from orchestrator.composition import open_store  # noqa: E402
 from orchestrator.logsetup import configure_logging  # noqa: E402
+from orchestrator.running.updates import new_workflow  # noqa: E402
 from orchestrator.running.worker import submit  # noqa: E402
 from state.clock import SystemClock  # noqa: E402
 from state.config import Coordinator, WorkflowConfig  # noqa: E402
@@ -79,7 +86,7 @@ def serve_fake(latency: float) -> None:
     # A thousand clients connect at once: the standard library's backlog of 5 would make
     # them retry their connects, which is the test server's limit, not ours.
     ThreadingHTTPServer.request_queue_size = 4096
-    with FakeOpenAIServer(responder=SlowWorld(latency)) as server:
+    with FakeOpenAIServer(responder=SlowWorld(latency), keep_alive=True) as server:
         print(server.base_url, flush=True)
         for _line in sys.stdin:
             usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -177,17 +184,33 @@ def _stop(procs: list[Any]) -> None:
             proc.kill()
 
 
-def _submit_all(store: Store, workspaces: Path, tag: str, count: int) -> list[str]:
+def _submit_all(
+    store: Store, workspaces: Path, tag: str, count: int, *, ready: bool = True
+) -> list[str]:
+    """Submit ``count`` workflows; with ``ready`` False they are stored but not yet queued."""
     clock = SystemClock()
     ids = []
     for i in range(count):
         wid = f"wf-{workspaces.name}-{tag}-{i}"
         ws = workspaces / wid
         ws.mkdir(parents=True)
-        submit(store, "fill missing values", CONFIG, workflow_id=wid, workspace=ws,
-               clock=clock)  # fmt: skip
+        if ready:
+            submit(store, "fill missing values", CONFIG, workflow_id=wid, workspace=ws,
+                   clock=clock)  # fmt: skip
+        else:
+            store.create(new_workflow(wid, "fill missing values", str(ws), clock.now()), CONFIG)
         ids.append(wid)
     return ids
+
+
+def peak_in_flight(ledgers: list[tuple[float, float]]) -> int:
+    """The most workflows whose (first entry, last entry) intervals overlapped at once."""
+    edges = sorted([(start, 1) for start, _ in ledgers] + [(end, -1) for _, end in ledgers])
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
 
 
 def run_pool(
@@ -199,38 +222,46 @@ def run_pool(
     count: int,
     *,
     queued_first: bool = False,
-) -> tuple[float, list[float]]:
-    """Wall time for ``count`` workflows on ``n`` workers, and each workflow's span.
+) -> tuple[float, list[float], int]:
+    """Wall time for ``count`` workflows on ``n`` workers, each workflow's span, the peak.
 
-    The workers start first and the clock with the first submission; with ``queued_first``
-    every workflow is queued before the workers start (so all can be in flight at once),
-    and the clock starts with the workers.
+    The workers start first (and register, their start-up done) and the clock with the
+    first submission; with ``queued_first`` every workflow is stored before, and all are
+    made ready at once, so that all can be in flight together, the clock starting then.
+    The peak is the most workflows in flight at one time.
     """
     with open_store(url) as store:
         queue = _queue(store)
-        ids = _submit_all(store, workspaces, f"{n}q", count) if queued_first else []
-        started = time.perf_counter()
+        tag = f"{n}q" if queued_first else str(n)
+        ids = _submit_all(store, workspaces, tag, count, ready=False) if queued_first else []
         procs = _start_workers(url, env, n, concurrency)
         try:
-            if not queued_first:
-                while len(queue.workers()) < n:
-                    time.sleep(0.1)
-                started = time.perf_counter()
-                ids = _submit_all(store, workspaces, str(n), count)
+            while len(queue.workers()) < n:
+                time.sleep(0.1)
+            started = time.perf_counter()
+            if queued_first:
+                for wid in ids:
+                    queue.enqueue(wid)
+            else:
+                ids = _submit_all(store, workspaces, tag, count)
             mine = set(ids)
             while True:
                 entries = [e for e in queue.queued() if e.workflow_id in mine]
-                if all(e.status is QueueStatus.PARKED for e in entries):
+                if len(entries) == len(mine) and all(
+                    e.status is QueueStatus.PARKED for e in entries
+                ):
                     break
                 time.sleep(0.2)
             wall = time.perf_counter() - started
         finally:
             _stop(procs)
-        spans = []
+        spans, intervals = [], []
         for wid in ids:
             ledger = store.ledger(wid)
-            spans.append((ledger[-1].recorded_at - ledger[0].recorded_at).total_seconds())
-    return wall, spans
+            first, last = ledger[0].recorded_at.timestamp(), ledger[-1].recorded_at.timestamp()
+            spans.append(last - first)
+            intervals.append((first, last))
+    return wall, spans, peak_in_flight(intervals)
 
 
 def _shares(spans: list[float], floor: float) -> str:
@@ -256,7 +287,7 @@ def bench_backend(
     floor = LLM_CALLS * args.latency
     for n in (1, 2, 4):
         count = args.per_worker * n
-        wall, spans = run_pool(url, env, tmp / f"ws-{name}", n, args.concurrency, count)
+        wall, spans, _ = run_pool(url, env, tmp / f"ws-{name}", n, args.concurrency, count)
         rate = count / wall
         base = base or rate
         scaling = rate / (n * base)
@@ -265,24 +296,43 @@ def bench_backend(
             f"= {rate:6.2f}/s; scaling per added worker {scaling:.2f}; {_shares(spans, floor)}",
             flush=True,
         )
-    per = max(1, args.in_flight // 4)
     start_cpu = startup_cpu(url, env)
+    for in_flight in args.in_flight:
+        in_flight_run(name, url, env, tmp, server, in_flight, start_cpu, floor)
+
+
+def in_flight_run(
+    name: str,
+    url: str,
+    env: dict[str, str],
+    tmp: Path,
+    server: FakeServer,
+    in_flight: int,
+    start_cpu: float,
+    floor: float,
+) -> None:
+    """``in_flight`` workflows queued, then 4 workers at once: own share, CPU, cores busy."""
+    per = max(1, in_flight // 4)
     before, (server_before, requests_before) = _children_cpu(), server.usage()
-    wall, spans = run_pool(url, env, tmp / f"ws-{name}-flight", 4, per, per * 4, queued_first=True)
+    ws = tmp / f"ws-{name}-flight-{in_flight}"
+    wall, spans, peak = run_pool(url, env, ws, 4, per, per * 4, queued_first=True)
     cpu = _children_cpu() - before
     server_cpu, requests = server.usage()
     server_cpu, requests = server_cpu - server_before, requests - requests_before
     count = per * 4
+    cores = os.cpu_count() or 1
     print(
-        f"{name:8} {count} queued, then 4 workers x {per}: all parked {wall:.2f}s after the "
-        f"workers started; {_shares(spans, floor)}",
+        f"{name:8} {count} made ready at once for 4 workers x {per}: all parked {wall:.2f}s "
+        f"later, {peak} in flight at the peak; {_shares(spans, floor)}",
         flush=True,
     )
     print(
         f"{name:8} workers' CPU {cpu:.1f}s = {cpu / count * 1000:.1f} ms per workflow "
         f"({(cpu - 4 * start_cpu) / count * 1000:.1f} ms without the start-up of "
         f"{start_cpu:.2f}s per worker); fake server's CPU {server_cpu:.1f}s = "
-        f"{server_cpu / max(1, requests) * 1000:.1f} ms per request ({requests} requests)",
+        f"{server_cpu / max(1, requests) * 1000:.1f} ms per request ({requests} requests); "
+        f"the {cores} cores {(cpu - 4 * start_cpu + server_cpu) / (wall * cores):.0%} busy "
+        "while they ran",
         flush=True,
     )
 
@@ -293,7 +343,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--per-worker", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--in-flight", type=int, default=1000)
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[100, 250, 1000])
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--serve", type=float, help=argparse.SUPPRESS)  # the fake server
     args = parser.parse_args()
