@@ -25,10 +25,10 @@ waiting for a core: the workers' CPU per workflow (with and without their start-
 is measured on its own: one worker started and stopped on an empty queue), and the fake
 server's CPU per request, and how busy the machine's cores were while the workflows ran
 (the workers' CPU without their start-up, and the server's, over wall time and cores):
-near 100 % the spans are queueing for a core. The
-fake server runs in a process of its own (``--serve``), so its CPU is its own and not the
-bench's polling; it shares the cores with the workers, and keeps connections alive as
-llama.cpp's server does, so no call pays a TCP connect the real server would not ask for.
+near 100 % the spans are queueing for a core. The fake server runs in a process of its own
+(``--serve``), so its CPU is its own and not the bench's polling; it shares the cores with
+the workers, and keeps connections alive as llama.cpp's server does, so no call pays a TCP
+connect the real server would not ask for.
 
     python -m bench.workers [--latency 1.0] [--per-worker 16] [--concurrency 4]
                             [--in-flight 100 250 1000] [--skip-postgres]
@@ -203,9 +203,9 @@ def _submit_all(
     return ids
 
 
-def peak_in_flight(ledgers: list[tuple[float, float]]) -> int:
+def peak_in_flight(intervals: list[tuple[float, float]]) -> int:
     """The most workflows whose (first entry, last entry) intervals overlapped at once."""
-    edges = sorted([(start, 1) for start, _ in ledgers] + [(end, -1) for _, end in ledgers])
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
     peak = now = 0
     for _, step in edges:
         now += step
@@ -247,21 +247,19 @@ def run_pool(
             mine = set(ids)
             while True:
                 entries = [e for e in queue.queued() if e.workflow_id in mine]
-                if len(entries) == len(mine) and all(
-                    e.status is QueueStatus.PARKED for e in entries
-                ):
+                if all(e.status is QueueStatus.PARKED for e in entries):
                     break
                 time.sleep(0.2)
             wall = time.perf_counter() - started
         finally:
             _stop(procs)
-        spans, intervals = [], []
+        intervals = []
         for wid in ids:
             ledger = store.ledger(wid)
-            first, last = ledger[0].recorded_at.timestamp(), ledger[-1].recorded_at.timestamp()
-            spans.append(last - first)
-            intervals.append((first, last))
-    return wall, spans, peak_in_flight(intervals)
+            intervals.append(
+                (ledger[0].recorded_at.timestamp(), ledger[-1].recorded_at.timestamp())
+            )
+    return wall, [last - first for first, last in intervals], peak_in_flight(intervals)
 
 
 def _shares(spans: list[float], floor: float) -> str:
@@ -311,7 +309,7 @@ def in_flight_run(
     start_cpu: float,
     floor: float,
 ) -> None:
-    """``in_flight`` workflows queued, then 4 workers at once: own share, CPU, cores busy."""
+    """``in_flight`` workflows made ready at once for 4 idle workers: own share, CPU, cores."""
     per = max(1, in_flight // 4)
     before, (server_before, requests_before) = _children_cpu(), server.usage()
     ws = tmp / f"ws-{name}-flight-{in_flight}"
