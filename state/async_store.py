@@ -92,8 +92,20 @@ def _run(job: _Job) -> None:
     _hand_back(job, result, error)
 
 
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, outcome in settled:
+        if isinstance(outcome, BaseException):
+            _settle(future, None, outcome)
+        else:
+            _settle(future, outcome, None)
+
+
 def _run_group(store: Store, group: list[_Job]) -> None:
-    """Write the commits of ``group`` together; each job gets its own commit's outcome."""
+    """Write the commits of ``group`` together; each job gets its own commit's outcome.
+
+    The outcomes go back in one callback per event loop: waking a loop writes to its
+    self-pipe, once per callback, and that write cost as much as a commit's statements.
+    """
     if len(group) == 1:
         _run(group[0])
         return
@@ -102,11 +114,12 @@ def _run_group(store: Store, group: list[_Job]) -> None:
         outcomes: list[Any] = store.commit_many(commits)
     except BaseException as exc:  # the whole batch failed: every caller sees why
         outcomes = [exc] * len(group)
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
     for job, outcome in zip(group, outcomes, strict=True):
-        if isinstance(outcome, BaseException):
-            _hand_back(job, None, outcome)
-        else:
-            _hand_back(job, outcome, None)
+        by_loop.setdefault(job.loop, []).append((job.future, outcome))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these any more
+            loop.call_soon_threadsafe(_settle_all, settled)
 
 
 def _work(store: Store, jobs: queue.SimpleQueue[_Job | None]) -> None:

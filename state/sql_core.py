@@ -205,6 +205,14 @@ class Statements:
     )
 
 
+@dataclass(slots=True)
+class _Rows:
+    """Ledger entries and records gathered from commits, to be written in one batch each."""
+
+    entries: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
+    records: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedCommit:
     """One commit, encoded and ready to write: what ``SqlStore._write_commit_in`` takes."""
@@ -342,16 +350,19 @@ class SqlStore(ClosesOnExit):
             None if activity_at is None else parse_time(workflow_id, "its lease", activity_at),
         )
 
-    def _write_records(
-        self, tx: Tx, delta: SnapshotDelta, seqs: Mapping[str, int], *, new: bool = False
-    ) -> None:
+    def _put_records(self, tx: Tx, delta: SnapshotDelta) -> None:
+        """Write a new workflow's records (``create``: there are none to delete)."""
+        if delta.rows:
+            wid = delta.workflow_id
+            tx.many(self.sql.put_record, [(wid, *row) for row in record_rows(delta, {})])
+
+    def _cut_records(self, tx: Tx, delta: SnapshotDelta) -> None:
+        """Delete the stored records ``delta`` drops: all of them when it rewrites them."""
         wid = delta.workflow_id
-        if delta.rewrite and not new:
+        if delta.rewrite:
             tx.run(self.sql.clear_records, (wid,))
         for name, start in delta.cuts:
             tx.run(self.sql.cut_records, (wid, name, start))
-        if delta.rows:
-            tx.many(self.sql.put_record, [(wid, *row) for row in record_rows(delta, seqs)])
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -376,7 +387,7 @@ class SqlStore(ClosesOnExit):
                     f"workflow {wid} already exists in {self._place}; choose another id, or "
                     "resume it"
                 )
-            self._write_records(tx, delta, {}, new=True)
+            self._put_records(tx, delta)
             if wake:
                 self._enqueue_in(tx, wid, ts(now))
         self._encoder.wrote(delta, 1)
@@ -502,17 +513,21 @@ class SqlStore(ClosesOnExit):
     ) -> list[ConcurrencyError | UnknownWorkflowError | None]:
         """Several workflows' commits in ``tx``; for each, the refusal it met, or None.
 
-        A refused commit wrote nothing; any other error ends the whole transaction. A
-        backend may send them all at once (PostgreSQL: one pipeline).
+        A refused commit wrote nothing; any other error ends the whole transaction. Each
+        commit's row is updated in turn, then the ledger entries and records of them all go
+        in one batch each (one call into the driver instead of two per commit). A backend
+        may send them all at once (PostgreSQL: one pipeline).
         """
         refusals: list[ConcurrencyError | UnknownWorkflowError | None] = []
+        rows = _Rows()
         for p in prepared:
             try:
-                self._write_commit_in(tx, p)
+                self._update_head_in(tx, p, rows)
             except (ConcurrencyError, UnknownWorkflowError) as exc:
                 refusals.append(exc)
             else:
                 refusals.append(None)
+        self._append_rows_in(tx, rows)
         return refusals
 
     def _write_commit(self, p: PreparedCommit) -> None:
@@ -533,6 +548,21 @@ class SqlStore(ClosesOnExit):
             ConcurrencyError: the version moved on, or ``owner`` holds no live lease;
                 nothing was written.
         """
+        rows = _Rows()
+        self._update_head_in(tx, p, rows)
+        self._append_rows_in(tx, rows)
+
+    def _update_head_in(self, tx: Tx, p: PreparedCommit, rows: _Rows) -> None:
+        """The commit's checked UPDATE, its records' deletions and its wake, in ``tx``.
+
+        Its ledger entries and records go into ``rows``, for ``_append_rows_in`` to write:
+        only once the UPDATE matched, so a refused commit adds nothing.
+
+        Raises:
+            UnknownWorkflowError: there is no such workflow; nothing was written.
+            ConcurrencyError: the version moved on, or ``owner`` holds no live lease;
+                nothing was written.
+        """
         wid = p.workflow_id
         if p.owner is None:
             row = tx.one(self.sql.commit, (*p.head, wid, p.expected_version))
@@ -546,17 +576,21 @@ class SqlStore(ClosesOnExit):
         seqs: dict[str, int] = {}
         if p.payloads:
             first = int(row[0]) - len(p.payloads) + 1
-            tx.many(
-                self.sql.insert_entry,
-                [
-                    (wid, seq, kind, p.at, payload)
-                    for seq, (kind, payload) in enumerate(p.payloads, start=first)
-                ],
-            )
-            seqs = {payload: seq for seq, (_, payload) in enumerate(p.payloads, start=first)}
-        self._write_records(tx, p.delta, seqs)
+            for seq, (kind, payload) in enumerate(p.payloads, start=first):
+                rows.entries.append((wid, seq, kind, p.at, payload))
+                seqs[payload] = seq
+        self._cut_records(tx, p.delta)
+        if p.delta.rows:
+            rows.records += [(wid, *r) for r in record_rows(p.delta, seqs)]
         if p.wake:
             self._enqueue_in(tx, wid, p.at)
+
+    def _append_rows_in(self, tx: Tx, rows: _Rows) -> None:
+        """Write the ledger entries and records gathered by ``_update_head_in``."""
+        if rows.entries:
+            tx.many(self.sql.insert_entry, rows.entries)
+        if rows.records:
+            tx.many(self.sql.put_record, rows.records)
 
     def _refuse_commit(
         self, tx: Tx, workflow_id: str, expected_version: int, owner: str | None, now: datetime
