@@ -41,6 +41,7 @@ from state.errors import StoreError
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
+    ArtifactIn,
     Commit,
     Lease,
     LedgerEntry,
@@ -236,9 +237,12 @@ class AsyncStore:
         entries: Sequence[LedgerEntryIn] = (),
         owner: str | None,
         wake: bool = False,
+        artifacts: Sequence[ArtifactIn] = (),
     ) -> int:
         """``Store.commit``; written together with the commits queued beside it."""
-        c = Commit(workflow_id, state, expected_version, tuple(entries), owner, wake)
+        c = Commit(
+            workflow_id, state, expected_version, tuple(entries), owner, wake, tuple(artifacts)
+        )
         call = functools.partial(
             self.store.commit,
             workflow_id,
@@ -247,6 +251,7 @@ class AsyncStore:
             entries=c.entries,
             owner=owner,
             wake=wake,
+            artifacts=c.artifacts,
         )
         return await self._start(call, c)
 

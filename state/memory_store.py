@@ -41,6 +41,7 @@ from state.memory_queue import MemoryQueue
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
+    ArtifactIn,
     ClosesOnExit,
     Commit,
     CommitOutcome,
@@ -202,6 +203,7 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
         entries: Sequence[LedgerEntryIn] = (),
         owner: str | None,
         wake: bool = False,
+        artifacts: Sequence[ArtifactIn] = (),
     ) -> int:
         """Replace the snapshot and append ledger entries, all or nothing (see ``Store``)."""
         check_commit_target(workflow_id, state)
@@ -227,6 +229,8 @@ class MemoryStore(ClosesOnExit, MemoryQueue):
             row.ledger.extend(
                 (last + i, kind, now, payload) for i, (kind, payload) in enumerate(payloads, 1)
             )
+            for artifact in artifacts:  # a known key keeps its place, as add_artifact's
+                row.artifacts[(artifact.kind, artifact.path)] = now
             if wake:
                 self._ready_locked(workflow_id, now)
         return expected_version + 1

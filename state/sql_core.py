@@ -68,6 +68,7 @@ from state.errors import ConcurrencyError, StoreCorruptError, StoreError, Unknow
 from state.steps import WorkflowStatus
 from state.store import (
     Artifact,
+    ArtifactIn,
     ClosesOnExit,
     Commit,
     CommitOutcome,
@@ -82,6 +83,7 @@ from state.store import (
     WorkflowSummary,
     clip_activity,
     commit_each,
+    distinct_artifacts,
     distinct_runs,
 )
 from state.workflow import WorkflowState
@@ -211,6 +213,7 @@ class _Rows:
 
     entries: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
     records: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
+    artifacts: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,8 @@ class PreparedCommit:
     delta: SnapshotDelta
     now: datetime
     wake: bool
+    artifacts: tuple[tuple[str, str], ...] = ()
+    """(kind, path) of each artifact it records, without repeats."""
 
 
 def noting_damage(
@@ -423,9 +428,10 @@ class SqlStore(ClosesOnExit):
         entries: Sequence[LedgerEntryIn] = (),
         owner: str | None,
         wake: bool = False,
+        artifacts: Sequence[ArtifactIn] = (),
     ) -> int:
         """Replace the snapshot and append ledger entries in one transaction (see ``Store``)."""
-        p = self._prepare(workflow_id, state, expected_version, entries, owner, wake)
+        p = self._prepare(workflow_id, state, expected_version, entries, owner, wake, artifacts)
         try:
             self._write_commit(p)
         except BaseException:
@@ -456,7 +462,13 @@ class SqlStore(ClosesOnExit):
             try:
                 outcomes.append(
                     self._prepare(
-                        c.workflow_id, c.state, c.expected_version, c.entries, c.owner, c.wake
+                        c.workflow_id,
+                        c.state,
+                        c.expected_version,
+                        c.entries,
+                        c.owner,
+                        c.wake,
+                        c.artifacts,
                     )
                 )
             except Exception as exc:  # e.g. a state that belongs to another workflow
@@ -497,6 +509,7 @@ class SqlStore(ClosesOnExit):
         entries: Sequence[LedgerEntryIn],
         owner: str | None,
         wake: bool,
+        artifacts: Sequence[ArtifactIn] = (),
     ) -> PreparedCommit:
         """What a commit writes, encoded: the head row's values, the entries, the delta."""
         check_commit_target(workflow_id, state)
@@ -505,7 +518,16 @@ class SqlStore(ClosesOnExit):
         now = self._now()
         head = (*summary_values(state, now), delta.head, *delta.counts, len(payloads))
         return PreparedCommit(
-            workflow_id, expected_version, owner, head, payloads, ts(now), delta, now, wake
+            workflow_id,
+            expected_version,
+            owner,
+            head,
+            payloads,
+            ts(now),
+            delta,
+            now,
+            wake,
+            tuple((a.kind, a.path) for a in distinct_artifacts(artifacts)),
         )
 
     def _write_commits_in(
@@ -514,9 +536,9 @@ class SqlStore(ClosesOnExit):
         """Several workflows' commits in ``tx``; for each, the refusal it met, or None.
 
         A refused commit wrote nothing; any other error ends the whole transaction. Each
-        commit's row is updated in turn, then the ledger entries and records of them all go
-        in one batch each (one call into the driver instead of two per commit). A backend
-        may send them all at once (PostgreSQL: one pipeline).
+        commit's row is updated in turn, then the ledger entries, records and artifacts of
+        them all go in one batch each (one call into the driver each, not several per
+        commit). A backend may send them all at once (PostgreSQL: one pipeline).
         """
         refusals: list[ConcurrencyError | UnknownWorkflowError | None] = []
         rows = _Rows()
@@ -555,8 +577,8 @@ class SqlStore(ClosesOnExit):
     def _update_head_in(self, tx: Tx, p: PreparedCommit, rows: _Rows) -> None:
         """The commit's checked UPDATE, its records' deletions and its wake, in ``tx``.
 
-        Its ledger entries and records go into ``rows``, for ``_append_rows_in`` to write:
-        only once the UPDATE matched, so a refused commit adds nothing.
+        Its ledger entries, records and artifacts go into ``rows``, for ``_append_rows_in``
+        to write: only once the UPDATE matched, so a refused commit adds nothing.
 
         Raises:
             UnknownWorkflowError: there is no such workflow; nothing was written.
@@ -582,15 +604,18 @@ class SqlStore(ClosesOnExit):
         self._cut_records(tx, p.delta)
         if p.delta.rows:
             rows.records += [(wid, *r) for r in record_rows(p.delta, seqs)]
+        rows.artifacts += [(wid, kind, path, p.at) for kind, path in p.artifacts]
         if p.wake:
             self._enqueue_in(tx, wid, p.at)
 
     def _append_rows_in(self, tx: Tx, rows: _Rows) -> None:
-        """Write the ledger entries and records gathered by ``_update_head_in``."""
+        """Write the ledger entries, records and artifacts gathered by ``_update_head_in``."""
         if rows.entries:
             tx.many(self.sql.insert_entry, rows.entries)
         if rows.records:
             tx.many(self.sql.put_record, rows.records)
+        if rows.artifacts:
+            tx.many(self.sql.put_artifact, rows.artifacts)
 
     def _refuse_commit(
         self, tx: Tx, workflow_id: str, expected_version: int, owner: str | None, now: datetime

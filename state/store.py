@@ -118,6 +118,19 @@ LedgerEntryIn = DecisionEntry | StepResultEntry | HumanAnswerEntry | EventEntry 
 
 
 @dataclass(frozen=True, slots=True)
+class ArtifactIn:
+    """A file a commit records as the workflow's (``Store.commit``'s ``artifacts``)."""
+
+    kind: str
+    path: str
+
+
+def distinct_artifacts(artifacts: Sequence[ArtifactIn]) -> list[ArtifactIn]:
+    """``artifacts`` without repeats, in their first order: a path is one row."""
+    return list(dict.fromkeys(artifacts))
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     """The arguments of one ``Store.commit``, for ``Store.commit_many``."""
 
@@ -127,6 +140,7 @@ class Commit:
     entries: Sequence[LedgerEntryIn] = ()
     owner: str | None = None
     wake: bool = False
+    artifacts: Sequence[ArtifactIn] = ()
 
 
 CommitOutcome = int | Exception
@@ -150,6 +164,7 @@ def commit_each(store: Store, commits: Sequence[Commit]) -> list[CommitOutcome]:
                     entries=c.entries,
                     owner=c.owner,
                     wake=c.wake,
+                    artifacts=c.artifacts,
                 )
             )
         except Exception as exc:  # the caller of this commit re-raises it
@@ -610,6 +625,7 @@ class Store(Protocol):
         entries: Sequence[LedgerEntryIn] = (),
         owner: str | None,
         wake: bool = False,
+        artifacts: Sequence[ArtifactIn] = (),
     ) -> int:
         """Replace the snapshot and append ledger entries, all or nothing.
 
@@ -624,6 +640,9 @@ class Store(Protocol):
                 transaction (``WorkQueue.enqueue``), and wake idle workers: an answer and
                 its wake-up are recorded together or not at all. A store without a work
                 queue ignores it.
+            artifacts: files the workflow produced, recorded as ``add_artifact`` records
+                them, in the same transaction: a refused commit (a stale owner's, say)
+                records none, and a step's files are listed exactly when its result is.
 
         Returns:
             The new version (``expected_version + 1``).

@@ -25,7 +25,7 @@ from state.clock import SystemClock
 from state.config import Coordinator, Limits, WorkflowConfig
 from state.decision import DecisionSource
 from state.errors import LLMUnavailableError
-from state.reports import CodeValidationReport
+from state.reports import CodeValidationReport, PlanDraft
 from state.steps import Gate, MachineState, Step
 from state.store import LedgerKind, Store
 from state.workflow import HumanAnswerKind, StepStatus, WorkflowState
@@ -143,6 +143,13 @@ async def test_plan_and_code_converge_with_both_gates_approved(
     assert kinds[first_decision + 1] is LedgerKind.STEP_RESULT  # decision committed first
     assert store.load(wid).state == state
     assert {e.kind for e in rec.events} >= {"decision", "step_started", "step_finished", "finished"}
+    # The files the steps wrote are listed, each plan version and each code file once.
+    listed = [(a.kind, Path(a.path).name) for a in store.artifacts(wid)]
+    plans = [r.result for r in state.history if isinstance(r.result, PlanDraft)]
+    assert listed == [(f"plan_v{p.version}", Path(p.path).name) for p in plans if p.path] + [
+        ("code", "prep.py"),
+        ("code", "test_prep.py"),
+    ]
 
 
 async def test_rejection_ends_the_workflow(store: Store, tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ from state.sqlite_store import DB_FILENAME, default_data_dir
 from state.steps import Gate, MachineState, Step, WorkflowStatus
 from state.store import (
     ACTIVITY_CHARS,
+    ArtifactIn,
     Commit,
     DecisionEntry,
     EventEntry,
@@ -943,6 +944,57 @@ def test_artifacts_are_listed_in_first_recorded_order(store: Store, clock: Manua
     listed = store.artifacts("wf-1")
     assert [(a.kind, a.path) for a in listed] == [("plan", "plans/v1.md"), ("code", "src/prep.py")]
     assert listed[0].recorded_at == again.recorded_at == T0 + timedelta(seconds=2)
+
+
+def test_a_commit_records_its_artifacts_with_it(store: Store, clock: ManualClock) -> None:
+    """Artifacts given to commit are listed after it, in order, a repeated path once."""
+    _created(store)
+    store.add_artifact("wf-1", "plan_v1", "plans/v1.md")
+    (first, entries), (second, more) = _history("wf-1")[:2]
+    clock.advance(1)
+    plan, code = ArtifactIn("plan_v1", "plans/v1.md"), ArtifactIn("code", "src/prep.py")
+    store.commit(
+        "wf-1", first, expected_version=1, entries=entries, owner=None,
+        artifacts=[code, plan, code],
+    )  # fmt: skip
+    listed = store.artifacts("wf-1")
+    assert [(a.kind, a.path) for a in listed] == [
+        ("plan_v1", "plans/v1.md"),
+        ("code", "src/prep.py"),
+    ]
+    assert {a.recorded_at for a in listed} == {T0 + timedelta(seconds=1)}
+    outcomes = store.commit_many(
+        [Commit("wf-1", second, 2, more, artifacts=(ArtifactIn("code", "src/more.py"),))]
+    )
+    assert outcomes == [3]
+    assert [a.path for a in store.artifacts("wf-1")][-1] == "src/more.py"
+
+
+def test_a_refused_commit_records_none_of_its_artifacts(store: Store, clock: ManualClock) -> None:
+    """A stale version or a lost lease: the commit's artifacts are not recorded either."""
+    for wid in ("wf-1", "wf-2"):
+        _created(store, wid)
+    step = _history("wf-1")[0]
+    late = (ArtifactIn("code", "late.py"),)
+    with pytest.raises(ConcurrencyError):
+        store.commit("wf-1", step[0], expected_version=7, entries=step[1], owner=None,
+                     artifacts=late)  # fmt: skip
+    store.acquire_lease("wf-2", "w1", 30)
+    clock.advance(31)
+    store.acquire_lease("wf-2", "w2", 30)
+    other = _history("wf-2")[0]
+    with pytest.raises(ConcurrencyError, match="held by w2"):
+        store.commit("wf-2", other[0], expected_version=1, entries=other[1], owner="w1",
+                     artifacts=late)  # fmt: skip
+    outcomes = store.commit_many(
+        [
+            Commit("wf-1", step[0], 1, step[1], artifacts=(ArtifactIn("code", "ok.py"),)),
+            Commit("wf-2", other[0], 1, other[1], owner="w1", artifacts=late),
+        ]
+    )
+    assert outcomes[0] == 2 and isinstance(outcomes[1], ConcurrencyError)
+    assert [a.path for a in store.artifacts("wf-1")] == ["ok.py"]
+    assert store.artifacts("wf-2") == []
 
 
 def test_artifacts_of_unknown_workflow_raise_unknown(store: Store) -> None:

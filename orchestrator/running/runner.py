@@ -55,6 +55,7 @@ from state.errors import AgentError, ConfigError
 from state.reports import CodeChange, PlanDraft
 from state.steps import TERMINAL_STATES, Gate
 from state.store import (
+    ArtifactIn,
     DecisionEntry,
     EventEntry,
     HumanAnswerEntry,
@@ -114,6 +115,16 @@ def default_workflow_id(clock: Clock) -> str:
     return f"wf-{clock.now():%Y%m%d}-{uuid.uuid4().hex[:6]}"
 
 
+def artifacts_of(record: StepRecord) -> list[ArtifactIn]:
+    """The files a finished step produced: its plan's file, or the code files it wrote."""
+    res = record.result
+    if isinstance(res, PlanDraft) and res.path:
+        return [ArtifactIn(f"plan_v{res.version}", res.path)]
+    if isinstance(res, CodeChange):
+        return [ArtifactIn("code", path) for path in res.files]
+    return []
+
+
 class _Committer:
     """Commits one workflow's snapshots with their ledger entries, tracking the version.
 
@@ -126,13 +137,15 @@ class _Committer:
         self.workflow_id = workflow_id
         self.version = version
         self.owner = owner
-        self._held: tuple[WorkflowState, list[LedgerEntryIn]] | None = None
+        self._held: tuple[WorkflowState, list[LedgerEntryIn], tuple[ArtifactIn, ...]] | None = None
         self._state: WorkflowState | None = None  # the last snapshot committed
         self._lock = asyncio.Lock()  # shadow answers commit from their own tasks
 
-    async def __call__(self, state: WorkflowState, *entries: LedgerEntryIn) -> WorkflowState:
+    async def __call__(
+        self, state: WorkflowState, *entries: LedgerEntryIn, artifacts: Sequence[ArtifactIn] = ()
+    ) -> WorkflowState:
         async with self._lock:
-            held = self._held[1] if self._held is not None else []
+            _, held, held_artifacts = self._held if self._held is not None else (None, [], ())
             self._held = None
             self.version = await self.store.commit(
                 self.workflow_id,
@@ -140,6 +153,7 @@ class _Committer:
                 expected_version=self.version,
                 entries=[*held, *entries],
                 owner=self.owner,
+                artifacts=[*held_artifacts, *artifacts],
             )
             self._state = state
             return state
@@ -157,17 +171,19 @@ class _Committer:
                 owner=self.owner,
             )
 
-    def hold(self, state: WorkflowState, *entries: LedgerEntryIn) -> None:
-        """Keep ``state`` and ``entries`` for the next commit (or ``flush``)."""
+    def hold(
+        self, state: WorkflowState, *entries: LedgerEntryIn, artifacts: Sequence[ArtifactIn] = ()
+    ) -> None:
+        """Keep ``state``, ``entries`` and ``artifacts`` for the next commit (or ``flush``)."""
         assert self._held is None, "one held commit at a time"
-        self._held = (state, list(entries))
+        self._held = (state, list(entries), tuple(artifacts))
 
     async def flush(self) -> None:
         """Commit what is held, now."""
         if self._held is not None:
-            state, entries = self._held
+            state, entries, artifacts = self._held
             self._held = None
-            await self(state, *entries)
+            await self(state, *entries, artifacts=artifacts)
 
 
 def answer_workflow(
@@ -442,8 +458,9 @@ class WorkflowRunner:
             done = state.history[-1]
             # Committed together with the next decision, microseconds from now, unless that
             # decision must wait for an LLM: then it is committed first (see _decide).
-            commit.hold(state, StepResultEntry(done), *waited)
-            await self._record_artifacts(store, wid, done)
+            # The step's files are recorded by that commit too, under the lease: a worker
+            # that lost it records none, and a crash before it leaves none listed.
+            commit.hold(state, StepResultEntry(done), *waited, artifacts=artifacts_of(done))
             self._emit(ProgressEvent(ProgressKind.STEP_FINISHED, state, config, step=done))
         self._emit(ProgressEvent(ProgressKind.FINISHED, state, config))
         return state
@@ -578,14 +595,6 @@ class WorkflowRunner:
         return EventEntry(
             "step_backoff", {"step": int(ctx.step), "attempt": ctx.attempt, "waited_s": delay}
         )
-
-    async def _record_artifacts(self, store: AsyncStore, wid: str, rec: StepRecord) -> None:
-        res = rec.result
-        if isinstance(res, PlanDraft) and res.path:
-            await store.add_artifact(wid, f"plan_v{res.version}", res.path)
-        elif isinstance(res, CodeChange):
-            for path in res.files:
-                await store.add_artifact(wid, "code", path)
 
     def _emit(self, event: ProgressEvent) -> None:
         for observer in self.observers:

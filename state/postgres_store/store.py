@@ -59,10 +59,14 @@ _COMMIT = """WITH w AS (
     FROM w, unnest(%b::text[], %b::int[], %b::int[], %b::text[]) AS r (list_name, idx, n, payload)
     ON CONFLICT (workflow_id, list_name, idx) DO UPDATE SET seq = excluded.seq,
         payload = excluded.payload
+), arts AS (
+    INSERT INTO artifacts (workflow_id, kind, path, recorded_at)
+    SELECT %s, a.kind, a.path, %s FROM w, unnest(%b::text[], %b::text[]) AS a (kind, path)
+    ON CONFLICT (workflow_id, kind, path) DO UPDATE SET recorded_at = excluded.recorded_at
 )
 SELECT ledger_seq FROM w"""
 COMMIT_SQL = _COMMIT.format(lease="")
-"""A commit in one statement: the row's UPDATE, whose result gates the two inserts.
+"""A commit in one statement: the row's UPDATE, whose result gates the inserts.
 
 A record that mirrors one of the entries carries the entry's ordinal ``n`` and no text
 (``''``), and so points at the entry's seq (``sql_core.record_rows``); the others carry
@@ -272,6 +276,10 @@ class PostgresStore(SqlStore, PostgresQueue):
             [idx for _, idx, _, _ in rows],
             [n or 0 for _, _, n, _ in rows],
             [text or "" for _, _, _, text in rows],
+            p.workflow_id,
+            p.at,
+            [kind for kind, _ in p.artifacts],
+            [path for _, path in p.artifacts],
         )
 
     def damage_where(self) -> str:
