@@ -23,7 +23,7 @@ from test_crash_resume import SlowWorld
 
 from orchestrator.composition import open_store
 from orchestrator.running.consistency import find_inconsistency
-from orchestrator.running.runner import answer_workflow
+from orchestrator.running.runner import answer_workflow, artifacts_of
 from orchestrator.running.worker import submit
 from state.clock import SystemClock
 from state.config import Coordinator, WorkflowConfig
@@ -192,6 +192,16 @@ def check_invariants(store: Store, wid: str) -> None:
     for prev, rec in zip(state.history, state.history[1:], strict=False):
         if rec.step is prev.step and prev.status is StepStatus.COMPLETED:
             raise AssertionError(f"{wid}: step {rec.step} ran again after completing")
+    # A step's files are recorded by the commit of its result (so at that entry's time),
+    # never by a write of their own that a worker past its lease could still make.
+    produced = {
+        (a.kind, a.path): e.recorded_at
+        for e in ledger
+        if isinstance(e.content, StepResultEntry)
+        for a in artifacts_of(e.content.record)
+    }
+    listed = {(a.kind, a.path): a.recorded_at for a in store.artifacts(wid)}
+    assert listed == produced, f"{wid}: artifacts recorded outside their step's commit"
 
 
 def test_workers_killed_at_random_points(
