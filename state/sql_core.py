@@ -209,7 +209,7 @@ class Statements:
 
 @dataclass(slots=True)
 class _Rows:
-    """Ledger entries and records gathered from commits, to be written in one batch each."""
+    """Ledger entries, records and artifacts gathered from commits, one batch each to write."""
 
     entries: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
     records: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
