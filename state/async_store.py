@@ -50,6 +50,7 @@ from state.store import (
     Store,
     StoredWorkflow,
     WorkflowSummary,
+    commit_one,
 )
 from state.workflow import WorkflowState
 
@@ -243,17 +244,7 @@ class AsyncStore:
         c = Commit(
             workflow_id, state, expected_version, tuple(entries), owner, wake, tuple(artifacts)
         )
-        call = functools.partial(
-            self.store.commit,
-            workflow_id,
-            state,
-            expected_version=expected_version,
-            entries=c.entries,
-            owner=owner,
-            wake=wake,
-            artifacts=c.artifacts,
-        )
-        return await self._start(call, c)
+        return await self._start(functools.partial(commit_one, self.store, c), c)
 
     async def list_workflows(
         self, status: WorkflowStatus | None = None, *, ids: Collection[str] | None = None

@@ -431,7 +431,9 @@ class SqlStore(ClosesOnExit):
         artifacts: Sequence[ArtifactIn] = (),
     ) -> int:
         """Replace the snapshot and append ledger entries in one transaction (see ``Store``)."""
-        p = self._prepare(workflow_id, state, expected_version, entries, owner, wake, artifacts)
+        p = self._prepare(
+            Commit(workflow_id, state, expected_version, entries, owner, wake, artifacts)
+        )
         try:
             self._write_commit(p)
         except BaseException:
@@ -460,17 +462,7 @@ class SqlStore(ClosesOnExit):
         outcomes: list[CommitOutcome | PreparedCommit] = []
         for c in commits:
             try:
-                outcomes.append(
-                    self._prepare(
-                        c.workflow_id,
-                        c.state,
-                        c.expected_version,
-                        c.entries,
-                        c.owner,
-                        c.wake,
-                        c.artifacts,
-                    )
-                )
+                outcomes.append(self._prepare(c))
             except Exception as exc:  # e.g. a state that belongs to another workflow
                 outcomes.append(exc)
         prepared = [p for p in outcomes if isinstance(p, PreparedCommit)]
@@ -501,33 +493,25 @@ class SqlStore(ClosesOnExit):
             self._woke()
         return done
 
-    def _prepare(
-        self,
-        workflow_id: str,
-        state: WorkflowState,
-        expected_version: int,
-        entries: Sequence[LedgerEntryIn],
-        owner: str | None,
-        wake: bool,
-        artifacts: Sequence[ArtifactIn] = (),
-    ) -> PreparedCommit:
+    def _prepare(self, c: Commit) -> PreparedCommit:
         """What a commit writes, encoded: the head row's values, the entries, the delta."""
-        check_commit_target(workflow_id, state)
-        delta = self._encoder.delta(state, expected_version)
-        payloads = [encode_entry(delta.text_of, workflow_id, entry) for entry in entries]
+        wid = c.workflow_id
+        check_commit_target(wid, c.state)
+        delta = self._encoder.delta(c.state, c.expected_version)
+        payloads = [encode_entry(delta.text_of, wid, entry) for entry in c.entries]
         now = self._now()
-        head = (*summary_values(state, now), delta.head, *delta.counts, len(payloads))
+        head = (*summary_values(c.state, now), delta.head, *delta.counts, len(payloads))
         return PreparedCommit(
-            workflow_id,
-            expected_version,
-            owner,
+            wid,
+            c.expected_version,
+            c.owner,
             head,
             payloads,
             ts(now),
             delta,
             now,
-            wake,
-            tuple((a.kind, a.path) for a in distinct_artifacts(artifacts)),
+            c.wake,
+            tuple((a.kind, a.path) for a in distinct_artifacts(c.artifacts)),
         )
 
     def _write_commits_in(

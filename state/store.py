@@ -156,20 +156,23 @@ def commit_each(store: Store, commits: Sequence[Commit]) -> list[CommitOutcome]:
     outcomes: list[CommitOutcome] = []
     for c in commits:
         try:
-            outcomes.append(
-                store.commit(
-                    c.workflow_id,
-                    c.state,
-                    expected_version=c.expected_version,
-                    entries=c.entries,
-                    owner=c.owner,
-                    wake=c.wake,
-                    artifacts=c.artifacts,
-                )
-            )
+            outcomes.append(commit_one(store, c))
         except Exception as exc:  # the caller of this commit re-raises it
             outcomes.append(exc)
     return outcomes
+
+
+def commit_one(store: Store, c: Commit) -> int:
+    """``store.commit`` with the arguments ``c`` holds."""
+    return store.commit(
+        c.workflow_id,
+        c.state,
+        expected_version=c.expected_version,
+        entries=c.entries,
+        owner=c.owner,
+        wake=c.wake,
+        artifacts=c.artifacts,
+    )
 
 
 def distinct_runs(commits: Sequence[Commit]) -> Iterator[Sequence[Commit]]:
